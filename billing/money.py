@@ -1,0 +1,37 @@
+"""Money: Decimal amounts, one rounding rule, one formatter. Never floats."""
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+# Posted amounts (ledger entries, invoices) carry 2 decimals in the currency's unit...
+POSTED_PLACES = Decimal("0.01")
+# ...while rates and accumulated usage charges keep 6, so that many tiny per-token charges do not round to zero.
+RATE_PLACES = Decimal("0.000001")
+
+CURRENCY_SYMBOLS = {"CNY": "¥", "USD": "$", "EUR": "€"}
+
+
+def quantize_posted(amount: Decimal) -> Decimal:
+    return Decimal(amount).quantize(POSTED_PLACES, rounding=ROUND_HALF_UP)
+
+
+def quantize_rate(amount: Decimal) -> Decimal:
+    return Decimal(amount).quantize(RATE_PLACES, rounding=ROUND_HALF_UP)
+
+
+def format_money(amount: Decimal, currency: str, *, rate: bool = False) -> str:
+    """``¥0.0006`` for rates (trailing zeros trimmed, at least 2 places), ``¥3.52`` for posted amounts."""
+    if currency is None or currency == "":
+        raise ValueError("format_money needs a currency")
+    amount = Decimal(amount)
+    symbol = CURRENCY_SYMBOLS.get(currency)
+    if rate:
+        value = quantize_rate(amount).normalize()
+        if value.as_tuple().exponent > -2:
+            value = value.quantize(POSTED_PLACES)
+        text = f"{value:,f}"
+    else:
+        text = f"{quantize_posted(amount):,.2f}"
+    if text.startswith("-"):
+        return f"-{symbol}{text[1:]}" if symbol else f"-{text[1:]} {currency}"
+    return f"{symbol}{text}" if symbol else f"{text} {currency}"

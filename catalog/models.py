@@ -1,0 +1,113 @@
+"""The model marketplace: models loaded from ModelHub-format YAML specs, with their deployment variants."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import get_language
+from django.utils.translation import gettext_lazy as _
+
+
+class Task(models.TextChoices):
+    TEXT_GENERATION = "text-generation", _("Text generation")
+    CHAT = "chat", _("Chat")
+    REASONING = "reasoning", _("Reasoning")
+    CODE = "code", _("Code")
+    EMBEDDING = "embedding", _("Embedding")
+    VISION = "vision", _("Vision")
+    RERANK = "rerank", _("Rerank")
+
+
+class Runtime(models.TextChoices):
+    VLLM = "vllm", "vLLM"
+    SGLANG = "sglang", "SGLang"
+
+
+class CatalogModel(models.Model):
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    display_name = models.CharField(max_length=200)
+    publisher = models.CharField(max_length=100, db_index=True)
+    description_zh = models.TextField()
+    description_en = models.TextField()
+    tasks = ArrayField(models.CharField(max_length=32), default=list)
+    parameters_b = models.DecimalField(_("parameters (billions)"), max_digits=8, decimal_places=2)
+    active_parameters_b = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
+    context_length = models.PositiveIntegerField()
+    quantization = models.CharField(max_length=32)
+    license = models.CharField(max_length=100)
+    source_hub = models.CharField(max_length=20)  # huggingface | modelscope
+    source_repo = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3)
+    input_price_per_1k = models.DecimalField(max_digits=14, decimal_places=6)
+    output_price_per_1k = models.DecimalField(max_digits=14, decimal_places=6)
+    spec_updated = models.DateField(_("updated"))
+    spec_file = models.CharField(max_length=200)
+    spec_hash = models.CharField(max_length=64)
+    listed = models.BooleanField(default=True, help_text=_("Shown in the marketplace."))
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-spec_updated", "slug"]
+        verbose_name = _("catalog model")
+        indexes = [GinIndex(fields=["tasks"], name="catalog_model_tasks_gin")]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def public_model_id(self) -> str:
+        return f"public/{self.slug}"
+
+    @property
+    def description(self) -> str:
+        return self.description_zh if (get_language() or "").startswith("zh") else self.description_en
+
+    @property
+    def source(self) -> str:
+        return f"{self.source_hub}: {self.source_repo}"
+
+    @property
+    def size_label(self) -> str:
+        value = self.parameters_b.normalize()
+        return f"{value:f}B"
+
+    @property
+    def max_gpus(self) -> int:
+        return max((v.gpu_count for v in self.variants.all()), default=0)
+
+
+class DeploymentVariant(models.Model):
+    """One way to run a model: runtime, version range and the GPUs it needs per instance."""
+
+    model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="variants")
+    position = models.PositiveSmallIntegerField()
+    runtime = models.CharField(max_length=16, choices=Runtime.choices)
+    version_required = models.CharField(max_length=64)
+    gpu_type = models.CharField(max_length=64)
+    gpu_count = models.PositiveSmallIntegerField()
+    per_gpu_memory_gb = models.PositiveSmallIntegerField()
+    cpu = models.PositiveSmallIntegerField()
+    memory_gb = models.PositiveIntegerField()
+    custom_runtime_args = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["model", "position"]
+        constraints = [models.UniqueConstraint(fields=["model", "position"], name="variant_unique_position")]
+
+    def __str__(self) -> str:
+        return f"{self.model.slug} #{self.position}: {self.runtime} {self.gpu_count}×{self.per_gpu_memory_gb}GB"
+
+    @property
+    def total_gpu_memory_gb(self) -> int:
+        return self.gpu_count * self.per_gpu_memory_gb
+
+    @property
+    def resources_label(self) -> str:
+        return f"{self.gpu_count}× {self.per_gpu_memory_gb} GB GPU · {self.cpu} vCPU · {self.memory_gb} GiB"
+
+
+ZERO = Decimal("0")

@@ -1,0 +1,9 @@
+from cryptography.fernet import Fernet
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Print a new key for ENCRYPTION_KEYS (secrets at rest). Prepend it to rotate; keep old keys to decrypt."
+
+    def handle(self, *args, **options):
+        self.stdout.write(Fernet.generate_key().decode())

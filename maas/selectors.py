@@ -1,0 +1,36 @@
+"""Reads for the tenancy core."""
+from __future__ import annotations
+
+from django.utils import timezone
+
+from maas.models import ApiKey, AuditEvent, Invitation, Membership, hash_api_key
+
+
+def memberships_of_user(user):
+    return Membership.objects.filter(user=user).select_related("org").order_by("-org__personal", "org__name")
+
+
+def org_members(org):
+    return Membership.objects.for_org(org).select_related("user").order_by("created_at")
+
+
+def org_pending_invitations(org):
+    return Invitation.objects.for_org(org).filter(accepted_at=None, revoked_at=None, expires_at__gt=timezone.now())
+
+
+def org_api_keys(org):
+    return ApiKey.objects.for_org(org).select_related("created_by").order_by("-created_at")
+
+
+def apikey_by_plaintext(raw: str) -> ApiKey | None:
+    """The active key for a plaintext ``sk-`` key, or None (unknown, revoked or expired)."""
+    if not raw or not raw.startswith("sk-"):
+        return None
+    key = ApiKey.objects.select_related("org").filter(key_hash=hash_api_key(raw)).first()
+    if key is None or not key.is_active():
+        return None
+    return key
+
+
+def org_audit_events(org, limit: int = 100):
+    return AuditEvent.objects.for_org(org).select_related("actor")[:limit]

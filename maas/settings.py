@@ -1,0 +1,206 @@
+"""Settings for the MaaS platform, read from the environment.
+
+With ``DATABASE_URL`` and ``REDIS_URL`` unset the platform starts its embedded PostgreSQL and Redis under
+``MAAS_EMBEDDED_DIR`` (default ``.local/embedded``) and uses them exactly like external servers.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+from maas import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env.boolean("DEBUG", False)
+ALLOWED_HOSTS = env.listing("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.listing("CSRF_TRUSTED_ORIGINS", [])
+# Public base URL of this platform, shown in API snippets and e-mails.
+SITE_URL = env.string("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# --- servers -------------------------------------------------------------------------------------------------
+EMBEDDED_DIR = Path(env.string("MAAS_EMBEDDED_DIR", str(BASE_DIR / ".local" / "embedded")))
+_database_url = env.string("DATABASE_URL", None)
+_redis_url = env.string("REDIS_URL", None)
+EMBEDDED = _database_url is None or _redis_url is None
+if EMBEDDED:
+    from maas import embedded
+
+    _servers = embedded.start(EMBEDDED_DIR, redis_port=env.integer("MAAS_EMBEDDED_REDIS_PORT", 6390))
+    _database_url = _database_url or _servers.database_url
+    _redis_url = _redis_url or _servers.redis_url
+    # Child processes (workers, simulators) must reuse these servers rather than start their own.
+    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = _database_url, _redis_url
+
+if not _database_url.startswith(("postgres://", "postgresql://")):
+    raise ImproperlyConfigured("DATABASE_URL: only PostgreSQL is supported (postgres://...)")
+# Production (external servers, DEBUG off) must set SECRET_KEY; the embedded default runs with a dev key.
+SECRET_KEY = env.string("SECRET_KEY", "dev-insecure-secret-key-change-me" if (DEBUG or EMBEDDED) else None)
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL/REDIS_URL point at external servers")
+DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=env.integer("DB_CONN_MAX_AGE", 60))}
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+REDIS_URL = _redis_url
+
+# --- secrets at rest -----------------------------------------------------------------------------------------
+# Fernet key(s) for kubeconfigs and other secrets at rest; comma-separated, the first encrypts, all decrypt.
+_enc = env.listing("ENCRYPTION_KEYS", [])
+if not _enc:
+    if not DEBUG and not EMBEDDED:
+        raise ImproperlyConfigured("ENCRYPTION_KEYS must be set (generate one with: python manage.py genkey)")
+    _enc = [base64.urlsafe_b64encode(hashlib.sha256(("maas-dev:" + SECRET_KEY).encode()).digest()).decode()]
+ENCRYPTION_KEYS = _enc
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django.contrib.postgres",
+    "rest_framework",
+    "drf_spectacular",
+    "django_htmx",
+    "channels",
+    "maas",
+    "catalog",
+    "deployments",
+    "gateway",
+    "playground",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "maas.tenancy.CurrentOrgMiddleware",
+]
+
+ROOT_URLCONF = "maas.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+                "maas.context.console",
+            ],
+        },
+    }
+]
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "maas.asgi.application"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "catalog:marketplace"
+LOGOUT_REDIRECT_URL = "catalog:marketplace"
+
+# --- i18n ----------------------------------------------------------------------------------------------------
+LANGUAGE_CODE = "en"
+LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+TIME_ZONE = env.string("TIME_ZONE", "Asia/Shanghai")
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve static files straight from the source folders too, so no collectstatic step is needed to run.
+WHITENOISE_USE_FINDERS = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- e-mail --------------------------------------------------------------------------------------------------
+EMAIL_BACKEND = env.string("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.string("DEFAULT_FROM_EMAIL", "MaaS <noreply@localhost>")
+
+# --- caches, channels, celery --------------------------------------------------------------------------------
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+CHANNEL_LAYERS = {
+    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    if env.boolean("CHANNELS_IN_MEMORY", EMBEDDED)
+    else {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+}
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ALWAYS_EAGER = env.boolean("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- REST framework ------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "maas.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "maas.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MaaS management API",
+    "DESCRIPTION": "Management API of the MaaS platform. Authenticate with a session or an `sk-` API key "
+    "(`Authorization: Bearer sk-...`). The OpenAI-compatible data plane lives under `/v1`.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- platform ------------------------------------------------------------------------------------------------
+CURRENCY = env.string("CURRENCY", "CNY")
+CATALOG_SPECS_DIR = Path(env.string("CATALOG_SPECS_DIR", str(BASE_DIR / "catalog" / "specs")))
+# Runtime images the platform may deploy; a spec's versionRequired range picks the newest that satisfies it.
+RUNTIME_VERSIONS = {
+    "vllm": env.listing("VLLM_VERSIONS", ["0.6.6", "0.7.3", "0.8.5", "0.9.2", "0.10.2"]),
+    "sglang": env.listing("SGLANG_VERSIONS", ["0.4.6", "0.4.9", "0.5.2"]),
+}
+RUNTIME_IMAGES = {
+    "vllm": env.string("VLLM_IMAGE", "vllm/vllm-openai:v{version}"),
+    "sglang": env.string("SGLANG_IMAGE", "lmsysorg/sglang:v{version}-cu124"),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.string("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+if not DEBUG and not EMBEDDED:
+    SESSION_COOKIE_SECURE = env.boolean("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env.boolean("CSRF_COOKIE_SECURE", True)
