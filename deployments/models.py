@@ -1,0 +1,211 @@
+"""Regions, GPU clusters and model services (dedicated deployments of catalog models)."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import get_language
+from django.utils.translation import gettext_lazy as _
+
+from maas.tenancy import OrgScopedQuerySet
+
+dns1123_label = RegexValidator(
+    r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$",
+    _("Lowercase letters, digits and hyphens; start with a letter, end with a letter or digit; at most 40 characters."),
+)
+
+# The platform's own organization: its services serve the shared public models as ``public/<slug>``.
+PUBLIC_NAMESPACE = "public"
+
+
+class Region(models.Model):
+    code = models.SlugField(max_length=40, unique=True)  # e.g. cn-shanghai-2
+    name_zh = models.CharField(max_length=60)  # e.g. 上海二区
+    name_en = models.CharField(max_length=60)  # e.g. Shanghai 2
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "code"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return self.name_zh if (get_language() or "").startswith("zh") else self.name_en
+
+
+class ClusterDriver(models.TextChoices):
+    KUBERNETES = "kubernetes", "Kubernetes"
+    LOCAL = "local", _("Local processes")
+
+
+class AccessMode(models.TextChoices):
+    PROXY = "proxy", _("API server proxy")
+    POD_IP = "pod_ip", _("Pod IPs")
+    INGRESS = "ingress", _("Ingress base URL")
+
+
+class ClusterHealth(models.TextChoices):
+    UNKNOWN = "unknown", _("Unknown")
+    READY = "ready", _("Ready")
+    DEGRADED = "degraded", _("Degraded")
+    UNREACHABLE = "unreachable", _("Unreachable")
+
+
+class Cluster(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.SlugField(max_length=60, unique=True)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="clusters")
+    driver = models.CharField(max_length=16, choices=ClusterDriver.choices, default=ClusterDriver.KUBERNETES)
+    # Fernet-encrypted kubeconfig (maas.crypto); never rendered back.
+    kubeconfig_encrypted = models.TextField(blank=True)
+    context = models.CharField(max_length=200, blank=True)
+    server_url = models.CharField(max_length=300, blank=True)
+    server_version = models.CharField(max_length=60, blank=True)
+    access_mode = models.CharField(max_length=16, choices=AccessMode.choices, default=AccessMode.PROXY)
+    ingress_base_url = models.URLField(blank=True)
+    cordoned = models.BooleanField(default=False, help_text=_("No new placements."))
+    health = models.CharField(max_length=16, choices=ClusterHealth.choices, default=ClusterHealth.UNKNOWN)
+    last_error = models.TextField(blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    # {gpu_product: {"total", "allocatable", "allocated", "free", "memory_mb", "nodes", "max_per_node"}}
+    inventory = models.JSONField(default=dict, blank=True)
+    nodes = models.JSONField(default=list, blank=True)
+    checks = models.JSONField(default=list, blank=True)  # [{"key", "ok", "message", "fix"}]
+    has_lws = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["region__position", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BillingMode(models.TextChoices):
+    PAYG = "payg", _("Pay as you go")
+    SUBSCRIPTION = "subscription", _("Monthly subscription")
+
+
+class ServiceStatus(models.TextChoices):
+    PENDING = "Pending", _("Pending")
+    CREATING = "Creating", _("Creating")
+    STARTING = "Starting", _("Starting")
+    RUNNING = "Running", _("Running")
+    SCALING = "Scaling", _("Scaling")
+    STOPPING = "Stopping", _("Stopping")
+    STOPPED = "Stopped", _("Stopped")
+    FAILED = "Failed", _("Failed")
+    DELETING = "Deleting", _("Deleting")
+    DELETED = "Deleted", _("Deleted")
+
+
+class ServiceQuerySet(OrgScopedQuerySet):
+    def live(self):
+        return self.exclude(status=ServiceStatus.DELETED)
+
+
+class Service(models.Model):
+    """A dedicated deployment of a catalog model for one organization, callable as ``<namespace>/<name>``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    org = models.ForeignKey("maas.Organization", on_delete=models.PROTECT, related_name="services")
+    name = models.CharField(_("service name"), max_length=40, validators=[dns1123_label])
+    model = models.ForeignKey("catalog.CatalogModel", on_delete=models.PROTECT, related_name="services")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="services")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="services")
+    # The variant picked at deploy time, copied so later catalog edits do not change a running service.
+    variant_position = models.PositiveSmallIntegerField()
+    runtime = models.CharField(max_length=16)
+    runtime_version = models.CharField(max_length=32)
+    image = models.CharField(max_length=200)
+    gpu_product = models.CharField(max_length=100, blank=True)
+    gpu_count = models.PositiveSmallIntegerField()  # per instance
+    per_gpu_memory_gb = models.PositiveSmallIntegerField()
+    nodes_per_instance = models.PositiveSmallIntegerField(default=1)
+    cpu = models.PositiveSmallIntegerField()
+    memory_gb = models.PositiveIntegerField()
+    runtime_args = models.JSONField(default=list, blank=True)
+    max_model_len = models.PositiveIntegerField()
+    replicas = models.PositiveSmallIntegerField(_("instances"))  # desired while running
+    ready_replicas = models.PositiveSmallIntegerField(default=0)
+    billing_mode = models.CharField(max_length=16, choices=BillingMode.choices, default=BillingMode.PAYG)
+    hourly_price = models.DecimalField(max_digits=14, decimal_places=6)  # per instance, at deploy/scale time
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=16, choices=ServiceStatus.choices, default=ServiceStatus.PENDING)
+    status_reason = models.CharField(max_length=100, blank=True)
+    status_message = models.TextField(blank=True)
+    # Desired-state generation: bumped by every user change, copied to observed_generation by reconcile.
+    generation = models.PositiveIntegerField(default=1)
+    observed_generation = models.PositiveIntegerField(default=0)
+    desired_running = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    running_since = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ServiceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "name"], condition=~models.Q(status="Deleted"),
+                                    name="service_unique_live_name_per_org"),
+        ]
+        indexes = [models.Index(fields=["status"]), models.Index(fields=["cluster", "status"])]
+
+    def __str__(self) -> str:
+        return self.model_id
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.org.namespace}/{self.name}"
+
+    @property
+    def k8s_name(self) -> str:
+        return f"svc-{self.name}"
+
+    def price_for(self, instances: int):
+        """Hourly price of ``instances`` instances of this service."""
+        return self.hourly_price * instances
+
+
+class ServiceEvent(models.Model):
+    """The service's timeline: status changes, scaling, failures with their real reasons."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=32)  # status, scale, action, error
+    status = models.CharField(max_length=16, blank=True)
+    reason = models.CharField(max_length=100, blank=True)
+    message = models.TextField(blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
+class Replica(models.Model):
+    """One observed instance of a service (a pod or a local process) and how the gateway reaches it.
+
+    No credentials live here: for API-server proxy access the gateway adds the cluster's credentials at run time.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="replica_set")
+    name = models.CharField(max_length=253)  # pod name or local process name
+    base_url = models.CharField(max_length=500)  # root of the OpenAI-compatible server (without /v1)
+    ready = models.BooleanField(default=False)
+    pid = models.PositiveIntegerField(null=True, blank=True)  # local driver only
+    port = models.PositiveIntegerField(null=True, blank=True)  # local driver only
+    observed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["service", "name"]
+        constraints = [models.UniqueConstraint(fields=["service", "name"], name="replica_unique_name")]
