@@ -187,9 +187,13 @@ class ServiceEvent(models.Model):
     message = models.TextField(blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                               related_name="+")
+    # Meter events (kind="meter"): the number of billable (Running, ready) instances from ``created_at`` on.
+    # Billing integrates these into instance-seconds; every change of that number writes exactly one.
+    billable_instances = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["service", "kind", "created_at"])]
 
 
 class Replica(models.Model):
