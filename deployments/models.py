@@ -115,7 +115,7 @@ class Service(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     org = models.ForeignKey("maas.Organization", on_delete=models.PROTECT, related_name="services")
     name = models.CharField(_("service name"), max_length=40, validators=[dns1123_label])
-    model = models.ForeignKey("catalog.CatalogModel", on_delete=models.PROTECT, related_name="services")
+    catalog_model = models.ForeignKey("catalog.CatalogModel", on_delete=models.PROTECT, related_name="services")
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="services")
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="services")
     # The variant picked at deploy time, copied so later catalog edits do not change a running service.

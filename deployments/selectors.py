@@ -1,0 +1,107 @@
+"""Reads of the deployments app that other apps use (the gateway resolves models and replicas only through these).
+
+Contract for the gateway:
+- ``resolve_model_target(model_id, org)``: what a client's ``model`` names, or None (unknown / not this org's);
+- ``ready_endpoints(service_ids)``: the Ready replicas of those services, with whatever headers reaching them needs;
+- ``callable_models(org)``: the model ids an org can call now (for ``GET /v1/models``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from deployments.models import PUBLIC_NAMESPACE, Replica, Service, ServiceStatus
+
+CALLABLE_STATUSES = (ServiceStatus.RUNNING, ServiceStatus.SCALING)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    replica: str  # replica name (pod / process), stable while the replica lives
+    base_url: str  # root of the OpenAI-compatible server; requests go to base_url + "/v1/..."
+    headers: dict = field(default_factory=dict)  # e.g. Authorization for the API-server proxy
+    tls_verify: bool | str = True  # False, True or a CA bundle path
+    client_cert: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    model_id: str  # as the client names it
+    public: bool  # public/<slug>: shared platform deployment, billed per token
+    service_ids: tuple[str, ...]  # services whose replicas may serve it
+    upstream_model: str  # the name the runtime serves (its --served-model-name)
+    catalog_model_id: int
+    catalog_slug: str
+    context_length: int
+    owner_org_id: str  # the org owning the services (the platform org for public models)
+
+
+def _public_services(slug: str):
+    return Service.objects.filter(
+        org__namespace=PUBLIC_NAMESPACE, catalog_model__slug=slug, catalog_model__listed=True, status__in=CALLABLE_STATUSES
+    ).select_related("catalog_model", "org")
+
+
+def resolve_model_target(model_id: str, org) -> ModelTarget | None:
+    if not isinstance(model_id, str) or "/" not in model_id:
+        return None
+    namespace, _, name = model_id.partition("/")
+    if namespace == PUBLIC_NAMESPACE:
+        services = list(_public_services(name))
+        if not services:
+            return None
+        first = services[0]
+        return ModelTarget(
+            model_id=model_id, public=True, service_ids=tuple(str(s.pk) for s in services),
+            upstream_model=first.model_id, catalog_model_id=first.catalog_model_id,
+            catalog_slug=first.catalog_model.slug, context_length=first.max_model_len, owner_org_id=str(first.org_id),
+        )
+    if org is None or namespace != org.namespace:
+        return None
+    service = (
+        Service.objects.for_org(org).filter(name=name).exclude(status=ServiceStatus.DELETED)
+        .select_related("catalog_model").first()
+    )
+    if service is None:
+        return None
+    return ModelTarget(
+        model_id=model_id, public=False, service_ids=(str(service.pk),), upstream_model=service.model_id,
+        catalog_model_id=service.catalog_model_id, catalog_slug=service.catalog_model.slug, context_length=service.max_model_len,
+        owner_org_id=str(service.org_id),
+    )
+
+
+def callable_models(org) -> list[dict]:
+    """Public models with a running public deployment, then the org's running services."""
+    items: dict[str, dict] = {}
+    public = Service.objects.filter(org__namespace=PUBLIC_NAMESPACE, catalog_model__listed=True,
+                                    status__in=CALLABLE_STATUSES)
+    for service in public.select_related("catalog_model").order_by("catalog_model__slug"):
+        items.setdefault(f"public/{service.catalog_model.slug}", {
+            "id": f"public/{service.catalog_model.slug}", "owned_by": PUBLIC_NAMESPACE, "created": int(service.created_at.timestamp()),
+            "catalog_slug": service.catalog_model.slug, "context_length": service.max_model_len, "public": True,
+        })
+    if org is not None:
+        for service in Service.objects.for_org(org).filter(status__in=CALLABLE_STATUSES).select_related("catalog_model", "org"):
+            items[service.model_id] = {
+                "id": service.model_id, "owned_by": org.namespace, "created": int(service.created_at.timestamp()),
+                "catalog_slug": service.catalog_model.slug, "context_length": service.max_model_len, "public": False,
+            }
+    return list(items.values())
+
+
+def ready_endpoints(service_ids) -> list[Endpoint]:
+    replicas = (
+        Replica.objects.filter(service_id__in=list(service_ids), ready=True, service__status__in=CALLABLE_STATUSES)
+        .select_related("service__cluster").order_by("service_id", "name")
+    )
+    endpoints = []
+    for replica in replicas:
+        cluster = replica.service.cluster
+        headers, verify, cert = {}, True, None
+        if cluster is not None:
+            from deployments.access import replica_access
+
+            headers, verify, cert = replica_access(cluster)
+        endpoints.append(Endpoint(replica=replica.name, base_url=replica.base_url, headers=headers,
+                                  tls_verify=verify, client_cert=cert))
+    return endpoints
