@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.urls import reverse
@@ -67,7 +68,11 @@ def org_create(*, owner, name: str, namespace: str | None = None, personal: bool
         raise ApplicationError(_("An organization needs a name."), field="name")
     namespace = (namespace or "").strip().lower() or _unused_personal_namespace()
     org = Organization(name=name[:100], namespace=namespace, personal=personal)
-    org.full_clean()
+    try:
+        org.full_clean(validate_unique=False)
+    except ValidationError as exc:
+        field, errors = next(iter(exc.message_dict.items()))
+        raise ApplicationError(errors[0], field=field) from None
     try:
         with transaction.atomic():
             org.save()

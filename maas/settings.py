@@ -192,6 +192,24 @@ RUNTIME_IMAGES = {
     "sglang": env.string("SGLANG_IMAGE", "lmsysorg/sglang:v{version}-cu124"),
 }
 
+# --- gateway (/v1) ---------------------------------------------------------------------------------------------
+GATEWAY_REDIS_PREFIX = env.string("GATEWAY_REDIS_PREFIX", "maas:gw:")
+GATEWAY_MAX_BODY_BYTES = env.integer("GATEWAY_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)
+GATEWAY_CONNECT_TIMEOUT = env.decimal("GATEWAY_CONNECT_TIMEOUT", "5")  # seconds to open an upstream connection
+GATEWAY_IDLE_TIMEOUT = env.decimal("GATEWAY_IDLE_TIMEOUT", "120")  # seconds without a byte from upstream
+GATEWAY_MAX_ATTEMPTS = env.integer("GATEWAY_MAX_ATTEMPTS", 3, minimum=1)  # replicas tried before the first byte
+GATEWAY_BREAKER_FAILURES = env.integer("GATEWAY_BREAKER_FAILURES", 3, minimum=1)  # consecutive, to eject a replica
+GATEWAY_BREAKER_COOLDOWN = env.decimal("GATEWAY_BREAKER_COOLDOWN", "5")  # seconds before a half-open probe
+GATEWAY_ROUTING = env.string("GATEWAY_ROUTING", "prefix")  # prefix | least | round_robin (benchmarks)
+GATEWAY_PREFIX_CHARS = env.integer("GATEWAY_PREFIX_CHARS", 1024, minimum=16)  # leading prompt part for affinity
+GATEWAY_LONG_PROMPT_CHARS = env.integer("GATEWAY_LONG_PROMPT_CHARS", 48000, minimum=1)  # above: least loaded
+GATEWAY_AFFINITY_SLACK = env.integer("GATEWAY_AFFINITY_SLACK", 4, minimum=0)  # extra in-flight allowed over the mean
+GATEWAY_ORG_RPM = env.integer("GATEWAY_ORG_RPM", 0, minimum=0)  # per-org requests per minute, 0 = unlimited
+GATEWAY_ORG_TPM = env.integer("GATEWAY_ORG_TPM", 0, minimum=0)  # per-org tokens per minute, 0 = unlimited
+GATEWAY_RESERVE_MAX_TOKENS = env.integer("GATEWAY_RESERVE_MAX_TOKENS", 4096, minimum=1)  # when max_tokens is absent
+MAAS_BALANCE_LOADER = env.string("MAAS_BALANCE_LOADER", "billing.selectors.org_spendable_balance")
+CELERY_BEAT_SCHEDULE["gateway-ingest-usage"] = {"task": "gateway.tasks.ingest_usage_task", "schedule": 5.0}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

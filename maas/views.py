@@ -1,9 +1,12 @@
 """Console views for accounts, organizations, members and API keys."""
 from __future__ import annotations
 
+import uuid
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -46,8 +49,11 @@ def signup(request):
 @login_required
 @require_POST
 def org_switch(request):
-    org_id = request.POST.get("org")
-    membership = Membership.objects.filter(user=request.user, org_id=org_id).first() if org_id else None
+    try:
+        org_id = uuid.UUID(request.POST.get("org", ""))
+    except ValueError:
+        raise Http404 from None
+    membership = Membership.objects.filter(user=request.user, org_id=org_id).first()
     if membership is None:
         raise Http404
     request.session[SESSION_ORG_KEY] = str(membership.org_id)
@@ -76,6 +82,8 @@ def org_new(request):
 @login_required
 def org_members(request):
     org = request.org
+    if request.method == "POST" and not request.membership.can_manage:
+        raise PermissionDenied(_("Only owners and admins can manage members."))
     invite_form = InviteForm(request.POST or None) if request.method == "POST" else InviteForm()
     invite_url = None
     if request.method == "POST" and invite_form.is_valid():

@@ -1,0 +1,56 @@
+"""The marketplace in a real browser: htmx filters update in place and land in the URL; both languages."""
+import pytest
+from django.core.management import call_command
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def synced(transactional_db):
+    call_command("sync_catalog", verbosity=0)
+
+
+def test_filters_update_results_in_place_and_the_url(page, live_server, synced):
+    page.goto(f"{live_server.url}/models/")
+    assert page.locator(".model-card").count() == 12  # first page
+    page.select_option("#task", "embedding")
+    page.wait_for_url("**task=embedding**")
+    page.wait_for_function("document.querySelectorAll('.model-card').length === 1")
+    assert "BGE-M3" in page.locator("#results").inner_text()
+    # the filter form itself was not re-rendered (htmx swapped only the results)
+    assert page.locator("#task").input_value() == "embedding"
+
+    page.fill("#q", "qwen")
+    page.select_option("#task", "")
+    page.wait_for_url("**q=qwen**")
+    page.wait_for_function("[...document.querySelectorAll('.card-title')].every(e => /Qwen/.test(e.textContent))")
+
+    page.goto(f"{live_server.url}/models/?publisher=deepseek-ai&sort=name")
+    titles = page.locator(".card-title").all_inner_texts()
+    assert titles == sorted(titles) and all("DeepSeek" in t for t in titles)
+
+    page.locator(".card-link").first.click()
+    page.wait_for_url("**/models/deepseek-**/")
+    assert "public/deepseek-" in page.locator("main").inner_text()
+
+
+def test_chinese_by_browser_language_and_switch_to_english(browser, live_server, synced):
+    context = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    page = context.new_page()
+    page.goto(f"{live_server.url}/models/")
+    assert page.locator("h1").inner_text() == "模型广场"
+    assert "个模型" in page.locator(".result-count").inner_text()
+    page.select_option("#lang-select", "en")
+    page.wait_for_load_state("load")
+    page.wait_for_function("document.querySelector('h1').textContent === 'Model marketplace'")
+    assert page.locator("html").get_attribute("lang") == "en"
+    context.close()
+
+
+def test_pagination_and_history(page, live_server, synced):
+    page.goto(f"{live_server.url}/models/")
+    page.get_by_role("link", name="Next →").click()
+    page.wait_for_url("**page=2**")
+    page.wait_for_function("document.querySelectorAll('.model-card').length === 2")
+    page.go_back()
+    page.wait_for_function("document.querySelectorAll('.model-card').length === 12")

@@ -1,0 +1,115 @@
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core import mail
+from django.urls import reverse
+
+from maas.models import Invitation, Membership, Organization, Role
+from maas.tenancy import SESSION_ORG_KEY
+
+User = get_user_model()
+
+
+@pytest.mark.django_db
+def test_signup_creates_personal_org_and_logs_in(client):
+    response = client.post(reverse("signup"), {"name": "Dana", "email": "Dana@Example.com", "password": "a-long-passphrase-9"})
+    assert response.status_code == 302
+    user = User.objects.get(username="dana@example.com")
+    membership = Membership.objects.get(user=user)
+    assert membership.role == Role.OWNER and membership.org.personal
+    assert re.fullmatch(r"u-[0-9a-f]{12}", membership.org.namespace)
+    client.get(reverse("apikeys"))
+    assert client.session[SESSION_ORG_KEY] == str(membership.org_id)
+
+
+@pytest.mark.django_db
+def test_signup_refuses_duplicate_email_and_weak_password(client, alice):
+    dup = client.post(reverse("signup"), {"email": "alice@example.com", "password": "a-long-passphrase-9"})
+    assert "already exists" in dup.content.decode()
+    weak = client.post(reverse("signup"), {"email": "new@example.com", "password": "123"})
+    assert weak.status_code == 200 and not User.objects.filter(username="new@example.com").exists()
+
+
+@pytest.mark.django_db
+def test_login_logout(client, alice):
+    response = client.post(reverse("login"), {"username": "alice@example.com", "password": "correct-horse-battery"})
+    assert response.status_code == 302
+    assert client.get(reverse("apikeys")).status_code == 200
+    client.post(reverse("logout"))
+    assert client.get(reverse("apikeys")).status_code == 302
+
+
+@pytest.mark.django_db
+def test_password_reset_sends_a_working_link(client, alice):
+    client.post(reverse("password_reset"), {"email": "alice@example.com"})
+    assert len(mail.outbox) == 1
+    link = re.search(r"https?://[^/]+(/accounts/reset/\S+)", mail.outbox[0].body).group(1)
+    form_page = client.get(link, follow=True)
+    assert form_page.status_code == 200
+    done = client.post(form_page.redirect_chain[-1][0], {"new_password1": "fresh-passphrase-42", "new_password2": "fresh-passphrase-42"})
+    assert done.status_code == 302
+    assert client.login(username="alice@example.com", password="fresh-passphrase-42")
+
+
+@pytest.mark.django_db
+def test_switching_to_an_org_you_do_not_belong_to_is_404(alice_client, other_org, org):
+    assert alice_client.post(reverse("org-switch"), {"org": str(other_org.pk)}).status_code == 404
+    assert alice_client.post(reverse("org-switch"), {"org": "not-a-uuid"}).status_code == 404
+    assert alice_client.post(reverse("org-switch"), {"org": str(org.pk), "next": "/keys/"}).status_code == 302
+
+
+@pytest.mark.django_db
+def test_user_in_two_orgs_switches_current_org(alice, alice_client, org):
+    second = Organization.objects.create(name="Side project", namespace="side")
+    Membership.objects.create(org=second, user=alice, role=Role.MEMBER)
+    alice_client.post(reverse("org-switch"), {"org": str(second.pk)})
+    page = alice_client.get(reverse("apikeys")).content.decode()
+    assert "side" in page
+    alice_client.post(reverse("org-switch"), {"org": str(org.pk)})
+    assert "acme" in alice_client.get(reverse("apikeys")).content.decode()
+
+
+@pytest.mark.django_db
+def test_create_org(alice_client):
+    response = alice_client.post(reverse("org-new"), {"name": "Team X", "namespace": "team-x"})
+    assert response.status_code == 302
+    assert Organization.objects.get(namespace="team-x").memberships.get().role == Role.OWNER
+    taken = alice_client.post(reverse("org-new"), {"name": "Again", "namespace": "team-x"})
+    assert "is taken" in taken.content.decode()
+    bad = alice_client.post(reverse("org-new"), {"name": "Bad", "namespace": "Bad_NS"})
+    assert bad.status_code == 200 and not Organization.objects.filter(name="Bad").exists()
+
+
+@pytest.mark.django_db
+def test_invitation_flow(alice_client, client, org, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = alice_client.post(reverse("org-members"), {"email": "erin@example.com", "role": "member"})
+    assert response.status_code == 200
+    assert len(mail.outbox) == 1
+    token_path = re.search(r"(/invitations/[^/\s]+/)", mail.outbox[0].body).group(1)
+    erin = User.objects.create_user("erin@example.com", "erin@example.com", "erin-passphrase-1")
+    client.force_login(erin)
+    assert client.post(token_path).status_code == 302
+    assert Membership.objects.get(org=org, user=erin).role == Role.MEMBER
+    # single use
+    assert "no longer valid" in client.get(token_path).content.decode()
+
+
+@pytest.mark.django_db
+def test_invitation_for_someone_else_is_refused(alice_client, bob_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        alice_client.post(reverse("org-members"), {"email": "frank@example.com", "role": "admin"})
+    token_path = re.search(r"(/invitations/[^/\s]+/)", mail.outbox[0].body).group(1)
+    response = bob_client.post(token_path)
+    assert "log in with that address" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_member_cannot_invite_and_last_owner_stays(bob_client, alice_client, alice, org):
+    assert bob_client.post(reverse("org-members"), {"email": "x@example.com", "role": "member"}).status_code == 403
+    assert not Invitation.objects.exists()
+    owner = Membership.objects.get(org=org, user=alice)
+    alice_client.post(reverse("member-role", args=[owner.pk]), {"role": "member"})
+    owner.refresh_from_db()
+    assert owner.role == Role.OWNER
