@@ -135,6 +135,8 @@ class Service(models.Model):
     ready_replicas = models.PositiveSmallIntegerField(default=0)
     billing_mode = models.CharField(max_length=16, choices=BillingMode.choices, default=BillingMode.PAYG)
     hourly_price = models.DecimalField(max_digits=14, decimal_places=6)  # per instance, at deploy/scale time
+    # Subscription (包年包月) price per instance-month, snapshotted with hourly_price.
+    monthly_price = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=16, choices=ServiceStatus.choices, default=ServiceStatus.PENDING)
     status_reason = models.CharField(max_length=100, blank=True)
@@ -149,6 +151,11 @@ class Service(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     running_since = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The billable instance count of the latest meter event, kept in the same transaction as that event.
+    billed_instances = models.PositiveSmallIntegerField(default=0)
+    # A reconcile pass holds the service until this time (claimed with a conditional UPDATE).
+    reconcile_claimed_until = models.DateTimeField(null=True, blank=True)
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
 
     objects = ServiceQuerySet.as_manager()
 
@@ -174,6 +181,14 @@ class Service(models.Model):
     def price_for(self, instances: int):
         """Hourly price of ``instances`` instances of this service."""
         return self.hourly_price * instances
+
+    @property
+    def desired_instances(self) -> int:
+        return self.replicas if self.desired_running and self.status not in (ServiceStatus.DELETING, ServiceStatus.DELETED) else 0
+
+    @property
+    def k8s_namespace(self) -> str:
+        return f"maas-{self.org.namespace}"
 
 
 class ServiceEvent(models.Model):
@@ -213,3 +228,21 @@ class Replica(models.Model):
     class Meta:
         ordering = ["service", "name"]
         constraints = [models.UniqueConstraint(fields=["service", "name"], name="replica_unique_name")]
+
+
+class GpuPrice(models.Model):
+    """What one GPU of a product costs per hour (and per month on a subscription) in a region."""
+
+    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="gpu_prices")
+    gpu_product = models.CharField(max_length=100)  # as nvidia.com/gpu.product labels it
+    hourly_price = models.DecimalField(max_digits=14, decimal_places=6)
+    # Per GPU-month for subscriptions; empty: hourly × 24 × 30 × the subscription discount.
+    monthly_price = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    currency = models.CharField(max_length=3)
+
+    class Meta:
+        ordering = ["region__position", "gpu_product"]
+        constraints = [models.UniqueConstraint(fields=["region", "gpu_product"], name="gpuprice_unique_region_product")]
+
+    def __str__(self) -> str:
+        return f"{self.region.code} {self.gpu_product}: {self.hourly_price} {self.currency}/h"

@@ -105,6 +105,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
                 "maas.context.console",
+                "billing.context.billing_banner",
             ],
         },
     }
@@ -209,6 +210,31 @@ GATEWAY_ORG_TPM = env.integer("GATEWAY_ORG_TPM", 0, minimum=0)  # per-org tokens
 GATEWAY_RESERVE_MAX_TOKENS = env.integer("GATEWAY_RESERVE_MAX_TOKENS", 4096, minimum=1)  # when max_tokens is absent
 MAAS_BALANCE_LOADER = env.string("MAAS_BALANCE_LOADER", "billing.selectors.org_spendable_balance")
 CELERY_BEAT_SCHEDULE["gateway-ingest-usage"] = {"task": "gateway.tasks.ingest_usage_task", "schedule": 5.0}
+
+# --- deployments (GPU clusters, model services) ----------------------------------------------------------------
+# Price per GPU-hour when no GpuPrice row exists for the region and GPU product.
+DEFAULT_GPU_HOURLY_PRICE = env.decimal("DEFAULT_GPU_HOURLY_PRICE", "3.52")
+QUICKSTART_STEPS = ["seed_platform"]
+CELERY_BEAT_SCHEDULE["deployments-reconcile-all"] = {"task": "deployments.reconcile_all", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["deployments-check-clusters"] = {"task": "deployments.check_clusters", "schedule": 60.0}
+
+# --- billing ---------------------------------------------------------------------------------------------------
+# Hours an org may stay at or below zero spendable balance before its pay-as-you-go services are stopped.
+BILLING_GRACE_HOURS = env.integer("BILLING_GRACE_HOURS", 24, minimum=0)
+BILLING_LOW_BALANCE = env.decimal("BILLING_LOW_BALANCE", "10")  # the console warns below this spendable balance
+BILLING_CHARGE_BATCH_SIZE = env.integer("BILLING_CHARGE_BATCH_SIZE", 500, minimum=1)  # usage records per batch
+BILLING_TOPUP_MIN = env.decimal("BILLING_TOPUP_MIN", "10")
+BILLING_TOPUP_MAX = env.decimal("BILLING_TOPUP_MAX", "100000")
+STRIPE_SECRET_KEY = env.string("STRIPE_SECRET_KEY", "")
+STRIPE_PUBLISHABLE_KEY = env.string("STRIPE_PUBLISHABLE_KEY", "")
+STRIPE_WEBHOOK_SECRET = env.string("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_API_BASE = env.string("STRIPE_API_BASE", "")  # empty: Stripe itself
+STRIPE_WEBHOOK_TOLERANCE = env.integer("STRIPE_WEBHOOK_TOLERANCE", 300, minimum=1)  # seconds of clock skew
+CELERY_BEAT_SCHEDULE["billing-charge-usage"] = {"task": "billing.tasks.charge_usage_task", "schedule": 10.0}
+CELERY_BEAT_SCHEDULE["billing-settle-instances"] = {"task": "billing.tasks.settle_instances_task", "schedule": 300.0}
+CELERY_BEAT_SCHEDULE["billing-renew-subscriptions"] = {"task": "billing.tasks.renew_subscriptions_task",
+                                                       "schedule": 300.0}
+CELERY_BEAT_SCHEDULE["billing-stop-overdrawn"] = {"task": "billing.tasks.stop_overdrawn_task", "schedule": 300.0}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,475 @@
+"""Writes of the deployments app: cluster onboarding and checks, and the life cycle of model services.
+
+User actions only record desired state (replicas, running or not, deleting) and bump ``generation``; the reconcile
+loop (deployments.reconcile) makes the cluster match and records what it observes.
+"""
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from deployments import local
+from deployments.kube import KubeError, apply_priority_class, api_client, parse_kubeconfig, probe_cluster
+from deployments.models import (
+    AccessMode,
+    BillingMode,
+    Cluster,
+    ClusterDriver,
+    ClusterHealth,
+    Region,
+    Service,
+    ServiceEvent,
+    ServiceStatus,
+)
+from deployments.placement import _variant_on_cluster, instance_prices, place
+from maas.crypto import encrypt
+from maas.errors import ApplicationError
+from maas.services import audit_record
+
+MAX_INSTANCES = 32
+PROBE_TIMEOUT_S = 10
+SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
+CLUSTER_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,58}[a-z0-9])?$")
+LIVE_STATUSES_EXCLUDED = (ServiceStatus.DELETED,)
+
+
+def _enqueue_reconcile(service_id) -> None:
+    from deployments.tasks import reconcile_service_task
+
+    transaction.on_commit(lambda: reconcile_service_task.delay(str(service_id)))
+
+
+# --- timeline -----------------------------------------------------------------------------------------------
+
+
+def event_record(*, service: Service, kind: str, status: str = "", reason: str = "", message: str = "",
+                 actor=None, billable_instances: int | None = None) -> ServiceEvent:
+    return ServiceEvent.objects.create(
+        service=service, kind=kind, status=status, reason=reason[:100], message=message,
+        actor=actor if getattr(actor, "pk", None) else None, billable_instances=billable_instances,
+    )
+
+
+def status_set(*, service: Service, status: str, reason: str = "", message: str = "", actor=None) -> bool:
+    """Move ``service`` (locked by the caller) to ``status``; one status event per change. True if anything changed."""
+    if service.status == status and service.status_reason == reason[:100] and service.status_message == message:
+        return False
+    changed = service.status != status or service.status_reason != reason[:100]
+    service.status, service.status_reason, service.status_message = status, reason[:100], message
+    if status == ServiceStatus.RUNNING and service.running_since is None:
+        service.running_since = timezone.now()
+    if status == ServiceStatus.DELETED and service.deleted_at is None:
+        service.deleted_at = timezone.now()
+    if changed:
+        event_record(service=service, kind="status", status=status, reason=reason, message=message, actor=actor)
+    return True
+
+
+def meter_set(*, service: Service, instances: int) -> bool:
+    """Write a meter event when the billable instance count changes (exactly one per change)."""
+    if service.billed_instances == instances:
+        return False
+    service.billed_instances = instances
+    event_record(service=service, kind="meter", billable_instances=instances,
+                 message=f"{instances} billable instance(s)")
+    return True
+
+
+# --- clusters -----------------------------------------------------------------------------------------------
+
+
+def _kube_error(exc: KubeError) -> ApplicationError:
+    return ApplicationError(exc.message, code=exc.kind, field="kubeconfig")
+
+
+def _probe(kubeconfig: str, context: str | None):
+    """Validate the kubeconfig and probe the cluster; ApplicationError with the precise reason otherwise."""
+    if not (kubeconfig or "").strip():
+        raise ApplicationError(_("Paste or upload a kubeconfig."), code="invalid_kubeconfig", field="kubeconfig")
+    try:
+        info = parse_kubeconfig(kubeconfig)
+    except KubeError as exc:
+        raise _kube_error(exc) from None
+    context = context or info.current_context or (info.contexts[0] if len(info.contexts) == 1 else None)
+    if not context:
+        raise ApplicationError(_("The kubeconfig has several contexts and no current-context: pick one."),
+                               code="invalid_kubeconfig", field="context")
+    if context not in info.contexts:
+        raise ApplicationError(_("The kubeconfig has no context “%(c)s” (it has: %(all)s).")
+                               % {"c": context, "all": ", ".join(info.contexts) or "none"},
+                               code="invalid_kubeconfig", field="context")
+    if context in info.unusable:
+        raise ApplicationError(_("Context “%(c)s” cannot be used: %(why)s") % {"c": context, "why": info.unusable[context]},
+                               code="invalid_kubeconfig", field="context")
+    try:
+        probe = probe_cluster(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
+    except KubeError as exc:
+        raise _kube_error(exc) from None
+    return probe, context
+
+
+def _nodes_summary(probe) -> list[dict]:
+    return [{"name": n.name, "ready": n.ready, "schedulable": n.schedulable, "gpu_product": n.gpu_product or "",
+             "gpu_memory_mb": n.gpu_memory_mb, "gpu_capacity": n.gpu_capacity, "gpu_allocated": n.gpu_allocated}
+            for n in probe.nodes]
+
+
+def _apply_probe(cluster: Cluster, probe) -> None:
+    cluster.server_url = probe.server_url
+    cluster.server_version = probe.server_version
+    cluster.nodes = _nodes_summary(probe)
+    cluster.inventory = probe.gpu_inventory()
+    cluster.checks = [{"key": c.key, "ok": c.ok, "message": c.message, "fix": c.fix, "blocking": c.blocking}
+                      for c in probe.checks]
+    cluster.has_lws = probe.has_lws
+    ready_nodes = any(n.ready for n in probe.nodes)
+    cluster.health = ClusterHealth.READY if probe.ready and ready_nodes else ClusterHealth.DEGRADED
+    cluster.last_error = "" if cluster.health == ClusterHealth.READY else "; ".join(
+        c.message for c in probe.checks if c.blocking and not c.ok) or _("no node is Ready")
+    cluster.last_checked_at = timezone.now()
+
+
+def _ensure_priority_class(kubeconfig: str, context: str, probe) -> None:
+    check = probe.check("priority_class")
+    if check and check.ok and "missing" in check.message:
+        client = api_client(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
+        try:
+            apply_priority_class(client)
+        except KubeError as exc:
+            raise _kube_error(exc) from None
+        finally:
+            client.close()
+
+
+def _validate_access(access_mode: str, ingress_base_url: str) -> None:
+    if access_mode not in AccessMode.values:
+        raise ApplicationError(_("Unknown access mode."), field="access_mode")
+    if access_mode == AccessMode.INGRESS and not ingress_base_url:
+        raise ApplicationError(_("The ingress access mode needs the ingress base URL."), field="ingress_base_url")
+
+
+def cluster_register(*, actor, name: str, region: Region, kubeconfig: str, context: str | None = None,
+                     access_mode: str = AccessMode.PROXY, ingress_base_url: str = "") -> Cluster:
+    """Onboard a Kubernetes cluster: probe it first; any connection or credential problem saves nothing."""
+    name = (name or "").strip().lower()
+    if not CLUSTER_NAME_RE.match(name):
+        raise ApplicationError(_("Cluster names are lowercase letters, digits and hyphens (at most 60)."), field="name")
+    if Cluster.objects.filter(name=name).exists():
+        raise ApplicationError(_("A cluster named “%(name)s” exists already.") % {"name": name}, field="name")
+    _validate_access(access_mode, ingress_base_url)
+    probe, context = _probe(kubeconfig, context)
+    if probe.ready:
+        _ensure_priority_class(kubeconfig, context, probe)
+    with transaction.atomic():
+        cluster = Cluster(name=name, region=region, driver=ClusterDriver.KUBERNETES, kubeconfig_encrypted=encrypt(kubeconfig),
+                          context=context, access_mode=access_mode, ingress_base_url=ingress_base_url)
+        _apply_probe(cluster, probe)
+        try:
+            with transaction.atomic():
+                cluster.save()
+        except IntegrityError:
+            raise ApplicationError(_("A cluster named “%(name)s” exists already.") % {"name": name}, field="name") from None
+        audit_record(org=None, actor=actor, action="cluster.register", target=cluster,
+                     data={"name": name, "region": region.code, "server": cluster.server_url, "context": context})
+    return cluster
+
+
+def cluster_replace_kubeconfig(*, cluster: Cluster, actor, kubeconfig: str, context: str | None = None) -> Cluster:
+    if cluster.driver != ClusterDriver.KUBERNETES:
+        raise ApplicationError(_("Only Kubernetes clusters have a kubeconfig."), field="kubeconfig")
+    probe, context = _probe(kubeconfig, context)
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        cluster.kubeconfig_encrypted = encrypt(kubeconfig)
+        cluster.context = context
+        _apply_probe(cluster, probe)
+        cluster.save()
+        audit_record(org=None, actor=actor, action="cluster.kubeconfig_replace", target=cluster,
+                     data={"server": cluster.server_url, "context": context})
+    return cluster
+
+
+def local_cluster_create(*, actor=None, name: str, region: Region, gpus: int = local.DEFAULT_LOCAL_GPUS,
+                         gpu_memory_gb: int = local.DEFAULT_LOCAL_GPU_MEMORY_GB) -> Cluster:
+    """A cluster of local processes (no Kubernetes) advertising a synthetic GPU inventory; idempotent by name."""
+    with transaction.atomic():
+        cluster, created = Cluster.objects.select_for_update().get_or_create(
+            name=name, defaults={"region": region, "driver": ClusterDriver.LOCAL})
+        if cluster.driver != ClusterDriver.LOCAL:
+            raise ApplicationError(_("Cluster %(name)s exists and is not a local cluster.") % {"name": name}, field="name")
+        cluster.nodes = local.synthetic_nodes(gpus=gpus, memory_gb=gpu_memory_gb)
+        cluster.server_url = "local"
+        cluster.server_version = "local"
+        cluster.checks = [{"key": "local", "ok": True, "message": _("local processes on 127.0.0.1"), "fix": "", "blocking": True}]
+        _refresh_local(cluster)
+        cluster.save()
+        if created:
+            audit_record(org=None, actor=actor, action="cluster.register", target=cluster,
+                         data={"name": name, "region": region.code, "driver": "local"})
+    return cluster
+
+
+def _held_gpus(cluster: Cluster) -> int:
+    held = (Service.objects.filter(cluster=cluster, desired_running=True)
+            .exclude(status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED))
+            .aggregate(n=Sum(F("gpu_count") * F("replicas")))["n"])
+    return int(held or 0)
+
+
+def _refresh_local(cluster: Cluster) -> None:
+    cluster.inventory = local.inventory(cluster.nodes, _held_gpus(cluster))
+    cluster.health = ClusterHealth.READY
+    cluster.last_error = ""
+    cluster.last_checked_at = timezone.now()
+
+
+def cluster_check(*, cluster_id) -> Cluster:
+    """Beat: reachable, nodes Ready, GPUs total/allocated/free per type. Never raises for an unreachable cluster."""
+    from maas.crypto import SecretDecryptError, decrypt
+
+    cluster = Cluster.objects.get(pk=cluster_id)
+    if cluster.driver == ClusterDriver.LOCAL:
+        with transaction.atomic():
+            cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
+            _refresh_local(cluster)
+            cluster.save(update_fields=["inventory", "health", "last_error", "last_checked_at"])
+        return cluster
+    probe, error = None, ""
+    try:
+        probe = probe_cluster(decrypt(cluster.kubeconfig_encrypted), cluster.context, timeout=PROBE_TIMEOUT_S)
+    except KubeError as exc:
+        error = exc.message
+    except SecretDecryptError as exc:
+        error = str(exc)
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
+        if probe is None:
+            cluster.health = ClusterHealth.UNREACHABLE
+            cluster.last_error = error
+            cluster.last_checked_at = timezone.now()
+        else:
+            _apply_probe(cluster, probe)
+        cluster.save()
+    return cluster
+
+
+def cluster_set_cordoned(*, cluster: Cluster, actor, cordoned: bool) -> Cluster:
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        cluster.cordoned = cordoned
+        cluster.save(update_fields=["cordoned"])
+        audit_record(org=None, actor=actor, action="cluster.cordon" if cordoned else "cluster.uncordon", target=cluster)
+    return cluster
+
+
+def cluster_drain(*, cluster: Cluster, actor) -> int:
+    """Cordon the cluster and stop every service on it (their owners start them again elsewhere); returns how many."""
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        cluster.cordoned = True
+        cluster.save(update_fields=["cordoned"])
+        services = list(Service.objects.select_for_update().filter(cluster=cluster, desired_running=True)
+                        .exclude(status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED)))
+        for service in services:
+            _stop(service, actor=actor, reason="ClusterDrained",
+                  message=_("cluster %(name)s is being drained by an administrator") % {"name": cluster.name})
+        audit_record(org=None, actor=actor, action="cluster.drain", target=cluster, data={"stopped": len(services)})
+    return len(services)
+
+
+# --- services -----------------------------------------------------------------------------------------------
+
+
+def _check_instances(replicas) -> int:
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= MAX_INSTANCES:
+        raise ApplicationError(_("Instances must be a whole number from 1 to %(max)d.") % {"max": MAX_INSTANCES},
+                               field="replicas")
+    return replicas
+
+
+def _reserve(cluster: Cluster, product: str, gpus: int) -> None:
+    """Take GPUs off the cluster's inventory until the next check sees the pods (locks the cluster row)."""
+    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    if cluster.driver == ClusterDriver.LOCAL:
+        _refresh_local(cluster)
+    else:
+        entry = (cluster.inventory or {}).get(product)
+        if entry is not None and gpus:
+            entry["allocated"] = entry.get("allocated", 0) + gpus
+            entry["free"] = max(entry.get("free", 0) - gpus, 0)
+            entry["max_free_per_node"] = min(entry.get("max_free_per_node", 0), entry["free"])
+    cluster.save(update_fields=["inventory", "health", "last_error", "last_checked_at"])
+
+
+def service_create(*, org, actor, catalog_model, region: Region, name: str, replicas: int = 1,
+                   billing_mode: str = BillingMode.PAYG) -> Service:
+    """Deploy ``catalog_model`` in ``region``: the platform picks the variant and the cluster."""
+    name = (name or "").strip()
+    if not SERVICE_NAME_RE.match(name):
+        raise ApplicationError(_("Service names are lowercase letters, digits and hyphens, start with a letter, end "
+                                 "with a letter or digit, at most 40 characters."), field="name")
+    _check_instances(replicas)
+    if billing_mode not in BillingMode.values:
+        raise ApplicationError(_("Unknown billing mode."), field="billing_mode")
+    with transaction.atomic():
+        # Deploys into one region are serialized so two of them cannot take the same free GPUs.
+        Region.objects.select_for_update().get(pk=region.pk)
+        if Service.objects.for_org(org).live().filter(name=name).exists():
+            raise ApplicationError(_("Your organization already has a service named “%(name)s”.") % {"name": name},
+                                   field="name", code="duplicate")
+        placement = place(catalog_model, Region.objects.prefetch_related("clusters").get(pk=region.pk), instances=replicas)
+        variant = placement.variant
+        hourly, monthly, currency = instance_prices(region, placement.gpu_product, variant.gpu_count)
+        service = Service(
+            org=org, name=name, catalog_model=catalog_model, region=region, cluster=placement.cluster,
+            variant_position=variant.position, runtime=variant.runtime, runtime_version=placement.runtime_version,
+            image=placement.image, gpu_product=placement.gpu_product, gpu_count=variant.gpu_count,
+            per_gpu_memory_gb=variant.per_gpu_memory_gb, nodes_per_instance=placement.nodes_per_instance,
+            cpu=variant.cpu, memory_gb=variant.memory_gb, runtime_args=list(variant.custom_runtime_args or []),
+            max_model_len=catalog_model.context_length, replicas=replicas, billing_mode=billing_mode,
+            hourly_price=hourly, monthly_price=monthly, currency=currency, created_by=actor if getattr(actor, "pk", None) else None,
+        )
+        try:
+            with transaction.atomic():
+                service.save()
+        except IntegrityError:
+            raise ApplicationError(_("Your organization already has a service named “%(name)s”.") % {"name": name},
+                                   field="name", code="duplicate") from None
+        event_record(service=service, kind="status", status=ServiceStatus.PENDING, reason="Created", actor=actor,
+                     message=_("%(n)d × %(model)s on %(cluster)s (%(gpus)d× %(product)s per instance)") % {
+                         "n": replicas, "model": catalog_model.name, "cluster": placement.cluster.name,
+                         "gpus": variant.gpu_count, "product": placement.gpu_product})
+        _reserve(placement.cluster, placement.gpu_product, variant.gpu_count * replicas)
+        audit_record(org=org, actor=actor, action="service.create", target=service,
+                     data={"name": name, "model": catalog_model.slug, "region": region.code, "replicas": replicas,
+                           "cluster": placement.cluster.name, "hourly_price": str(hourly), "billing_mode": billing_mode})
+        _enqueue_reconcile(service.pk)
+    return service
+
+
+def _locked(service: Service) -> Service:
+    return Service.objects.select_for_update(of=("self",)).select_related("org", "cluster", "region").get(pk=service.pk)
+
+
+def _require_live(service: Service) -> None:
+    if service.status in (ServiceStatus.DELETING, ServiceStatus.DELETED):
+        raise ApplicationError(_("This service is being deleted."), code="deleted", status=409)
+
+
+def _capacity_for(service: Service, extra_instances: int) -> None:
+    """Raise unless the service's cluster has room for ``extra_instances`` more instances."""
+    cluster = service.cluster
+    if cluster is None or extra_instances <= 0:
+        return
+    if cluster.cordoned:
+        raise ApplicationError(_("Cluster %(name)s is cordoned: no new instances can be placed there.")
+                               % {"name": cluster.name}, code="no_capacity", field="replicas")
+    entry = (cluster.inventory or {}).get(service.gpu_product) or {}
+    needed = service.gpu_count * extra_instances
+    free = entry.get("free", 0)
+    if cluster.driver == ClusterDriver.LOCAL:
+        free = entry.get("allocatable", 0) - _held_gpus(cluster) + (service.gpu_count * service.replicas
+                                                                     if service.desired_running else 0)
+        needed = service.gpu_count * (extra_instances + (service.replicas if service.desired_running else 0))
+    if free < needed:
+        raise ApplicationError(
+            _("Not enough free GPUs on %(cluster)s: %(needed)d× %(product)s needed, %(free)d free.")
+            % {"cluster": cluster.name, "needed": needed, "product": service.gpu_product, "free": max(free, 0)},
+            code="no_capacity", field="replicas")
+
+
+def service_scale(*, service: Service, actor, replicas: int) -> Service:
+    _check_instances(replicas)
+    with transaction.atomic():
+        service = _locked(service)
+        _require_live(service)
+        if replicas == service.replicas:
+            return service
+        before = service.replicas
+        if service.desired_running:
+            _capacity_for(service, replicas - before)
+        hourly, monthly, currency = instance_prices(service.region, service.gpu_product, service.gpu_count)
+        service.replicas = replicas
+        service.hourly_price, service.monthly_price, service.currency = hourly, monthly, currency
+        service.generation += 1
+        event_record(service=service, kind="scale", reason="Scaled", actor=actor,
+                     message=_("%(a)d → %(b)d instances") % {"a": before, "b": replicas})
+        if service.desired_running and service.status == ServiceStatus.RUNNING:
+            status_set(service=service, status=ServiceStatus.SCALING, reason="ScaleRequested", actor=actor,
+                       message=_("%(a)d → %(b)d instances") % {"a": before, "b": replicas})
+        if service.desired_running and replicas < service.billed_instances:
+            meter_set(service=service, instances=replicas)  # billing stops for removed instances at once
+        service.save()
+        if service.desired_running and service.cluster_id:
+            _reserve(service.cluster, service.gpu_product, service.gpu_count * max(replicas - before, 0))
+        audit_record(org=service.org, actor=actor, action="service.scale", target=service,
+                     data={"from": before, "to": replicas, "hourly_price": str(hourly)})
+        _enqueue_reconcile(service.pk)
+    return service
+
+
+def _stop(service: Service, *, actor, reason: str, message: str = "") -> None:
+    service.desired_running = False
+    service.generation += 1
+    status_set(service=service, status=ServiceStatus.STOPPING, reason=reason, message=message, actor=actor)
+    meter_set(service=service, instances=0)
+    service.save()
+    if service.cluster_id:
+        _reserve(service.cluster, service.gpu_product, 0)
+    _enqueue_reconcile(service.pk)
+
+
+def service_stop(*, service: Service, actor) -> Service:
+    with transaction.atomic():
+        service = _locked(service)
+        _require_live(service)
+        if not service.desired_running:
+            return service
+        _stop(service, actor=actor, reason="StopRequested")
+        audit_record(org=service.org, actor=actor, action="service.stop", target=service)
+    return service
+
+
+def service_start(*, service: Service, actor) -> Service:
+    with transaction.atomic():
+        service = _locked(service)
+        _require_live(service)
+        if service.desired_running:
+            return service
+        _capacity_for(service, service.replicas)
+        service.desired_running = True
+        service.generation += 1
+        status_set(service=service, status=ServiceStatus.PENDING, reason="StartRequested", actor=actor)
+        service.save()
+        if service.cluster_id:
+            _reserve(service.cluster, service.gpu_product, service.gpu_count * service.replicas)
+        audit_record(org=service.org, actor=actor, action="service.start", target=service)
+        _enqueue_reconcile(service.pk)
+    return service
+
+
+def service_delete(*, service: Service, actor) -> Service:
+    with transaction.atomic():
+        service = _locked(service)
+        if service.status in (ServiceStatus.DELETING, ServiceStatus.DELETED):
+            return service
+        service.generation += 1
+        status_set(service=service, status=ServiceStatus.DELETING, reason="DeleteRequested", actor=actor)
+        meter_set(service=service, instances=0)
+        service.save()
+        if service.cluster_id:
+            _reserve(service.cluster, service.gpu_product, 0)
+        audit_record(org=service.org, actor=actor, action="service.delete", target=service, data={"name": service.name})
+        _enqueue_reconcile(service.pk)
+    return service
+
+
+def services_needing_reconcile():
+    """Ids of every service the reconcile loop must look at (not yet deleted)."""
+    return Service.objects.exclude(status=ServiceStatus.DELETED).filter(
+        Q(cluster__isnull=False)).values_list("pk", flat=True)

@@ -1,0 +1,66 @@
+"""Celery tasks of the deployments app: thin wrappers over deployments.reconcile and deployments.services."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from deployments import reconcile
+from deployments.kube import KubeError
+from deployments.models import Cluster, ServiceStatus
+
+log = logging.getLogger(__name__)
+
+# Transitional services are looked at again this soon; a busy service (another worker holds it) a little later.
+POLL_SECONDS = 3
+BUSY_RETRY_SECONDS = 2
+
+
+@shared_task(bind=True, name="deployments.reconcile_service", acks_late=True, max_retries=8)
+def reconcile_service_task(self, service_id: str) -> str:
+    try:
+        result = reconcile.reconcile_service(service_id)
+    except KubeError as exc:
+        # Retryable (unreachable, timeout, conflict, 5xx): exponential backoff 2, 4, 8 … 256 s, then the beat pass.
+        log.warning("reconcile %s: %s (retry %d)", service_id, exc.message, self.request.retries)
+        raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 256)) from None
+    if result.outcome == "busy":
+        reconcile_service_task.apply_async((service_id,), countdown=BUSY_RETRY_SECONDS)
+    elif result.outcome == "requeue" or reconcile.needs_another_pass(result.status):
+        reconcile_service_task.apply_async((service_id,), countdown=0 if result.outcome == "requeue" else POLL_SECONDS)
+    return result.outcome
+
+
+@shared_task(name="deployments.reconcile_cluster", acks_late=True)
+def reconcile_cluster_task(cluster_id: str) -> dict:
+    try:
+        return reconcile.reconcile_cluster(cluster_id)
+    except KubeError as exc:
+        log.warning("reconcile cluster %s: %s", cluster_id, exc.message)  # the next beat pass tries again
+        return {"error": exc.message}
+
+
+@shared_task(name="deployments.reconcile_all")
+def reconcile_all_task() -> int:
+    """Beat: one pass over every cluster that has services."""
+    live = [s for s in ServiceStatus.values if s != ServiceStatus.DELETED]
+    ids = list(Cluster.objects.filter(services__status__in=live).values_list("pk", flat=True).distinct())
+    for cluster_id in ids:
+        reconcile_cluster_task.delay(str(cluster_id))
+    return len(ids)
+
+
+@shared_task(name="deployments.check_cluster", acks_late=True)
+def check_cluster_task(cluster_id: str) -> str:
+    from deployments.services import cluster_check
+
+    return cluster_check(cluster_id=cluster_id).health
+
+
+@shared_task(name="deployments.check_clusters")
+def check_clusters_task() -> int:
+    """Beat, every minute: reachability, Ready nodes and GPU inventory of every cluster."""
+    ids = list(Cluster.objects.values_list("pk", flat=True))
+    for cluster_id in ids:
+        check_cluster_task.delay(str(cluster_id))
+    return len(ids)
