@@ -47,6 +47,9 @@ class UsageRecord(models.Model):
     prompt_hash = models.CharField(max_length=64, blank=True)
     params = models.JSONField(default=dict, blank=True)  # sampling parameters as sent upstream
     served_model_version = models.CharField(max_length=200, blank=True)  # upstream system_fingerprint / model
+    # Per-token cost of public models at the catalog price when served (None: dedicated, billed per instance-hour).
+    cost = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)

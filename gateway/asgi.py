@@ -1,0 +1,259 @@
+"""The /v1 HTTP edge: a raw ASGI handler in front of Django (Django's middleware stack is too slow for /v1).
+
+``gateway_asgi(fallback)`` serves ``/v1/...`` itself and hands every other scope to ``fallback`` (Django and
+Channels). Bodies above ``GATEWAY_MAX_BODY_BYTES`` get 413; every refusal is OpenAI-shaped; a client that
+disconnects cancels the upstream request.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from django.conf import settings
+
+from gateway import core, errors, lookups
+from gateway.errors import GatewayError
+from gateway.validation import parse
+from maas.models import hash_api_key
+
+logger = logging.getLogger(__name__)
+
+ENDPOINTS = {"/v1/chat/completions": "chat.completions", "/v1/completions": "completions",
+             "/v1/embeddings": "embeddings"}
+JSON = (b"content-type", b"application/json")
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+
+
+def _headers(extra: dict | None, request_id: str | None) -> list:
+    out = []
+    if request_id:
+        out.append((b"x-request-id", request_id.encode()))
+    for name, value in (extra or {}).items():
+        out.append((name.lower().encode(), str(value).encode("latin-1")))
+    return out
+
+
+async def send_json(send, status: int, body: bytes, headers: list) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [JSON, *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send, error: GatewayError, request_id: str | None = None, extra: dict | None = None) -> None:
+    headers = dict(extra or {})
+    headers.update(error.headers)
+    if error.retry_after is not None:
+        headers["retry-after"] = str(error.retry_after)
+    await send_json(send, error.status, orjson.dumps(error.body()), _headers(headers, request_id))
+
+
+async def read_body(scope, receive) -> bytes:
+    limit = settings.GATEWAY_MAX_BODY_BYTES
+    too_large = GatewayError(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                if int(value) > limit:
+                    raise too_large
+            except ValueError:
+                raise errors.invalid_request("Invalid Content-Length header.") from None
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise asyncio.CancelledError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        parts.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+async def authenticate(scope) -> lookups.KeyInfo:
+    header = next((v for n, v in scope["headers"] if n == b"authorization"), None)
+    if not header:
+        raise GatewayError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'.",
+                           code="missing_api_key")
+    scheme, _, token = header.decode("latin-1").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith("sk-"):
+        raise errors.invalid_api_key("Incorrect API key provided; expected 'Authorization: Bearer sk-...'.")
+    key = await lookups.key_for(hash_api_key(token))
+    if key is None or not key.active(time.time()):
+        shown = token[:6] + "…" + token[-4:] if len(token) > 12 else "sk-…"
+        raise errors.invalid_api_key(f"Incorrect API key provided: {shown}. The key is unknown, revoked or expired.")
+    return key
+
+
+async def _wait_disconnect(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def list_models(key: lookups.KeyInfo) -> list[dict]:
+    items = await lookups.models_for(key.org)
+    if key.allowed_models:
+        items = [m for m in items if m["id"] in key.allowed_models]
+    return [{"id": m["id"], "object": "model", "created": m["created"], "owned_by": m["owned_by"],
+             "max_model_len": m.get("context_length")} for m in items]
+
+
+async def _respond(call: core.Call, response, send) -> None:
+    """Relay the upstream answer to the client; runs as a task that a client disconnect cancels."""
+    extra = _headers(call.admission.headers if call.admission else None, call.request_id)
+    if response.status >= 400:
+        raw = await response.read()
+        response.release()
+        core.done_with_replica(call, healthy=True)
+        error = core.upstream_error(call, response.status, raw)
+        call.fail(error)
+        await send_error(send, error, call.request_id, call.admission.headers if call.admission else None)
+        return
+    if not call.parsed.stream:
+        healthy = None
+        try:
+            raw = await response.read()
+            call.mark_first_byte()
+            body = core.read_complete(call, raw)
+            healthy = True
+        except (*core.UPSTREAM_ERRORS, orjson.JSONDecodeError) as exc:
+            healthy = False
+            logger.warning("answer %s from %s broke: %r", call.request_id, call.replica.replica, exc)
+            error = errors.upstream_failed(call.parsed.model_id)
+            call.fail(error)
+            await send_error(send, error, call.request_id)
+            return
+        finally:
+            response.release() if healthy else response.close()
+            core.done_with_replica(call, healthy=healthy)
+        await send_json(send, 200, body, extra)
+        return
+    relay = core.StreamRelay(call)
+    healthy = None
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
+        async for piece in relay.chunks(response):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        healthy = relay.finished
+        if not relay.finished:
+            call.status, call.http_status, call.error_code = "error", 502, "upstream_incomplete"
+        await send({"type": "http.response.body", "body": b""})
+    except core.UPSTREAM_ERRORS as exc:
+        logger.warning("stream %s from %s broke: %r", call.request_id, call.replica.replica, exc)
+        call.status, call.http_status, call.error_code = "error", 502, "upstream_disconnected"
+        healthy = False
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        response.release() if relay.finished else response.close()
+        core.done_with_replica(call, healthy=healthy)
+
+
+async def serve_generation(scope, receive, send, endpoint: str, key: lookups.KeyInfo) -> None:
+    try:
+        body = await read_body(scope, receive)
+    except asyncio.CancelledError:
+        return
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.invalid_request(f"We could not parse the JSON body of your request: {exc}.", None,
+                                     "invalid_json") from None
+    parsed = parse(endpoint, data)
+    call = core.Call(endpoint=endpoint, body=data, parsed=parsed, org=key.org, key=key, source="api")
+    try:
+        endpoints = await core.prepare(call)
+        response = await core.open_upstream(call, endpoints)
+    except GatewayError as error:
+        call.fail(error)
+        await send_error(send, error, call.request_id, call.admission.headers if call.admission else None)
+        await core.finalize(call)
+        return
+    work = asyncio.ensure_future(_respond(call, response, send))
+    watch = asyncio.ensure_future(_wait_disconnect(receive))
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            call.status, call.http_status = "aborted", 499
+            work.cancel()
+        try:
+            await work
+        except asyncio.CancelledError:
+            pass
+    finally:
+        watch.cancel()
+        await core.finalize_soon(call)
+
+
+async def handle(scope, receive, send) -> None:
+    path = scope["path"]
+    if len(path) > 4 and path.endswith("/"):
+        path = path[:-1]
+    method = scope["method"]
+    try:
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is not None:
+            if method != "POST":
+                raise GatewayError(405, f"Method {method} is not allowed on {path}; use POST.",
+                                   code="method_not_allowed")
+            key = await authenticate(scope)
+            await serve_generation(scope, receive, send, endpoint, key)
+            return
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            if method != "GET":
+                raise GatewayError(405, f"Method {method} is not allowed on {path}; use GET.",
+                                   code="method_not_allowed")
+            key = await authenticate(scope)
+            items = await list_models(key)
+            if path == "/v1/models":
+                await send_json(send, 200, orjson.dumps({"object": "list", "data": items}), [])
+                return
+            wanted = path[len("/v1/models/"):]
+            found = next((m for m in items if m["id"] == wanted), None)
+            if found is None:
+                raise errors.model_not_found(wanted)
+            await send_json(send, 200, orjson.dumps(found), [])
+            return
+        raise GatewayError(404, f"Unknown endpoint {method} {path}.", code="unknown_url")
+    except GatewayError as error:
+        await send_error(send, error)
+    except Exception:
+        logger.exception("gateway failure on %s %s", method, path)
+        try:
+            await send_error(send, GatewayError(500, "The gateway failed to handle the request.", type="server_error",
+                                                code="internal_error"))
+        except Exception:  # the response had already started
+            pass
+
+
+def gateway_asgi(fallback):
+    """An ASGI app serving /v1 itself and everything else (console, /api, websockets) through ``fallback``."""
+
+    async def app(scope, receive, send):
+        kind = scope["type"]
+        if kind == "http" and (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
+            await handle(scope, receive, send)
+        elif kind == "lifespan":
+            await lifespan(receive, send)
+        else:
+            await fallback(scope, receive, send)
+
+    return app
+
+
+async def lifespan(receive, send) -> None:
+    from gateway.upstream import close_session
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await close_session()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

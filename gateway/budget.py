@@ -1,0 +1,319 @@
+"""Rate limits, budgets and reservations in Redis, shared by every gateway worker.
+
+Amounts are integer micro-units of the platform currency. Per org: ``bal`` is the spendable balance (balance plus
+credit limit) billing last published, decremented here as requests settle; ``held`` is the sum of open
+reservations, each also kept in a hash (amount) and a sorted set (deadline) so that a reservation whose worker died
+expires instead of leaking. Per key with a spend cap: ``spent`` for the current period plus the same hold triple.
+
+Admission is one Lua script (one round trip): rate-limit windows first, then the balance and the key cap; it either
+counts and reserves everything or nothing, so fifty parallel requests cannot overspend a small balance.
+Billing publishes the balance after every ledger change with :func:`publish_balance`; until an org's balance was
+ever published, the loader named by ``settings.MAAS_BALANCE_LOADER`` is asked once and its answer cached.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from gateway import errors
+from gateway.store import LuaScript, aredis, k, sredis
+
+logger = logging.getLogger(__name__)
+
+MICRO = Decimal(1_000_000)
+WINDOW_SECONDS = 60
+HOLD_SECONDS = 15 * 60  # a reservation outlives any request; one left by a dead worker expires then
+_UNLIMITED = object()
+
+_ADMIT = LuaScript("""
+local function purge(held, holds, deadlines, now)
+  local expired = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now)
+  for _, id in ipairs(expired) do
+    local amount = tonumber(redis.call('HGET', holds, id) or '0')
+    redis.call('HDEL', holds, id)
+    redis.call('ZREM', deadlines, id)
+    if amount > 0 then redis.call('DECRBY', held, amount) end
+  end
+end
+local est = tonumber(ARGV[5])
+local counts = {}
+for i = 1, 4 do
+  local limit = tonumber(ARGV[i])
+  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  counts[i] = current
+  if limit > 0 then
+    local want = 1
+    if i % 2 == 0 then want = est end
+    if current + want > limit then return {1, i, current, limit} end
+  end
+end
+local cost = tonumber(ARGV[8])
+local now = tonumber(ARGV[11])
+if ARGV[9] == '1' then
+  local balance = redis.call('GET', KEYS[5])
+  if not balance then return {2} end
+  purge(KEYS[6], KEYS[7], KEYS[8], now)
+  local available = tonumber(balance) - tonumber(redis.call('GET', KEYS[6]) or '0')
+  if available <= 0 or available < cost then return {3, tostring(available)} end
+end
+local cap = tonumber(ARGV[10])
+if cost > 0 and cap >= 0 then
+  purge(KEYS[10], KEYS[11], KEYS[12], now)
+  local used = tonumber(redis.call('GET', KEYS[9]) or '0') + tonumber(redis.call('GET', KEYS[10]) or '0')
+  if used + cost > cap then return {4, tostring(cap - used)} end
+end
+local ttl = tonumber(ARGV[6])
+for i = 1, 4 do
+  if tonumber(ARGV[i]) > 0 then
+    local n = 1
+    if i % 2 == 0 then n = est end
+    counts[i] = redis.call('INCRBY', KEYS[i], n)
+    redis.call('EXPIRE', KEYS[i], ttl)
+  end
+end
+if cost > 0 then
+  if ARGV[9] == '1' then
+    redis.call('HSET', KEYS[7], ARGV[7], cost)
+    redis.call('ZADD', KEYS[8], ARGV[12], ARGV[7])
+    redis.call('INCRBY', KEYS[6], cost)
+  end
+  if cap >= 0 then
+    redis.call('HSET', KEYS[11], ARGV[7], cost)
+    redis.call('ZADD', KEYS[12], ARGV[12], ARGV[7])
+    redis.call('INCRBY', KEYS[10], cost)
+  end
+end
+return {0, counts[1], counts[2], counts[3], counts[4]}
+""")
+
+_SETTLE = LuaScript("""
+local function unhold(held, holds, deadlines, id)
+  local amount = redis.call('HGET', holds, id)
+  if not amount then return false end
+  redis.call('HDEL', holds, id)
+  redis.call('ZREM', deadlines, id)
+  redis.call('DECRBY', held, tonumber(amount))
+  return true
+end
+local delta = tonumber(ARGV[2])
+if delta ~= 0 then
+  if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], delta) end
+  if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then redis.call('INCRBY', KEYS[4], delta) end
+end
+local actual = tonumber(ARGV[3])
+if ARGV[7] == '1' and unhold(KEYS[6], KEYS[7], KEYS[8], ARGV[1]) then
+  if actual > 0 and redis.call('EXISTS', KEYS[5]) == 1 then redis.call('DECRBY', KEYS[5], actual) end
+end
+if ARGV[8] == '1' and unhold(KEYS[10], KEYS[11], KEYS[12], ARGV[1]) then
+  if actual > 0 then
+    redis.call('INCRBY', KEYS[9], actual)
+    redis.call('EXPIRE', KEYS[9], tonumber(ARGV[4]))
+  end
+end
+return 1
+""")
+
+
+def to_micro(amount: Decimal, rounding=ROUND_HALF_UP) -> int:
+    return int((Decimal(amount) * MICRO).to_integral_value(rounding=rounding))
+
+
+def from_micro(units: int) -> Decimal:
+    return Decimal(int(units)) / MICRO
+
+
+def _balance_key(org_id) -> str:
+    return k("bal", org_id)
+
+
+def publish_balance(org_id, available: Decimal) -> None:
+    """Billing calls this after every ledger change with the org's balance plus credit limit."""
+    sredis().set(_balance_key(org_id), to_micro(available, ROUND_FLOOR))
+
+
+async def apublish_balance(org_id, available: Decimal) -> None:
+    await aredis().set(_balance_key(org_id), to_micro(available, ROUND_FLOOR))
+
+
+def published_balance(org_id) -> Decimal | None:
+    """The balance the gateway holds for an org (None: never published), less nothing: holds are separate."""
+    raw = sredis().get(_balance_key(org_id))
+    return None if raw is None else from_micro(int(raw))
+
+
+def open_holds(org_id) -> Decimal:
+    return from_micro(int(sredis().get(k("held", org_id)) or 0))
+
+
+_loader_state: dict = {}
+
+
+def _load_balance(org_id) -> Decimal | object:
+    """The loader's answer for an org, or _UNLIMITED when billing is not installed (logged once)."""
+    path = settings.MAAS_BALANCE_LOADER
+    loader = _loader_state.get(path)
+    if loader is None:
+        try:
+            loader = import_string(path)
+        except ImportError:
+            loader = _UNLIMITED
+            logger.warning("balance loader %s cannot be imported; treating balances as unlimited", path)
+        _loader_state[path] = loader
+    if loader is _UNLIMITED:
+        return _UNLIMITED
+    value = loader(org_id)
+    return _UNLIMITED if value is None else Decimal(value)
+
+
+@dataclass
+class Price:
+    input_per_1k: Decimal
+    output_per_1k: Decimal
+    currency: str
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        return (Decimal(prompt_tokens) * self.input_per_1k + Decimal(completion_tokens) * self.output_per_1k) / 1000
+
+
+def _period(key_period: str, now: datetime) -> tuple[str, int]:
+    local = timezone.localtime(now)
+    if key_period == "daily":
+        return local.strftime("%Y-%m-%d"), 2 * 86400
+    return local.strftime("%Y-%m"), 32 * 86400
+
+
+@dataclass
+class Admission:
+    """What admission counted and held for one request; settle() undoes or finalises exactly that."""
+
+    request_id: str
+    org_id: str
+    key_id: str | None
+    keys: list[str]
+    est_tokens: int
+    reserved_micro: int = 0
+    balance_tracked: bool = False
+    cap_tracked: bool = False
+    key_tpm: bool = False
+    org_tpm: bool = False
+    period_ttl: int = 0
+    headers: dict = field(default_factory=dict)
+    settled: bool = False
+
+
+def _rate_headers(limit_r, used_r, limit_t, used_t, reset_s) -> dict:
+    headers = {}
+    if limit_r:
+        headers["x-ratelimit-limit-requests"] = str(limit_r)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, limit_r - used_r))
+        headers["x-ratelimit-reset-requests"] = f"{reset_s}s"
+    if limit_t:
+        headers["x-ratelimit-limit-tokens"] = str(limit_t)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, limit_t - used_t))
+        headers["x-ratelimit-reset-tokens"] = f"{reset_s}s"
+    return headers
+
+
+async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, price: Price | None,
+                reserve_tokens: tuple[int, int] = (0, 0), check_balance: bool = True) -> Admission:
+    """Count the request against the rate limits and reserve its worst-case cost; raise GatewayError if refused.
+
+    ``key`` is the gateway's cached key info (rpm_limit, tpm_limit, spend_cap_micro, spend_cap_period) or None.
+    ``reserve_tokens`` is (prompt estimate, completion tokens) to price the worst case with.
+    """
+    now = time.time()
+    minute = int(now // WINDOW_SECONDS)
+    reset_s = WINDOW_SECONDS - int(now % WINDOW_SECONDS)
+    key_id = str(key.id) if key is not None else None
+    key_rpm = (key.rpm_limit or 0) if key is not None else 0
+    key_tpm = (key.tpm_limit or 0) if key is not None else 0
+    org_rpm, org_tpm = settings.GATEWAY_ORG_RPM, settings.GATEWAY_ORG_TPM
+    kid = key_id or "-"
+    cost_micro = to_micro(price.cost(*reserve_tokens), ROUND_CEILING) if price is not None else 0
+    cap_micro = key.spend_cap_micro if (key is not None and key.spend_cap_micro is not None and cost_micro) else -1
+    period, period_ttl = ("", 0)
+    if cap_micro >= 0:
+        period, period_ttl = _period(key.spend_cap_period, timezone.now())
+    keys = [
+        k("rl", "key", kid, "r", minute), k("rl", "key", kid, "t", minute),
+        k("rl", "org", org_id, "r", minute), k("rl", "org", org_id, "t", minute),
+        _balance_key(org_id), k("held", org_id), k("holds", org_id), k("hold-deadlines", org_id),
+        k("kspent", kid, period), k("kheld", kid), k("kholds", kid), k("khold-deadlines", kid),
+    ]
+    args = [key_rpm, key_tpm, org_rpm, org_tpm, est_tokens, WINDOW_SECONDS * 2, request_id, cost_micro,
+            "1" if check_balance else "0", cap_micro, f"{now:.3f}", f"{now + HOLD_SECONDS:.3f}", period_ttl]
+    for _attempt in range(2):
+        result = await _ADMIT.acall(keys, args)
+        status = int(result[0])
+        if status != 2:
+            break
+        loaded = await sync_to_async(_load_balance)(org_id)
+        if loaded is _UNLIMITED:
+            args[8] = "0"
+        else:
+            await aredis().set(_balance_key(org_id), to_micro(loaded, ROUND_FLOOR), nx=True)
+    if status == 1:
+        which = int(result[1])
+        names = {1: ("requests", "key"), 2: ("tokens", "key"), 3: ("requests", "organization"),
+                 4: ("tokens", "organization")}
+        kind, scope = names[which]
+        limit = int(result[3])
+        used = int(result[2])
+        headers = (_rate_headers(limit, used, 0, 0, reset_s) if kind == "requests"
+                   else _rate_headers(0, 0, limit, used, reset_s))
+        raise errors.rate_limited(
+            f"Rate limit reached for {kind} per minute on this {scope}: limit {limit}, used {used}. "
+            f"Try again in {reset_s}s.", kind=kind, retry_after=reset_s, headers=headers)
+    if status == 3:
+        raise errors.insufficient_quota(
+            "You exceeded your current quota: the organization's balance does not cover this request "
+            "(its worst-case cost is reserved before the call). Top up or lower max_tokens.")
+    if status == 4:
+        raise errors.insufficient_quota(
+            "This API key reached its spend cap for the current period; raise the cap or wait for the reset.")
+    counts = [int(x) for x in result[1:5]]
+    if key_rpm or key_tpm:
+        headers = _rate_headers(key_rpm, counts[0], key_tpm, counts[1], reset_s)
+    else:
+        headers = _rate_headers(org_rpm, counts[2], org_tpm, counts[3], reset_s)
+    return Admission(
+        request_id=request_id, org_id=org_id, key_id=key_id, keys=keys, est_tokens=est_tokens,
+        reserved_micro=cost_micro, balance_tracked=bool(cost_micro) and args[8] == "1",
+        cap_tracked=cap_micro >= 0, key_tpm=bool(key_tpm), org_tpm=bool(org_tpm), period_ttl=period_ttl,
+        headers=headers,
+    )
+
+
+def _settle_args(admission: Admission, actual_tokens: int, actual_cost: Decimal | None) -> list:
+    cost_micro = to_micro(actual_cost) if actual_cost else 0
+    return [admission.request_id, actual_tokens - admission.est_tokens, cost_micro, admission.period_ttl,
+            "1" if admission.key_tpm else "0", "1" if admission.org_tpm else "0",
+            "1" if admission.balance_tracked else "0", "1" if admission.cap_tracked else "0"]
+
+
+async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decimal | None) -> None:
+    """Replace the reservation with the real usage (once); with zero usage this is a release."""
+    if admission.settled:
+        return
+    admission.settled = True
+    await _SETTLE.acall(admission.keys, _settle_args(admission, actual_tokens, actual_cost))
+
+
+async def release(admission: Admission) -> None:
+    """Give back everything admission held, for a request that never reached a model."""
+    await settle(admission, actual_tokens=0, actual_cost=None)
+
+
+def settle_sync(admission: Admission, *, actual_tokens: int, actual_cost: Decimal | None) -> None:
+    if admission.settled:
+        return
+    admission.settled = True
+    _SETTLE.call(admission.keys, _settle_args(admission, actual_tokens, actual_cost))

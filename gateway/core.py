@@ -1,0 +1,375 @@
+"""The gateway's core, shared by the /v1 HTTP edge (gateway.asgi) and the playground (``chat_stream``).
+
+One request goes: resolve the model (cached deployments selectors) → check the key's allow-list → admission (rate
+limits and the worst-case cost reserved in one Redis script) → route to a Ready replica (retrying another one on
+connect errors and 5xx before the first byte) → relay the answer with the client's model id → settle the
+reservation to the real usage and queue one usage record. Usage always comes from the upstream: streams ask for it
+(``stream_options.include_usage``) even when the client did not, and that chunk is removed from what such a client
+sees. A request cancelled mid-stream closes the upstream connection (vLLM aborts the sequence) and is recorded as
+aborted with the tokens already streamed.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import aiohttp
+import orjson
+from django.conf import settings
+
+from gateway import budget, errors, lookups, usage
+from gateway.errors import GatewayError
+from gateway.lookups import KeyInfo, OrgInfo, Target
+from gateway.router import affinity_key, router
+from gateway.upstream import session, ssl_for, timeout
+from gateway.validation import Parsed, estimate_prompt_tokens, parse, typical_prompt_tokens
+
+logger = logging.getLogger(__name__)
+
+PATHS = {"chat.completions": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+COST_QUANTUM = Decimal("0.000001")
+
+
+@dataclass(eq=False)
+class Call:
+    """One request on its way through the gateway, and what will be recorded about it."""
+
+    endpoint: str
+    body: dict
+    parsed: Parsed
+    org: OrgInfo
+    key: KeyInfo | None = None
+    user_id: int | None = None
+    source: str = "api"
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started_at: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.perf_counter)
+    target: Target | None = None
+    admission: budget.Admission | None = None
+    replica: object | None = None
+    ttft_ms: int | None = None
+    latency_ms: int = 0
+    usage: dict | None = None
+    streamed_tokens: int = 0
+    status: str = "ok"
+    http_status: int = 200
+    error_code: str = ""
+    served_version: str = ""
+    cost: Decimal | None = None
+    finalized: bool = False
+
+    def elapsed_ms(self) -> int:
+        return int((time.perf_counter() - self.t0) * 1000)
+
+    def mark_first_byte(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = self.elapsed_ms()
+
+    def fail(self, error: GatewayError) -> None:
+        self.status = "error"
+        self.http_status = error.status
+        self.error_code = str(error.code or error.type or "")[:64]
+
+
+async def prepare(call: Call) -> list:
+    """Resolve, authorise and admit the call; the Ready endpoints to try. Raises GatewayError."""
+    parsed = call.parsed
+    target = await lookups.target_for(parsed.model_id, call.org)
+    if target is None:
+        raise errors.model_not_found(parsed.model_id)
+    if call.key is not None and call.key.allowed_models and parsed.model_id not in call.key.allowed_models:
+        raise errors.model_not_allowed(parsed.model_id)
+    call.target = target
+    typical = typical_prompt_tokens(parsed.prompt_text)
+    if call.endpoint == "embeddings":
+        completion = 0
+    else:
+        room = max(1, target.context_length - typical)
+        completion = (parsed.max_tokens or min(settings.GATEWAY_RESERVE_MAX_TOKENS, room)) * parsed.n
+    call.admission = await budget.admit(
+        request_id=call.request_id, org_id=call.org.id, key=call.key,
+        est_tokens=typical + (parsed.max_tokens or 0) * parsed.n,
+        price=target.price if target.public else None,
+        reserve_tokens=(estimate_prompt_tokens(parsed.prompt_text), completion),
+    )
+    try:
+        endpoints = await lookups.endpoints_for(target.service_ids)
+    except Exception:
+        await budget.release(call.admission)
+        raise
+    if not endpoints:
+        raise errors.no_ready_replica(parsed.model_id)
+    return endpoints
+
+
+def upstream_payload(call: Call) -> bytes:
+    body = dict(call.body)
+    body["model"] = call.target.upstream_model
+    if call.parsed.stream:
+        options = dict(body.get("stream_options") or {})
+        options["include_usage"] = True
+        body["stream_options"] = options
+    return orjson.dumps(body)
+
+
+async def open_upstream(call: Call, endpoints: list) -> aiohttp.ClientResponse:
+    """POST to a replica, trying others on connect errors and 5xx; the response (status < 500) with headers read."""
+    payload = upstream_payload(call)
+    path = PATHS[call.endpoint]
+    affinity = affinity_key(call.parsed.prompt_text)
+    tried: set[str] = set()
+    for _attempt in range(settings.GATEWAY_MAX_ATTEMPTS):
+        endpoint = router.choose(endpoints, affinity=affinity, prompt_chars=len(call.parsed.prompt_text),
+                                 exclude=tried)
+        if endpoint is None:
+            break
+        tried.add(endpoint.base_url)
+        router.started(endpoint)
+        headers = {"Content-Type": "application/json", "X-Request-Id": call.request_id, **endpoint.headers}
+        try:
+            response = await session().post(endpoint.base_url + path, data=payload, headers=headers,
+                                             timeout=timeout(), ssl=ssl_for(endpoint))
+        except UPSTREAM_ERRORS as exc:
+            logger.warning("replica %s failed for %s: %r", endpoint.replica, call.request_id, exc)
+            router.finished(endpoint)
+            router.failed(endpoint)
+            continue
+        except BaseException:
+            router.finished(endpoint)
+            raise
+        if response.status >= 500:
+            logger.warning("replica %s answered %s for %s", endpoint.replica, response.status, call.request_id)
+            response.close()
+            router.finished(endpoint)
+            router.failed(endpoint)
+            continue
+        call.replica = endpoint
+        return response
+    if not tried:
+        raise errors.no_ready_replica(call.parsed.model_id, retry_after=router.retry_after(endpoints))
+    raise errors.GatewayError(503, f"No replica of `{call.parsed.model_id}` could answer ({len(tried)} tried); "
+                              f"retry shortly.", type="server_error", code="no_ready_replica", retry_after=2)
+
+
+def done_with_replica(call: Call, *, healthy: bool | None) -> None:
+    if call.replica is None:
+        return
+    router.finished(call.replica)
+    if healthy is True:
+        router.succeeded(call.replica)
+    elif healthy is False:
+        router.failed(call.replica)
+
+
+def upstream_error(call: Call, status: int, raw: bytes) -> GatewayError:
+    """An upstream 4xx (e.g. the prompt exceeds the context) in OpenAI's shape, naming the client's model."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = {}
+    inner = data.get("error") if isinstance(data, dict) and isinstance(data.get("error"), dict) else data
+    if not isinstance(inner, dict):
+        inner = {}
+    message = str(inner.get("message") or raw[:500].decode("utf-8", "replace") or f"Upstream error {status}")
+    message = message.replace(call.target.upstream_model, call.parsed.model_id) if call.target else message
+    code = inner.get("code")
+    return GatewayError(status, message, type="invalid_request_error" if status < 500 else "server_error",
+                        code=str(code) if code is not None else None, param=inner.get("param"))
+
+
+def _usage_tokens(call: Call) -> tuple[int, int, int]:
+    data = call.usage
+    if data:
+        details = data.get("prompt_tokens_details") or {}
+        return (int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0),
+                int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0)
+    if call.ttft_ms is not None and call.endpoint != "embeddings":
+        # The stream ended without the usage chunk (aborted or cut): the prompt by estimate, the streamed tokens.
+        return typical_prompt_tokens(call.parsed.prompt_text), call.streamed_tokens, 0
+    return 0, 0, 0
+
+
+async def finalize(call: Call) -> None:
+    """Settle the reservation to the real usage and queue the usage record (once per call)."""
+    if call.finalized:
+        return
+    call.finalized = True
+    call.latency_ms = call.elapsed_ms()
+    prompt, completion, cached = _usage_tokens(call)
+    target = call.target
+    if target is not None and target.public and target.price is not None:
+        call.cost = target.price.cost(prompt, completion).quantize(COST_QUANTUM)
+    parsed = call.parsed
+    service_id = target.service_ids[0] if target is not None and len(target.service_ids) == 1 else None
+    record = {
+        "id": call.request_id, "org_id": call.org.id, "api_key_id": call.key.id if call.key else None,
+        "user_id": call.user_id, "source": call.source, "endpoint": call.endpoint, "model_id": parsed.model_id,
+        "catalog_model_id": target.catalog_model_id if target else None, "service_id": service_id,
+        "public": bool(target and target.public), "replica": getattr(call.replica, "replica", "") or "",
+        "prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached,
+        "latency_ms": call.latency_ms, "ttft_ms": call.ttft_ms, "status": call.status,
+        "http_status": call.http_status, "error_code": call.error_code, "stream": parsed.stream,
+        "prompt_hash": hashlib.sha256(parsed.prompt_text.encode("utf-8", "surrogatepass")).hexdigest(),
+        "params": parsed.params, "served_model_version": call.served_version,
+        "cost": str(call.cost) if call.cost is not None else None,
+        "currency": target.price.currency if call.cost is not None else "",
+        "started_at": call.started_at, "finished_at": call.started_at + call.latency_ms / 1000,
+    }
+    jobs = [usage.append(record)]
+    if call.admission is not None:
+        jobs.append(budget.settle(call.admission, actual_tokens=prompt + completion, actual_cost=call.cost))
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            logger.error("metering %s failed: %r", call.request_id, result)
+
+
+def finalize_soon(call: Call):
+    """Finalize even if the caller is being cancelled: a shielded task the event loop completes."""
+    return asyncio.shield(asyncio.ensure_future(finalize(call)))
+
+
+class StreamRelay:
+    """Turns upstream SSE bytes into what the client sees: model id rewritten, usage chunk captured."""
+
+    def __init__(self, call: Call):
+        self.call = call
+        self.upstream_model = b'"model":' + orjson.dumps(call.target.upstream_model)
+        self.client_model = b'"model":' + orjson.dumps(call.parsed.model_id)
+        self.pass_usage = call.parsed.client_usage
+        self.finished = False
+
+    def event(self, event: bytes) -> bytes | None:
+        call = self.call
+        if event.startswith(b"data: [DONE]"):
+            self.finished = True
+            return event
+        if b'"usage":{' in event and b'"choices":[]' in event:
+            try:
+                data = orjson.loads(event[event.index(b"{"):])
+                call.usage = data.get("usage")
+                call.served_version = str(data.get("system_fingerprint") or data.get("model") or "")[:200]
+            except (ValueError, orjson.JSONDecodeError):
+                pass
+            if not self.pass_usage:
+                return None
+        elif (b'"content":"' in event and b'"content":""' not in event) or (
+                b'"text":"' in event and b'"text":""' not in event):
+            call.streamed_tokens += 1
+        if self.upstream_model in event:
+            return event.replace(self.upstream_model, self.client_model)
+        return event
+
+    async def chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """Client-facing bytes per upstream read (no buffering beyond completing an SSE event)."""
+        buffer = b""
+        async for data in response.content.iter_any():
+            self.call.mark_first_byte()
+            buffer += data
+            out = []
+            while True:
+                end = buffer.find(b"\n\n")
+                if end < 0:
+                    break
+                piece = self.event(buffer[: end + 2])
+                buffer = buffer[end + 2:]
+                if piece is not None:
+                    out.append(piece)
+            if out:
+                yield b"".join(out) if len(out) > 1 else out[0]
+        if buffer.strip():
+            piece = self.event(buffer)
+            if piece is not None:
+                yield piece
+
+
+def read_complete(call: Call, raw: bytes) -> bytes:
+    """A non-streamed answer with the client's model id; captures usage and the served version."""
+    data = orjson.loads(raw)
+    if isinstance(data, dict):
+        call.usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        call.served_version = str(data.get("system_fingerprint") or data.get("model") or "")[:200]
+        if "model" in data:
+            data["model"] = call.parsed.model_id
+    return orjson.dumps(data)
+
+
+async def chat_stream(*, org, model_id: str, body: dict, user=None, api_key=None,
+                      source: str = "playground") -> AsyncIterator[dict]:
+    """Stream a chat completion for the playground: chunk dicts, then one summary dict.
+
+    Same routing, limits, budgets and metering as /v1. Raises GatewayError before the first chunk (unknown model
+    404, not allowed 403, 429 rate limit or insufficient_quota, 503 no ready replica, 400 bad body). Cancelling the
+    consuming task closes the upstream request and still records the streamed tokens (status "aborted").
+    """
+    body = dict(body or {})
+    body["model"] = model_id
+    body["stream"] = True
+    parsed = parse("chat.completions", body)
+    key = None
+    if api_key is not None:
+        key = lookups.key_info_from_row(api_key, org=org)
+        if not key.active(time.time()):
+            raise errors.invalid_api_key("This API key is revoked or expired.")
+    call = Call(endpoint="chat.completions", body=body, parsed=parsed, org=lookups.org_info(org), key=key,
+                user_id=getattr(user, "pk", None), source=source)
+    try:
+        endpoints = await prepare(call)
+        response = await open_upstream(call, endpoints)
+        if response.status >= 400:
+            raw = await response.read()
+            response.release()
+            done_with_replica(call, healthy=True)
+            raise upstream_error(call, response.status, raw)
+    except GatewayError as error:
+        call.fail(error)
+        await finalize_soon(call)
+        raise
+    except BaseException:
+        call.status, call.http_status = "aborted", 499
+        await finalize_soon(call)
+        raise
+    relay = StreamRelay(call)
+    healthy: bool | None = None
+    try:
+        async for piece in relay.chunks(response):
+            for event in piece.split(b"\n\n"):
+                if not event.startswith(b"data: {"):
+                    continue
+                data = orjson.loads(event[6:])
+                if not data.get("choices") and data.get("usage"):
+                    continue
+                yield data
+        healthy = relay.finished
+        if not relay.finished:
+            call.status, call.http_status, call.error_code = "error", 502, "upstream_incomplete"
+    except UPSTREAM_ERRORS as exc:
+        logger.warning("stream %s from %s broke: %r", call.request_id, getattr(call.replica, "replica", "?"), exc)
+        call.status, call.http_status, call.error_code = "error", 502, "upstream_disconnected"
+        healthy = False
+    except BaseException:  # cancelled, or the consumer closed the generator
+        call.status, call.http_status = "aborted", 499
+        raise
+    finally:
+        if relay.finished:
+            response.release()
+        else:
+            response.close()
+        done_with_replica(call, healthy=healthy)
+        await finalize_soon(call)
+    prompt, completion, cached = _usage_tokens(call)
+    yield {
+        "type": "summary", "status": call.status,
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                  "prompt_tokens_details": {"cached_tokens": cached}},
+        "ttft_ms": call.ttft_ms, "latency_ms": call.latency_ms,
+        "cost": str(call.cost) if call.cost is not None else None, "currency": settings.CURRENCY,
+        "replica": getattr(call.replica, "replica", "") or "", "request_id": call.request_id,
+    }

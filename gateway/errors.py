@@ -1,0 +1,60 @@
+"""Errors of the /v1 data plane, in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """A request the gateway refuses or cannot serve; ``status`` is the HTTP status OpenAI would answer."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, retry_after: int | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def __repr__(self) -> str:
+        return f"GatewayError({self.status}, {self.code!r}, {self.message!r})"
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+    return GatewayError(400, message, param=param, code=code)
+
+
+def invalid_api_key(message: str = "Incorrect API key provided.") -> GatewayError:
+    return GatewayError(401, message, code="invalid_api_key")
+
+
+def model_not_found(model_id: str) -> GatewayError:
+    return GatewayError(404, f"The model `{model_id}` does not exist or you do not have access to it.",
+                        param="model", code="model_not_found")
+
+
+def model_not_allowed(model_id: str) -> GatewayError:
+    return GatewayError(403, f"This API key is not allowed to use the model `{model_id}`.", type="permission_error",
+                        param="model", code="model_not_allowed")
+
+
+def insufficient_quota(message: str = "You exceeded your current quota, please check your plan and billing details.",
+                       ) -> GatewayError:
+    return GatewayError(429, message, type="insufficient_quota", code="insufficient_quota")
+
+
+def rate_limited(message: str, *, kind: str, retry_after: int, headers: dict | None = None) -> GatewayError:
+    return GatewayError(429, message, type=kind, code="rate_limit_exceeded", retry_after=retry_after, headers=headers)
+
+
+def no_ready_replica(model_id: str, retry_after: int = 5) -> GatewayError:
+    return GatewayError(503, f"The model `{model_id}` has no ready replica right now; retry shortly.",
+                        type="server_error", code="no_ready_replica", retry_after=retry_after)
+
+
+def upstream_failed(model_id: str, retry_after: int = 2) -> GatewayError:
+    return GatewayError(502, f"The model `{model_id}` failed to answer; retry shortly.", type="server_error",
+                        code="upstream_error", retry_after=retry_after)

@@ -1,0 +1,236 @@
+"""Cached reads on the /v1 hot path: API keys, model targets (with prices), ready replicas, callable models.
+
+Each worker keeps them in process memory. Keys are dropped on every worker within a second of a revocation: the
+revocation signal bumps an epoch in Redis that workers re-read at most every ``EPOCH_CHECK_SECONDS``. Model targets
+and replica lists are refreshed in the background once older than their TTL (the stale list is served meanwhile;
+the router's retries and circuit breaker cover a replica that just went away).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+from gateway.budget import Price, to_micro
+from gateway.store import aredis, k, sredis
+
+KEY_TTL = 60.0
+KEY_NEGATIVE_TTL = 2.0
+EPOCH_CHECK_SECONDS = 0.25
+TARGET_TTL = 2.0
+ENDPOINTS_TTL = 1.0
+MODELS_TTL = 2.0
+
+
+@dataclass(frozen=True)
+class OrgInfo:
+    id: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    org: OrgInfo
+    prefix: str
+    expires_at: datetime | None
+    revoked: bool
+    rpm_limit: int | None
+    tpm_limit: int | None
+    allowed_models: frozenset
+    spend_cap_micro: int | None
+    spend_cap_period: str
+
+    def active(self, now_ts: float) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at.timestamp() > now_ts)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved model plus what the gateway needs to price it."""
+
+    model_id: str
+    public: bool
+    service_ids: tuple
+    upstream_model: str
+    catalog_model_id: int
+    context_length: int
+    price: Price | None  # per-token price for public models; dedicated services are billed per instance-hour
+
+
+def org_info(org) -> OrgInfo:
+    return OrgInfo(id=str(org.pk), namespace=org.namespace)
+
+
+def _db(fn):
+    """Run an ORM read in a worker thread, recycling a connection that aged out or broke."""
+
+    def wrapper(*args):
+        close_old_connections()
+        return fn(*args)
+
+    return sync_to_async(wrapper, thread_sensitive=False)
+
+
+def key_info_from_row(key, org=None) -> KeyInfo:
+    """The cached form of an ApiKey row; pass ``org`` when the row's org is not loaded (async callers)."""
+    return KeyInfo(
+        id=str(key.pk), org=org_info(org if org is not None else key.org), prefix=key.prefix, expires_at=key.expires_at,
+        revoked=key.revoked_at is not None, rpm_limit=key.rpm_limit, tpm_limit=key.tpm_limit,
+        allowed_models=frozenset(key.allowed_models or ()),
+        spend_cap_micro=to_micro(key.spend_cap) if key.spend_cap is not None else None,
+        spend_cap_period=key.spend_cap_period or "monthly",
+    )
+
+
+def _load_key(key_hash: str) -> KeyInfo | None:
+    from maas.models import ApiKey
+
+    key = ApiKey.objects.select_related("org").filter(key_hash=key_hash).first()
+    return None if key is None else key_info_from_row(key)
+
+
+def _load_target(model_id: str, org_id: str | None, namespace: str | None) -> Target | None:
+    from catalog.models import CatalogModel
+    from deployments.selectors import resolve_model_target
+    from maas.models import Organization
+
+    org = Organization(pk=org_id, namespace=namespace) if org_id else None
+    target = resolve_model_target(model_id, org)
+    if target is None:
+        return None
+    price = None
+    if target.public:
+        row = CatalogModel.objects.filter(pk=target.catalog_model_id).values(
+            "input_price_per_1k", "output_price_per_1k", "currency").first()
+        if row is not None:
+            price = Price(row["input_price_per_1k"], row["output_price_per_1k"], row["currency"])
+    return Target(model_id=target.model_id, public=target.public, service_ids=tuple(target.service_ids),
+                  upstream_model=target.upstream_model, catalog_model_id=target.catalog_model_id,
+                  context_length=target.context_length, price=price)
+
+
+def _load_endpoints(service_ids: tuple) -> list:
+    from deployments.selectors import ready_endpoints
+
+    return ready_endpoints(service_ids)
+
+
+def _load_models(org_id: str | None, namespace: str | None) -> list[dict]:
+    from deployments.selectors import callable_models
+    from maas.models import Organization
+
+    org = Organization(pk=org_id, namespace=namespace) if org_id else None
+    return callable_models(org)
+
+
+class _Entry:
+    __slots__ = ("value", "fresh_until", "refreshing")
+
+    def __init__(self, value, fresh_until: float):
+        self.value = value
+        self.fresh_until = fresh_until
+        self.refreshing = False
+
+
+class TTLCache:
+    """In-process cache with single-flight loads and (optionally) stale-while-revalidate."""
+
+    def __init__(self, loader, ttl: float, *, negative_ttl: float | None = None, stale: bool = True,
+                 max_entries: int = 50_000):
+        self.loader = _db(loader)
+        self.ttl = ttl
+        self.negative_ttl = ttl if negative_ttl is None else negative_ttl
+        self.stale = stale
+        self.max_entries = max_entries
+        self.entries: dict = {}
+        self.inflight: dict = {}
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def _store(self, key, value) -> None:
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        ttl = self.ttl if value is not None else self.negative_ttl
+        self.entries[key] = _Entry(value, time.monotonic() + ttl)
+
+    async def _load(self, key):
+        value = await self.loader(*key)
+        self._store(key, value)
+        return value
+
+    async def _refresh(self, key, entry: _Entry) -> None:
+        try:
+            await self._load(key)
+        except Exception:  # keep serving the stale value; the next expiry tries again
+            entry.fresh_until = time.monotonic() + self.ttl
+        finally:
+            entry.refreshing = False
+
+    async def get(self, *key):
+        entry = self.entries.get(key)
+        if entry is not None:
+            if time.monotonic() < entry.fresh_until:
+                return entry.value
+            if self.stale and entry.value is not None:
+                if not entry.refreshing:
+                    entry.refreshing = True
+                    asyncio.ensure_future(self._refresh(key, entry))
+                return entry.value
+        task = self.inflight.get(key)
+        if task is None or task.get_loop() is not asyncio.get_running_loop():
+            task = asyncio.ensure_future(self._load(key))
+            self.inflight[key] = task
+            task.add_done_callback(lambda t, key=key: self.inflight.pop(key, None) if self.inflight.get(key) is t else None)
+        return await asyncio.shield(task)
+
+
+keys = TTLCache(_load_key, KEY_TTL, negative_ttl=KEY_NEGATIVE_TTL, stale=False)
+targets = TTLCache(_load_target, TARGET_TTL, negative_ttl=1.0)
+endpoints = TTLCache(_load_endpoints, ENDPOINTS_TTL)
+models = TTLCache(_load_models, MODELS_TTL)
+
+_epoch = {"value": None, "checked": 0.0}
+
+
+def epoch_key() -> str:
+    return k("auth-epoch")
+
+
+async def _check_epoch() -> None:
+    now = time.monotonic()
+    if now - _epoch["checked"] < EPOCH_CHECK_SECONDS:
+        return
+    _epoch["checked"] = now
+    value = await aredis().get(epoch_key())
+    if value != _epoch["value"]:
+        if _epoch["value"] is not None or value is not None:
+            keys.clear()
+        _epoch["value"] = value
+
+
+async def key_for(key_hash: str) -> KeyInfo | None:
+    await _check_epoch()
+    return await keys.get(key_hash)
+
+
+def bump_auth_epoch(**_kwargs) -> None:
+    """Receiver of maas.signals.apikey_revoked: every worker drops its cached keys within a second."""
+    sredis().incr(epoch_key())
+
+
+async def target_for(model_id: str, org: OrgInfo | None) -> Target | None:
+    return await targets.get(model_id, org.id if org else None, org.namespace if org else None)
+
+
+async def endpoints_for(service_ids: tuple) -> list:
+    return await endpoints.get(tuple(service_ids))
+
+
+async def models_for(org: OrgInfo | None) -> list[dict]:
+    return await models.get(org.id if org else None, org.namespace if org else None)

@@ -1,0 +1,56 @@
+"""Pooled HTTP connections to replicas (one aiohttp session per event loop) and the TLS settings they need."""
+from __future__ import annotations
+
+import asyncio
+import ssl
+import weakref
+
+import aiohttp
+from django.conf import settings
+
+_sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = weakref.WeakKeyDictionary()
+_ssl_contexts: dict = {}
+
+
+def session() -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    client = _sessions.get(loop)
+    if client is None or client.closed:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30, enable_cleanup_closed=True)
+        client = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        _sessions[loop] = client
+    return client
+
+
+async def close_session() -> None:
+    loop = asyncio.get_running_loop()
+    client = _sessions.pop(loop, None)
+    if client is not None:
+        await client.close()
+
+
+def timeout() -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=float(settings.GATEWAY_CONNECT_TIMEOUT),
+                                 sock_read=float(settings.GATEWAY_IDLE_TIMEOUT))
+
+
+def ssl_for(endpoint):
+    """The ``ssl`` argument for aiohttp: None (default verification), False, or a context with a CA or client cert."""
+    if not endpoint.base_url.startswith("https:"):
+        return None
+    verify, cert = endpoint.tls_verify, endpoint.client_cert
+    if verify is True and cert is None:
+        return None
+    if verify is False and cert is None:
+        return False
+    key = (verify, cert)
+    context = _ssl_contexts.get(key)
+    if context is None:
+        context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+        if verify is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if cert is not None:
+            context.load_cert_chain(*cert)
+        _ssl_contexts[key] = context
+    return context
