@@ -35,3 +35,34 @@ def format_money(amount: Decimal, currency: str, *, rate: bool = False) -> str:
     if text.startswith("-"):
         return f"-{symbol}{text[1:]}" if symbol else f"-{text[1:]} {currency}"
     return f"{symbol}{text}" if symbol else f"{text} {currency}"
+
+
+# Currencies whose Stripe minor unit is not 1/100 of the unit.
+ZERO_DECIMAL_CURRENCIES = {"JPY", "KRW", "VND", "CLP", "PYG", "UGX", "XAF", "XOF"}
+
+
+def minor_units_factor(currency: str) -> int:
+    return 1 if currency.upper() in ZERO_DECIMAL_CURRENCIES else 100
+
+
+def to_minor_units(amount: Decimal, currency: str) -> int:
+    """A posted amount as Stripe's integer minor units (``¥12.34`` → 1234); refuses sub-minor amounts."""
+    factor = minor_units_factor(currency)
+    scaled = Decimal(amount) * factor
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{amount} {currency} is not a whole number of minor units")
+    return int(scaled)
+
+
+def from_minor_units(value: int, currency: str) -> Decimal:
+    return quantize_posted(Decimal(int(value)) / minor_units_factor(currency))
+
+
+def per_1k(tokens: int, price_per_1k: Decimal) -> Decimal:
+    """The unrounded cost of ``tokens`` at a per-1K-token price (callers round the total once)."""
+    return Decimal(int(tokens)) * Decimal(price_per_1k) / 1000
+
+
+def per_seconds(seconds: int | Decimal, hourly_price: Decimal) -> Decimal:
+    """The unrounded cost of ``seconds`` instance-seconds at an hourly price."""
+    return Decimal(seconds) * Decimal(hourly_price) / 3600

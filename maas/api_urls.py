@@ -1,9 +1,12 @@
 """All management API routes under /api/ (each app registers its viewsets here)."""
 from rest_framework.routers import SimpleRouter
 
+from billing.api import LedgerEntryViewSet, TopUpViewSet
 from catalog.api import CatalogModelViewSet
 
 router = SimpleRouter(trailing_slash="/?")
 router.register("catalog/models", CatalogModelViewSet, basename="catalog-model")
+router.register("billing/ledger", LedgerEntryViewSet, basename="billing-ledger")
+router.register("billing/topups", TopUpViewSet, basename="billing-topup")
 
 urlpatterns = router.urls

@@ -229,6 +229,7 @@ STRIPE_SECRET_KEY = env.string("STRIPE_SECRET_KEY", "")
 STRIPE_PUBLISHABLE_KEY = env.string("STRIPE_PUBLISHABLE_KEY", "")
 STRIPE_WEBHOOK_SECRET = env.string("STRIPE_WEBHOOK_SECRET", "")
 STRIPE_API_BASE = env.string("STRIPE_API_BASE", "")  # empty: Stripe itself
+STRIPE_JS_URL = env.string("STRIPE_JS_URL", "https://js.stripe.com/v3/")  # loaded only with a publishable key
 STRIPE_WEBHOOK_TOLERANCE = env.integer("STRIPE_WEBHOOK_TOLERANCE", 300, minimum=1)  # seconds of clock skew
 CELERY_BEAT_SCHEDULE["billing-charge-usage"] = {"task": "billing.tasks.charge_usage_task", "schedule": 10.0}
 CELERY_BEAT_SCHEDULE["billing-settle-instances"] = {"task": "billing.tasks.settle_instances_task", "schedule": 300.0}

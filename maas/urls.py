@@ -21,6 +21,7 @@ urlpatterns = [
     path("keys/", views.apikeys, name="apikeys"),
     path("keys/<uuid:pk>/revoke/", views.apikey_revoke, name="apikey-revoke"),
     path("models/", include("catalog.urls")),
+    path("billing/", include("billing.urls")),
     path("playground/", include("playground.urls")),
     path("api/", include("maas.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,0 +1,145 @@
+"""Platform admin for billing: credit limits and manual adjustments go through services (audited)."""
+from decimal import Decimal
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
+
+from billing import services
+from billing.models import BillingAccount, LedgerEntry, StripeEvent, Subscription, TokenPrice, TopUp
+from maas.errors import ApplicationError
+
+
+class BillingAccountForm(forms.ModelForm):
+    adjust_amount = forms.DecimalField(label=_("Adjust balance by"), required=False, max_digits=14, decimal_places=2,
+                                       help_text=_("Positive credits, negative debits; posted as an adjustment."))
+    adjust_reason = forms.CharField(label=_("Reason for the adjustment"), required=False, max_length=300)
+
+    class Meta:
+        model = BillingAccount
+        fields = ["credit_limit"]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("adjust_amount") and not (data.get("adjust_reason") or "").strip():
+            self.add_error("adjust_reason", _("Give a reason for the adjustment."))
+        return data
+
+
+@admin.register(BillingAccount)
+class BillingAccountAdmin(admin.ModelAdmin):
+    form = BillingAccountForm
+    list_display = ["org", "balance", "credit_limit", "currency", "overdrawn_since", "updated_at"]
+    search_fields = ["org__name", "org__namespace"]
+    readonly_fields = ["org", "balance", "currency", "stripe_customer_id", "overdrawn_since"]
+    list_select_related = ["org"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        try:
+            if "credit_limit" in form.changed_data:
+                services.account_set_credit_limit(org=obj.org, credit_limit=form.cleaned_data["credit_limit"],
+                                                  actor=request.user)
+            amount = form.cleaned_data.get("adjust_amount")
+            if amount:
+                services.ledger_adjust(org=obj.org, amount=Decimal(amount), reason=form.cleaned_data["adjust_reason"],
+                                       actor=request.user)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "org", "kind", "amount", "balance_after", "currency", "key"]
+    list_filter = ["kind"]
+    search_fields = ["org__namespace", "key", "description"]
+    list_select_related = ["org"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class TokenPriceForm(forms.ModelForm):
+    class Meta:
+        model = TokenPrice
+        fields = ["catalog_model", "input_per_1k", "output_per_1k", "cached_input_per_1k", "long_context_threshold",
+                  "long_input_per_1k", "long_output_per_1k", "valid_from"]
+
+
+@admin.register(TokenPrice)
+class TokenPriceAdmin(admin.ModelAdmin):
+    """Prices are history: a change is a new row from its start; existing rows are never edited."""
+
+    form = TokenPriceForm
+    list_display = ["catalog_model", "valid_from", "input_per_1k", "output_per_1k", "cached_input_per_1k",
+                    "long_context_threshold", "currency"]
+    list_filter = ["catalog_model"]
+    list_select_related = ["catalog_model"]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        try:
+            services.token_price_create(
+                catalog_model=data["catalog_model"], input_per_1k=data["input_per_1k"],
+                output_per_1k=data["output_per_1k"], cached_input_per_1k=data["cached_input_per_1k"],
+                long_context_threshold=data["long_context_threshold"], long_input_per_1k=data["long_input_per_1k"],
+                long_output_per_1k=data["long_output_per_1k"], valid_from=data["valid_from"], actor=request.user,
+            )
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+
+
+@admin.register(TopUp)
+class TopUpAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "org", "amount", "currency", "status", "refunded_amount", "payment_intent_id"]
+    list_filter = ["status"]
+    search_fields = ["org__namespace", "payment_intent_id"]
+    readonly_fields = [f.name for f in TopUp._meta.fields]
+    actions = ["refund_in_full"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description=_("Refund the rest of the selected top-ups through Stripe"))
+    def refund_in_full(self, request, queryset):
+        for topup in queryset:
+            try:
+                services.topup_refund(topup=topup, amount=topup.amount - topup.refunded_amount, actor=request.user)
+            except ApplicationError as exc:
+                messages.error(request, f"{topup.payment_intent_id}: {exc.message}")
+            else:
+                messages.success(request, _("Refund requested for %(pi)s.") % {"pi": topup.payment_intent_id})
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    list_display = ["service", "org", "instances", "period_start", "period_end", "auto_renew", "status", "parent"]
+    list_filter = ["status", "auto_renew"]
+    readonly_fields = [f.name for f in Subscription._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "event_id", "type"]
+    search_fields = ["event_id", "type"]
+    readonly_fields = ["event_id", "type", "payload", "received_at"]
+
+    def has_add_permission(self, request):
+        return False

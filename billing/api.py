@@ -1,0 +1,73 @@
+"""Management API for billing (/api/billing/...): balance, ledger, top-ups. Tenant-scoped, read-only."""
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from billing import selectors
+from billing.models import EntryKind, LedgerEntry, TopUp
+from maas.tenancy import OrgScopedViewSetMixin
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    service = serializers.CharField(source="service.name", default=None, read_only=True)
+
+    class Meta:
+        model = LedgerEntry
+        fields = ["id", "created_at", "kind", "amount", "balance_after", "currency", "description", "service",
+                  "period_start", "period_end"]
+
+
+class TopUpSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TopUp
+        fields = ["id", "created_at", "amount", "currency", "status", "refunded_amount", "failure_message",
+                  "payment_intent_id"]
+
+
+class BalanceSerializer(serializers.Serializer):
+    balance = serializers.DecimalField(max_digits=20, decimal_places=6)
+    credit_limit = serializers.DecimalField(max_digits=14, decimal_places=2)
+    spendable = serializers.DecimalField(max_digits=20, decimal_places=6)
+    currency = serializers.CharField()
+    overdrawn_since = serializers.DateTimeField(allow_null=True)
+    stop_at = serializers.DateTimeField(allow_null=True)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Ledger entries of the organization, newest first",
+                       parameters=[OpenApiParameter("kind", OpenApiTypes.STR, enum=list(EntryKind.values))]),
+    retrieve=extend_schema(summary="One ledger entry"),
+)
+class LedgerEntryViewSet(OrgScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    scoped_model = LedgerEntry
+    serializer_class = LedgerEntrySerializer
+
+    def queryset_hook(self, queryset):
+        kind = self.request.query_params.get("kind")
+        if kind:
+            queryset = queryset.filter(kind=kind)
+        return queryset.select_related("service").order_by("-created_at", "-id")
+
+    @extend_schema(summary="Balance, credit limit and spendable amount of the organization",
+                   responses=BalanceSerializer)
+    @action(detail=False, methods=["get"], serializer_class=BalanceSerializer)
+    def balance(self, request):
+        state = selectors.balance_state(getattr(request, "api_org", None) or request.org)
+        return Response(BalanceSerializer({
+            "balance": state.balance, "credit_limit": state.credit_limit, "spendable": state.spendable,
+            "currency": state.currency, "overdrawn_since": state.overdrawn_since, "stop_at": state.stop_at,
+        }).data)
+
+
+@extend_schema_view(list=extend_schema(summary="Top-ups of the organization"),
+                    retrieve=extend_schema(summary="One top-up"))
+class TopUpViewSet(OrgScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
+    scoped_model = TopUp
+    serializer_class = TopUpSerializer
+
+    def queryset_hook(self, queryset):
+        return queryset.order_by("-created_at")

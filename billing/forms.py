@@ -1,0 +1,57 @@
+from decimal import Decimal
+
+from django import forms
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+
+from billing.models import EntryKind
+
+
+class TopUpForm(forms.Form):
+    amount = forms.DecimalField(
+        label=_("Amount"), max_digits=12, decimal_places=2, min_value=Decimal("0.01"),
+        widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal"}),
+    )
+
+    def __init__(self, *args, currency: str = "", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["amount"].help_text = _("Between %(min)s and %(max)s %(currency)s.") % {
+            "min": settings.BILLING_TOPUP_MIN, "max": settings.BILLING_TOPUP_MAX, "currency": currency}
+
+
+class LedgerFilterForm(forms.Form):
+    kind = forms.ChoiceField(label=_("Type"), required=False, choices=[("", _("All"))] + list(EntryKind.choices))
+    start = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            raise forms.ValidationError(_("The start date must not be after the end date."))
+        return data
+
+
+USAGE_WINDOWS = [(1, _("Last 24 hours")), (7, _("Last 7 days")), (30, _("Last 30 days")), (90, _("Last 90 days"))]
+
+
+class UsageFilterForm(forms.Form):
+    days = forms.TypedChoiceField(label=_("Period"), coerce=int, choices=USAGE_WINDOWS, required=False, empty_value=7)
+    model = forms.ChoiceField(label=_("Model"), required=False)
+
+    def __init__(self, *args, model_ids: list[str] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [("", _("All models"))] + [(m, m) for m in model_ids]
+
+
+class SubscriptionForm(forms.Form):
+    service = forms.ChoiceField(label=_("Service"))
+    instances = forms.IntegerField(label=_("Instances"), min_value=1, max_value=64, initial=1)
+    auto_renew = forms.BooleanField(label=_("Renew automatically every month"), required=False, initial=True)
+
+    def __init__(self, *args, services=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["service"].choices = [(str(s.pk), s.name) for s in services]
+
+
+class AddInstancesForm(forms.Form):
+    instances = forms.IntegerField(label=_("Add instances"), min_value=1, max_value=64, initial=1)

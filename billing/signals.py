@@ -1,0 +1,36 @@
+"""Receivers that turn other apps' facts into billing work (the work itself lives in billing.services)."""
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+logger = logging.getLogger(__name__)
+
+
+@receiver(post_save, sender="catalog.CatalogModel", dispatch_uid="billing.catalog_price_history")
+def catalog_model_saved(sender, instance, **kwargs):
+    """Admin edits and catalog syncs of a model's prices start a new price from now on."""
+    from billing.services import token_price_sync
+
+    token_price_sync(catalog_model=instance)
+
+
+@receiver(post_save, sender="deployments.ServiceEvent", dispatch_uid="billing.meter_settle")
+def service_event_saved(sender, instance, created, **kwargs):
+    """A change of Running instances (scale, stop, delete) settles the service's instance time so far."""
+    if not created or instance.kind != "meter":
+        return
+    service_id = instance.service_id
+
+    def enqueue():
+        from billing.tasks import settle_service_task
+
+        try:
+            settle_service_task.delay(str(service_id))
+        except Exception:  # broker down: the periodic settlement catches up
+            logger.exception("could not enqueue the settlement of service %s", service_id)
+
+    transaction.on_commit(enqueue)

@@ -1,0 +1,52 @@
+"""Celery tasks: thin wrappers over billing.services."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.utils import timezone
+
+from billing import pricing, services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="billing.tasks.charge_usage_task")
+def charge_usage_task() -> int:
+    """Charge pending per-token usage, batch after batch, until none is left."""
+    total = 0
+    while True:
+        charged = services.usage_charge_pending()
+        total += charged
+        if not charged:
+            return total
+
+
+@shared_task(name="billing.tasks.settle_service_task", autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
+def settle_service_task(service_id: str) -> int:
+    return len(services.service_settle(service_id=service_id))
+
+
+@shared_task(name="billing.tasks.settle_instances_task")
+def settle_instances_task() -> int:
+    """Charge every service's instance time up to the start of the current hour (closed windows)."""
+    until = pricing.hour_floor(timezone.now())
+    settled = 0
+    for service_id in services.services_to_settle(until):
+        try:
+            services.service_settle(service_id=service_id, until=until)
+        except Exception:  # one broken service must not hold up everyone else's settlement
+            logger.exception("settling service %s failed", service_id)
+            continue
+        settled += 1
+    return settled
+
+
+@shared_task(name="billing.tasks.renew_subscriptions_task")
+def renew_subscriptions_task() -> list[int]:
+    return list(services.subscription_renew_due())
+
+
+@shared_task(name="billing.tasks.stop_overdrawn_task")
+def stop_overdrawn_task() -> int:
+    return services.overdrawn_services_stop()
