@@ -105,3 +105,38 @@ def ready_endpoints(service_ids) -> list[Endpoint]:
         endpoints.append(Endpoint(replica=replica.name, base_url=replica.base_url, headers=headers,
                                   tls_verify=verify, client_cert=cert))
     return endpoints
+
+
+# --- console and API reads ----------------------------------------------------------------------------------------
+
+
+def org_services(org):
+    """The org's services that are not deleted, newest first, with what list pages show."""
+    return Service.objects.for_org(org).live().select_related("catalog_model", "region", "org", "cluster")
+
+
+def service_events(service, *, limit: int = 100):
+    return list(service.events.select_related("actor").order_by("-created_at", "-id")[:limit])
+
+
+def service_replicas(service):
+    return list(service.replica_set.order_by("name"))
+
+
+def clusters_overview():
+    from django.db.models import Count, Q
+
+    from deployments.models import Cluster
+
+    return Cluster.objects.select_related("region").annotate(
+        live_services=Count("services", filter=~Q(services__status=ServiceStatus.DELETED)))
+
+
+def cluster_services(cluster):
+    return Service.objects.filter(cluster=cluster).live().select_related("org", "catalog_model").order_by("org__namespace", "name")
+
+
+def regions_with_clusters():
+    from deployments.models import Region
+
+    return Region.objects.prefetch_related("clusters")

@@ -3,9 +3,11 @@ from rest_framework.routers import SimpleRouter
 
 from billing.api import LedgerEntryViewSet, TopUpViewSet
 from catalog.api import CatalogModelViewSet
+from deployments.api import ServiceViewSet
 
 router = SimpleRouter(trailing_slash="/?")
 router.register("catalog/models", CatalogModelViewSet, basename="catalog-model")
+router.register("services", ServiceViewSet, basename="service")
 router.register("billing/ledger", LedgerEntryViewSet, basename="billing-ledger")
 router.register("billing/topups", TopUpViewSet, basename="billing-topup")
 

@@ -23,6 +23,7 @@ urlpatterns = [
     path("models/", include("catalog.urls")),
     path("billing/", include("billing.urls")),
     path("playground/", include("playground.urls")),
+    path("", include("deployments.urls")),
     path("api/", include("maas.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),

@@ -51,7 +51,7 @@ class LocalObservation:
 def synthetic_nodes(*, gpus: int = DEFAULT_LOCAL_GPUS, memory_gb: int = DEFAULT_LOCAL_GPU_MEMORY_GB,
                     product: str = LOCAL_GPU_PRODUCT) -> list[dict]:
     """The GPU inventory a local cluster advertises (one node)."""
-    return [{"name": "localhost", "ready": True, "gpu_product": product, "gpu_count": gpus,
+    return [{"name": "localhost", "ready": True, "schedulable": True, "gpu_product": product, "gpu_capacity": gpus, "gpu_allocated": 0,
              "gpu_memory_mb": memory_gb * 1024}]
 
 
@@ -61,7 +61,7 @@ def inventory(nodes: list[dict], allocated: int) -> dict:
     for node in nodes:
         if not node.get("ready", True):
             continue
-        count = int(node.get("gpu_count") or 0)
+        count = int(node.get("gpu_capacity") or 0)
         entry = result.setdefault(node["gpu_product"], {
             "total": 0, "allocatable": 0, "allocated": 0, "free": 0, "memory_mb": node.get("gpu_memory_mb"),
             "nodes": 0, "max_per_node": 0, "max_free_per_node": 0})

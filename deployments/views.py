@@ -1,0 +1,252 @@
+"""Console pages: model services (deploy, scale, stop/start, delete) and, for platform admins, GPU clusters."""
+from __future__ import annotations
+
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_POST
+
+from catalog import selectors as catalog_selectors
+from catalog.models import CatalogModel
+from deployments import selectors, services
+from deployments.forms import ClusterForm, KubeconfigReplaceForm, ScaleForm, ServiceCreateForm
+from deployments.models import BillingMode, Cluster, Region, Service
+from deployments.placement import fitting_regions, instance_prices
+from maas.errors import ApplicationError
+from maas.tenancy import get_for_org_or_404
+
+
+def _apply_error(form, exc: ApplicationError):
+    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+
+
+def staff_required(view):
+    """Platform admins only; everyone else gets a 404 (the page does not exist for them)."""
+    @wraps(view)
+    @login_required
+    def wrapped(request, *args, **kwargs):
+        if not request.user.is_staff:
+            raise Http404
+        return view(request, *args, **kwargs)
+    return wrapped
+
+
+# --- services -----------------------------------------------------------------------------------------------
+
+
+@login_required
+def service_list(request):
+    return render(request, "deployments/services.html", {"services": list(selectors.org_services(request.org))})
+
+
+def _catalog_model(slug: str) -> CatalogModel:
+    try:
+        return catalog_selectors.model_detail(slug)
+    except CatalogModel.DoesNotExist:
+        raise Http404 from None
+
+
+def _quote(placements: dict, region_code, replicas, billing_mode) -> dict:
+    """The live price shown next to the deploy form."""
+    placement = placements.get(region_code)
+    try:
+        replicas = int(replicas)
+    except (TypeError, ValueError):
+        replicas = 0
+    if placement is None or not 1 <= replicas <= services.MAX_INSTANCES:
+        return {"quote": None}
+    hourly, monthly, currency = instance_prices(placement.cluster.region, placement.gpu_product, placement.gpu_count)
+    return {"quote": {
+        "placement": placement, "replicas": replicas, "currency": currency, "hourly": hourly, "monthly": monthly,
+        "total_hourly": hourly * replicas, "total_monthly": monthly * replicas,
+        "subscription": billing_mode == BillingMode.SUBSCRIPTION,
+    }}
+
+
+@login_required
+def service_new(request, slug):
+    model = _catalog_model(slug)
+    regions = fitting_regions(model)
+    fitting = [region for region, placement, _reason in regions if placement]
+    placements = {region.code: placement for region, placement, _reason in regions if placement}
+    form = ServiceCreateForm(request.POST or None, regions=fitting,
+                             initial={"name": model.slug.replace(".", "-")[:40], "region": fitting[0].code if fitting else None})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            service = services.service_create(org=request.org, actor=request.user, catalog_model=model,
+                                              region=data["region"], name=data["name"], replicas=data["replicas"],
+                                              billing_mode=data["billing_mode"])
+        except ApplicationError as exc:
+            _apply_error(form, exc)
+        else:
+            messages.success(request, _("Service %(id)s is being deployed.") % {"id": service.model_id})
+            return redirect("deployments:service-detail", pk=service.pk)
+    source = request.POST if request.method == "POST" else {}
+    context = {
+        "model": model, "form": form, "unfit": [(region, reason) for region, placement, reason in regions if not placement],
+        **_quote(placements, source.get("region") or (fitting[0].code if fitting else None), source.get("replicas", 1),
+                 source.get("billing_mode", BillingMode.PAYG)),
+    }
+    return render(request, "deployments/service_new.html", context)
+
+
+@login_required
+def service_price(request, slug):
+    """htmx: the price fragment for the deploy form's current region, instance count and billing mode."""
+    model = _catalog_model(slug)
+    region = Region.objects.prefetch_related("clusters").filter(code=request.GET.get("region", "")).first()
+    placements = {}
+    if region is not None:
+        for candidate, placement, _reason in fitting_regions(model):
+            if candidate.pk == region.pk and placement:
+                placements[region.code] = placement
+    context = _quote(placements, region.code if region else None, request.GET.get("replicas"),
+                     request.GET.get("billing_mode", BillingMode.PAYG))
+    return render(request, "deployments/partials/price.html", context)
+
+
+def _service(request, pk) -> Service:
+    return get_for_org_or_404(Service, request.org, pk=pk)
+
+
+@login_required
+def service_detail(request, pk):
+    service = _service(request, pk)
+    context = {"service": service, "events": selectors.service_events(service, limit=50),
+               "replicas": selectors.service_replicas(service), "scale_form": ScaleForm(initial={"replicas": service.replicas})}
+    # The status panel polls itself while the service is changing.
+    if request.htmx and request.htmx.target == "service-status":
+        return render(request, "deployments/partials/service_status.html", context)
+    return render(request, "deployments/service_detail.html", context)
+
+
+@login_required
+def service_scale(request, pk):
+    """GET (htmx): confirm the new count and its price; POST: scale."""
+    service = _service(request, pk)
+    form = ScaleForm(request.POST if request.method == "POST" else request.GET)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.service_scale(service=service, actor=request.user, replicas=form.cleaned_data["replicas"])
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, _("Scaling %(id)s to %(n)d instances.") % {"id": service.model_id,
+                                                                                 "n": form.cleaned_data["replicas"]})
+        return redirect("deployments:service-detail", pk=service.pk)
+    quote = None
+    if form.is_valid():
+        hourly, monthly, currency = instance_prices(service.region, service.gpu_product, service.gpu_count)
+        n = form.cleaned_data["replicas"]
+        quote = {"replicas": n, "hourly": hourly, "total_hourly": hourly * n, "monthly": monthly,
+                 "total_monthly": monthly * n, "currency": currency}
+    return render(request, "deployments/partials/scale_confirm.html", {"service": service, "form": form, "quote": quote})
+
+
+def _action(service_fn, done_message):
+    @login_required
+    @require_POST
+    def view(request, pk):
+        service = _service(request, pk)
+        try:
+            service_fn(service=service, actor=request.user)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, str(done_message) % {"id": service.model_id})
+        return redirect("deployments:service-detail", pk=service.pk)
+    return view
+
+
+service_stop = _action(services.service_stop, gettext_lazy("Stopping %(id)s."))
+service_start = _action(services.service_start, gettext_lazy("Starting %(id)s."))
+
+
+@login_required
+@require_POST
+def service_delete(request, pk):
+    service = _service(request, pk)
+    services.service_delete(service=service, actor=request.user)
+    messages.success(request, _("Deleting %(id)s.") % {"id": service.model_id})
+    return redirect("deployments:services")
+
+
+# --- clusters (platform admins) -----------------------------------------------------------------------------
+
+
+def _kubeconfig_form_data(request):
+    return (request.POST, request.FILES) if request.method == "POST" else (None,)
+
+
+@staff_required
+def cluster_list(request):
+    return render(request, "deployments/clusters.html", {"clusters": list(selectors.clusters_overview())})
+
+
+@staff_required
+def cluster_new(request):
+    form = ClusterForm(*_kubeconfig_form_data(request))
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            cluster = services.cluster_register(
+                actor=request.user, name=data["name"], region=data["region"], kubeconfig=data["kubeconfig"],
+                context=data["context"] or None, access_mode=data["access_mode"], ingress_base_url=data["ingress_base_url"])
+        except ApplicationError as exc:
+            _apply_error(form, exc)
+        else:
+            messages.success(request, _("Cluster %(name)s registered.") % {"name": cluster.name})
+            return redirect("deployments:cluster-detail", pk=cluster.pk)
+    return render(request, "deployments/cluster_new.html", {"form": form})
+
+
+def _cluster(pk) -> Cluster:
+    try:
+        return Cluster.objects.select_related("region").get(pk=pk)
+    except (Cluster.DoesNotExist, ValueError):
+        raise Http404 from None
+
+
+@staff_required
+def cluster_detail(request, pk):
+    cluster = _cluster(pk)
+    form = KubeconfigReplaceForm(*_kubeconfig_form_data(request))
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.cluster_replace_kubeconfig(cluster=cluster, actor=request.user, kubeconfig=form.cleaned_data["kubeconfig"],
+                                                context=form.cleaned_data["context"] or None)
+        except ApplicationError as exc:
+            _apply_error(form, exc)
+        else:
+            messages.success(request, _("Kubeconfig replaced."))
+            return redirect("deployments:cluster-detail", pk=cluster.pk)
+    context = {"cluster": cluster, "services": list(selectors.cluster_services(cluster)), "form": form,
+               "inventory": sorted((cluster.inventory or {}).items())}
+    return render(request, "deployments/cluster_detail.html", context)
+
+
+@staff_required
+@require_POST
+def cluster_action(request, pk, action):
+    cluster = _cluster(pk)
+    if action == "cordon":
+        services.cluster_set_cordoned(cluster=cluster, actor=request.user, cordoned=True)
+        messages.success(request, _("Cluster cordoned: no new placements."))
+    elif action == "uncordon":
+        services.cluster_set_cordoned(cluster=cluster, actor=request.user, cordoned=False)
+        messages.success(request, _("Cluster uncordoned."))
+    elif action == "drain":
+        stopped = services.cluster_drain(cluster=cluster, actor=request.user)
+        messages.success(request, _("Cluster cordoned and drained: %(n)d service(s) stopped.") % {"n": stopped})
+    elif action == "check":
+        cluster = services.cluster_check(cluster_id=cluster.pk)
+        messages.success(request, _("Checked: %(health)s.") % {"health": cluster.get_health_display()})
+    else:
+        raise Http404
+    return redirect("deployments:cluster-detail", pk=cluster.pk)
