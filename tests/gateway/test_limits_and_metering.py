@@ -1,0 +1,210 @@
+"""Rate limits across workers, budgets under concurrency, aborts, retries and the circuit breaker, metering."""
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from deployments.simulator import run_simulator
+from gateway import budget, usage
+from gateway.models import UsageRecord
+from gateway.store import sredis
+from maas.models import ApiKey
+from maas.services import apikey_create
+from tests.gateway.conftest import free_port, make_catalog_model, make_service, run_gateway
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHAT = [{"role": "user", "content": "Tell me about TCP."}]
+
+
+def _not_at_a_minute_boundary():
+    if time.time() % 60 > 50:  # rate windows are per minute: do not straddle two
+        time.sleep(60 - time.time() % 60 + 0.2)
+
+
+def _wait_for_stream(count: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sredis().xlen(usage.stream_key()) < count:
+        assert time.monotonic() < deadline, "usage records were not queued"
+        time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def _empty_usage_stream():
+    sredis().delete(usage.stream_key())
+    yield
+
+
+def test_requests_per_minute_hold_across_two_server_processes(v1, org, public_model):
+    _not_at_a_minute_boundary()
+    _key, raw = apikey_create(org=org, name="limited", rpm_limit=4)
+    with run_gateway() as second:
+        clients = [openai.OpenAI(base_url=v1, api_key=raw, max_retries=0),
+                   openai.OpenAI(base_url=second + "/v1", api_key=raw, max_retries=0)]
+        for i in range(4):
+            response = clients[i % 2].chat.completions.with_raw_response.create(
+                model="public/tiny-chat", messages=CHAT, max_tokens=2)
+            assert response.headers["x-ratelimit-remaining-requests"] == str(3 - i)
+        with pytest.raises(openai.RateLimitError) as caught:
+            clients[1].chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=2)
+    headers = caught.value.response.headers
+    assert caught.value.body["code"] == "rate_limit_exceeded" and caught.value.body["type"] == "requests"
+    assert 1 <= int(headers["retry-after"]) <= 60 and headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_tokens_per_minute_count_max_tokens_up_front(v1, org, public_model):
+    _not_at_a_minute_boundary()
+    _key, raw = apikey_create(org=org, name="tpm", tpm_limit=60)
+    client = openai.OpenAI(base_url=v1, api_key=raw, max_retries=0)
+    client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=40)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=40)
+    assert caught.value.body["type"] == "tokens"
+
+
+def test_fifty_parallel_requests_never_overspend_a_small_balance(v1, org, api_key, public_model):
+    balance = Decimal("0.005")
+    budget.publish_balance(org.pk, balance)
+
+    async def run():
+        client = openai.AsyncOpenAI(base_url=v1, api_key=api_key, max_retries=0)
+
+        async def one(i):
+            try:
+                await client.chat.completions.create(
+                    model="public/tiny-chat", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=100,
+                    extra_body={"ignore_eos": True})
+                return "ok"
+            except openai.RateLimitError as exc:
+                return exc.body["code"]
+
+        results = await asyncio.gather(*(one(i) for i in range(50)))
+        await client.close()
+        return results
+
+    results = asyncio.run(run())
+    admitted = results.count("ok")
+    assert admitted >= 1 and results.count("insufficient_quota") == 50 - admitted
+    _wait_for_stream(50)
+    usage.ingest_all()
+    spent = sum(r.cost for r in UsageRecord.objects.filter(org=org, status="ok"))
+    assert spent <= balance
+    assert budget.open_holds(org.pk) == 0
+    assert budget.published_balance(org.pk) == balance - spent >= 0
+    with pytest.raises(openai.RateLimitError) as caught:  # what is left cannot cover another worst case
+        openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0).chat.completions.create(
+            model="public/tiny-chat", messages=CHAT, max_tokens=100)
+    assert caught.value.body["code"] == "insufficient_quota"
+
+
+def test_an_org_without_balance_gets_insufficient_quota_even_on_dedicated_services(v1, org, api_key, org_service):
+    budget.publish_balance(org.pk, Decimal("0"))
+    with pytest.raises(openai.RateLimitError) as caught:
+        openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0).chat.completions.create(
+            model="acme/my-llama", messages=CHAT, max_tokens=2)
+    assert caught.value.body["type"] == "insufficient_quota"
+
+
+def test_key_spend_cap_stops_the_key_not_the_org(v1, org, public_model):
+    budget.publish_balance(org.pk, Decimal("100"))
+    _key, capped = apikey_create(org=org, name="capped", spend_cap=Decimal("0.001"), spend_cap_period="daily")
+    client = openai.OpenAI(base_url=v1, api_key=capped, max_retries=0)
+    client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=100,
+                                   extra_body={"ignore_eos": True})
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=100)
+    assert caught.value.body["code"] == "insufficient_quota" and "spend cap" in caught.value.body["message"]
+    _key, other = apikey_create(org=org, name="uncapped")
+    assert openai.OpenAI(base_url=v1, api_key=other).chat.completions.create(
+        model="public/tiny-chat", messages=CHAT, max_tokens=2).choices
+
+
+def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(v1, org, api_key, public_org):
+    with run_simulator(served_model_names=("public/slow",), ttft_ms=2, itl_ms=40) as slow:
+        make_service(org=public_org, model=make_catalog_model("slow-chat"), name="slow", replicas=[slow])
+        body = {"model": "public/slow-chat", "messages": CHAT, "max_tokens": 200, "stream": True, "ignore_eos": True}
+        received = 0
+        with httpx.stream("POST", v1 + "/chat/completions", json=body, timeout=10,
+                          headers={"Authorization": f"Bearer {api_key}"}) as response:
+            request_id = response.headers["x-request-id"]
+            for line in response.iter_lines():
+                if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
+                    received += 1
+                    if received == 5:
+                        break
+        deadline = time.monotonic() + 5
+        while httpx.get(slow + "/_sim/stats").json()["requests_aborted"] != 1:
+            assert time.monotonic() < deadline, "the upstream request was not aborted"
+            time.sleep(0.05)
+    _wait_for_stream(1)
+    usage.ingest_all()
+    record = UsageRecord.objects.get(pk=request_id)
+    assert record.status == "aborted" and record.stream
+    assert 5 <= record.completion_tokens < 200 and record.prompt_tokens > 0
+    assert record.cost > 0
+
+
+def test_failing_replicas_are_retried_and_ejected_then_probed_back(v1, api_key, public_org):
+    dead = f"http://127.0.0.1:{free_port()}"
+    with run_simulator(served_model_names=("public/flaky",), ttft_ms=1, itl_ms=1) as good, \
+            run_simulator(served_model_names=("public/flaky",), ttft_ms=1, itl_ms=1, failure_rate=1.0) as bad:
+        make_service(org=public_org, model=make_catalog_model("flaky-chat"), name="flaky", replicas=[bad, dead, good])
+        client = openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0)
+        for i in range(12):
+            answer = client.chat.completions.create(
+                model="public/flaky-chat", messages=[{"role": "user", "content": f"q{i} " * 3}], max_tokens=2)
+            assert answer.choices
+        failed = httpx.get(bad + "/_sim/stats").json()["requests_total"]
+        assert 1 <= failed <= 3  # ejected after GATEWAY_BREAKER_FAILURES consecutive failures
+        assert httpx.get(good + "/_sim/stats").json()["requests_completed"] == 12
+        httpx.post(bad + "/_sim/config", json={"failure_rate": 0.0})
+        time.sleep(1.2)  # the breaker cooldown in tests
+        for i in range(20):
+            client.chat.completions.create(model="public/flaky-chat",
+                                           messages=[{"role": "user", "content": f"again {i} " * 3}], max_tokens=2)
+        assert httpx.get(bad + "/_sim/stats").json()["requests_completed"] >= 1  # probed back into rotation
+
+
+def test_no_ready_replica_is_503_with_retry_after(v1, api_key, public_org):
+    make_service(org=public_org, model=make_catalog_model("cold-chat"), name="cold", replicas=[])
+    with pytest.raises(openai.InternalServerError) as caught:
+        openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0).chat.completions.create(
+            model="public/cold-chat", messages=CHAT)
+    assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"]
+    assert caught.value.body["code"] == "no_ready_replica"
+
+
+def test_usage_is_recorded_once_even_when_entries_are_replayed_or_a_consumer_dies(v1, org, key_row, public_model):
+    client = openai.OpenAI(base_url=v1, api_key=key_row.raw)
+    for i in range(3):
+        client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=4, temperature=0.5,
+                                       seed=i)
+    _wait_for_stream(3)
+    r = sredis()
+    entries = r.xrange(usage.stream_key())
+    # A consumer reads everything and dies before acknowledging.
+    usage._ensure_group(r)
+    r.xreadgroup(usage.GROUP, "doomed", {usage.stream_key(): ">"}, count=100)
+    assert usage.ingest_batch(consumer="survivor") == 0  # nothing new, and the dead one's entries are not idle yet
+    assert usage.ingest_batch(consumer="survivor", claim_idle_ms=0) == 3
+    assert UsageRecord.objects.filter(org=org).count() == 3
+    for _id, fields in entries:  # replay every entry
+        r.xadd(usage.stream_key(), fields)
+    assert usage.ingest_all() == 3
+    assert UsageRecord.objects.filter(org=org).count() == 3
+    record = UsageRecord.objects.filter(org=org).order_by("started_at").first()
+    assert record.api_key_id == key_row.pk and record.model_id == "public/tiny-chat" and record.public
+    assert record.replica == "qwen-small-0" and record.prompt_tokens > 0 and 0 < record.completion_tokens <= 4
+    assert record.params == {"max_tokens": 4, "temperature": 0.5, "seed": 0} and len(record.prompt_hash) == 64
+    assert record.served_model_version and record.ttft_ms is not None and record.status == "ok"
+    assert record.cost == (Decimal(record.prompt_tokens) * Decimal("0.002")
+                           + Decimal(record.completion_tokens) * Decimal("0.006")) / 1000
+    assert ApiKey.objects.get(pk=key_row.pk).last_used_at is not None
+    payload = orjson.loads(entries[0][1][b"r"])
+    assert payload["id"] == str(UsageRecord.objects.get(pk=payload["id"]).pk)
