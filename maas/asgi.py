@@ -12,7 +12,9 @@ django_asgi_app = get_asgi_application()
 
 import playground.routing  # noqa: E402  (imports models: only after the app registry is ready)
 
-application = ProtocolTypeRouter({
+from gateway.asgi import gateway_asgi  # noqa: E402  (/v1 is served by a raw ASGI handler in front of Django)
+
+application = gateway_asgi(ProtocolTypeRouter({
     "http": django_asgi_app,
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(playground.routing.websocket_urlpatterns))),
-})
+}))
