@@ -1,0 +1,129 @@
+"""Deploy form with the live price, service pages and actions, tenant walls, query counts on list pages."""
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from deployments.models import Service, ServiceStatus
+from deployments.services import service_create
+from tests.deployments.helpers import H100, kube_cluster, meters, qwen, region  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+NEW = reverse("deployments:service-new", args=["qwen2.5-7b-instruct"])
+PRICE = reverse("deployments:service-price", args=["qwen2.5-7b-instruct"])
+
+
+def test_model_page_shows_deploy_and_nav_shows_services(alice_client, catalog):
+    page = alice_client.get(reverse("catalog:model-detail", args=["qwen2.5-7b-instruct"])).content.decode()
+    assert f'href="{NEW}"' in page
+    assert f'href="{reverse("deployments:services")}"' in page
+
+
+def test_deploy_form_lists_fitting_regions_and_the_price(alice_client, catalog, kube_cluster):
+    response = alice_client.get(NEW)
+    assert response.status_code == 200
+    assert response.context["form"].fields["region"].choices == [("cn-shanghai-2", "Shanghai 2 · cn-shanghai-2")]
+    html = response.content.decode()
+    assert "¥3.52" in html and H100 in html  # 1× H100 at the default 3.52 per GPU-hour
+
+
+def test_live_price_fragment_follows_the_instance_count(alice_client, catalog, kube_cluster):
+    response = alice_client.get(PRICE, {"region": "cn-shanghai-2", "replicas": "3", "billing_mode": "payg"},
+                                HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert "<html" not in html and "¥10.56" in html  # 3 × 3.52
+    monthly = alice_client.get(PRICE, {"region": "cn-shanghai-2", "replicas": "2", "billing_mode": "subscription"}).content.decode()
+    assert "¥3,548.16" in monthly  # 2 × 3.52 × 720 × 0.7
+    nothing = alice_client.get(PRICE, {"region": "cn-shanghai-2", "replicas": "abc"}).content.decode()
+    assert "Pick a region" in nothing
+
+
+def test_deploy_creates_the_service_and_redirects(alice_client, alice, org, catalog, kube_cluster):
+    response = alice_client.post(NEW, {"name": "my-qwen", "region": "cn-shanghai-2", "replicas": "2", "billing_mode": "payg"})
+    service = Service.objects.get(org=org, name="my-qwen")
+    assert response.status_code == 302 and response.url == reverse("deployments:service-detail", args=[service.pk])
+    assert (service.model_id, service.replicas, service.status, service.cluster) == ("acme/my-qwen", 2, "Pending", kube_cluster)
+    assert service.hourly_price == Decimal("3.52") and service.created_by == alice
+    page = alice_client.get(response.url).content.decode()
+    assert "acme/my-qwen" in page and "Pending" in page
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"name": "My_Qwen"}, "Lowercase letters"),
+    ({"replicas": "0"}, "greater than or equal to 1"),
+    ({"region": "mars-1"}, "Select a valid choice"),
+])
+def test_deploy_form_rejects_bad_input(alice_client, catalog, kube_cluster, data, message):
+    payload = {"name": "ok-name", "region": "cn-shanghai-2", "replicas": "1", "billing_mode": "payg", **data}
+    response = alice_client.post(NEW, payload)
+    assert response.status_code == 200 and message in response.content.decode()
+    assert not Service.objects.exists()
+
+
+def test_duplicate_name_and_no_capacity_are_form_errors(alice_client, org, alice, catalog, kube_cluster, region):
+    service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="taken")
+    dup = alice_client.post(NEW, {"name": "taken", "region": "cn-shanghai-2", "replicas": "1", "billing_mode": "payg"})
+    assert "already has a service named" in dup.content.decode()
+    big = alice_client.post(NEW, {"name": "big", "region": "cn-shanghai-2", "replicas": "20", "billing_mode": "payg"})
+    assert "no variant of Qwen2.5-7B-Instruct fits cn-shanghai-2" in big.content.decode()
+    assert Service.objects.count() == 1
+
+
+def test_scale_confirm_shows_the_new_price_then_scales(alice_client, org, alice, catalog, kube_cluster, region):
+    service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="s1")
+    url = reverse("deployments:service-scale", args=[service.pk])
+    confirm = alice_client.get(url, {"replicas": "4"}, HTTP_HX_REQUEST="true").content.decode()
+    assert "¥14.08" in confirm  # 4 × 3.52
+    alice_client.post(url, {"replicas": "4"})
+    service.refresh_from_db()
+    assert service.replicas == 4 and service.generation == 2
+    assert service.events.filter(kind="scale", message="1 → 4 instances").exists()
+
+
+def test_stop_start_delete_from_the_console(alice_client, org, alice, catalog, kube_cluster, region):
+    service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="s1")
+    alice_client.post(reverse("deployments:service-stop", args=[service.pk]))
+    service.refresh_from_db()
+    assert (service.desired_running, service.status) == (False, ServiceStatus.STOPPING)
+    alice_client.post(reverse("deployments:service-start", args=[service.pk]))
+    service.refresh_from_db()
+    assert (service.desired_running, service.status) == (True, ServiceStatus.PENDING)
+    response = alice_client.post(reverse("deployments:service-delete", args=[service.pk]))
+    service.refresh_from_db()
+    assert response.url == reverse("deployments:services") and service.status == ServiceStatus.DELETING
+
+
+def test_tenant_walls_in_the_console(alice_client, bob_client, charlie_client, org, alice, catalog, kube_cluster, region):
+    service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="private")
+    detail = reverse("deployments:service-detail", args=[service.pk])
+    assert bob_client.get(detail).status_code == 200  # a member sees the org's services
+    assert charlie_client.get(detail).status_code == 404
+    for name in ("service-stop", "service-start", "service-delete", "service-scale"):
+        assert charlie_client.post(reverse(f"deployments:{name}", args=[service.pk]), {"replicas": "2"}).status_code == 404
+    assert "private" not in charlie_client.get(reverse("deployments:services")).content.decode()
+    service.refresh_from_db()
+    assert service.status == ServiceStatus.PENDING and service.replicas == 1
+
+
+def test_services_list_query_count_is_pinned(alice_client, org, alice, catalog, kube_cluster, region,
+                                             django_assert_max_num_queries):
+    for i in range(6):
+        service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name=f"svc-{i}")
+    with django_assert_max_num_queries(9):
+        response = alice_client.get(reverse("deployments:services"))
+    assert response.content.decode().count("acme/svc-") == 6
+
+
+def test_clusters_list_query_count_is_pinned(admin_client, kube_cluster, django_assert_max_num_queries):
+    with django_assert_max_num_queries(8):
+        assert admin_client.get(reverse("deployments:clusters")).status_code == 200
+
+
+def test_drain_stops_services_and_writes_meter_zero(admin_client, org, alice, catalog, kube_cluster, region):
+    service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="s1")
+    Service.objects.filter(pk=service.pk).update(billed_instances=1)
+    admin_client.post(reverse("deployments:cluster-action", args=[kube_cluster.pk, "drain"]))
+    service.refresh_from_db()
+    kube_cluster.refresh_from_db()
+    assert kube_cluster.cordoned and not service.desired_running and service.status_reason == "ClusterDrained"
+    assert meters(service) == [0]
