@@ -1,0 +1,132 @@
+"""The reconcile state machine against the Kubernetes API test server: statuses, failures, retries, meters."""
+import pytest
+
+from deployments import reconcile
+from deployments.kube import KubeError
+from deployments.models import Replica, Service, ServiceStatus
+from deployments.services import service_create, service_delete, service_scale, service_start, service_stop
+from tests.deployments.helpers import kube_cluster, meters, passes, qwen, region, statuses  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+NS, NAME = "maas-acme", "svc-chat"
+
+
+@pytest.fixture
+def service(org, alice, catalog, kube_cluster, region):
+    return service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="chat", replicas=2)
+
+
+def test_creating_starting_running_as_pods_become_ready(service, kube_api, kube_cluster):
+    service = passes(service)
+    assert service.status == ServiceStatus.CREATING and service.observed_generation == service.generation
+    deployment = kube_api.get("deployments", NS, NAME, group="apps")
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "vllm/vllm-openai:v0.10.2" and "acme/chat" in container["args"]
+
+    kube_api.mark_running(NS, NAME)
+    assert passes(service).status == ServiceStatus.STARTING
+    kube_api.mark_ready(NS, NAME, 1)
+    service = passes(service)
+    assert (service.status, service.ready_replicas) == (ServiceStatus.SCALING, 1)
+    kube_api.mark_ready(NS, NAME)
+    service = passes(service)
+    assert (service.status, service.ready_replicas) == (ServiceStatus.RUNNING, 2) and service.running_since
+    assert statuses(service) == ["Pending", "Creating", "Starting", "Scaling", "Running"]
+    assert meters(service) == [1, 2]
+    replicas = list(Replica.objects.filter(service=service, ready=True))
+    assert len(replicas) == 2
+    assert replicas[0].base_url == f"{kube_api.url}/api/v1/namespaces/{NS}/pods/{replicas[0].name}:8000/proxy"
+
+    kube_api.reset_log()
+    assert passes(service, 2).status == ServiceStatus.RUNNING
+    assert meters(service) == [1, 2]  # steady state writes nothing
+    assert all(call.method == "GET" for call in kube_api.request_log)  # and applies nothing
+
+
+@pytest.mark.parametrize("reason", ["Unschedulable", "ImagePullBackOff", "OOMKilled", "CrashLoopBackOff"])
+def test_failure_reasons_are_surfaced(service, kube_api, reason):
+    passes(service)
+    kube_api.set_pod_failure(NS, NAME, reason, message=f"simulated {reason}")
+    service = passes(service)
+    assert (service.status, service.status_reason) == (ServiceStatus.FAILED, reason)
+    assert service.events.filter(kind="status", status="Failed", reason=reason).exists()
+    kube_api.clear_pod_failure(NS, NAME)
+    kube_api.mark_ready(NS, NAME)
+    assert passes(service).status == ServiceStatus.RUNNING
+
+
+def test_api_500_mid_rollout_retries_then_converges(service, kube_api):
+    kube_api.fail_next("PATCH", r"/deployments/", 500, times=1)
+    with pytest.raises(KubeError) as caught:
+        reconcile.reconcile_service(service.pk)
+    assert caught.value.retryable
+    service.refresh_from_db()
+    assert service.status == ServiceStatus.PENDING and service.reconcile_claimed_until is None  # claim released
+    kube_api.set_auto(start_after=0.0, ready_after=0.0)
+    service = passes(service, 2)
+    assert service.status == ServiceStatus.RUNNING and meters(service) == [2]
+
+
+def test_forbidden_is_a_failure_with_the_real_reason(service, kube_api):
+    kube_api.fail_next("PATCH", r"/deployments/", 403, message="deployments.apps is forbidden")
+    service = passes(service)
+    assert (service.status, service.status_reason) == (ServiceStatus.FAILED, "ClusterForbidden")
+    assert "deployments.apps is forbidden" in service.status_message
+
+
+def test_scale_stop_start_delete_write_exactly_one_meter_per_change(service, kube_api, alice):
+    kube_api.set_auto(start_after=0.0, ready_after=0.0)
+    service = passes(service, 2)
+    assert meters(service) == [2]
+    service_scale(service=service, actor=alice, replicas=3)
+    service = passes(service, 2)
+    assert (service.status, service.ready_replicas) == (ServiceStatus.RUNNING, 3)
+    service_scale(service=service, actor=alice, replicas=1)
+    service = passes(service, 2)
+    assert kube_api.get("deployments", NS, NAME, group="apps")["spec"]["replicas"] == 1
+    assert meters(service) == [2, 3, 1]
+
+    service_stop(service=service, actor=alice)
+    assert meters(service) == [2, 3, 1, 0]  # billing stops with the request, not when pods are gone
+    service = passes(service, 2)
+    assert service.status == ServiceStatus.STOPPED and not Replica.objects.filter(service=service).exists()
+    service_start(service=service, actor=alice)
+    service = passes(service, 2)
+    assert service.status == ServiceStatus.RUNNING and meters(service) == [2, 3, 1, 0, 1]
+
+    service_delete(service=service, actor=alice)
+    service = passes(service, 3)
+    assert service.status == ServiceStatus.DELETED and service.deleted_at
+    assert kube_api.get("deployments", NS, NAME, group="apps") is None
+    assert meters(service) == [2, 3, 1, 0, 1, 0]
+    assert statuses(service)[-2:] == ["Deleting", "Deleted"]
+
+
+def test_a_claimed_service_is_not_driven_twice(service):
+    assert reconcile.claim(service.pk)
+    assert reconcile.reconcile_service(service.pk).outcome == "busy"
+    reconcile.release([service.pk])
+    assert reconcile.reconcile_service(service.pk).outcome == "done"
+
+
+def test_workload_deleted_behind_the_platforms_back_is_recreated(service, kube_api, kube_client):
+    from deployments.kube import delete_workload
+
+    kube_api.set_auto(start_after=0.0, ready_after=0.0)
+    passes(service, 2)
+    delete_workload(kube_client, NS, NAME)
+    passes(service)
+    assert kube_api.get("deployments", NS, NAME, group="apps") is not None
+
+
+def test_cluster_pass_batches_reads(org, alice, catalog, kube_cluster, region, kube_api):
+    kube_api.set_auto(start_after=0.0, ready_after=0.0)
+    services = [service_create(org=org, actor=alice, catalog_model=qwen("qwen2-0.5b-instruct"), region=region,
+                               name=f"b{i}") for i in range(6)]
+    reconcile.reconcile_cluster(kube_cluster.pk)
+    kube_api.reset_log()
+    counts = reconcile.reconcile_cluster(kube_cluster.pk)
+    assert counts == {"services": 6, "applied": 0, "deleted": 0, "failed": 0}
+    assert len(kube_api.request_log) <= 3  # deployments + pods (+ LWS) LISTs for all six
+    assert {s.status for s in Service.objects.filter(pk__in=[s.pk for s in services])} == {ServiceStatus.RUNNING}
