@@ -1,0 +1,87 @@
+"""The local driver: real simulator processes reach Running, dead ones are restarted, stop/delete end them."""
+import io
+import os
+import signal
+import time
+
+import httpx
+import pytest
+from django.core.management import call_command
+
+from deployments import local
+from deployments.models import Cluster, Region, Replica, Service, ServiceStatus
+from deployments.services import service_create, service_delete, service_stop
+from maas.models import Organization
+from tests.deployments.helpers import local_cluster, meters, passes, qwen, region, statuses  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+
+def until_running(service, timeout=20.0) -> Service:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        service = passes(service)
+        if service.status == ServiceStatus.RUNNING:
+            return service
+        time.sleep(0.2)
+    raise AssertionError(f"still {service.status}: {service.status_message}")
+
+
+@pytest.fixture
+def running(org, alice, catalog, local_cluster, region):
+    service = service_create(org=org, actor=alice, catalog_model=qwen("qwen2-0.5b-instruct"), region=region, name="tiny")
+    yield service
+    local.stop_all(service)
+
+
+def test_local_service_reaches_running_and_answers_as_its_model_id(running):
+    service = until_running(running)
+    replica = Replica.objects.get(service=service)
+    assert replica.ready and replica.pid and replica.base_url == f"http://127.0.0.1:{replica.port}"
+    models = httpx.get(f"{replica.base_url}/v1/models", timeout=5).json()
+    assert [m["id"] for m in models["data"]] == ["acme/tiny"]
+    assert statuses(service)[0] == "Pending" and statuses(service)[-1] == "Running"
+    assert meters(service) == [1]
+
+
+def test_a_killed_process_is_restarted_and_a_live_one_readopted(running):
+    service = until_running(running)
+    first = Replica.objects.get(service=service)
+    passes(service)  # re-adopts: same pid, nothing restarted
+    assert Replica.objects.get(service=service).pid == first.pid
+    os.kill(first.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    service = passes(service)
+    assert service.events.filter(reason="ProcessRestarted").exists()
+    service = until_running(service)
+    assert Replica.objects.get(service=service).pid != first.pid
+
+
+def test_stop_and_delete_end_the_processes(running, alice):
+    service = until_running(running)
+    pid, port = Replica.objects.values_list("pid", "port").get(service=service)
+    service_stop(service=service, actor=alice)
+    service = passes(service)
+    assert service.status == ServiceStatus.STOPPED and not local.process_alive(pid, port=port)
+    service_delete(service=service, actor=alice)
+    assert passes(service).status == ServiceStatus.DELETED
+    assert meters(service) == [1, 0]
+
+
+def test_local_inventory_tracks_allocations(org, alice, catalog, local_cluster, region):
+    service_create(org=org, actor=alice, catalog_model=qwen("bge-m3"), region=region, name="emb", replicas=3)
+    local_cluster.refresh_from_db()
+    entry = local_cluster.inventory[local.LOCAL_GPU_PRODUCT]
+    assert (entry["total"], entry["allocated"], entry["free"]) == (8, 3, 5)
+
+
+def test_seed_platform_is_idempotent(catalog):
+    for _ in range(2):
+        call_command("seed_platform", stdout=io.StringIO())
+    assert list(Region.objects.values_list("code", "name_zh")) == [("cn-shanghai-2", "上海二区"), ("cn-beijing-1", "北京一区")]
+    cluster = Cluster.objects.get()
+    assert (cluster.name, cluster.driver, cluster.region.code) == ("local", "local", "cn-shanghai-2")
+    platform = Organization.objects.get(namespace="public")
+    assert platform.name == "Platform"
+    assert sorted(Service.objects.for_org(platform).values_list("catalog_model__slug", flat=True)) == [
+        "bge-m3", "qwen2-0.5b-instruct", "qwen2.5-7b-instruct"]
