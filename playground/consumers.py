@@ -49,6 +49,7 @@ class LaneState:
     first_token_at: float | None = None
     finish_reason: str = ""
     summary: dict | None = None
+    chunks: int = 0  # content chunks received: one token each, as the gateway meters a stopped stream
 
     @property
     def text(self) -> str:
@@ -177,8 +178,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
 
     async def _run_lane(self, conversation: Conversation, state: LaneState, history: list[dict]):
         await self._send({"type": "start", "lane": state.lane, "model": state.model_id})
-        body = {"model": state.model_id, "messages": history, **conversation.sampling, "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = {"model": state.model_id, "messages": history, **conversation.sampling, "stream": True}
         stream = asyncio.ensure_future(self._consume(state, body))
         self.streams[state.lane] = stream
         status, error_code, error_message = AnswerStatus.OK, "", ""
@@ -193,6 +193,10 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             error_code, error_message = _describe_error(exc)
         finally:
             self.streams.pop(state.lane, None)
+        if status == AnswerStatus.OK and (state.summary or {}).get("status") == "error":
+            status = AnswerStatus.ERROR
+            error_code = "upstream_incomplete"
+            error_message = _("The model's answer broke off before it was complete; what arrived is kept above.")
         answer = await database_sync_to_async(self._record)(conversation, state, status, error_code, error_message)
         if status == AnswerStatus.ERROR:
             await self._error(error_message, code=error_code, lane=state.lane)
@@ -216,15 +220,15 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
                     if state.first_token_at is None:
                         state.first_token_at = time.monotonic()
                     state.parts.append(text)
+                    state.chunks += 1
                     await self._send({"type": "delta", "lane": state.lane, "text": text})
                 if choice.get("finish_reason"):
                     state.finish_reason = choice["finish_reason"]
-            if item.get("usage") and state.summary is None:
-                state.summary = {"usage": item["usage"]}
 
     def _record(self, conversation, state: LaneState, status, error_code, error_message):
         summary = state.summary or {}
-        usage = summary.get("usage") or {}
+        # Without a summary (stopped, failed) only what this side saw is known: the tokens streamed so far.
+        usage = summary.get("usage") or ({"completion_tokens": state.chunks} if state.chunks else {})
         elapsed_ms = int((time.monotonic() - state.started) * 1000)
         local_ttft = int((state.first_token_at - state.started) * 1000) if state.first_token_at else None
         return services.answer_record(

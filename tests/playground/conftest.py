@@ -1,6 +1,7 @@
 """Playground fixtures: public and org services with replicas, pointing at engine simulators when a test needs one."""
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
 import pytest
@@ -11,6 +12,12 @@ from tests.factories import OrganizationFactory
 
 PUBLIC_SLUG = "qwen2-0.5b-instruct"
 COMPARE_SLUG = "llama-3.1-8b-instruct"
+
+
+@pytest.fixture(autouse=True)
+def _own_gateway_keys(settings):
+    """Budgets, rate windows and the usage stream of this run stay apart from other runs sharing the Redis."""
+    settings.GATEWAY_REDIS_PREFIX = f"test-pg-{os.getpid()}:"
 
 
 @pytest.fixture
