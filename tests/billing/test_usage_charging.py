@@ -1,0 +1,71 @@
+"""Per-token charging: exactly once, with the price in force when the request was made."""
+from datetime import timedelta
+from decimal import Decimal
+
+import time_machine
+from django.utils import timezone
+
+from billing import services
+from billing.models import BillingAccount, EntryKind, LedgerEntry, TokenPrice, UsageCharge
+from billing.selectors import usage_cost
+from catalog.models import CatalogModel
+from tests.billing.conftest import make_usage
+
+
+def test_usage_is_charged_once_in_one_batch_per_org(org, other_org, public_model):
+    a = [make_usage(org, public_model) for _ in range(3)]
+    make_usage(other_org, public_model, prompt=2000, completion=0)
+    assert services.usage_charge_pending() == 4
+    assert services.usage_charge_pending() == 0
+    entry = LedgerEntry.objects.get(org=org, kind=EntryKind.TOKEN_CHARGE)
+    assert entry.amount == Decimal("-0.003600") and entry.data["requests"] == 3
+    assert entry.key == services.usage_batch_key(r.pk for r in a)
+    assert BillingAccount.objects.get(org=other_org).balance == Decimal("-0.001200")
+    assert UsageCharge.objects.count() == 4
+
+
+def test_errors_pay_nothing_aborted_streams_pay_what_was_streamed(org, public_model):
+    make_usage(org, public_model, status="error", prompt=1000, completion=0)
+    aborted = make_usage(org, public_model, status="aborted", prompt=1000, completion=250)
+    make_usage(org, public_model, public=False)  # a dedicated service: paid per instance-hour instead
+    assert services.usage_charge_pending() == 1
+    assert UsageCharge.objects.get().usage_record_id == aborted.pk
+    assert UsageCharge.objects.get().amount == Decimal("0.000900")
+
+
+def test_usage_is_priced_with_the_price_in_force_at_request_time(org, public_model, admin_user):
+    before = timezone.now() - timedelta(minutes=5)
+    old = make_usage(org, public_model, started_at=before)
+    services.usage_charge_pending()  # seeds the first price from the catalog
+    with time_machine.travel(timezone.now() + timedelta(seconds=1)):
+        public_model.input_price_per_1k = Decimal("0.0010")  # an admin edit (list_editable) creates history
+        public_model.save()
+    assert TokenPrice.objects.filter(catalog_model=public_model).count() == 2
+    late = make_usage(org, public_model, started_at=before + timedelta(minutes=1))  # arrives late, old price
+    new = make_usage(org, public_model, started_at=timezone.now() + timedelta(seconds=2))
+    services.usage_charge_pending()
+    charges = {c.usage_record_id: c.amount for c in UsageCharge.objects.all()}
+    assert charges[old.pk] == charges[late.pk] == Decimal("0.001200")
+    assert charges[new.pk] == Decimal("0.001600")
+    assert usage_cost(catalog_model_id=public_model.pk, prompt_tokens=1000, completion_tokens=500,
+                      at=timezone.now() + timedelta(seconds=2)) == Decimal("0.001600")
+
+
+def test_cached_and_long_context_prices_from_the_price_history(org, public_model, admin_user):
+    services.token_price_sync(catalog_model=public_model)
+    services.token_price_create(catalog_model=public_model, input_per_1k=Decimal("0.0006"),
+                                output_per_1k=Decimal("0.0012"), cached_input_per_1k=Decimal("0.0002"),
+                                long_context_threshold=8000, long_input_per_1k=Decimal("0.0012"),
+                                long_output_per_1k=Decimal("0.0024"), actor=admin_user)
+    cached = make_usage(org, public_model, prompt=1000, completion=0, cached=500,
+                        started_at=timezone.now() + timedelta(seconds=1))
+    long = make_usage(org, public_model, prompt=10000, completion=1000, started_at=timezone.now() + timedelta(seconds=1))
+    services.usage_charge_pending()
+    assert UsageCharge.objects.get(usage_record=cached).amount == Decimal("0.000400")
+    assert UsageCharge.objects.get(usage_record=long).amount == Decimal("0.014400")
+
+
+def test_catalog_sync_seeds_prices_without_duplicates(public_model):
+    services.token_price_sync(catalog_model=public_model)
+    services.token_price_sync(catalog_model=CatalogModel.objects.get(pk=public_model.pk))
+    assert TokenPrice.objects.filter(catalog_model=public_model).count() == 1
