@@ -145,4 +145,4 @@ def test_index_query_count_does_not_grow_with_conversations(alice_client, alice,
         services.conversation_start(org=org, user=alice, model_id=PUBLIC_ID, content=f"prompt {i}")
     with django_assert_max_num_queries(12):
         response = alice_client.get(INDEX)
-    assert response.content.decode().count('class="pg-conv') == 15
+    assert response.content.decode().count('<li class="pg-conv') == 15

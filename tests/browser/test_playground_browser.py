@@ -1,0 +1,108 @@
+"""End to end in headless Chromium: log in, pick a model, send a prompt and watch the answer stream in."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+
+from deployments.models import Replica
+from tests.playground.conftest import PUBLIC_SLUG, _own_gateway_keys, make_service, public_org, region  # noqa: F401
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _test_database_url() -> str:
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def live_asgi(transactional_db):
+    """uvicorn serving maas.asgi:application (HTTP and WebSockets) on the test database."""
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": _test_database_url(), "REDIS_URL": settings.REDIS_URL,
+           "DJANGO_SETTINGS_MODULE": "maas.settings_test", "GATEWAY_REDIS_PREFIX": settings.GATEWAY_REDIS_PREFIX}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "maas.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--no-access-log", "--log-level", "warning"], cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/accounts/login/", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the ASGI server did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def served_public_model(transactional_db, catalog, public_org, region):
+    from deployments.simulator import run_simulator
+
+    service = make_service(org=public_org, slug=PUBLIC_SLUG, name="qwen-small", region=region)
+    with run_simulator(served_model_names=("public/qwen-small",), ttft_ms=20, itl_ms=15) as base_url:
+        Replica.objects.create(service=service, name="qwen-small-0", base_url=base_url, ready=True)
+        yield service
+
+
+def test_prompt_streams_answer_with_metrics(page, live_asgi, alice, org, served_public_model):
+    from billing.services import ledger_adjust
+
+    ledger_adjust(org=org, amount=Decimal("50"), reason="test credit", actor=alice)
+    client = Client()
+    client.force_login(alice)
+    page.context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_asgi}])
+
+    page.goto(f"{live_asgi}/playground/?model=public/{PUBLIC_SLUG}")
+    assert page.locator("#pg-model").input_value() == f"public/{PUBLIC_SLUG}"
+    page.wait_for_selector("#pg-status:has-text('Ready')")
+    page.fill("#pg-input", "Write two sentences about <b>TCP</b>.")
+    page.click("#pg-send")
+
+    # Tokens arrive while the answer is still being generated (the streaming cursor is on), then it completes.
+    streaming = page.locator(".pg-answer .pg-body.pg-streaming")
+    streaming.wait_for()
+    page.wait_for_function(
+        "() => { const b = document.querySelector('.pg-answer .pg-body.pg-streaming');"
+        " return b && b.textContent.trim().split(/\\s+/).length >= 3; }")
+    page.locator("#pg-stop").is_enabled()
+    page.wait_for_selector(".pg-answer .pg-stats", timeout=20_000)
+    assert page.locator(".pg-answer .pg-body.md").inner_text().strip()
+    stats = page.locator(".pg-answer .pg-stats").inner_text()
+    assert "tok/s" in stats and "ms" in stats and "¥" in stats
+    assert page.locator(".pg-prompt .pg-text").inner_text() == "Write two sentences about <b>TCP</b>."
+
+    # The conversation is saved, listed and reachable by its own URL.
+    page.wait_for_selector("#pg-conversations .pg-conv")
+    assert "/playground/c/" in page.url
+    page.reload()
+    assert page.locator(".pg-answer .pg-stats").count() == 1
