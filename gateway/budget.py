@@ -208,6 +208,11 @@ class Admission:
     headers: dict = field(default_factory=dict)
     settled: bool = False
 
+    @property
+    def needs_settle(self) -> bool:
+        """False when admission only counted requests: nothing to adjust or give back then."""
+        return self.balance_tracked or self.cap_tracked or self.key_tpm or self.org_tpm
+
 
 def _rate_headers(limit_r, used_r, limit_t, used_t, reset_s) -> dict:
     headers = {}
@@ -304,7 +309,8 @@ async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decim
     if admission.settled:
         return
     admission.settled = True
-    await _SETTLE.acall(admission.keys, _settle_args(admission, actual_tokens, actual_cost))
+    if admission.needs_settle:
+        await _SETTLE.acall(admission.keys, _settle_args(admission, actual_tokens, actual_cost))
 
 
 async def release(admission: Admission) -> None:

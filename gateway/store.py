@@ -28,7 +28,10 @@ def aredis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, max_connections=512, health_check_interval=30)
+        # A blocking pool: under a burst, requests wait for a free connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=128, timeout=10,
+                                                        health_check_interval=30)
+        client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 
