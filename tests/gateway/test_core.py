@@ -6,6 +6,7 @@ import time
 from decimal import Decimal
 
 import pytest
+import pytest_asyncio
 from asgiref.sync import sync_to_async
 
 from deployments.simulator import run_simulator
@@ -29,7 +30,7 @@ async def _drain_usage(count: int) -> None:
     await sync_to_async(usage.ingest_all)()
 
 
-@pytest.fixture(autouse=True)
+@pytest_asyncio.fixture(autouse=True)
 async def _fresh_stream_and_session():
     from gateway.upstream import close_session
 
