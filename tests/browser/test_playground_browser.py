@@ -106,3 +106,14 @@ def test_prompt_streams_answer_with_metrics(page, live_asgi, alice, org, served_
     assert "/playground/c/" in page.url
     page.reload()
     assert page.locator(".pg-answer .pg-stats").count() == 1
+
+    # "View code" shows the saved conversation as a /v1 request.
+    page.wait_for_selector("#pg-status:has-text('Ready')")
+    page.click("#pg-code-open")
+    dialog = page.locator("#pg-code")
+    dialog.locator(".pg-snippet:not([hidden]) code").wait_for()
+    assert "/v1/chat/completions" in dialog.locator("[data-snippet=curl] code").inner_text()
+    dialog.locator("[data-tab=python]").click()
+    python = dialog.locator("[data-snippet=python] code")
+    assert python.is_visible() and "from openai import OpenAI" in python.inner_text()
+    assert "Write two sentences about <b>TCP</b>." in python.inner_text()

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 from decimal import Decimal
 import json
 import urllib.request
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 from django.test import Client
 
 from gateway import usage
@@ -18,20 +20,43 @@ from maas.asgi import application
 from playground.models import AnswerStatus, Conversation, Message
 from tests.playground.conftest import PUBLIC_SLUG, make_service
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 PUBLIC_ID = f"public/{PUBLIC_SLUG}"
 # Runtimes serve a service under its own id (<org namespace>/<service name>); the gateway maps the client's name.
 SERVED_NAMES = ("public/qwen-small", "acme/my-llama")
 
 
-@pytest_asyncio.fixture(autouse=True)
-async def _close_thread_connections():
-    """The consumer's database work runs in asgiref's thread; close its connection so teardown can drop the DB."""
-    yield
-    from django.db import connections
+def in_own_loop(test):
+    """Run an async test on a fresh event loop in its own thread.
 
-    await sync_to_async(connections.close_all)()
+    A session-wide Playwright (browser tests) leaves a running loop in the main thread, where pytest-asyncio could
+    not start one. At the end the consumer's database thread closes its connection so teardown can drop the DB.
+    """
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        async def body():
+            try:
+                await test(*args, **kwargs)
+            finally:
+                await sync_to_async(connections.close_all)()
+
+        outcome = {}
+
+        def target():
+            try:
+                asyncio.run(body())
+            except BaseException as exc:  # re-raised in the test's thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join(120)
+        assert not thread.is_alive(), "test did not finish in 120 s"
+        if "error" in outcome:
+            raise outcome["error"]
+
+    return run
 
 
 def _session_cookie(user) -> bytes:
@@ -98,16 +123,19 @@ def _with_replica(service, base_url):
     return service
 
 
+@in_own_loop
 async def test_visitor_without_session_is_refused():
     _communicator, connected, code = await _open(None)
     assert not connected and code == 4401
 
 
+@in_own_loop
 async def test_foreign_origin_is_refused(alice):
     _communicator, connected, _code = await _open(alice, origin=b"https://evil.example")
     assert not connected
 
 
+@in_own_loop
 async def test_empty_prompt_is_an_error_and_creates_nothing(alice, public_model):
     communicator, connected, _ = await _open(alice)
     assert connected
@@ -118,6 +146,7 @@ async def test_empty_prompt_is_an_error_and_creates_nothing(alice, public_model)
     await communicator.disconnect()
 
 
+@in_own_loop
 async def test_someone_elses_conversation_is_not_found(alice, bob, org, public_model):
     from playground import services
 
@@ -130,6 +159,7 @@ async def test_someone_elses_conversation_is_not_found(alice, bob, org, public_m
     await communicator.disconnect()
 
 
+@in_own_loop
 async def test_answer_streams_token_by_token_and_is_recorded_billed_as_playground(alice, funded, org, public_model,
                                                                                    simulator):
     await sync_to_async(_with_replica)(public_model, simulator)
@@ -156,6 +186,7 @@ async def test_answer_streams_token_by_token_and_is_recorded_billed_as_playgroun
     await communicator.disconnect()
 
 
+@in_own_loop
 async def test_stop_aborts_upstream_and_keeps_what_was_streamed(alice, funded, public_model, slow_simulator):
     await sync_to_async(_with_replica)(public_model, slow_simulator)
     communicator, _connected, _ = await _open(alice)
@@ -172,6 +203,7 @@ async def test_stop_aborts_upstream_and_keeps_what_was_streamed(alice, funded, p
     await communicator.disconnect()
 
 
+@in_own_loop
 async def test_no_ready_replica_is_a_clear_message(alice, funded, public_model):
     communicator, _connected, _ = await _open(alice)
     await communicator.send_json_to(_send())
@@ -183,6 +215,7 @@ async def test_no_ready_replica_is_a_clear_message(alice, funded, public_model):
     await communicator.disconnect()
 
 
+@in_own_loop
 async def test_insufficient_quota_is_a_clear_message_and_nothing_is_streamed(alice, org, public_model, simulator):
     await sync_to_async(_with_replica)(public_model, simulator)
     communicator, _connected, _ = await _open(alice)
@@ -197,6 +230,7 @@ async def test_insufficient_quota_is_a_clear_message_and_nothing_is_streamed(ali
     await communicator.disconnect()
 
 
+@in_own_loop
 async def test_busy_socket_refuses_a_second_prompt(alice, funded, public_model, slow_simulator):
     await sync_to_async(_with_replica)(public_model, slow_simulator)
     communicator, _connected, _ = await _open(alice)
@@ -211,6 +245,7 @@ async def test_busy_socket_refuses_a_second_prompt(alice, funded, public_model, 
     await communicator.disconnect()
 
 
+@in_own_loop
 async def test_compare_mode_streams_both_models_in_parallel(alice, funded, org, public_model, org_service, simulator):
     await sync_to_async(_with_replica)(public_model, simulator)
     await sync_to_async(_with_replica)(org_service, simulator)
@@ -227,6 +262,7 @@ async def test_compare_mode_streams_both_models_in_parallel(alice, funded, org, 
     await communicator.disconnect()
 
 
+@in_own_loop
 async def test_regenerate_replaces_the_last_answer(alice, funded, public_model, simulator):
     await sync_to_async(_with_replica)(public_model, simulator)
     communicator, _connected, _ = await _open(alice)
