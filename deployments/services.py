@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import re
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -26,7 +25,7 @@ from deployments.models import (
     ServiceEvent,
     ServiceStatus,
 )
-from deployments.placement import _variant_on_cluster, instance_prices, place
+from deployments.placement import instance_prices, place
 from maas.crypto import encrypt
 from maas.errors import ApplicationError
 from maas.services import audit_record
@@ -35,7 +34,6 @@ MAX_INSTANCES = 32
 PROBE_TIMEOUT_S = 10
 SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 CLUSTER_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,58}[a-z0-9])?$")
-LIVE_STATUSES_EXCLUDED = (ServiceStatus.DELETED,)
 
 
 def _enqueue_reconcile(service_id) -> None:
@@ -468,8 +466,3 @@ def service_delete(*, service: Service, actor) -> Service:
         _enqueue_reconcile(service.pk)
     return service
 
-
-def services_needing_reconcile():
-    """Ids of every service the reconcile loop must look at (not yet deleted)."""
-    return Service.objects.exclude(status=ServiceStatus.DELETED).filter(
-        Q(cluster__isnull=False)).values_list("pk", flat=True)
