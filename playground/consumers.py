@@ -23,8 +23,12 @@ from decimal import Decimal, InvalidOperation
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.http.cookie import parse_cookie
 from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation.trans_real import parse_accept_lang_header
 
 from maas.errors import ApplicationError
 from maas.tenancy import SESSION_ORG_KEY, memberships_for
@@ -65,6 +69,22 @@ def _org_for(user, session):
     return membership.org if membership else None
 
 
+def _language_of(scope) -> str:
+    """The console language for this socket: the language cookie, else the browser's Accept-Language."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    cookies = parse_cookie(headers.get("cookie", ""))
+    for candidate in [cookies.get(settings.LANGUAGE_COOKIE_NAME, "")] + [
+        lang for lang, _q in parse_accept_lang_header(headers.get("accept-language", ""))
+    ]:
+        if not candidate or candidate == "*":
+            continue
+        try:
+            return translation.get_supported_language_variant(candidate)
+        except LookupError:
+            continue
+    return settings.LANGUAGE_CODE
+
+
 def _decimal_or_none(value) -> Decimal | None:
     if value in (None, ""):
         return None
@@ -87,6 +107,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         if self.org is None:
             await self.close(code=CLOSE_NO_ORG)
             return
+        self.language = _language_of(self.scope)
         await self.accept()
 
     async def disconnect(self, code):
@@ -106,6 +127,11 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         await self._send({"type": "error", "lane": lane, "code": code, "message": message, "field": field_name})
 
     async def receive_json(self, content, **kwargs):
+        # Answers' tasks start inside this block and keep its language (translation state is context-local).
+        with translation.override(self.language):
+            await self._handle(content)
+
+    async def _handle(self, content):
         if not isinstance(content, dict):
             await self._error(_("Malformed message."))
             return
@@ -134,7 +160,7 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         self.turn = asyncio.ensure_future(self._run_turn(conversation, histories))
 
     def _prepare(self, kind: str, content: dict) -> tuple[Conversation, bool]:
-        settings = {
+        choices = {
             "model_id": content.get("model") if isinstance(content.get("model"), str) else "",
             "compare_model_id": content.get("compare_model") if isinstance(content.get("compare_model"), str) else "",
             "system_prompt": content.get("system") or "",
@@ -150,14 +176,14 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         if kind == "regenerate":
             if conversation is None:
                 raise ApplicationError(_("There is nothing to regenerate yet."), code="empty")
-            services.conversation_regenerate(conversation=conversation, **settings)
+            services.conversation_regenerate(conversation=conversation, **choices)
             conversation.refresh_from_db()
             return conversation, False
         if conversation is None:
             conversation, _prompt = services.conversation_start(
-                org=self.org, user=self.user, content=content.get("content"), **settings)
+                org=self.org, user=self.user, content=content.get("content"), **choices)
             return conversation, True
-        services.conversation_continue(conversation=conversation, content=content.get("content"), **settings)
+        services.conversation_continue(conversation=conversation, content=content.get("content"), **choices)
         conversation.refresh_from_db()
         return conversation, False
 

@@ -277,3 +277,15 @@ async def test_regenerate_replaces_the_last_answer(alice, funded, public_model, 
     answers = await sync_to_async(lambda: list(Message.objects.filter(role="assistant")))()
     assert len(answers) == 1 and answers[0].completion_tokens <= 32
     await communicator.disconnect()
+
+
+@pytest.mark.parametrize("headers, expected", [
+    ([(b"cookie", b"django_language=zh-hans; sessionid=x")], "zh-hans"),
+    ([(b"accept-language", b"zh-CN,zh;q=0.9,en;q=0.8")], "zh-hans"),
+    ([(b"accept-language", b"fr-FR")], "en"),
+    ([], "en"),
+])
+def test_socket_language_follows_cookie_then_browser(headers, expected):
+    from playground.consumers import _language_of
+
+    assert _language_of({"headers": headers}) == expected
