@@ -18,7 +18,7 @@ from gateway import usage
 from gateway.models import UsageRecord, UsageSource
 from maas.asgi import application
 from playground.models import AnswerStatus, Conversation, Message
-from tests.playground.conftest import PUBLIC_SLUG, make_service
+from tests.playground.conftest import PUBLIC_SLUG
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
