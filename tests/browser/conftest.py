@@ -9,7 +9,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
-@pytest.fixture(scope="session")
+# Module scope: sync_playwright keeps an event loop running in this thread while open, which would break
+# pytest-asyncio tests that run later in the session.
+@pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian chromium is not installed")
