@@ -93,7 +93,7 @@ class TokenPriceAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         try:
-            services.token_price_create(
+            price = services.token_price_create(
                 catalog_model=data["catalog_model"], input_per_1k=data["input_per_1k"],
                 output_per_1k=data["output_per_1k"], cached_input_per_1k=data["cached_input_per_1k"],
                 long_context_threshold=data["long_context_threshold"], long_input_per_1k=data["long_input_per_1k"],
@@ -101,6 +101,8 @@ class TokenPriceAdmin(admin.ModelAdmin):
             )
         except ApplicationError as exc:
             messages.error(request, exc.message)
+        else:
+            obj.pk, obj._state.adding = price.pk, False
 
 
 @admin.register(TopUp)

@@ -6,7 +6,6 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.test import override_settings
-from django.utils import timezone
 
 from billing import services
 from billing.models import BillingAccount, EntryKind, LedgerEntry, Subscription, SubscriptionStatus
