@@ -28,8 +28,9 @@ SITE_URL = env.string("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 EMBEDDED_DIR = Path(env.string("MAAS_EMBEDDED_DIR", str(BASE_DIR / ".local" / "embedded")))
 _database_url = env.string("DATABASE_URL", None)
 _redis_url = env.string("REDIS_URL", None)
-EMBEDDED = _database_url is None or _redis_url is None
-if EMBEDDED:
+# MAAS_EMBEDDED marks child processes (web, workers) of a process that started the embedded servers.
+EMBEDDED = env.boolean("MAAS_EMBEDDED", False) or _database_url is None or _redis_url is None
+if _database_url is None or _redis_url is None:
     from maas import embedded
 
     _servers = embedded.start(EMBEDDED_DIR, redis_port=env.integer("MAAS_EMBEDDED_REDIS_PORT", 6390))
@@ -37,6 +38,7 @@ if EMBEDDED:
     _redis_url = _redis_url or _servers.redis_url
     # Child processes (workers, simulators) must reuse these servers rather than start their own.
     os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = _database_url, _redis_url
+    os.environ["MAAS_EMBEDDED"] = "1"
 
 if not _database_url.startswith(("postgres://", "postgresql://")):
     raise ImproperlyConfigured("DATABASE_URL: only PostgreSQL is supported (postgres://...)")
