@@ -12,14 +12,15 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(name="billing.tasks.charge_usage_task")
-def charge_usage_task() -> int:
-    """Charge pending per-token usage, batch after batch, until none is left."""
+def charge_usage_task(max_batches: int = 20) -> int:
+    """Charge pending per-token usage, batch after batch, until none is left (or the next beat takes over)."""
     total = 0
-    while True:
+    for _batch in range(max_batches):
         charged = services.usage_charge_pending()
         total += charged
         if not charged:
-            return total
+            break
+    return total
 
 
 @shared_task(name="billing.tasks.settle_service_task", autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
