@@ -89,11 +89,24 @@ async def authenticate(scope) -> lookups.KeyInfo:
     return key
 
 
-async def _wait_disconnect(receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
+class _Watch:
+    """Cancels the task relaying a response when its client disconnects (one helper task per request)."""
+
+    __slots__ = ("task", "responding", "aborted")
+
+    def __init__(self, task):
+        self.task = task
+        self.responding = True
+        self.aborted = False
+
+    async def run(self, receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+        if self.responding:
+            self.aborted = True
+            self.task.cancel()
 
 
 async def list_models(key: lookups.KeyInfo) -> list[dict]:
@@ -104,8 +117,8 @@ async def list_models(key: lookups.KeyInfo) -> list[dict]:
              "max_model_len": m.get("context_length")} for m in items]
 
 
-async def _respond(call: core.Call, response, send) -> None:
-    """Relay the upstream answer to the client; runs as a task that a client disconnect cancels."""
+async def _respond(call: core.Call, response, send, watch: _Watch) -> None:
+    """Relay the upstream answer to the client; a client disconnect cancels it (until the last body part)."""
     extra = _headers(call.admission.headers if call.admission else None, call.request_id)
     if response.status >= 400:
         raw = await response.read()
@@ -132,6 +145,7 @@ async def _respond(call: core.Call, response, send) -> None:
         finally:
             response.release() if healthy else response.close()
             core.done_with_replica(call, healthy=healthy)
+        watch.responding = False
         await send_json(send, 200, body, extra)
         return
     relay = core.StreamRelay(call)
@@ -143,6 +157,7 @@ async def _respond(call: core.Call, response, send) -> None:
         healthy = relay.finished
         if not relay.finished:
             call.status, call.http_status, call.error_code = "error", 502, "upstream_incomplete"
+        watch.responding = False
         await send({"type": "http.response.body", "body": b""})
     except core.UPSTREAM_ERRORS as exc:
         logger.warning("stream %s from %s broke: %r", call.request_id, call.replica.replica, exc)
@@ -174,19 +189,20 @@ async def serve_generation(scope, receive, send, endpoint: str, key: lookups.Key
         await send_error(send, error, call.request_id, call.admission.headers if call.admission else None)
         await core.finalize(call)
         return
-    work = asyncio.ensure_future(_respond(call, response, send))
-    watch = asyncio.ensure_future(_wait_disconnect(receive))
+    current = asyncio.current_task()
+    watch = _Watch(current)
+    watcher = asyncio.get_running_loop().create_task(watch.run(receive))
     try:
-        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():
-            call.status, call.http_status = "aborted", 499
-            work.cancel()
-        try:
-            await work
-        except asyncio.CancelledError:
-            pass
+        await _respond(call, response, send, watch)
+    except asyncio.CancelledError:
+        if not watch.aborted:
+            raise  # the server is shutting down
+        current.uncancel()
     finally:
-        watch.cancel()
+        watch.responding = False
+        watcher.cancel()
+        if watch.aborted:
+            call.status, call.http_status = "aborted", 499
         await core.finalize_soon(call)
 
 

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from gateway import errors
-from gateway.store import LuaScript, aredis, k, sredis
+from gateway.store import LuaScript, aredis, fredis, k, sredis
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +57,14 @@ for i = 1, 4 do
 end
 local cost = tonumber(ARGV[8])
 local now = tonumber(ARGV[11])
-if ARGV[9] == '1' then
-  local balance = redis.call('GET', KEYS[5])
-  if not balance then return {2} end
+-- ARGV[9]: '1' check the balance (none published yet: ask the loader), '2' check it if published, '0' never
+local tracked = 0
+local balance = false
+if ARGV[9] ~= '0' then
+  balance = redis.call('GET', KEYS[5])
+  if balance then tracked = 1 elseif ARGV[9] == '1' then return {2} end
+end
+if tracked == 1 then
   purge(KEYS[6], KEYS[7], KEYS[8], now)
   local available = tonumber(balance) - tonumber(redis.call('GET', KEYS[6]) or '0')
   if available <= 0 or available < cost then return {3, tostring(available)} end
@@ -80,7 +85,7 @@ for i = 1, 4 do
   end
 end
 if cost > 0 then
-  if ARGV[9] == '1' then
+  if tracked == 1 then
     redis.call('HSET', KEYS[7], ARGV[7], cost)
     redis.call('ZADD', KEYS[8], ARGV[12], ARGV[7])
     redis.call('INCRBY', KEYS[6], cost)
@@ -91,10 +96,10 @@ if cost > 0 then
     redis.call('INCRBY', KEYS[10], cost)
   end
 end
-return {0, counts[1], counts[2], counts[3], counts[4]}
+return {0, counts[1], counts[2], counts[3], counts[4], tracked}
 """)
 
-_SETTLE = LuaScript("""
+_SETTLE_SOURCE = """
 local function unhold(held, holds, deadlines, id)
   local amount = redis.call('HGET', holds, id)
   if not amount then return false end
@@ -119,7 +124,10 @@ if ARGV[8] == '1' and unhold(KEYS[10], KEYS[11], KEYS[12], ARGV[1]) then
   end
 end
 return 1
-""")
+"""
+_SETTLE = LuaScript(_SETTLE_SOURCE)
+# Settlement plus the request's usage entry (KEYS[13] the usage stream, ARGV[9] the entry): one round trip.
+_SETTLE_RECORD = LuaScript(_SETTLE_SOURCE.replace("\nreturn 1\n", "\nredis.call('XADD', KEYS[13], '*', 'r', ARGV[9])\nreturn 1\n"))
 
 
 def to_micro(amount: Decimal, rounding=ROUND_HALF_UP) -> int:
@@ -171,6 +179,23 @@ def _load_balance(org_id) -> Decimal | object:
         return _UNLIMITED
     value = loader(org_id)
     return _UNLIMITED if value is None else Decimal(value)
+
+
+_unlimited_until: dict = {}
+UNLIMITED_RECHECK_SECONDS = 30.0
+
+
+def _loader_missing() -> bool:
+    """True once the configured loader was found not importable (billing not installed): no thread hop then."""
+    return _loader_state.get(settings.MAAS_BALANCE_LOADER) is _UNLIMITED
+
+
+def _remember_unlimited(org_id, now: float) -> None:
+    """An org without a published balance that the loader calls unlimited: admissions skip asking again for a while
+    (a balance billing publishes meanwhile is still checked: the admission script looks for it every time)."""
+    if len(_unlimited_until) > 100_000:
+        _unlimited_until.clear()
+    _unlimited_until[org_id] = now + UNLIMITED_RECHECK_SECONDS
 
 
 @dataclass
@@ -255,14 +280,17 @@ async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, pric
     ]
     args = [key_rpm, key_tpm, org_rpm, org_tpm, est_tokens, WINDOW_SECONDS * 2, request_id, cost_micro,
             "1" if check_balance else "0", cap_micro, f"{now:.3f}", f"{now + HOLD_SECONDS:.3f}", period_ttl]
+    if check_balance and _unlimited_until.get(org_id, 0.0) > now:
+        args[8] = "2"  # the loader said unlimited: check a balance only once billing publishes one
     for _attempt in range(2):
         result = await _ADMIT.acall(keys, args)
         status = int(result[0])
         if status != 2:
             break
-        loaded = await sync_to_async(_load_balance)(org_id)
+        loaded = _UNLIMITED if _loader_missing() else await sync_to_async(_load_balance)(org_id)
         if loaded is _UNLIMITED:
-            args[8] = "0"
+            _remember_unlimited(org_id, now)
+            args[8] = "2"
         else:
             await aredis().set(_balance_key(org_id), to_micro(loaded, ROUND_FLOOR), nx=True)
     if status == 1:
@@ -291,7 +319,7 @@ async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, pric
         headers = _rate_headers(org_rpm, counts[2], org_tpm, counts[3], reset_s)
     return Admission(
         request_id=request_id, org_id=org_id, key_id=key_id, keys=keys, est_tokens=est_tokens,
-        reserved_micro=cost_micro, balance_tracked=bool(cost_micro) and args[8] == "1",
+        reserved_micro=cost_micro, balance_tracked=bool(cost_micro) and int(result[5]) == 1,
         cap_tracked=cap_micro >= 0, key_tpm=bool(key_tpm), org_tpm=bool(org_tpm), period_ttl=period_ttl,
         headers=headers,
     )
@@ -311,6 +339,18 @@ async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decim
     admission.settled = True
     if admission.needs_settle:
         await _SETTLE.acall(admission.keys, _settle_args(admission, actual_tokens, actual_cost))
+
+
+async def settle_and_record(admission: Admission | None, *, actual_tokens: int, actual_cost: Decimal | None,
+                            stream: str, entry: bytes) -> None:
+    """settle() and append ``entry`` to the usage ``stream`` in one round trip (the XADD alone without holds)."""
+    if admission is not None and not admission.settled:
+        admission.settled = True
+        if admission.needs_settle:
+            await _SETTLE_RECORD.acall([*admission.keys, stream],
+                                       [*_settle_args(admission, actual_tokens, actual_cost), entry])
+            return
+    await fredis().execute("XADD", stream, "*", "r", entry)
 
 
 async def release(admission: Admission) -> None:

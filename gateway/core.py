@@ -222,13 +222,11 @@ async def finalize(call: Call) -> None:
         "currency": target.price.currency if call.cost is not None else "",
         "started_at": call.started_at, "finished_at": call.started_at + call.latency_ms / 1000,
     }
-    jobs = [usage.append(record)]
-    if call.admission is not None:
-        jobs.append(budget.settle(call.admission, actual_tokens=prompt + completion, actual_cost=call.cost))
-    results = await asyncio.gather(*jobs, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            logger.error("metering %s failed: %r", call.request_id, result)
+    try:
+        await budget.settle_and_record(call.admission, actual_tokens=prompt + completion, actual_cost=call.cost,
+                                       stream=usage.stream_key(), entry=orjson.dumps(record))
+    except Exception as exc:
+        logger.error("metering %s failed: %r", call.request_id, exc)
 
 
 def finalize_soon(call: Call):

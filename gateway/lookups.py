@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from gateway.budget import Price, to_micro
-from gateway.store import aredis, k, sredis
+from gateway.store import fredis, k, sredis
 
 KEY_TTL = 60.0
 KEY_NEGATIVE_TTL = 2.0
@@ -207,7 +207,7 @@ async def _check_epoch() -> None:
     if now - _epoch["checked"] < EPOCH_CHECK_SECONDS:
         return
     _epoch["checked"] = now
-    value = await aredis().get(epoch_key())
+    value = await fredis().get(epoch_key())
     if value != _epoch["value"]:
         if _epoch["value"] is not None or value is not None:
             keys.clear()

@@ -1,15 +1,26 @@
-"""Redis access for the gateway: one async client per event loop, one sync client per process, key names."""
+"""Redis access for the gateway: one async client per event loop, one sync client per process, key names.
+
+The /v1 hot path (admission, settlement, usage, the revocation epoch) goes through :func:`fredis`: one pipelined
+connection per event loop that writes each command as it comes and matches replies in order (hiredis parses
+them), instead of a pool checkout, a retry wrapper and a reply parser per command in redis-py's asyncio client.
+Everything else uses :func:`aredis` (redis-py).
+"""
 from __future__ import annotations
 
 import asyncio
+import collections
+import ssl
 import threading
 import weakref
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.asyncio.connection import parse_url
 
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = weakref.WeakKeyDictionary()
+_fast_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FastRedis]" = weakref.WeakKeyDictionary()
 _sync_client: redis.Redis | None = None
 _sync_lock = threading.Lock()
 
@@ -36,6 +47,141 @@ def aredis() -> aioredis.Redis:
     return client
 
 
+def _reply_error(message: str) -> redis.exceptions.ResponseError:
+    if message.startswith("NOSCRIPT"):
+        return redis.exceptions.NoScriptError(message)
+    return redis.exceptions.ResponseError(message)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: "FastRedis"):
+        self.client = client
+        self.reader = hiredis.Reader()
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        pending = self.client.pending
+        while True:
+            try:
+                reply = self.reader.gets()
+            except hiredis.ProtocolError as exc:
+                self.transport.close()
+                self.client.lost(redis.exceptions.ConnectionError(f"Redis protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            future = pending.popleft()
+            if future.done():  # its caller was cancelled; the reply is dropped in order
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                future.set_exception(_reply_error(str(reply)))
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc) -> None:
+        self.client.lost(redis.exceptions.ConnectionError(f"Connection to Redis lost: {exc or 'closed'}"), self)
+
+
+class FastRedis:
+    """One pipelined Redis connection for one event loop (replies come back in command order).
+
+    A broken connection fails the commands waiting on it with ``redis.exceptions.ConnectionError``; the next
+    command reconnects. Replies are raw as in redis-py without ``decode_responses`` (bytes, ints, lists, None).
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.options = parse_url(url)
+        self.pending: collections.deque = collections.deque()
+        self.protocol: _Protocol | None = None
+        self.connecting: asyncio.Future | None = None
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        options = self.options
+        try:
+            if options.get("path"):
+                _transport, protocol = await loop.create_unix_connection(lambda: _Protocol(self), options["path"])
+            else:
+                tls = ssl.create_default_context() if self.url.startswith("rediss:") else None
+                _transport, protocol = await loop.create_connection(
+                    lambda: _Protocol(self), options.get("host", "localhost"), int(options.get("port", 6379)), ssl=tls)
+        except OSError as exc:
+            raise redis.exceptions.ConnectionError(f"Cannot connect to Redis: {exc}") from exc
+        setup = []
+        if options.get("password"):
+            auth = [options["username"], options["password"]] if options.get("username") else [options["password"]]
+            setup.append(self._send(protocol, "AUTH", *auth))
+        if int(options.get("db") or 0):
+            setup.append(self._send(protocol, "SELECT", int(options["db"])))
+        self.protocol = protocol
+        try:
+            for future in setup:
+                await future
+        except BaseException:
+            protocol.transport.close()
+            raise
+
+    def _send(self, protocol: _Protocol, *args) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        protocol.transport.write(hiredis.pack_command(args))
+        return future
+
+    def lost(self, error: Exception, protocol: _Protocol | None = None) -> None:
+        if protocol is not None and protocol is not self.protocol:
+            return
+        self.protocol = None
+        pending, self.pending = self.pending, collections.deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(error)
+
+    async def execute(self, *args):
+        protocol = self.protocol
+        if protocol is None or protocol.transport.is_closing():
+            if self.connecting is None:
+                self.connecting = asyncio.ensure_future(self._connect())
+                self.connecting.add_done_callback(self._connected)
+            await asyncio.shield(self.connecting)
+            protocol = self.protocol
+            if protocol is None:
+                raise redis.exceptions.ConnectionError("Connection to Redis lost")
+        return await self._send(protocol, *args)
+
+    def _connected(self, task: asyncio.Future) -> None:
+        self.connecting = None
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiting callers raise it
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args):
+        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+
+    async def eval(self, source: str, numkeys: int, *keys_and_args):
+        return await self.execute("EVAL", source, numkeys, *keys_and_args)
+
+    async def get(self, name: str):
+        return await self.execute("GET", name)
+
+    async def close(self) -> None:
+        if self.protocol is not None:
+            self.protocol.transport.close()
+            self.protocol = None
+
+
+def fredis() -> FastRedis:
+    """The hot path's pipelined client for the running loop."""
+    loop = asyncio.get_running_loop()
+    client = _fast_clients.get(loop)
+    if client is None:
+        client = _fast_clients[loop] = FastRedis(settings.REDIS_URL)
+    return client
+
+
 def sredis() -> redis.Redis:
     global _sync_client
     if _sync_client is None:
@@ -54,8 +200,8 @@ class LuaScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def acall(self, keys: list[str], args: list, client: aioredis.Redis | None = None):
-        client = client or aredis()
+    async def acall(self, keys: list[str], args: list, client=None):
+        client = client or fredis()
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:

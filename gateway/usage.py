@@ -19,7 +19,7 @@ import orjson
 from django.db import transaction
 from django.db.models import Q
 
-from gateway.store import aredis, k, sredis
+from gateway.store import fredis, k, sredis
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def stream_key() -> str:
 
 async def append(record: dict) -> None:
     """Queue one usage record (a JSON-able dict with UsageRecord field names plus ids)."""
-    await aredis().xadd(stream_key(), {"r": orjson.dumps(record)})
+    await fredis().execute("XADD", stream_key(), "*", "r", orjson.dumps(record))
 
 
 def append_sync(record: dict) -> None:

@@ -29,7 +29,6 @@ PREFIX = f"test-gw-{os.getpid()}:"
 settings.GATEWAY_REDIS_PREFIX = PREFIX
 # Billing may or may not be installed: balances here are only what a test publishes (otherwise unlimited).
 NO_LOADER = "tests.gateway.no_such_module.balance"
-settings.MAAS_BALANCE_LOADER = NO_LOADER
 SERVER_ENV = {"GATEWAY_BREAKER_COOLDOWN": "1", "GATEWAY_IDLE_TIMEOUT": "10", "GATEWAY_CONNECT_TIMEOUT": "2",
               "MAAS_BALANCE_LOADER": NO_LOADER}
 
@@ -81,6 +80,15 @@ def run_gateway(**env):
 def gateway_url(django_db_setup):
     with run_gateway() as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _no_balance_loader():
+    """In-process gateway calls of these tests see no billing loader; other test packages keep the real one."""
+    previous = settings.MAAS_BALANCE_LOADER
+    settings.MAAS_BALANCE_LOADER = NO_LOADER
+    yield
+    settings.MAAS_BALANCE_LOADER = previous
 
 
 @pytest.fixture(scope="session", autouse=True)
