@@ -36,7 +36,11 @@ def console(request):
             continue
         url = _resolvable(name)
         if url:
-            nav.append({"url": url, "label": label, "active": path.startswith(url)})
+            nav.append({"url": url, "label": label, "active": False})
+    # The entry whose URL is the longest prefix of the path is the current one (/billing/usage/ is Usage only).
+    current = max((item for item in nav if path.startswith(item["url"])), key=lambda item: len(item["url"]), default=None)
+    if current is not None:
+        current["active"] = True
     return {
         "nav_items": nav,
         "currency": settings.CURRENCY,

@@ -1,13 +1,19 @@
+from decimal import Decimal
+
 from django.contrib.auth import get_user_model
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from billing.models import EntryKind
+from billing.services import ledger_post
 from maas.models import Membership, Organization, Role
 from maas.services import org_create, user_signup
 
 ADMIN_EMAIL = "admin@example.com"
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "maas-demo-2026"
+DEMO_CREDIT = Decimal("100.00")
 
 
 class Command(BaseCommand):
@@ -26,5 +32,10 @@ class Command(BaseCommand):
         org = Organization.objects.filter(namespace="demo").first() or org_create(
             owner=demo, name="Demo Organization", namespace="demo")
         Membership.objects.get_or_create(org=org, user=admin, defaults={"role": Role.ADMIN})
+        # A demo credit so a newcomer can call paid public models and deploy at once (idempotent by its key).
+        for demo_org in (org, demo.memberships.get(org__personal=True).org):
+            ledger_post(org=demo_org, kind=EntryKind.ADJUSTMENT, amount=DEMO_CREDIT, key=f"demo-credit:{demo_org.pk}",
+                        description="Demo credit", actor=admin)
         self.stdout.write(self.style.SUCCESS(
-            f"demo data ready: admin {ADMIN_EMAIL} / user {DEMO_EMAIL} (password {DEMO_PASSWORD}), org 'demo'"))
+            f"demo data ready: admin {ADMIN_EMAIL} / user {DEMO_EMAIL} (password {DEMO_PASSWORD}), org 'demo' "
+            f"with a {DEMO_CREDIT} {settings.CURRENCY} demo credit"))
