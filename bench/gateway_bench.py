@@ -3,10 +3,14 @@
     python bench/gateway_bench.py overhead   # gateway vs the simulator directly, 1/16/64/256 clients, 1000 streams
     python bench/gateway_bench.py routing    # multi-turn chats sharing prefixes: prefix affinity vs round robin
 
+    python bench/gateway_bench.py overhead --workers 2
+
 Needs PostgreSQL and Redis (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/maas_bench, created and
 migrated on first use; REDIS_URL). Starts engine simulators and uvicorn (``maas.asgi:application``, uvloop +
-httptools, one worker) as subprocesses; the load generator is an aiohttp client in this process, so client,
-gateway and simulators share the machine's cores, as they would on the 2-core box the figures come from.
+httptools, no access log, ``--workers``) as subprocesses. In ``overhead`` the load generator (an aiohttp client on
+uvloop that reads streams in whole chunks) runs as its own process, one per measurement, alternating direct and
+gateway rounds so both paths see the same background load; client, gateway and simulator share the machine's cores,
+as they would on the 2-core box the figures come from.
 """
 from __future__ import annotations
 
@@ -117,9 +121,10 @@ def start_simulator(port: int, **flags) -> subprocess.Popen:
     return start(cmd, ready_url=f"http://127.0.0.1:{port}/health")
 
 
-def start_gateway(port: int, routing: str = "prefix") -> subprocess.Popen:
+def start_gateway(port: int, routing: str = "prefix", workers: int = 1) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "uvicorn", "maas.asgi:application", "--port", str(port), "--loop", "uvloop",
-           "--http", "httptools", "--no-access-log", "--log-level", "warning", "--backlog", "4096"]
+           "--http", "httptools", "--no-access-log", "--no-proxy-headers", "--log-level", "warning",
+           "--backlog", "4096", "--workers", str(workers)]
     return start(cmd, env={"GATEWAY_ROUTING": routing}, ready_url=f"http://127.0.0.1:{port}/v1/models")
 
 
@@ -135,16 +140,16 @@ async def one_request(session, url, headers, body, stream: bool):
             await response.read()
             total = time.perf_counter() - t0
             return True, total, total
-        done = False
-        async for line in response.content:
-            if ttft is None and line.startswith(b"data: {"):
+        tail = b""
+        async for data in response.content.iter_any():
+            if ttft is None and b"data: {" in tail + data:
                 ttft = time.perf_counter() - t0
-            if line.startswith(b"data: [DONE]"):
-                done = True
-        return done, ttft, time.perf_counter() - t0
+            tail = (tail + data)[-16:]
+        return tail.rstrip().endswith(b"data: [DONE]") and ttft is not None, ttft, time.perf_counter() - t0
 
 
-async def load(base: str, key: str, *, concurrency: int, requests: int, stream: bool, body_for) -> dict:
+async def load(base: str, key: str, *, concurrency: int, requests: int, stream: bool, body_for,
+               samples: bool = False) -> dict:
     url = base + "/v1/chat/completions"
     headers = {"Authorization": f"Bearer {key}"}
     connector = aiohttp.TCPConnector(limit=0)
@@ -166,65 +171,94 @@ async def load(base: str, key: str, *, concurrency: int, requests: int, stream: 
     ok = [r for r in results if r[0]]
     ttfts = [r[1] * 1000 for r in ok]
     totals = [r[2] * 1000 for r in ok]
+    if samples:
+        return {"ok": len(ok), "errors": len(results) - len(ok), "wall_s": wall, "ttfts": ttfts, "totals": totals}
     return {"ok": len(ok), "errors": len(results) - len(ok), "rps": len(ok) / wall, "wall_s": wall,
             "ttft_p50": pct(ttfts, 50), "ttft_p99": pct(ttfts, 99), "total_p50": pct(totals, 50),
             "total_p99": pct(totals, 99)}
 
 
-def overhead(args) -> None:
+def body_for(i: int, model: str, max_tokens: int) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": f"request {i}"}], "max_tokens": max_tokens,
+            "ignore_eos": True}
+
+
+def loadgen(args) -> None:
+    """One measurement in its own process (``overhead`` runs it): raw samples as JSON on stdout."""
     import uvloop
 
+    def make(i):
+        return body_for(i, args.model, args.max_tokens)
+
+    result = uvloop.run(load(args.url, args.key, concurrency=args.concurrency, requests=args.requests,
+                             stream=args.stream, body_for=make, samples=True))
+    print(json.dumps(result))
+
+
+def measure(base: str, key: str, model: str, *, concurrency: int, requests: int, stream: bool,
+            max_tokens: int = 16) -> dict:
+    cmd = [sys.executable, __file__, "_load", "--url", base, "--key", key, "--model", model, "--concurrency",
+           str(concurrency), "--requests", str(requests), "--max-tokens", str(max_tokens)] + (["--stream"] if stream else [])
+    return json.loads(subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout)
+
+
+def summarize(parts: list[dict]) -> dict:
+    ttfts = [v for p in parts for v in p["ttfts"]]
+    totals = [v for p in parts for v in p["totals"]]
+    ok, wall = sum(p["ok"] for p in parts), sum(p["wall_s"] for p in parts)
+    return {"ok": ok, "errors": sum(p["errors"] for p in parts), "rps": ok / wall if wall else 0.0,
+            "ttft_p50": pct(ttfts, 50), "ttft_p99": pct(ttfts, 99), "total_p50": pct(totals, 50),
+            "total_p99": pct(totals, 99)}
+
+
+def interleaved(direct: str, gateway: str, key: str, *, rounds: int, **kwargs) -> tuple[dict, dict]:
+    """Alternate direct and gateway rounds (the same requests each) so that both see the same background load."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(measure(direct, key, "public/bench", **kwargs))
+        b.append(measure(gateway, key, "public/bench-chat", **kwargs))
+    return summarize(a), summarize(b)
+
+
+def overhead(args) -> None:
     prepare_database()
     sim_port, gw_port = free_port(), free_port()
     sim = start_simulator(sim_port, ttft_ms=20, itl_ms=5, max_num_seqs=4096)
     key = setup_world([f"http://127.0.0.1:{sim_port}"])
-    gw = start_gateway(gw_port)
+    gw = start_gateway(gw_port, workers=args.workers)
     direct, gateway = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
     rows = []
+    print(f"gateway: {args.workers} uvicorn worker(s); load average {os.getloadavg()}", flush=True)
     try:
-        def body_for(i):
-            return {"model": "public/bench-chat", "messages": [{"role": "user", "content": f"request {i}"}],
-                    "max_tokens": 16, "ignore_eos": True}
-
-        def direct_body(i):
-            body = body_for(i)
-            body["model"] = "public/bench"
-            return body
-
-        async def run_all():
-            await load(gateway, key, concurrency=8, requests=200, stream=True, body_for=body_for)  # warm up
-            for stream in (False, True):
-                for concurrency in (1, 16, 64, 256):
-                    n = max(200, concurrency * 6)
-                    a = await load(direct, key, concurrency=concurrency, requests=n, stream=stream, body_for=direct_body)
-                    b = await load(gateway, key, concurrency=concurrency, requests=n, stream=stream, body_for=body_for)
-                    rows.append((stream, concurrency, a, b))
-                    print(f"stream={stream} c={concurrency}: direct {a}\n    gateway {b}", flush=True)
-            many = await load(gateway, key, concurrency=1000, requests=1000, stream=True,
-                              body_for=lambda i: {**body_for(i), "max_tokens": 200})
-            print(f"1000 concurrent streams of 200 tokens via gateway: {many}", flush=True)
-            rows.append(("open", 1000, None, many))
-            peak = await load(gateway, key, concurrency=64, requests=3000, stream=False,
-                              body_for=lambda i: {**body_for(i), "max_tokens": 1})
-            peak_direct = await load(direct, key, concurrency=64, requests=3000, stream=False,
-                                     body_for=lambda i: {**direct_body(i), "max_tokens": 1})
-            print(f"max req/s (1-token answers, 64 clients): gateway {peak['rps']:.0f}, direct {peak_direct['rps']:.0f}")
-            rows.append(("peak", 64, peak_direct, peak))
-
-        uvloop.run(run_all())
+        measure(gateway, key, "public/bench-chat", concurrency=8, requests=400, stream=True)  # warm up
+        measure(direct, key, "public/bench", concurrency=8, requests=200, stream=True)
+        for stream in (False, True):
+            for concurrency in (1, 16, 64, 256):
+                per_round = max(200, concurrency * 6) // args.rounds
+                a, b = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
+                                   requests=per_round, stream=stream)
+                rows.append((stream, concurrency, a, b))
+                print(f"stream={stream} c={concurrency}: direct {a}\n    gateway {b}", flush=True)
+        many = summarize([measure(gateway, key, "public/bench-chat", concurrency=1000, requests=1000, stream=True,
+                                  max_tokens=200)])
+        print(f"1000 concurrent streams of 200 tokens via gateway: {many}", flush=True)
+        peaks = {}
+        for concurrency in (64, 256):
+            peaks[concurrency] = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
+                                             requests=6000 // args.rounds, stream=False, max_tokens=1)
+            print(f"max req/s (1-token answers, {concurrency} clients): direct {peaks[concurrency][0]['rps']:.0f}, "
+                  f"gateway {peaks[concurrency][1]['rps']:.0f}", flush=True)
     finally:
         gw.terminate()
         sim.terminate()
+    print(f"\nload average after: {os.getloadavg()}")
     print("\n| mode | clients | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) | gateway req/s | errors |")
     print("|---|---|---|---|---|---|---|")
     for stream, concurrency, a, b in rows:
-        if stream in ("open", "peak"):
-            continue
         label = "stream (TTFT)" if stream else "non-stream (total)"
-        key_p50, key_p99 = ("ttft_p50", "ttft_p99")
-        print(f"| {label} | {concurrency} | {a[key_p50]:.1f} / {a[key_p99]:.1f} | {b[key_p50]:.1f} / {b[key_p99]:.1f} "
-              f"| {b[key_p50] - a[key_p50]:.1f} / {b[key_p99] - a[key_p99]:.1f} | {b['rps']:.0f} "
-              f"| {a['errors']}+{b['errors']} |")
+        print(f"| {label} | {concurrency} | {a['ttft_p50']:.1f} / {a['ttft_p99']:.1f} | {b['ttft_p50']:.1f} / "
+              f"{b['ttft_p99']:.1f} | {b['ttft_p50'] - a['ttft_p50']:.1f} / {b['ttft_p99'] - a['ttft_p99']:.1f} "
+              f"| {b['rps']:.0f} | {a['errors']}+{b['errors']} |")
 
 
 def routing(args) -> None:
@@ -304,14 +338,22 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks that stop the children
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("overhead")
+    o = sub.add_parser("overhead")
+    o.add_argument("--workers", type=int, default=1)
+    o.add_argument("--rounds", type=int, default=3)
+    g = sub.add_parser("_load")
+    for name in ("--url", "--key", "--model"):
+        g.add_argument(name, required=True)
+    for name in ("--concurrency", "--requests", "--max-tokens"):
+        g.add_argument(name, type=int, required=True)
+    g.add_argument("--stream", action="store_true")
     r = sub.add_parser("routing")
     r.add_argument("--replicas", type=int, default=4)
     r.add_argument("--conversations", type=int, default=32)
     r.add_argument("--turns", type=int, default=6)
     r.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    {"overhead": overhead, "routing": routing}[args.command](args)
+    {"overhead": overhead, "routing": routing, "_load": loadgen}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -58,9 +58,21 @@ class _Protocol(asyncio.Protocol):
         self.client = client
         self.reader = hiredis.Reader()
         self.transport = None
+        self.outgoing: list[bytes] = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+
+    def write(self, data: bytes) -> None:
+        """Queue a command; the commands of one event-loop iteration go out in one write."""
+        if not self.outgoing:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.outgoing.append(data)
+
+    def flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if outgoing and not self.transport.is_closing():
+            self.transport.write(b"".join(outgoing) if len(outgoing) > 1 else outgoing[0])
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -129,7 +141,7 @@ class FastRedis:
     def _send(self, protocol: _Protocol, *args) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         self.pending.append(future)
-        protocol.transport.write(hiredis.pack_command(args))
+        protocol.write(hiredis.pack_command(args))
         return future
 
     def lost(self, error: Exception, protocol: _Protocol | None = None) -> None:

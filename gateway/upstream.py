@@ -29,9 +29,15 @@ async def close_session() -> None:
         await client.close()
 
 
+_timeouts: dict = {}
+
+
 def timeout() -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, sock_connect=float(settings.GATEWAY_CONNECT_TIMEOUT),
-                                 sock_read=float(settings.GATEWAY_IDLE_TIMEOUT))
+    key = (settings.GATEWAY_CONNECT_TIMEOUT, settings.GATEWAY_IDLE_TIMEOUT)
+    value = _timeouts.get(key)
+    if value is None:
+        value = _timeouts[key] = aiohttp.ClientTimeout(total=None, sock_connect=float(key[0]), sock_read=float(key[1]))
+    return value
 
 
 def ssl_for(endpoint):
