@@ -476,6 +476,24 @@ def subscription_add_instances(*, subscription: Subscription, instances: int, ac
 
 
 @transaction.atomic
+def subscription_cover(*, service, instances: int, actor=None) -> Subscription:
+    """Make a subscription-mode service's active subscription cover ``instances``: subscribe, or buy the missing
+    instances for the rest of the period (prorated). Raises ApplicationError when the balance does not cover it."""
+    from billing.selectors import covered_instances
+
+    now = timezone.now()
+    active = (Subscription.objects.select_for_update().filter(service=service, parent=None,
+                                                             status=SubscriptionStatus.ACTIVE, period_end__gt=now)
+              .first())
+    if active is None:
+        return subscription_create(service=service, instances=instances, actor=actor)
+    missing = instances - covered_instances(active, now)
+    if missing > 0:
+        subscription_add_instances(subscription=active, instances=missing, actor=actor)
+    return active
+
+
+@transaction.atomic
 def subscription_set_auto_renew(*, subscription: Subscription, auto_renew: bool, actor=None) -> Subscription:
     Subscription.objects.filter(Q(pk=subscription.pk) | Q(parent=subscription)).update(auto_renew=auto_renew)
     subscription.auto_renew = auto_renew

@@ -25,6 +25,7 @@ from deployments.models import (
     ServiceEvent,
     ServiceStatus,
 )
+from billing.services import subscription_cover
 from deployments.placement import instance_prices, place
 from maas.crypto import encrypt
 from maas.errors import ApplicationError
@@ -343,6 +344,9 @@ def service_create(*, org, actor, catalog_model, region: Region, name: str, repl
                          "n": replicas, "model": catalog_model.name, "cluster": placement.cluster.name,
                          "gpus": variant.gpu_count, "product": placement.gpu_product})
         _reserve(placement.cluster, placement.gpu_product, variant.gpu_count * replicas)
+        if billing_mode == BillingMode.SUBSCRIPTION:
+            # 包年包月: a month per instance is paid up front; without the funds nothing is deployed.
+            subscription_cover(service=service, instances=replicas, actor=actor)
         audit_record(org=org, actor=actor, action="service.create", target=service,
                      data={"name": name, "model": catalog_model.slug, "region": region.code, "replicas": replicas,
                            "cluster": placement.cluster.name, "hourly_price": str(hourly), "billing_mode": billing_mode})
@@ -403,6 +407,8 @@ def service_scale(*, service: Service, actor, replicas: int) -> Service:
         if service.desired_running and replicas < service.billed_instances:
             meter_set(service=service, instances=replicas)  # billing stops for removed instances at once
         service.save()
+        if service.billing_mode == BillingMode.SUBSCRIPTION and replicas > before:
+            subscription_cover(service=service, instances=replicas, actor=actor)  # prorated for the added ones
         if service.desired_running and service.cluster_id:
             _reserve(service.cluster, service.gpu_product, service.gpu_count * max(replicas - before, 0))
         audit_record(org=service.org, actor=actor, action="service.scale", target=service,

@@ -24,15 +24,22 @@ def celery_broker():
     base = settings.REDIS_URL.rsplit("/", 1)[0] if settings.REDIS_URL.count("/") > 2 else settings.REDIS_URL
     url = f"{base}/{TEST_REDIS_DB}"
     saved = app.conf.broker_url
-    app.pool.force_close_all()
-    app._pool = None
-    app.amqp._producer_pool = None
+    _reset_pools(app)
     app.conf.broker_url = url
     yield url
+    _reset_pools(app)
+    app.conf.broker_url = saved
+
+
+def _reset_pools(app):
+    # kombu keeps producer pools in a process-wide registry keyed by connection; closing them without clearing
+    # that registry leaves later tests a closed pool ("Acquire on closed pool").
+    import kombu.pools
+
     app.pool.force_close_all()
+    kombu.pools.reset()
     app._pool = None
     app.amqp._producer_pool = None
-    app.conf.broker_url = saved
 
 
 @pytest.fixture

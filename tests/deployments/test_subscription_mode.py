@@ -1,0 +1,53 @@
+"""Deploying and scaling in subscription mode (包年包月) pays a month per instance up front, or deploys nothing."""
+from decimal import Decimal
+
+import pytest
+
+from billing.models import LedgerEntry, Subscription
+from billing.services import ledger_adjust
+from deployments.models import BillingMode, Region, Service
+from deployments.services import service_create, service_scale
+from maas.errors import ApplicationError
+
+
+@pytest.fixture
+def local_region(db, catalog):
+    from django.core.management import call_command
+
+    call_command("seed_platform", verbosity=0)
+    return Region.objects.get(code="cn-shanghai-2")
+
+
+def _model():
+    from catalog.models import CatalogModel
+
+    return CatalogModel.objects.get(slug="qwen2-0.5b-instruct")
+
+
+@pytest.mark.django_db
+def test_subscription_deploy_without_funds_deploys_nothing(org, alice, local_region):
+    with pytest.raises(ApplicationError):
+        service_create(org=org, actor=alice, catalog_model=_model(), region=local_region, name="subbed",
+                       replicas=1, billing_mode=BillingMode.SUBSCRIPTION)
+    assert not Service.objects.filter(name="subbed").exists()
+    assert not Subscription.objects.exists() and not LedgerEntry.objects.filter(org=org).exists()
+
+
+@pytest.mark.django_db
+def test_subscription_deploy_pays_a_month_and_scale_up_buys_the_difference(org, alice, local_region):
+    ledger_adjust(org=org, amount=Decimal("10000"), reason="test funds", actor=alice)
+    service = service_create(org=org, actor=alice, catalog_model=_model(), region=local_region, name="subbed",
+                             replicas=1, billing_mode=BillingMode.SUBSCRIPTION)
+    first = Subscription.objects.get(service=service, parent=None)
+    assert first.instances == 1
+    month = LedgerEntry.objects.get(key=f"subscription:{first.pk}")
+    assert month.amount == -service.monthly_price.quantize(Decimal("0.01"))
+
+    service_scale(service=service, actor=alice, replicas=3)
+    addon = Subscription.objects.get(parent=first)
+    assert addon.instances == 2
+    prorated = LedgerEntry.objects.get(key=f"subscription:{addon.pk}")
+    assert Decimal("0") > prorated.amount >= -2 * service.monthly_price
+
+    service_scale(service=service, actor=alice, replicas=2)  # scaling down buys nothing
+    assert Subscription.objects.filter(service=service).count() == 2
