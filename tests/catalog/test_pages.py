@@ -129,3 +129,9 @@ def test_openapi_schema_and_docs(client):
     assert schema.status_code == 200
     assert b"/api/catalog/models/" in schema.content
     assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_api_routes_answer_with_and_without_trailing_slash(client, catalog):
+    assert client.get("/api/catalog/models").status_code == 200
+    assert client.get("/api/catalog/models/bge-m3").status_code == 200
