@@ -120,9 +120,11 @@ def service_detail(request, pk):
     service = _service(request, pk)
     context = {"service": service, "events": selectors.service_events(service, limit=50),
                "replicas": selectors.service_replicas(service), "scale_form": ScaleForm(initial={"replicas": service.replicas})}
-    # The status panel polls itself while the service is changing.
+    # The status and events panels poll themselves.
     if request.htmx and request.htmx.target == "service-status":
         return render(request, "deployments/partials/service_status.html", context)
+    if request.htmx and request.htmx.target == "service-events":
+        return render(request, "deployments/partials/service_events.html", context)
     return render(request, "deployments/service_detail.html", context)
 
 

@@ -127,3 +127,15 @@ def test_drain_stops_services_and_writes_meter_zero(admin_client, org, alice, ca
     kube_cluster.refresh_from_db()
     assert kube_cluster.cordoned and not service.desired_running and service.status_reason == "ClusterDrained"
     assert meters(service) == [0]
+
+
+def test_status_and_events_panels_refresh_as_fragments(alice_client, org, alice, catalog, kube_cluster, region):
+    service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="s2")
+    url = reverse("deployments:service-detail", args=[service.pk])
+    events = alice_client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="service-events").content.decode()
+    assert "<html" not in events and "Created" in events and "Scale" not in events
+    alice_client.post(reverse("deployments:service-stop", args=[service.pk]))
+    events = alice_client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="service-events").content.decode()
+    assert "StopRequested" in events
+    status = alice_client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="service-status").content.decode()
+    assert "<html" not in status and "Stopping" in status
