@@ -29,8 +29,8 @@ def _fmt(value: float) -> str:
         return f"{value:,.0f}"
     if abs(value) >= 1:
         return f"{value:,.2f}".rstrip("0").rstrip(".")
-    # Small amounts (per-token spend is often ¥0.00002) keep two significant digits instead of rounding to 0.
-    decimals = min(8, max(2, 1 - math.floor(math.log10(abs(value)))))
+    # Small amounts (per-token spend is often ¥0.00002) keep three significant digits instead of rounding to 0.
+    decimals = min(9, max(2, 2 - math.floor(math.log10(abs(value)))))
     return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
 
 
