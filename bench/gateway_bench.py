@@ -4,6 +4,7 @@
     python bench/gateway_bench.py routing    # multi-turn chats sharing prefixes: prefix affinity vs round robin
 
     python bench/gateway_bench.py overhead --workers 2
+    python bench/gateway_bench.py cpu        # CPU time per request of simulator, gateway worker and client
 
 Needs PostgreSQL and Redis (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/maas_bench, created and
 migrated on first use; REDIS_URL). Starts engine simulators and uvicorn (``maas.asgi:application``, uvloop +
@@ -234,14 +235,16 @@ def overhead(args) -> None:
         measure(direct, key, "public/bench", concurrency=8, requests=200, stream=True)
         for stream in (False, True):
             for concurrency in (1, 16, 64, 256):
-                per_round = max(200, concurrency * 6) // args.rounds
+                per_round = max(200, concurrency * 12) // args.rounds
                 a, b = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
                                    requests=per_round, stream=stream)
                 rows.append((stream, concurrency, a, b))
                 print(f"stream={stream} c={concurrency}: direct {a}\n    gateway {b}", flush=True)
+        many_direct = summarize([measure(direct, key, "public/bench", concurrency=1000, requests=1000, stream=True,
+                                         max_tokens=200)])
         many = summarize([measure(gateway, key, "public/bench-chat", concurrency=1000, requests=1000, stream=True,
                                   max_tokens=200)])
-        print(f"1000 concurrent streams of 200 tokens via gateway: {many}", flush=True)
+        print(f"1000 concurrent streams of 200 tokens: direct {many_direct}\n    via gateway: {many}", flush=True)
         peaks = {}
         for concurrency in (64, 256):
             peaks[concurrency] = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
@@ -259,6 +262,37 @@ def overhead(args) -> None:
         print(f"| {label} | {concurrency} | {a['ttft_p50']:.1f} / {a['ttft_p99']:.1f} | {b['ttft_p50']:.1f} / "
               f"{b['ttft_p99']:.1f} | {b['ttft_p50'] - a['ttft_p50']:.1f} / {b['ttft_p99'] - a['ttft_p99']:.1f} "
               f"| {b['rps']:.0f} | {a['errors']}+{b['errors']} |")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu(args) -> None:
+    """CPU time per request of each process (simulator, one gateway worker, client), direct vs through the gateway."""
+    prepare_database()
+    sim_port, gw_port = free_port(), free_port()
+    sim = start_simulator(sim_port, ttft_ms=20, itl_ms=5, max_num_seqs=4096)
+    key = setup_world([f"http://127.0.0.1:{sim_port}"])
+    gw = start_gateway(gw_port)
+    paths = (("direct", f"http://127.0.0.1:{sim_port}", "public/bench"),
+             ("gateway", f"http://127.0.0.1:{gw_port}", "public/bench-chat"))
+    try:
+        measure(paths[1][1], key, paths[1][2], concurrency=8, requests=400, stream=True)  # warm up
+        for stream in (False, True):
+            for name, url, model in paths:
+                before = [_cpu_seconds(sim.pid), _cpu_seconds(gw.pid), os.times()]
+                result = measure(url, key, model, concurrency=args.concurrency, requests=args.requests, stream=stream)
+                after = [_cpu_seconds(sim.pid), _cpu_seconds(gw.pid), os.times()]
+                client = sum(after[2][2:4]) - sum(before[2][2:4])
+                per = [(after[0] - before[0]) * 1e6 / result["ok"], (after[1] - before[1]) * 1e6 / result["ok"],
+                       client * 1e6 / result["ok"]]
+                print(f"| {'stream' if stream else 'non-stream'} | {name} | {result['ok'] / result['wall_s']:.0f} "
+                      f"| {per[0]:.0f} | {per[1]:.0f} | {per[2]:.0f} |", flush=True)
+    finally:
+        gw.terminate()
+        sim.terminate()
 
 
 def routing(args) -> None:
@@ -341,6 +375,9 @@ def main() -> None:
     o = sub.add_parser("overhead")
     o.add_argument("--workers", type=int, default=1)
     o.add_argument("--rounds", type=int, default=3)
+    c = sub.add_parser("cpu")
+    c.add_argument("--concurrency", type=int, default=64)
+    c.add_argument("--requests", type=int, default=3000)
     g = sub.add_parser("_load")
     for name in ("--url", "--key", "--model"):
         g.add_argument(name, required=True)
@@ -353,7 +390,7 @@ def main() -> None:
     r.add_argument("--turns", type=int, default=6)
     r.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    {"overhead": overhead, "routing": routing, "_load": loadgen}[args.command](args)
+    {"overhead": overhead, "routing": routing, "cpu": cpu, "_load": loadgen}[args.command](args)
 
 
 if __name__ == "__main__":
