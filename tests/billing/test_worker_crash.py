@@ -24,6 +24,7 @@ from gateway.models import UsageRecord
 from maas.celery import app
 from tests.billing.conftest import make_service, meter
 from tests.factories import OrganizationFactory
+from tests.support.servers import subprocess_database_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,12 +33,10 @@ HOURLY = Decimal("3.60")
 
 
 def _worker(queue: str, name: str) -> subprocess.Popen:
-    db = settings.DATABASES["default"]
     env = dict(os.environ)
     env.update({
         "DJANGO_SETTINGS_MODULE": "maas.settings_test",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-                        f"?application_name={name}",
+        "DATABASE_URL": f"{subprocess_database_url()}?application_name={name}",
         "REDIS_URL": settings.REDIS_URL,
         "BILLING_CHARGE_BATCH_SIZE": "2500",
     })

@@ -1,67 +1,24 @@
 """End to end in headless Chromium: log in, pick a model, send a prompt and watch the answer stream in."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from decimal import Decimal
-from pathlib import Path
 
-import httpx
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.test import Client
 
 from deployments.models import Replica
+from tests.support.servers import run_asgi
 from tests.playground.conftest import PUBLIC_SLUG, _own_gateway_keys, make_service, public_org, region  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _test_database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 @pytest.fixture
 def live_asgi(transactional_db):
     """uvicorn serving maas.asgi:application (HTTP and WebSockets) on the test database."""
-    port = _free_port()
-    env = {**os.environ, "DATABASE_URL": _test_database_url(), "REDIS_URL": settings.REDIS_URL,
-           "DJANGO_SETTINGS_MODULE": "maas.settings_test", "GATEWAY_REDIS_PREFIX": settings.GATEWAY_REDIS_PREFIX}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "maas.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"], cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/accounts/login/", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the ASGI server did not start") from None
-                time.sleep(0.1)
+    with run_asgi(env={"GATEWAY_REDIS_PREFIX": settings.GATEWAY_REDIS_PREFIX}) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from django.conf import settings
 from deployments import local
 from deployments.models import Replica, Service, ServiceStatus
 from deployments.services import service_create
+from tests.support.servers import subprocess_database_url
 from tests.deployments.helpers import local_cluster, meters, qwen, region  # noqa: F401
 
 # The worker and this test talk over their own Redis database so no other worker on the machine takes the tasks.
@@ -44,9 +45,7 @@ def _reset_pools(app):
 
 @pytest.fixture
 def worker(celery_broker, transactional_db):
-    db = settings.DATABASES["default"]
-    database_url = f"postgres://{db['USER']}:{db.get('PASSWORD') or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": celery_broker,
+    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "REDIS_URL": celery_broker,
            "DJANGO_SETTINGS_MODULE": "maas.settings_test"}
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "maas", "worker", "--pool", "solo", "-l", "WARNING", "--without-mingle",
