@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from catalog.models import CatalogModel
 from deployments.models import PUBLIC_NAMESPACE, Region, Replica, Service, ServiceStatus
 from gateway.store import sredis
 from maas.services import apikey_create
 from tests.factories import OrganizationFactory
+from tests.support.servers import subprocess_database_url
 
 REPO = Path(__file__).resolve().parents[2]
 # Keys of this run apart from other runs sharing the Redis; the servers get the same prefix.
@@ -40,9 +40,7 @@ def free_port() -> int:
 
 
 def database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    return subprocess_database_url()
 
 
 @contextmanager
