@@ -35,7 +35,8 @@ USAGE_WINDOWS = [(1, _("Last 24 hours")), (7, _("Last 7 days")), (30, _("Last 30
 
 
 class UsageFilterForm(forms.Form):
-    days = forms.TypedChoiceField(label=_("Period"), coerce=int, choices=USAGE_WINDOWS, required=False, empty_value=7)
+    days = forms.TypedChoiceField(label=_("Period"), coerce=int, choices=USAGE_WINDOWS, required=False, empty_value=7,
+                                 initial=7)
     model = forms.ChoiceField(label=_("Model"), required=False)
 
     def __init__(self, *args, model_ids: list[str] = (), **kwargs):
