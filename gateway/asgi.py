@@ -263,13 +263,13 @@ def gateway_asgi(fallback):
 
 
 async def lifespan(receive, send) -> None:
-    from gateway.upstream import close_session
+    from gateway.upstream import close_upstream_sessions
 
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await close_session()
+            await close_upstream_sessions()
             await send({"type": "lifespan.shutdown.complete"})
             return

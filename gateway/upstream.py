@@ -9,7 +9,19 @@ import aiohttp
 from django.conf import settings
 
 _sessions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]" = weakref.WeakKeyDictionary()
+# Per loop, a suspended async generator whose ``finally`` closes that loop's session: asyncio.run, uvicorn (which
+# runs on asyncio.run), asgiref's async_to_sync and pytest-asyncio all call ``loop.shutdown_asyncgens()`` before
+# closing a loop, so the session is closed while its loop can still run the close.
+_closers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]" = weakref.WeakKeyDictionary()
 _ssl_contexts: dict = {}
+
+
+async def _close_with_loop(client: aiohttp.ClientSession):
+    try:
+        yield
+    finally:
+        if not client.closed:
+            await client.close()
 
 
 def session() -> aiohttp.ClientSession:
@@ -19,14 +31,27 @@ def session() -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30, enable_cleanup_closed=True)
         client = aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
         _sessions[loop] = client
+        closer = _close_with_loop(client)
+        try:
+            closer.__anext__().send(None)  # runs to the yield; the loop's asyncgen hook now tracks it
+        except StopIteration:
+            pass
+        _closers[loop] = closer
     return client
 
 
-async def close_session() -> None:
+async def close_upstream_sessions() -> None:
+    """Close this event loop's pooled upstream connections (lifespan shutdown, test fixtures)."""
     loop = asyncio.get_running_loop()
     client = _sessions.pop(loop, None)
-    if client is not None:
+    closer = _closers.pop(loop, None)
+    if closer is not None:
+        await closer.aclose()
+    if client is not None and not client.closed:
         await client.close()
+
+
+close_session = close_upstream_sessions
 
 
 _timeouts: dict = {}
