@@ -150,20 +150,31 @@ async def _respond(call: core.Call, response, send, watch: _Watch) -> None:
         return
     relay = core.StreamRelay(call)
     healthy = None
+    ended = False  # the client's response is complete: the piece with [DONE] went out as the last body part
     try:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
         async for piece in relay.chunks(response):
-            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if ended:
+                continue  # nothing follows [DONE]; read on only so that the connection can be reused
+            if relay.finished:
+                watch.responding = False
+                ended = True
+                await send({"type": "http.response.body", "body": piece})
+            else:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
         healthy = relay.finished
         if not relay.finished:
             call.status, call.http_status, call.error_code = "error", 502, "upstream_incomplete"
-        watch.responding = False
-        await send({"type": "http.response.body", "body": b""})
+        if not ended:
+            watch.responding = False
+            ended = True
+            await send({"type": "http.response.body", "body": b""})
     except core.UPSTREAM_ERRORS as exc:
         logger.warning("stream %s from %s broke: %r", call.request_id, call.replica.replica, exc)
-        call.status, call.http_status, call.error_code = "error", 502, "upstream_disconnected"
         healthy = False
-        await send({"type": "http.response.body", "body": b""})
+        if not ended:
+            call.status, call.http_status, call.error_code = "error", 502, "upstream_disconnected"
+            await send({"type": "http.response.body", "body": b""})
     finally:
         response.release() if relay.finished else response.close()
         core.done_with_replica(call, healthy=healthy)

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import aiohttp
 import orjson
 from django.conf import settings
 
@@ -27,13 +26,13 @@ from gateway import budget, errors, lookups, usage
 from gateway.errors import GatewayError
 from gateway.lookups import KeyInfo, OrgInfo, Target
 from gateway.router import affinity_key, router
-from gateway.upstream import session, ssl_for, timeout
+from gateway import upstream
 from gateway.validation import Parsed, estimate_prompt_tokens, parse, typical_prompt_tokens
 
 logger = logging.getLogger(__name__)
 
 PATHS = {"chat.completions": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
-UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+UPSTREAM_ERRORS = (asyncio.TimeoutError, OSError)  # upstream.UpstreamError is an OSError
 COST_QUANTUM = Decimal("0.000001")
 
 
@@ -119,7 +118,7 @@ def upstream_payload(call: Call) -> bytes:
     return orjson.dumps(body)
 
 
-async def open_upstream(call: Call, endpoints: list) -> aiohttp.ClientResponse:
+async def open_upstream(call: Call, endpoints: list) -> upstream.Response:
     """POST to a replica, trying others on connect errors and 5xx; the response (status < 500) with headers read."""
     payload = upstream_payload(call)
     path = PATHS[call.endpoint]
@@ -132,10 +131,8 @@ async def open_upstream(call: Call, endpoints: list) -> aiohttp.ClientResponse:
             break
         tried.add(endpoint.base_url)
         router.started(endpoint)
-        headers = {"Content-Type": "application/json", "X-Request-Id": call.request_id, **endpoint.headers}
         try:
-            response = await session().post(endpoint.base_url + path, data=payload, headers=headers,
-                                             timeout=timeout(), ssl=ssl_for(endpoint))
+            response = await upstream.request(endpoint, path, payload, call.request_id)
         except UPSTREAM_ERRORS as exc:
             logger.warning("replica %s failed for %s: %r", endpoint.replica, call.request_id, exc)
             router.finished(endpoint)
@@ -265,12 +262,14 @@ class StreamRelay:
             return event.replace(self.upstream_model, self.client_model)
         return event
 
-    async def chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """Client-facing bytes per upstream read (no buffering beyond completing an SSE event)."""
+    async def chunks(self, response: upstream.Response) -> AsyncIterator[bytes]:
+        """Client-facing bytes per upstream read: everything that arrived, as one piece (no buffering beyond
+        completing an SSE event)."""
         buffer = b""
-        async for data in response.content.iter_any():
+        next_chunk = response.next_chunk
+        while (data := await next_chunk()) is not None:
             self.call.mark_first_byte()
-            buffer += data
+            buffer = buffer + data if buffer else data
             out = []
             while True:
                 end = buffer.find(b"\n\n")
