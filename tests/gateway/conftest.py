@@ -3,16 +3,11 @@ replicas, public and dedicated models, and keys."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 from django.conf import settings
 
@@ -21,7 +16,7 @@ from deployments.models import PUBLIC_NAMESPACE, Region, Replica, Service, Servi
 from gateway.store import sredis
 from maas.services import apikey_create
 from tests.factories import OrganizationFactory
-from tests.support.servers import subprocess_database_url
+from tests.support.servers import free_port, run_asgi, subprocess_database_url  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 # Keys of this run apart from other runs sharing the Redis; the servers get the same prefix.
@@ -33,12 +28,6 @@ SERVER_ENV = {"GATEWAY_BREAKER_COOLDOWN": "1", "GATEWAY_IDLE_TIMEOUT": "10", "GA
               "MAAS_BALANCE_LOADER": NO_LOADER}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def database_url() -> str:
     return subprocess_database_url()
 
@@ -46,32 +35,9 @@ def database_url() -> str:
 @contextmanager
 def run_gateway(**env):
     """uvicorn serving maas.asgi:application on a free port, on the test database; yields its base URL."""
-    port = free_port()
-    full_env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL,
-                "DJANGO_SETTINGS_MODULE": "maas.settings_test", "GATEWAY_REDIS_PREFIX": PREFIX, **SERVER_ENV, **env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "maas.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-        cwd=REPO, env=full_env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/v1/models", timeout=1).status_code == 401:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the gateway server did not start")
-            time.sleep(0.1)
+    with run_asgi(env={"GATEWAY_REDIS_PREFIX": PREFIX, **SERVER_ENV, **env}, ready_path="/v1/models", ready_status=401,
+                  extra_args=("--loop", "uvloop", "--http", "httptools")) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="session")
