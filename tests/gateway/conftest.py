@@ -6,7 +6,6 @@ import os
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -18,7 +17,6 @@ from maas.services import apikey_create
 from tests.factories import OrganizationFactory
 from tests.support.servers import free_port, run_asgi, subprocess_database_url  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[2]
 # Keys of this run apart from other runs sharing the Redis; the servers get the same prefix.
 PREFIX = f"test-gw-{os.getpid()}:"
 settings.GATEWAY_REDIS_PREFIX = PREFIX
