@@ -232,3 +232,19 @@ def stop_all(service) -> bool:
         stop(row.pid, port=row.port)
         row.delete()
     return True
+
+
+def stop_machine_processes() -> int:
+    """Stop every local engine process this machine runs (when the platform itself shuts down).
+
+    Replica rows stay: the next reconcile finds the processes gone and starts them again.
+    """
+    from deployments.models import ClusterDriver, Replica
+
+    rows = Replica.objects.filter(service__cluster__driver=ClusterDriver.LOCAL, pid__isnull=False)
+    stopped = 0
+    for row in rows:
+        if process_alive(row.pid, port=row.port):
+            stop(row.pid, port=row.port, grace=3)
+            stopped += 1
+    return stopped

@@ -85,3 +85,13 @@ def test_seed_platform_is_idempotent(catalog):
     assert platform.name == "Platform"
     assert sorted(Service.objects.for_org(platform).values_list("catalog_model__slug", flat=True)) == [
         "bge-m3", "qwen2-0.5b-instruct", "qwen2.5-7b-instruct"]
+
+
+def test_platform_shutdown_stops_local_processes_and_the_next_pass_restarts_them(running):
+    service = until_running(running)
+    first = Replica.objects.get(service=service)
+    assert local.stop_machine_processes() == 1
+    assert not local.process_alive(first.pid, port=first.port)
+    assert Replica.objects.filter(service=service).exists()  # rows stay for the next start
+    service = until_running(passes(service))
+    assert local.process_alive(Replica.objects.get(service=service).pid, port=Replica.objects.get(service=service).port)

@@ -66,6 +66,11 @@ class Command(BaseCommand):
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+            from deployments.local import stop_machine_processes
+
+            stopped = stop_machine_processes()
+            if stopped:
+                self.stdout.write(f"stopped {stopped} local engine process(es)")
             if settings.EMBEDDED:
                 from maas import embedded
 
