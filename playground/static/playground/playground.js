@@ -70,8 +70,8 @@
   }
 
   function addTurn(prompt, count) {
-    var placeholder = document.getElementById("pg-placeholder");
-    if (placeholder) placeholder.remove();
+    var emptyHint = document.getElementById("pg-empty-hint");
+    if (emptyHint) emptyHint.remove();
     var turn = el("div", "pg-turn");
     var p = el("div", "pg-prompt");
     p.appendChild(el("div", "pg-role", T.you));
