@@ -224,44 +224,54 @@ def interleaved(direct: str, gateway: str, key: str, *, rounds: int, **kwargs) -
 def overhead(args) -> None:
     prepare_database()
     sim_port, gw_port = free_port(), free_port()
-    sim = start_simulator(sim_port, ttft_ms=20, itl_ms=5, max_num_seqs=4096)
+    sim = start_simulator(sim_port, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, max_num_seqs=4096)
     key = setup_world([f"http://127.0.0.1:{sim_port}"])
     gw = start_gateway(gw_port, workers=args.workers)
     direct, gateway = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
     rows = []
-    print(f"gateway: {args.workers} uvicorn worker(s); load average {os.getloadavg()}", flush=True)
+    print(f"gateway: {args.workers} uvicorn worker(s); answers of {args.tokens} tokens, simulator TTFT "
+          f"{args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms; load average {os.getloadavg()}", flush=True)
     try:
         measure(gateway, key, "public/bench-chat", concurrency=8, requests=400, stream=True)  # warm up
         measure(direct, key, "public/bench", concurrency=8, requests=200, stream=True)
-        for stream in (False, True):
-            for concurrency in (1, 16, 64, 256):
-                per_round = max(200, concurrency * 12) // args.rounds
+        for stream in [m == "stream" for m in args.modes.split(",")]:
+            for concurrency in [int(c) for c in args.clients.split(",")]:
+                per_round = max(args.min_requests, concurrency * 12) // args.rounds
                 a, b = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
-                                   requests=per_round, stream=stream)
+                                   requests=per_round, stream=stream, max_tokens=args.tokens)
                 rows.append((stream, concurrency, a, b))
                 print(f"stream={stream} c={concurrency}: direct {a}\n    gateway {b}", flush=True)
-        many_direct = summarize([measure(direct, key, "public/bench", concurrency=1000, requests=1000, stream=True,
-                                         max_tokens=200)])
-        many = summarize([measure(gateway, key, "public/bench-chat", concurrency=1000, requests=1000, stream=True,
-                                  max_tokens=200)])
-        print(f"1000 concurrent streams of 200 tokens: direct {many_direct}\n    via gateway: {many}", flush=True)
-        peaks = {}
-        for concurrency in (64, 256):
-            peaks[concurrency] = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
-                                             requests=6000 // args.rounds, stream=False, max_tokens=1)
-            print(f"max req/s (1-token answers, {concurrency} clients): direct {peaks[concurrency][0]['rps']:.0f}, "
-                  f"gateway {peaks[concurrency][1]['rps']:.0f}", flush=True)
+        if not args.quick:
+            capacity(direct, gateway, key, args)
     finally:
         gw.terminate()
         sim.terminate()
     print(f"\nload average after: {os.getloadavg()}")
-    print("\n| mode | clients | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) | gateway req/s | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| mode | clients | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) "
+          "| added to the end of the stream p50 / p99 (ms) | gateway req/s | errors |")
+    print("|---|---|---|---|---|---|---|---|")
     for stream, concurrency, a, b in rows:
         label = "stream (TTFT)" if stream else "non-stream (total)"
+        end = (f"{b['total_p50'] - a['total_p50']:.1f} / {b['total_p99'] - a['total_p99']:.1f}" if stream
+               else "–")
         print(f"| {label} | {concurrency} | {a['ttft_p50']:.1f} / {a['ttft_p99']:.1f} | {b['ttft_p50']:.1f} / "
               f"{b['ttft_p99']:.1f} | {b['ttft_p50'] - a['ttft_p50']:.1f} / {b['ttft_p99'] - a['ttft_p99']:.1f} "
-              f"| {b['rps']:.0f} | {a['errors']}+{b['errors']} |")
+              f"| {end} | {b['rps']:.0f} | {a['errors']}+{b['errors']} |")
+
+
+def capacity(direct: str, gateway: str, key: str, args) -> None:
+    """1000 concurrent open streams, and the maximum request rate (1-token answers)."""
+    many_direct = summarize([measure(direct, key, "public/bench", concurrency=1000, requests=1000, stream=True,
+                                     max_tokens=200)])
+    many = summarize([measure(gateway, key, "public/bench-chat", concurrency=1000, requests=1000, stream=True,
+                              max_tokens=200)])
+    print(f"1000 concurrent streams of 200 tokens: direct {many_direct}\n    via gateway: {many}", flush=True)
+    peaks = {}
+    for concurrency in (64, 256):
+        peaks[concurrency] = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
+                                         requests=6000 // args.rounds, stream=False, max_tokens=1)
+        print(f"max req/s (1-token answers, {concurrency} clients): direct {peaks[concurrency][0]['rps']:.0f}, "
+              f"gateway {peaks[concurrency][1]['rps']:.0f}", flush=True)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -375,6 +385,14 @@ def main() -> None:
     o = sub.add_parser("overhead")
     o.add_argument("--workers", type=int, default=1)
     o.add_argument("--rounds", type=int, default=3)
+    o.add_argument("--clients", default="1,16,64,256", help="comma-separated client counts")
+    o.add_argument("--modes", default="non-stream,stream", help="non-stream, stream or both")
+    o.add_argument("--quick", action="store_true", help="only the latency rows (no 1000 streams, no max req/s)")
+    o.add_argument("--tokens", type=int, default=16, help="tokens per answer (ignore_eos)")
+    o.add_argument("--min-requests", type=int, default=200, help="requests per row and path, at least (else 12 "
+                   "per client)")
+    o.add_argument("--ttft-ms", type=float, default=20.0, help="the simulator's base time to first token")
+    o.add_argument("--itl-ms", type=float, default=5.0, help="the simulator's inter-token latency")
     c = sub.add_parser("cpu")
     c.add_argument("--concurrency", type=int, default=64)
     c.add_argument("--requests", type=int, default=3000)

@@ -7,6 +7,7 @@ disconnects cancels the upstream request.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -273,12 +274,23 @@ def gateway_asgi(fallback):
     return app
 
 
+def freeze_heap() -> None:
+    """Move everything loaded at startup (Django, the app registry, ~100k objects) out of the cyclic GC's reach.
+
+    A full collection of that heap takes 10-40 ms, during which no stream of this worker moves; frozen, a
+    collection only walks what requests allocated since (well under 1 ms). See bench/README.md, Gateway.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def lifespan(receive, send) -> None:
     from gateway.upstream import close_upstream_sessions
 
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            freeze_heap()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_upstream_sessions()

@@ -1,29 +1,41 @@
 """Cached reads on the /v1 hot path: API keys, model targets (with prices), ready replicas, callable models.
 
-Each worker keeps them in process memory. Keys are dropped on every worker within a second of a revocation: the
-revocation signal bumps an epoch in Redis that workers re-read at most every ``EPOCH_CHECK_SECONDS``. Model targets
-and replica lists are refreshed in the background once older than their TTL (the stale list is served meanwhile;
-the router's retries and circuit breaker cover a replica that just went away).
+Each worker keeps them in process memory, invalidated by two epochs in Redis that workers re-read (one MGET) in the
+background every ``EPOCH_CHECK_SECONDS``; a request waits for that read only when it is older than
+``EPOCH_MAX_AGE_SECONDS``. The auth epoch is bumped by a key revocation: every worker drops its cached keys within a
+second. The serving epoch is bumped (``maas.signals.serving_changed``) whenever a service, replica, cluster or
+catalog model is written: model targets, replica lists and model lists are then refreshed in the background (the
+previous answer is served meanwhile; the router's retries and circuit breaker cover a replica that just went away;
+cached "no such model" answers are dropped at once). Their TTLs only back up writes that send no signal.
+
+Refreshing on change instead of every second matters for latency, not only for the database: a refresh runs the ORM
+in a thread, and while it holds the GIL every stream of the worker waits (bench/README.md, Gateway).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
+import redis
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 from gateway.budget import Price, to_micro
 from gateway.store import fredis, k, sredis
 
+logger = logging.getLogger(__name__)
+
 KEY_TTL = 60.0
 KEY_NEGATIVE_TTL = 2.0
 EPOCH_CHECK_SECONDS = 0.25
-TARGET_TTL = 2.0
-ENDPOINTS_TTL = 1.0
-MODELS_TTL = 2.0
+EPOCH_MAX_AGE_SECONDS = 0.75
+TARGET_TTL = 30.0
+ENDPOINTS_TTL = 30.0
+MODELS_TTL = 30.0
+RETRY_SECONDS = 1.0  # a failed background refresh is retried this soon (the previous answer is served meanwhile)
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,14 @@ class TTLCache:
     def clear(self) -> None:
         self.entries.clear()
 
+    def invalidate(self) -> None:
+        """Everything is refreshed on next use: values in the background (served meanwhile), absences at once."""
+        for key, entry in list(self.entries.items()):
+            if entry.value is None or not self.stale:
+                self.entries.pop(key, None)
+            else:
+                entry.fresh_until = 0.0
+
     def _store(self, key, value) -> None:
         if len(self.entries) >= self.max_entries:
             self.entries.clear()
@@ -167,8 +187,8 @@ class TTLCache:
     async def _refresh(self, key, entry: _Entry) -> None:
         try:
             await self._load(key)
-        except Exception:  # keep serving the stale value; the next expiry tries again
-            entry.fresh_until = time.monotonic() + self.ttl
+        except Exception:  # keep serving the stale value; try again soon
+            entry.fresh_until = time.monotonic() + min(self.ttl, RETRY_SECONDS)
         finally:
             entry.refreshing = False
 
@@ -195,23 +215,53 @@ targets = TTLCache(_load_target, TARGET_TTL, negative_ttl=1.0)
 endpoints = TTLCache(_load_endpoints, ENDPOINTS_TTL)
 models = TTLCache(_load_models, MODELS_TTL)
 
-_epoch = {"value": None, "checked": 0.0}
+_epoch = {"auth": None, "serving": None, "read_at": float("-inf"), "task": None}
 
 
 def epoch_key() -> str:
     return k("auth-epoch")
 
 
-async def _check_epoch() -> None:
-    now = time.monotonic()
-    if now - _epoch["checked"] < EPOCH_CHECK_SECONDS:
-        return
-    _epoch["checked"] = now
-    value = await fredis().get(epoch_key())
-    if value != _epoch["value"]:
-        if _epoch["value"] is not None or value is not None:
+def serving_epoch_key() -> str:
+    return k("serving-epoch")
+
+
+async def _read_epoch() -> None:
+    started = time.monotonic()
+    auth, serving = await fredis().execute("MGET", epoch_key(), serving_epoch_key())
+    if auth != _epoch["auth"]:
+        if _epoch["auth"] is not None or auth is not None:
             keys.clear()
-        _epoch["value"] = value
+        _epoch["auth"] = auth
+    if serving != _epoch["serving"]:
+        if _epoch["serving"] is not None or serving is not None:
+            for cache in (targets, endpoints, models):
+                cache.invalidate()
+        _epoch["serving"] = serving
+    _epoch["read_at"] = max(_epoch["read_at"], started)
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # a failed background read is retried by the next request
+
+
+async def _check_epoch() -> None:
+    """Keep the epochs fresh without a Redis round trip on most requests.
+
+    Older than ``EPOCH_CHECK_SECONDS``, it is re-read in the background; older than ``EPOCH_MAX_AGE_SECONDS``, the
+    request waits for the read. A key revoked at T is therefore refused from T + EPOCH_MAX_AGE_SECONDS on: the
+    cache answers only while the last read was sent less than that long ago, and a read sent after T sees the bump.
+    """
+    age = time.monotonic() - _epoch["read_at"]
+    if age < EPOCH_CHECK_SECONDS:
+        return
+    task = _epoch["task"]
+    if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+        task = _epoch["task"] = asyncio.ensure_future(_read_epoch())
+        task.add_done_callback(_retrieve)
+    if age >= EPOCH_MAX_AGE_SECONDS:
+        await asyncio.shield(task)
 
 
 async def key_for(key_hash: str) -> KeyInfo | None:
@@ -219,12 +269,25 @@ async def key_for(key_hash: str) -> KeyInfo | None:
     return await keys.get(key_hash)
 
 
+def _bump(key: str, what: str) -> None:
+    try:
+        sredis().incr(key)
+    except redis.exceptions.RedisError as exc:  # the write itself is committed; the caches' TTLs catch up
+        logger.error("could not bump the %s epoch (gateway caches refresh by TTL only): %r", what, exc)
+
+
 def bump_auth_epoch(**_kwargs) -> None:
     """Receiver of maas.signals.apikey_revoked: every worker drops its cached keys within a second."""
-    sredis().incr(epoch_key())
+    _bump(epoch_key(), "auth")
+
+
+def bump_serving_epoch(**_kwargs) -> None:
+    """Receiver of maas.signals.serving_changed: every worker refreshes targets, replicas and model lists."""
+    _bump(serving_epoch_key(), "serving")
 
 
 async def target_for(model_id: str, org: OrgInfo | None) -> Target | None:
+    await _check_epoch()
     return await targets.get(model_id, org.id if org else None, org.namespace if org else None)
 
 
@@ -233,4 +296,5 @@ async def endpoints_for(service_ids: tuple) -> list:
 
 
 async def models_for(org: OrgInfo | None) -> list[dict]:
+    await _check_epoch()
     return await models.get(org.id if org else None, org.namespace if org else None)

@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+
+
+class DeploymentsConfig(AppConfig):
+    name = "deployments"
+
+    def ready(self):
+        from django.db.models.signals import post_delete, post_save
+
+        from deployments.models import Cluster, Replica, Service
+        from maas.signals import serving_changed_on_commit
+
+        for model in (Service, Replica, Cluster):
+            post_save.connect(serving_changed_on_commit, sender=model, dispatch_uid=f"serving-save-{model.__name__}")
+            post_delete.connect(serving_changed_on_commit, sender=model,
+                                dispatch_uid=f"serving-delete-{model.__name__}")
