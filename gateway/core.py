@@ -240,6 +240,7 @@ class StreamRelay:
         self.client_model = b'"model":' + orjson.dumps(call.parsed.model_id)
         self.pass_usage = call.parsed.client_usage
         self.finished = False
+        self.buffer = b""
 
     def event(self, event: bytes) -> bytes | None:
         call = self.call
@@ -262,29 +263,41 @@ class StreamRelay:
             return event.replace(self.upstream_model, self.client_model)
         return event
 
+    def feed(self, data: bytes) -> bytes | None:
+        """What the client sees of ``data`` (completed SSE events, rewritten, as one piece), or None for now."""
+        self.call.mark_first_byte()
+        buffer = self.buffer + data if self.buffer else data
+        out = []
+        while True:
+            end = buffer.find(b"\n\n")
+            if end < 0:
+                break
+            piece = self.event(buffer[: end + 2])
+            buffer = buffer[end + 2:]
+            if piece is not None:
+                out.append(piece)
+        self.buffer = buffer
+        if not out:
+            return None
+        return b"".join(out) if len(out) > 1 else out[0]
+
+    def tail(self) -> bytes | None:
+        """What is left once the upstream body ended (an event without its blank line)."""
+        buffer, self.buffer = self.buffer, b""
+        return self.event(buffer) if buffer.strip() else None
+
     async def chunks(self, response: upstream.Response) -> AsyncIterator[bytes]:
         """Client-facing bytes per upstream read: everything that arrived, as one piece (no buffering beyond
         completing an SSE event)."""
-        buffer = b""
         next_chunk = response.next_chunk
+        feed = self.feed
         while (data := await next_chunk()) is not None:
-            self.call.mark_first_byte()
-            buffer = buffer + data if buffer else data
-            out = []
-            while True:
-                end = buffer.find(b"\n\n")
-                if end < 0:
-                    break
-                piece = self.event(buffer[: end + 2])
-                buffer = buffer[end + 2:]
-                if piece is not None:
-                    out.append(piece)
-            if out:
-                yield b"".join(out) if len(out) > 1 else out[0]
-        if buffer.strip():
-            piece = self.event(buffer)
+            piece = feed(data)
             if piece is not None:
                 yield piece
+        piece = self.tail()
+        if piece is not None:
+            yield piece
 
 
 def read_complete(call: Call, raw: bytes) -> bytes:

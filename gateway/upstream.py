@@ -105,7 +105,8 @@ class Response:
     sequence)."""
 
     __slots__ = ("status", "complete", "_conn", "_loop", "_idle", "_parser", "_chunks", "_size", "_headers_done",
-                 "_framed", "_until_close", "_keep_alive", "_error", "_waiter", "_last", "_timer", "_got_bytes", "_done", "_paused")
+                 "_framed", "_until_close", "_keep_alive", "_error", "_waiter", "_last", "_timer", "_got_bytes", "_done", "_paused",
+                 "_sink")
 
     def __init__(self, conn: "Connection", loop, idle: float):
         self.status = 0
@@ -127,6 +128,7 @@ class Response:
         self._got_bytes = False
         self._done = False
         self._paused = False
+        self._sink = None
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -160,10 +162,53 @@ class Response:
             self._fail(UpstreamError(f"invalid HTTP answer from the replica: {exc}"))
             self._conn.abort()
             return
+        sink = self._sink
+        if sink is not None:
+            if self._chunks:
+                chunks, self._chunks, self._size = self._chunks, [], 0
+                self._last = self._loop.time()  # the idle watchdog's clock: the consumer never waits per chunk
+                try:
+                    sink(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                except Exception as exc:  # never into the event loop's protocol callback
+                    self._fail(exc)
+                    return
+            if self.complete:
+                self._wake()
+            return
         if self._size > HIGH_WATER and not self._paused and not self.complete:
             self._paused = True
             self._conn.transport.pause_reading()
         self._wake()
+
+    def relay_to(self, sink) -> None:
+        """From now on hand every body byte to ``sink(data)`` as it arrives, inside the connection's read callback:
+        no future, task step or coroutine per chunk. The consumer waits with ``wait()``; the sink calls ``wake()``
+        when it needs the consumer (and ``pause_reading()`` when it cannot write on)."""
+        self._sink = sink
+        if self._chunks:
+            chunks, self._chunks, self._size = self._chunks, [], 0
+            sink(b"".join(chunks))
+
+    def wake(self) -> None:
+        self._wake()
+
+    def pause_reading(self) -> None:
+        if not self._paused and not self._conn.closed:
+            self._paused = True
+            self._conn.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused:
+            self._paused = False
+            if not self._conn.closed:
+                self._conn.transport.resume_reading()
+
+    async def wait(self) -> None:
+        """Wait for the sink's ``wake()``, the end of the body or a failure (raised)."""
+        if not self.complete:
+            await self._wait()
+        elif self._error is not None:
+            raise self._error
 
     def _lost(self, exc) -> None:
         if self.complete:

@@ -6,7 +6,9 @@ import asyncio
 import datetime
 import ipaddress
 import ssl
+import time
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -175,3 +177,42 @@ def test_the_pool_closes_with_its_event_loop():
 
     pool = asyncio.run(use())  # no explicit close: asyncio.run's shutdown_asyncgens closes it
     assert pool.closed and not pool.connections and all(not stack for stack in pool.idle.values())
+
+
+def test_streams_under_uvicorn_take_the_direct_relay():
+    """The fast path writes middle chunks to uvicorn's transport itself; an upgrade that changes uvicorn's response
+    cycle must be noticed here rather than silently fall back to the slower path."""
+    import threading
+
+    import uvicorn
+
+    from gateway.asgi import _direct_cycle
+    from tests.support.servers import free_port
+
+    seen = {}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        seen["cycle"] = _direct_cycle(send)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, loop="uvloop", http="httptools", lifespan="off",
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/", timeout=1).text == "ok"
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert seen["cycle"] is not None
