@@ -3,7 +3,7 @@
 Each worker keeps them in process memory, invalidated by two epochs in Redis that workers re-read (one MGET) in the
 background every ``EPOCH_CHECK_SECONDS``; a request waits for that read only when it is older than
 ``EPOCH_MAX_AGE_SECONDS``. The auth epoch is bumped by a key revocation: every worker drops its cached keys within a
-second. The serving epoch is bumped (``maas.signals.serving_changed``) whenever a service, replica, cluster or
+second (keys are otherwise refreshed in the background after ``KEY_TTL``; expiry is checked on every use). The serving epoch is bumped (``maas.signals.serving_changed``) whenever a service, replica, cluster or
 catalog model is written: model targets, replica lists and model lists are then refreshed in the background (the
 previous answer is served meanwhile; the router's retries and circuit breaker cover a replica that just went away;
 cached "no such model" answers are dropped at once). Their TTLs only back up writes that send no signal.
@@ -210,7 +210,7 @@ class TTLCache:
         return await asyncio.shield(task)
 
 
-keys = TTLCache(_load_key, KEY_TTL, negative_ttl=KEY_NEGATIVE_TTL, stale=False)
+keys = TTLCache(_load_key, KEY_TTL, negative_ttl=KEY_NEGATIVE_TTL)
 targets = TTLCache(_load_target, TARGET_TTL, negative_ttl=1.0)
 endpoints = TTLCache(_load_endpoints, ENDPOINTS_TTL)
 models = TTLCache(_load_models, MODELS_TTL)
