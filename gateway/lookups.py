@@ -3,10 +3,11 @@
 Each worker keeps them in process memory, invalidated by two epochs in Redis that workers re-read (one MGET) in the
 background every ``EPOCH_CHECK_SECONDS``; a request waits for that read only when it is older than
 ``EPOCH_MAX_AGE_SECONDS``. The auth epoch is bumped by a key revocation: every worker drops its cached keys within a
-second (keys are otherwise refreshed in the background after ``KEY_TTL``; expiry is checked on every use). The serving epoch is bumped (``maas.signals.serving_changed``) whenever a service, replica, cluster or
-catalog model is written: model targets, replica lists and model lists are then refreshed in the background (the
-previous answer is served meanwhile; the router's retries and circuit breaker cover a replica that just went away;
-cached "no such model" answers are dropped at once). Their TTLs only back up writes that send no signal.
+second (keys are otherwise refreshed in the background after ``KEY_TTL``; expiry is checked on every use). The
+serving epoch is bumped (``maas.signals.serving_changed``) whenever a service, replica, cluster or catalog model is
+written: model targets, replica lists and model lists are then refreshed in the background (the previous answer is
+served meanwhile; the router's retries and circuit breaker cover a replica that just went away; cached "no such
+model" answers are dropped at once). Their TTLs only back up writes that send no signal.
 
 Refreshing on change instead of every second matters for latency, not only for the database: a refresh runs the ORM
 in a thread, and while it holds the GIL every stream of the worker waits (bench/README.md, Gateway).
