@@ -157,23 +157,8 @@ async def _respond(call: core.Call, response, send, watch: _Watch) -> None:
         cycle = _direct_cycle(send)
         if cycle is not None:
             ended = await _relay_direct(cycle, send, response, relay, watch)
-            healthy = relay.finished
-            if not relay.finished:
-                call.status, call.http_status, call.error_code = "error", 502, "upstream_incomplete"
-            if not ended:
-                watch.responding = False
-                ended = True
-                await send({"type": "http.response.body", "body": b""})
-            return
-        async for piece in relay.chunks(response):
-            if ended:
-                continue  # nothing follows [DONE]; read on only so that the connection can be reused
-            if relay.finished:
-                watch.responding = False
-                ended = True
-                await send({"type": "http.response.body", "body": piece})
-            else:
-                await send({"type": "http.response.body", "body": piece, "more_body": True})
+        else:
+            ended = await _relay_messages(send, response, relay, watch)
         healthy = relay.finished
         if not relay.finished:
             call.status, call.http_status, call.error_code = "error", 502, "upstream_incomplete"
@@ -190,6 +175,26 @@ async def _respond(call: core.Call, response, send, watch: _Watch) -> None:
     finally:
         response.release() if relay.finished else response.close()
         core.done_with_replica(call, healthy=healthy)
+
+
+async def _relay_messages(send, response, relay: core.StreamRelay, watch: _Watch) -> bool:
+    """Relay a stream as one ASGI body message per upstream read; True once the client's response is complete."""
+    ended = False
+    try:
+        async for piece in relay.chunks(response):
+            if ended:
+                continue  # nothing follows [DONE]; read on only so that the connection can be reused
+            if relay.finished:
+                watch.responding = False
+                ended = True
+                await send({"type": "http.response.body", "body": piece})
+            else:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+    except core.UPSTREAM_ERRORS:
+        if not ended:
+            raise
+        # the answer is whole; only the connection is lost (release() drops it)
+    return ended
 
 
 def _direct_cycle(send):

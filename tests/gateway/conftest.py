@@ -31,10 +31,10 @@ def database_url() -> str:
 
 
 @contextmanager
-def run_gateway(**env):
+def run_gateway(http: str = "httptools", **env):
     """uvicorn serving maas.asgi:application on a free port, on the test database; yields its base URL."""
     with run_asgi(env={"GATEWAY_REDIS_PREFIX": PREFIX, **SERVER_ENV, **env}, ready_path="/v1/models", ready_status=401,
-                  extra_args=("--loop", "uvloop", "--http", "httptools")) as url:
+                  extra_args=("--loop", "uvloop", "--http", http)) as url:
         yield url
 
 

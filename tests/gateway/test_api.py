@@ -6,6 +6,8 @@ import asyncio
 import openai
 import pytest
 
+from tests.gateway.conftest import run_gateway
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me about TCP."}]
@@ -45,6 +47,19 @@ def test_stream_with_include_usage_ends_with_usage(v1, api_key, public_model):
                                                  extra_body={"ignore_eos": True}))
     assert chunks[-1].usage.completion_tokens == 8 and not chunks[-1].choices
     assert sum(1 for c in chunks if c.usage is not None) == 1
+
+
+def test_streams_are_the_same_through_the_plain_asgi_path(api_key, public_model):
+    """Under uvicorn's h11 protocol there is no direct relay: one ASGI message per upstream read, same bytes."""
+    with run_gateway(http="h11") as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=api_key)
+        for _ in range(2):  # the second stream reuses the pooled replica connection the first one released
+            chunks = list(client.chat.completions.create(
+                model="public/tiny-chat", messages=CHAT, max_tokens=30, stream=True,
+                stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+            content = [c for c in chunks if c.choices and c.choices[0].delta.content]
+            assert len(content) == 30 and all(c.model == "public/tiny-chat" for c in chunks)
+            assert chunks[-1].usage.completion_tokens == 30 and not chunks[-1].choices
 
 
 def test_completions_and_embeddings(v1, api_key, public_model):
