@@ -1,7 +1,8 @@
 """Redis access for the gateway: one async client per event loop, one sync client per process, key names.
 
 The /v1 hot path (admission, settlement, usage, the revocation epoch) goes through :func:`fredis`: one pipelined
-connection per event loop that writes each command at once and matches replies in order (hiredis parses them), instead of a pool checkout, a retry wrapper and a reply parser per command in redis-py's asyncio client.
+connection per event loop that writes each command at once and matches replies in order (hiredis parses them),
+instead of a pool checkout, a retry wrapper and a reply parser per command in redis-py's asyncio client.
 Everything else uses :func:`aredis` (redis-py).
 """
 from __future__ import annotations

@@ -105,8 +105,8 @@ class Response:
     sequence)."""
 
     __slots__ = ("status", "complete", "_conn", "_loop", "_idle", "_parser", "_chunks", "_size", "_headers_done",
-                 "_framed", "_until_close", "_keep_alive", "_error", "_waiter", "_last", "_timer", "_got_bytes", "_done", "_paused",
-                 "_sink")
+                 "_framed", "_until_close", "_keep_alive", "_error", "_waiter", "_last", "_timer", "_got_bytes",
+                 "_done", "_paused", "_sink")
 
     def __init__(self, conn: "Connection", loop, idle: float):
         self.status = 0
@@ -185,6 +185,7 @@ class Response:
         no future, task step or coroutine per chunk. The consumer waits with ``wait()``; the sink calls ``wake()``
         when it needs the consumer (and ``pause_reading()`` when it cannot write on)."""
         self._sink = sink
+        self.resume_reading()  # a pause for the buffer's high-water mark is the sink's to decide from now on
         if self._chunks:
             chunks, self._chunks, self._size = self._chunks, [], 0
             sink(b"".join(chunks))

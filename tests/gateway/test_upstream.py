@@ -85,6 +85,34 @@ async def test_chunked_body_is_decoded_and_the_connection_reused():
 
 
 @pytest.mark.asyncio
+async def test_a_sink_attached_after_reading_paused_for_a_full_buffer_gets_the_whole_body(settings):
+    """Bytes beyond the high-water mark arrive before the relay takes over: reading must resume for the sink."""
+    settings.GATEWAY_IDLE_TIMEOUT = 2.0
+    piece = b"x" * 65536
+    count = (upstream.HIGH_WATER // len(piece)) * 3
+
+    async def big(n, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(count):
+            writer.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    async with Replica(big) as port:
+        response = await upstream.request(endpoint(port), "/v1/completions", b"{}", "req-big")
+        await asyncio.sleep(0.5)  # the replica fills the buffer and reading pauses, as before a stream's start goes out
+        received = []
+        response.relay_to(received.append)
+        while not response.complete:
+            await response.wait()
+        response.release()
+        await upstream.close_upstream_sessions()
+    assert sum(map(len, received)) == len(piece) * count
+
+
+@pytest.mark.asyncio
 async def test_a_pooled_connection_the_server_dropped_is_replaced_transparently():
     async def one_per_connection(n, writer):
         if n > 1:  # as a server whose keep-alive ran out just as the request came
