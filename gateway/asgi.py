@@ -14,7 +14,7 @@ import time
 import orjson
 from django.conf import settings
 
-from gateway import core, errors, lookups
+from gateway import budget, core, errors, lookups
 from gateway.errors import GatewayError
 from gateway.validation import parse
 from maas.models import hash_api_key
@@ -377,6 +377,10 @@ async def lifespan(receive, send) -> None:
             freeze_heap()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            try:
+                await budget.give_back_slices()
+            except Exception as exc:  # Redis away: the slices expire like any hold
+                logger.warning("could not give back balance slices: %r", exc)
             await close_upstream_sessions()
             await send({"type": "lifespan.shutdown.complete"})
             return

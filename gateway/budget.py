@@ -7,13 +7,29 @@ expires instead of leaking. Per key with a spend cap: ``spent`` for the current 
 
 Admission is one Lua script (one round trip): rate-limit windows first, then the balance and the key cap; it either
 counts and reserves everything or nothing, so fifty parallel requests cannot overspend a small balance.
+
+Balance slices. A request whose key has no rate limit or spend cap (and no org-wide limit is configured) only needs
+the org's balance. For those, the admission script also hands the worker a *slice*: one more hold in the org's
+holds, of at most 1/``GATEWAY_BALANCE_SLICE_FRACTION`` of what is available and ``GATEWAY_BALANCE_SLICE_MAX``, and
+at least four times the request's worst case (a smaller balance gets no slice: every request is reserved in Redis).
+The worker's next requests reserve their worst case from the slice in memory, with no round trip before the
+upstream call; settling moves the real cost from the slice's hold to the balance (in the settlement round trip that
+every request makes anyway). The slice is money held in Redis, so no worker can spend more than the balance; a
+worker that dies leaves its slice to expire like any hold. A slice is used only while a check of the org's balance
+against all its holds, made every ``SLICE_CHECK_SECONDS`` in the background, is younger than
+``SLICE_MAX_AGE_SECONDS``; when billing publishes a balance that no longer covers the holds (a charge from elsewhere,
+an adjustment), the slice is given back, so such a change reaches every worker within a second, as a revocation
+does. Idle slices are given back after ``SLICE_IDLE_SECONDS``.
 Billing publishes the balance after every ledger change with :func:`publish_balance`; until an org's balance was
 ever published, the loader named by ``settings.MAAS_BALANCE_LOADER`` is asked once and its answer cached.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -96,7 +112,21 @@ if cost > 0 then
     redis.call('INCRBY', KEYS[10], cost)
   end
 end
-return {0, counts[1], counts[2], counts[3], counts[4], tracked}
+-- ARGV[14]: a balance slice to grant (or grow) for this worker (absent: none); ARGV[15] the fraction of what is
+-- available it may take, ARGV[16] its most, ARGV[17] its least (else no slice)
+local granted = 0
+if tracked == 1 and ARGV[14] then
+  local available = tonumber(balance) - tonumber(redis.call('GET', KEYS[6]) or '0')
+  local want = math.floor(available / tonumber(ARGV[15]))
+  if want > tonumber(ARGV[16]) then want = tonumber(ARGV[16]) end
+  if want >= tonumber(ARGV[17]) then
+    redis.call('HINCRBY', KEYS[7], ARGV[14], want)
+    redis.call('ZADD', KEYS[8], ARGV[12], ARGV[14])
+    redis.call('INCRBY', KEYS[6], want)
+    granted = want
+  end
+end
+return {0, counts[1], counts[2], counts[3], counts[4], tracked, granted}
 """)
 
 _SETTLE_SOURCE = """
@@ -117,6 +147,26 @@ local actual = tonumber(ARGV[3])
 if ARGV[7] == '1' and unhold(KEYS[6], KEYS[7], KEYS[8], ARGV[1]) then
   if actual > 0 and redis.call('EXISTS', KEYS[5]) == 1 then redis.call('DECRBY', KEYS[5], actual) end
 end
+-- ARGV[7] '2': reserved from the balance slice ARGV[10]: its hold gives the real cost to the balance (and is
+-- renewed to ARGV[11]); ARGV[12] '1': the slice was given back and this was its last request: drop its hold
+if ARGV[7] == '2' then
+  local amount = redis.call('HGET', KEYS[7], ARGV[10])
+  if amount then
+    amount = tonumber(amount)
+    local take = actual
+    if take > amount then take = amount end
+    if ARGV[12] == '1' then take = amount end
+    if take > 0 then redis.call('DECRBY', KEYS[6], take) end
+    if ARGV[12] == '1' then
+      redis.call('HDEL', KEYS[7], ARGV[10])
+      redis.call('ZREM', KEYS[8], ARGV[10])
+    else
+      if take > 0 then redis.call('HINCRBY', KEYS[7], ARGV[10], -take) end
+      redis.call('ZADD', KEYS[8], ARGV[11], ARGV[10])
+    end
+  end
+  if actual > 0 and redis.call('EXISTS', KEYS[5]) == 1 then redis.call('DECRBY', KEYS[5], actual) end
+end
 if ARGV[8] == '1' and unhold(KEYS[10], KEYS[11], KEYS[12], ARGV[1]) then
   if actual > 0 then
     redis.call('INCRBY', KEYS[9], actual)
@@ -127,7 +177,141 @@ return 1
 """
 _SETTLE = LuaScript(_SETTLE_SOURCE)
 # Settlement plus the request's usage entry (KEYS[13] the usage stream, ARGV[9] the entry): one round trip.
+# (Without the entry ARGV[9] is empty.)
 _SETTLE_RECORD = LuaScript(_SETTLE_SOURCE.replace("\nreturn 1\n", "\nredis.call('XADD', KEYS[13], '*', 'r', ARGV[9])\nreturn 1\n"))
+
+
+# Give back (part of) a balance slice: ARGV[2] micro-units of its hold, or all of it with '*'.
+_GIVE_BACK = LuaScript("""
+local amount = redis.call('HGET', KEYS[2], ARGV[1])
+if not amount then return 0 end
+amount = tonumber(amount)
+local give = amount
+if ARGV[2] ~= '*' and tonumber(ARGV[2]) < amount then give = tonumber(ARGV[2]) end
+if give == amount then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+else
+  redis.call('HINCRBY', KEYS[2], ARGV[1], -give)
+end
+if give > 0 then redis.call('DECRBY', KEYS[1], give) end
+return give
+""")
+
+SLICE_CHECK_SECONDS = 0.25  # how often a worker holding slices checks its orgs' balances against their holds
+SLICE_MAX_AGE_SECONDS = 0.75  # a slice is used only while that check is younger than this
+SLICE_IDLE_SECONDS = 10.0  # a slice no request used for this long is given back
+SLICE_MIN_REQUESTS = 4  # a slice covers at least this many worst cases of the request that asks for it
+
+
+class Slice:
+    """Part of an org's balance held in Redis for this worker (event loop): ``remaining`` is what new requests may
+    reserve, ``outstanding`` what open requests reserved; Redis holds ``remaining + outstanding`` under ``id``."""
+
+    __slots__ = ("id", "org_id", "keys", "remaining", "outstanding", "last_used", "valid_until", "checked_at",
+                 "growing", "granted", "closed")
+
+    def __init__(self, org_id: str, keys: list[str], now: float):
+        self.id = f"slice:{uuid.uuid4().hex}"
+        self.org_id = org_id
+        self.keys = keys  # the settlement script's keys (only the balance and hold keys matter for a slice)
+        self.remaining = 0
+        self.outstanding = 0
+        self.last_used = now
+        self.valid_until = now + HOLD_SECONDS - 60  # Redis drops the hold at HOLD_SECONDS without a renewal
+        self.checked_at = float("-inf")  # time.monotonic() when a read that found the org's holds covered was sent
+        self.growing = False  # a request is asking Redis to grow it: others do not ask too
+        self.granted = False  # Redis holds something under its id
+        self.closed = False
+
+    def covers(self, cost_micro: int, now: float) -> bool:
+        return (not self.closed and self.remaining > 0 and self.remaining >= cost_micro and now < self.valid_until
+                and time.monotonic() - self.checked_at < SLICE_MAX_AGE_SECONDS)
+
+
+class _Slices:
+    """One event loop's slices by org, and their background check."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.by_org: dict[str, Slice] = {}
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Future | None = None
+
+    def schedule(self) -> None:
+        if self.timer is None and self.task is None and self.by_org:
+            self.timer = self.loop.call_later(SLICE_CHECK_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.by_org:
+            self.task = self.loop.create_task(self.check())
+            self.task.add_done_callback(self._checked)
+
+    def _checked(self, task: asyncio.Future) -> None:
+        self.task = None
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("checking balance slices failed: %r", task.exception())
+        self.schedule()
+
+    async def check(self) -> None:
+        """Give back idle slices and those of orgs whose balance no longer covers their holds."""
+        now = time.time()
+        for org_id, piece in list(self.by_org.items()):
+            if piece.outstanding == 0 and (now - piece.last_used > SLICE_IDLE_SECONDS or now > piece.valid_until):
+                await self.give_back(piece)
+        orgs = list(self.by_org)
+        if not orgs:
+            return
+        sent = time.monotonic()
+        values = await fredis().execute("MGET", *[key for org_id in orgs
+                                                  for key in (_balance_key(org_id), k("held", org_id))])
+        for i, org_id in enumerate(orgs):
+            balance, held = values[2 * i], values[2 * i + 1]
+            piece = self.by_org.get(org_id)
+            if piece is None:
+                continue
+            if balance is None or int(balance) - int(held or 0) < 0:
+                await self.give_back(piece)
+            else:
+                piece.checked_at = max(piece.checked_at, sent)
+
+    async def give_back(self, piece: Slice) -> None:
+        """Stop admitting from ``piece`` and return what no open request reserved."""
+        if self.by_org.get(piece.org_id) is piece:
+            del self.by_org[piece.org_id]
+        piece.closed = True
+        give, piece.remaining = piece.remaining, 0
+        keys = [k("held", piece.org_id), k("holds", piece.org_id), k("hold-deadlines", piece.org_id)]
+        if piece.outstanding == 0:
+            await _GIVE_BACK.acall(keys, [piece.id, "*"])
+        elif give > 0:
+            await _GIVE_BACK.acall(keys, [piece.id, give])
+
+    async def give_back_all(self) -> None:
+        for piece in list(self.by_org.values()):
+            await self.give_back(piece)
+
+
+_slices: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slices]" = weakref.WeakKeyDictionary()
+
+
+def _loop_slices() -> _Slices:
+    loop = asyncio.get_running_loop()
+    state = _slices.get(loop)
+    if state is None:
+        state = _slices[loop] = _Slices(loop)
+    return state
+
+
+async def give_back_slices() -> None:
+    """Return this event loop's balance slices (the worker is shutting down)."""
+    state = _slices.get(asyncio.get_running_loop())
+    if state is not None:
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+        await state.give_back_all()
 
 
 def to_micro(amount: Decimal, rounding=ROUND_HALF_UP) -> int:
@@ -232,6 +416,7 @@ class Admission:
     period_ttl: int = 0
     headers: dict = field(default_factory=dict)
     settled: bool = False
+    slice: Slice | None = None  # reserved from this worker's balance slice, not by its own hold
 
     @property
     def needs_settle(self) -> bool:
@@ -269,6 +454,17 @@ async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, pric
     kid = key_id or "-"
     cost_micro = to_micro(price.cost(*reserve_tokens), ROUND_CEILING) if price is not None else 0
     cap_micro = key.spend_cap_micro if (key is not None and key.spend_cap_micro is not None and cost_micro) else -1
+    state = piece = None
+    if (check_balance and cap_micro < 0 and not (key_rpm or key_tpm or org_rpm or org_tpm)
+            and settings.GATEWAY_BALANCE_SLICE_FRACTION > 0):
+        state = _loop_slices()
+        piece = state.by_org.get(org_id)
+        if piece is not None and piece.covers(cost_micro, now):
+            piece.remaining -= cost_micro
+            piece.outstanding += cost_micro
+            piece.last_used = now
+            return Admission(request_id=request_id, org_id=org_id, key_id=key_id, keys=piece.keys,
+                             est_tokens=est_tokens, reserved_micro=cost_micro, balance_tracked=True, slice=piece)
     period, period_ttl = ("", 0)
     if cap_micro >= 0:
         period, period_ttl = _period(key.spend_cap_period, timezone.now())
@@ -282,17 +478,51 @@ async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, pric
             "1" if check_balance else "0", cap_micro, f"{now:.3f}", f"{now + HOLD_SECONDS:.3f}", period_ttl]
     if check_balance and _unlimited_until.get(org_id, 0.0) > now:
         args[8] = "2"  # the loader said unlimited: check a balance only once billing publishes one
-    for _attempt in range(2):
-        result = await _ADMIT.acall(keys, args)
-        status = int(result[0])
-        if status != 2:
-            break
-        loaded = _UNLIMITED if _loader_missing() else await sync_to_async(_load_balance)(org_id)
-        if loaded is _UNLIMITED:
-            _remember_unlimited(org_id, now)
-            args[8] = "2"
-        else:
-            await aredis().set(_balance_key(org_id), to_micro(loaded, ROUND_FLOOR), nx=True)
+    growing = None  # the slice this admission asks Redis to grant or grow
+    if state is not None:
+        if piece is not None and now >= piece.valid_until:
+            state.loop.create_task(state.give_back(piece)).add_done_callback(_retrieve)
+            piece = None
+        if piece is None:
+            piece = state.by_org[org_id] = Slice(org_id, keys, now)
+        if not piece.growing:
+            growing = piece
+            piece.growing = True
+            fraction = settings.GATEWAY_BALANCE_SLICE_FRACTION
+            args += [piece.id, fraction, to_micro(settings.GATEWAY_BALANCE_SLICE_MAX, ROUND_FLOOR),
+                     max(SLICE_MIN_REQUESTS * cost_micro, 1)]
+    sent = time.monotonic()
+    result = None
+    try:
+        for _attempt in range(2):
+            result = await _ADMIT.acall(keys, args)
+            status = int(result[0])
+            if status != 2:
+                break
+            loaded = _UNLIMITED if _loader_missing() else await sync_to_async(_load_balance)(org_id)
+            if loaded is _UNLIMITED:
+                _remember_unlimited(org_id, now)
+                args[8] = "2"
+            else:
+                await aredis().set(_balance_key(org_id), to_micro(loaded, ROUND_FLOOR), nx=True)
+    finally:
+        if growing is not None:
+            growing.growing = False
+            granted = int(result[6]) if result is not None and int(result[0]) == 0 else 0
+            if granted:
+                growing.remaining += granted
+                growing.granted = True
+                if growing.closed:  # given back while asking: what it was granted goes back too
+                    state.loop.create_task(state.give_back(growing)).add_done_callback(_retrieve)
+                else:
+                    growing.checked_at = max(growing.checked_at, sent)
+                    growing.last_used = now
+                    state.schedule()
+            elif growing.remaining <= 0 and growing.outstanding == 0 and state.by_org.get(org_id) is growing:
+                if growing.granted:  # used up and not grown: drop its empty hold
+                    state.loop.create_task(state.give_back(growing)).add_done_callback(_retrieve)
+                else:
+                    del state.by_org[org_id]  # nothing held under its id
     if status == 1:
         which = int(result[1])
         names = {1: ("requests", "key"), 2: ("tokens", "key"), 3: ("requests", "organization"),
@@ -325,11 +555,28 @@ async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, pric
     )
 
 
-def _settle_args(admission: Admission, actual_tokens: int, actual_cost: Decimal | None) -> list:
-    cost_micro = to_micro(actual_cost) if actual_cost else 0
+def _settle_args(admission: Admission, actual_tokens: int, cost_micro: int) -> list:
     return [admission.request_id, actual_tokens - admission.est_tokens, cost_micro, admission.period_ttl,
             "1" if admission.key_tpm else "0", "1" if admission.org_tpm else "0",
-            "1" if admission.balance_tracked else "0", "1" if admission.cap_tracked else "0"]
+            ("2" if admission.slice is not None else "1") if admission.balance_tracked else "0",
+            "1" if admission.cap_tracked else "0"]
+
+
+def _settle_slice(admission: Admission, cost_micro: int) -> list | None:
+    """Account a slice-reserved request in the worker's slice; the settlement script's slice arguments, or None
+    when Redis has nothing to change (nothing was spent and the slice's hold stays)."""
+    piece, reserved = admission.slice, admission.reserved_micro
+    piece.outstanding -= reserved
+    if not piece.closed:
+        piece.remaining += reserved - cost_micro
+    if piece.remaining + piece.outstanding < 0:  # cost more than the slice held: Redis takes at most the hold
+        piece.remaining = -piece.outstanding
+    last = piece.closed and piece.outstanding == 0
+    if cost_micro == 0 and not last:
+        return None
+    now = time.time()
+    piece.valid_until = now + HOLD_SECONDS - 60
+    return [piece.id, f"{now + HOLD_SECONDS:.3f}", "1" if last else "0"]
 
 
 async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decimal | None) -> None:
@@ -337,8 +584,13 @@ async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decim
     if admission.settled:
         return
     admission.settled = True
-    if admission.needs_settle:
-        await _SETTLE.acall(admission.keys, _settle_args(admission, actual_tokens, actual_cost))
+    cost_micro = to_micro(actual_cost) if actual_cost else 0
+    if admission.slice is not None:
+        extra = _settle_slice(admission, cost_micro)
+        if extra is not None:
+            await _SETTLE.acall(admission.keys, [*_settle_args(admission, actual_tokens, cost_micro), "", *extra])
+    elif admission.needs_settle:
+        await _SETTLE.acall(admission.keys, _settle_args(admission, actual_tokens, cost_micro))
 
 
 async def settle_and_record(admission: Admission | None, *, actual_tokens: int, actual_cost: Decimal | None,
@@ -346,9 +598,11 @@ async def settle_and_record(admission: Admission | None, *, actual_tokens: int, 
     """settle() and append ``entry`` to the usage ``stream`` in one round trip (the XADD alone without holds)."""
     if admission is not None and not admission.settled:
         admission.settled = True
-        if admission.needs_settle:
+        cost_micro = to_micro(actual_cost) if actual_cost else 0
+        extra = _settle_slice(admission, cost_micro) if admission.slice is not None else []
+        if extra is not None and admission.needs_settle:
             await _SETTLE_RECORD.acall([*admission.keys, stream],
-                                       [*_settle_args(admission, actual_tokens, actual_cost), entry])
+                                       [*_settle_args(admission, actual_tokens, cost_micro), entry, *extra])
             return
     await fredis().execute("XADD", stream, "*", "r", entry)
 
@@ -358,8 +612,6 @@ async def release(admission: Admission) -> None:
     await settle(admission, actual_tokens=0, actual_cost=None)
 
 
-def settle_sync(admission: Admission, *, actual_tokens: int, actual_cost: Decimal | None) -> None:
-    if admission.settled:
-        return
-    admission.settled = True
-    _SETTLE.call(admission.keys, _settle_args(admission, actual_tokens, actual_cost))
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("giving back a balance slice failed: %r", task.exception())
