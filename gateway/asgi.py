@@ -266,16 +266,22 @@ async def _relay_direct(cycle, send, response, relay: core.StreamRelay, watch: _
 
 
 async def serve_generation(scope, receive, send, endpoint: str, key: lookups.KeyInfo) -> None:
+    data = None
     try:
         body = await read_body(scope, receive)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise errors.invalid_request(f"We could not parse the JSON body of your request: {exc}.", None,
+                                         "invalid_json") from None
+        parsed = parse(endpoint, data)
     except asyncio.CancelledError:
         return
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.invalid_request(f"We could not parse the JSON body of your request: {exc}.", None,
-                                     "invalid_json") from None
-    parsed = parse(endpoint, data)
+    except GatewayError as error:  # refused for its body (too large, not JSON, invalid): still one usage record
+        call = core.rejected_call(endpoint, data, key.org, key, error)
+        await send_error(send, error, call.request_id)
+        await core.finalize_soon(call)
+        return
     call = core.Call(endpoint=endpoint, body=data, parsed=parsed, org=key.org, key=key, source="api")
     try:
         endpoints = await core.prepare(call)

@@ -77,6 +77,16 @@ class Call:
         self.error_code = str(error.code or error.type or "")[:64]
 
 
+def rejected_call(endpoint: str, data, org: OrgInfo, key: KeyInfo | None, error: GatewayError) -> Call:
+    """A call refused for its body before it was parsed, to be recorded: the model as named, if it was a string."""
+    named = data.get("model") if isinstance(data, dict) else None
+    parsed = Parsed(model_id=named[:200] if isinstance(named, str) else "", stream=isinstance(data, dict) and
+                    data.get("stream") is True, client_usage=False, prompt_text="", max_tokens=None, n=1, params={})
+    call = Call(endpoint=endpoint, body={}, parsed=parsed, org=org, key=key, source="api")
+    call.fail(error)
+    return call
+
+
 async def prepare(call: Call) -> list:
     """Resolve, authorise and admit the call; the Ready endpoints to try. Raises GatewayError."""
     parsed = call.parsed
@@ -213,7 +223,8 @@ async def finalize(call: Call) -> None:
         "prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached,
         "latency_ms": call.latency_ms, "ttft_ms": call.ttft_ms, "status": call.status,
         "http_status": call.http_status, "error_code": call.error_code, "stream": parsed.stream,
-        "prompt_hash": hashlib.sha256(parsed.prompt_text.encode("utf-8", "surrogatepass")).hexdigest(),
+        "prompt_hash": hashlib.sha256(parsed.prompt_text.encode("utf-8", "surrogatepass")).hexdigest()
+        if parsed.prompt_text else "",
         "params": parsed.params, "served_model_version": call.served_version,
         "cost": str(call.cost) if call.cost is not None else None,
         "currency": target.price.currency if call.cost is not None else "",

@@ -120,3 +120,34 @@ def test_create_api_key_command_refuses_an_unknown_org(db):
 
     with pytest.raises(CommandError, match="No organization"):
         call_command("create_api_key", "--org", "ghost", "--name", "ci")
+
+
+def test_requests_refused_for_their_body_still_leave_one_usage_record(v1, org, key_row, public_model):
+    from gateway import usage
+    from gateway.models import UsageRecord
+    from gateway.store import sredis
+
+    sredis().delete(usage.stream_key())
+    sent = [
+        (b"{not json", 400, "invalid_json", ""),
+        (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}', 400,
+         "unknown_parameter", "public/tiny-chat"),
+        (b'{"model": "public/tiny-chat", "messages": "' + b"a" * (9 << 20) + b'"}', 413, "request_too_large", ""),
+    ]
+    ids = {}
+    for body, status, code, model in sent:
+        response = _post(v1, key_row.raw, body)
+        assert response.status_code == status and _error(response)["code"] == code
+        ids[response.headers["x-request-id"]] = (status, code, model)
+    deadline = time.monotonic() + 5
+    while sredis().xlen(usage.stream_key()) < len(sent) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    usage.ingest_all()
+    records = {str(r.id): r for r in UsageRecord.objects.filter(org=org)}
+    assert set(records) == set(ids)
+    for request_id, (status, code, model) in ids.items():
+        record = records[request_id]
+        assert (record.status, record.http_status, record.error_code, record.model_id) == ("error", status, code,
+                                                                                            model)
+        assert record.api_key_id == key_row.pk and record.prompt_tokens == record.completion_tokens == 0
+        assert record.cost is None and record.endpoint == "chat.completions"
