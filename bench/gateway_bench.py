@@ -135,11 +135,11 @@ def start_simulator(port: int, **flags) -> subprocess.Popen:
     return start(cmd, ready_url=f"http://127.0.0.1:{port}/health")
 
 
-def start_gateway(port: int, routing: str = "prefix", workers: int = 1) -> subprocess.Popen:
+def start_gateway(port: int, routing: str = "prefix", workers: int = 1, **env) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "uvicorn", "maas.asgi:application", "--port", str(port), "--loop", "uvloop",
            "--http", "httptools", "--no-access-log", "--no-proxy-headers", "--log-level", "warning",
            "--backlog", "4096", "--workers", str(workers)]
-    return start(cmd, env={"GATEWAY_ROUTING": routing}, ready_url=f"http://127.0.0.1:{port}/v1/models")
+    return start(cmd, env={"GATEWAY_ROUTING": routing, **env}, ready_url=f"http://127.0.0.1:{port}/v1/models")
 
 
 async def one_request(session, url, headers, body, stream: bool):
@@ -275,13 +275,17 @@ def summarize(parts: list[dict]) -> dict:
             "total_p99": pct(totals, 99), "cold_p50": pct(cold, 50), "cold_p99": pct(cold, 99)}
 
 
-def interleaved(direct: str, gateway: str, key: str, *, rounds: int, **kwargs) -> tuple[dict, dict]:
-    """Alternate direct and gateway rounds (the same requests each) so that both see the same background load."""
-    a, b = [], []
+def interleaved(direct: str, gateway: str, key: str, *, rounds: int, exact: str | None = None,
+                **kwargs) -> tuple[dict, dict, dict | None]:
+    """Alternate direct and gateway rounds (the same requests each) so that both see the same background load; with
+    ``exact``, also rounds through a second gateway that reserves every request in Redis (no balance slices)."""
+    a, b, c = [], [], []
     for _ in range(rounds):
         a.append(measure(direct, key, "public/bench", **kwargs))
         b.append(measure(gateway, key, "public/bench-chat", **kwargs))
-    return summarize(a), summarize(b)
+        if exact:
+            c.append(measure(exact, key, "public/bench-chat", **kwargs))
+    return summarize(a), summarize(b), summarize(c) if exact else None
 
 
 def overhead(args) -> None:
@@ -291,39 +295,50 @@ def overhead(args) -> None:
     key = setup_world([f"http://127.0.0.1:{sim_port}"])
     gw = start_gateway(gw_port, workers=args.workers)
     direct, gateway = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
+    exact = exact_gw = None
+    if args.compare_exact:
+        exact_port = free_port()
+        exact_gw = start_gateway(exact_port, workers=args.workers, GATEWAY_BALANCE_SLICE_FRACTION="0")
+        exact = f"http://127.0.0.1:{exact_port}"
     rows = []
     print(f"gateway: {args.workers} uvicorn worker(s); answers of {args.tokens} tokens, simulator TTFT "
           f"{args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms; load average {os.getloadavg()}", flush=True)
     try:
         measure(gateway, key, "public/bench-chat", concurrency=8, requests=400, stream=True)  # warm up
         measure(direct, key, "public/bench", concurrency=8, requests=200, stream=True)
+        if exact:
+            measure(exact, key, "public/bench-chat", concurrency=8, requests=400, stream=True)
         for stream in [m == "stream" for m in args.modes.split(",")]:
             for concurrency in [int(c) for c in args.clients.split(",")]:
                 per_round = max(max(args.min_requests, concurrency * 12) // args.rounds, concurrency * 5)
-                a, b = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
-                                   requests=per_round, stream=stream, max_tokens=args.tokens)
-                rows.append((stream, concurrency, a, b))
-                print(f"stream={stream} c={concurrency}: direct {a}\n    gateway {b}", flush=True)
+                a, b, c = interleaved(direct, gateway, key, rounds=args.rounds, exact=exact, concurrency=concurrency,
+                                      requests=per_round, stream=stream, max_tokens=args.tokens)
+                rows.append((stream, concurrency, a, b, c))
+                print(f"stream={stream} c={concurrency}: direct {a}\n    gateway {b}\n    exact {c}", flush=True)
         if not args.quick:
             capacity(direct, gateway, key, args)
     finally:
         gw.terminate()
+        if exact_gw is not None:
+            exact_gw.terminate()
         sim.terminate()
     print(f"\nload average after: {os.getloadavg()}")
     print("\nLatency of requests on open keep-alive connections; the first request of each client (all clients "
           "connect at the same instant, every round) is reported apart.")
     print("\n| mode | clients | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) "
           "| added to the end of the stream p50 / p99 (ms) | connecting requests: direct / gateway p50 (ms), "
-          "added p50 / p99 | gateway req/s | errors |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for stream, concurrency, a, b in rows:
+          "added p50 / p99 | gateway req/s | errors |" + (" every request reserved in Redis: added p50 / p99 (ms) |"
+                                                        if exact else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if exact else ""))
+    for stream, concurrency, a, b, c in rows:
         label = "stream (TTFT)" if stream else "non-stream (total)"
         end = (f"{b['total_p50'] - a['total_p50']:.1f} / {b['total_p99'] - a['total_p99']:.1f}" if stream
                else "–")
         print(f"| {label} | {concurrency} | {a['ttft_p50']:.1f} / {a['ttft_p99']:.1f} | {b['ttft_p50']:.1f} / "
               f"{b['ttft_p99']:.1f} | {b['ttft_p50'] - a['ttft_p50']:.1f} / {b['ttft_p99'] - a['ttft_p99']:.1f} "
               f"| {end} | {a['cold_p50']:.1f} / {b['cold_p50']:.1f}, {b['cold_p50'] - a['cold_p50']:.1f} / "
-              f"{b['cold_p99'] - a['cold_p99']:.1f} | {b['rps']:.0f} | {a['errors']}+{b['errors']} |")
+              f"{b['cold_p99'] - a['cold_p99']:.1f} | {b['rps']:.0f} | {a['errors']}+{b['errors']} |"
+              + (f" {c['ttft_p50'] - a['ttft_p50']:.1f} / {c['ttft_p99'] - a['ttft_p99']:.1f} |" if c else ""))
 
 
 def capacity(direct: str, gateway: str, key: str, args) -> None:
@@ -336,7 +351,7 @@ def capacity(direct: str, gateway: str, key: str, args) -> None:
     peaks = {}
     for concurrency in (64, 256):
         peaks[concurrency] = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
-                                         requests=6000 // args.rounds, stream=False, max_tokens=1)
+                                         requests=6000 // args.rounds, stream=False, max_tokens=1)[:2]
         print(f"max req/s (1-token answers, {concurrency} clients): direct {peaks[concurrency][0]['rps']:.0f}, "
               f"gateway {peaks[concurrency][1]['rps']:.0f}", flush=True)
 
@@ -455,6 +470,8 @@ def main() -> None:
     o.add_argument("--clients", default="1,16,64,256", help="comma-separated client counts")
     o.add_argument("--modes", default="non-stream,stream", help="non-stream, stream or both")
     o.add_argument("--quick", action="store_true", help="only the latency rows (no 1000 streams, no max req/s)")
+    o.add_argument("--compare-exact", action="store_true", help="also rounds through a second gateway with "
+                   "GATEWAY_BALANCE_SLICE_FRACTION=0 (every request reserved in Redis), in the same run")
     o.add_argument("--tokens", type=int, default=16, help="tokens per answer (ignore_eos)")
     o.add_argument("--min-requests", type=int, default=200, help="requests per row and path, at least (else 12 "
                    "per client)")
