@@ -4,7 +4,7 @@
     python bench/gateway_bench.py routing    # multi-turn chats sharing prefixes: prefix affinity vs round robin
 
     python bench/gateway_bench.py overhead --workers 2
-    python bench/gateway_bench.py cpu        # CPU time per request of simulator, gateway worker and client
+    python bench/gateway_bench.py cpu        # CPU time per request of simulator, gateway worker, client, Redis
 
 Needs PostgreSQL and Redis (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/maas_bench, created and
 migrated on first use; REDIS_URL). The bench org has a published balance, so requests reserve their worst case and
@@ -361,9 +361,21 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _redis_pid() -> int | None:
+    """The local redis-server's pid, when this machine runs one (its CPU is read like the others')."""
+    found = subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True).stdout.split()
+    return int(found[0]) if len(found) == 1 else None
+
+
 def cpu(args) -> None:
-    """CPU time per request of each process (simulator, one gateway worker, client), direct vs through the gateway."""
+    """CPU time per request of each process (simulator, one gateway worker, client, and redis-server when it runs
+    here), direct vs through the gateway."""
     prepare_database()
+    redis_pid = _redis_pid()
+
+    def redis_cpu() -> float:
+        return _cpu_seconds(redis_pid) if redis_pid else 0.0
+
     sim_port, gw_port = free_port(), free_port()
     sim = start_simulator(sim_port, ttft_ms=20, itl_ms=5, max_num_seqs=4096)
     key = setup_world([f"http://127.0.0.1:{sim_port}"])
@@ -374,14 +386,15 @@ def cpu(args) -> None:
         measure(paths[1][1], key, paths[1][2], concurrency=8, requests=400, stream=True)  # warm up
         for stream in (False, True):
             for name, url, model in paths:
-                before = [_cpu_seconds(sim.pid), _cpu_seconds(gw.pid), os.times()]
+                before = [_cpu_seconds(sim.pid), _cpu_seconds(gw.pid), os.times(), redis_cpu()]
                 result = measure(url, key, model, concurrency=args.concurrency, requests=args.requests, stream=stream)
-                after = [_cpu_seconds(sim.pid), _cpu_seconds(gw.pid), os.times()]
+                after = [_cpu_seconds(sim.pid), _cpu_seconds(gw.pid), os.times(), redis_cpu()]
                 client = sum(after[2][2:4]) - sum(before[2][2:4])
                 per = [(after[0] - before[0]) * 1e6 / result["ok"], (after[1] - before[1]) * 1e6 / result["ok"],
-                       client * 1e6 / result["ok"]]
+                       client * 1e6 / result["ok"], (after[3] - before[3]) * 1e6 / result["ok"]]
                 print(f"| {'stream' if stream else 'non-stream'} | {name} | {result['ok'] / result['wall_s']:.0f} "
-                      f"| {per[0]:.0f} | {per[1]:.0f} | {per[2]:.0f} |", flush=True)
+                      f"| {per[0]:.0f} | {per[1]:.0f} | {per[2]:.0f} | {f'{per[3]:.0f}' if redis_pid else '–'} |",
+                      flush=True)
     finally:
         gw.terminate()
         sim.terminate()
