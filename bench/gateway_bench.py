@@ -142,24 +142,29 @@ def start_gateway(port: int, routing: str = "prefix", workers: int = 1, **env) -
     return start(cmd, env={"GATEWAY_ROUTING": routing, **env}, ready_url=f"http://127.0.0.1:{port}/v1/models")
 
 
+async def _timed(t0: float, status: int, read, pieces, stream: bool):
+    """(ok, ttft seconds, total seconds) of one answer: ``read()`` for a whole body, ``pieces`` as a stream arrives."""
+    if status != 200:
+        await read()
+        return False, None, time.perf_counter() - t0
+    if not stream:
+        await read()
+        total = time.perf_counter() - t0
+        return True, total, total
+    ttft = None
+    tail = b""
+    async for data in pieces:
+        if ttft is None and b"data: {" in tail + data:
+            ttft = time.perf_counter() - t0
+        tail = (tail + data)[-16:]
+    return tail.rstrip().endswith(b"data: [DONE]") and ttft is not None, ttft, time.perf_counter() - t0
+
+
 async def one_request(session, url, headers, body, stream: bool):
     """(ok, ttft seconds, total seconds)."""
     t0 = time.perf_counter()
-    ttft = None
     async with session.post(url, json=body, headers=headers) as response:
-        if response.status != 200:
-            await response.read()
-            return False, None, time.perf_counter() - t0
-        if not stream:
-            await response.read()
-            total = time.perf_counter() - t0
-            return True, total, total
-        tail = b""
-        async for data in response.content.iter_any():
-            if ttft is None and b"data: {" in tail + data:
-                ttft = time.perf_counter() - t0
-            tail = (tail + data)[-16:]
-        return tail.rstrip().endswith(b"data: [DONE]") and ttft is not None, ttft, time.perf_counter() - t0
+        return await _timed(t0, response.status, response.read, response.content.iter_any(), stream)
 
 
 class _Server:
@@ -178,23 +183,14 @@ async def one_lean_request(server: _Server, body: dict, stream: bool):
 
     from gateway import upstream
 
+    async def pieces():
+        while (data := await response.next_chunk()) is not None:
+            yield data
+
     t0 = time.perf_counter()
-    ttft = None
     response = await upstream.request(server, "/v1/chat/completions", orjson.dumps(body), "bench")
     try:
-        if response.status != 200:
-            await response.read()
-            return False, None, time.perf_counter() - t0
-        if not stream:
-            await response.read()
-            total = time.perf_counter() - t0
-            return True, total, total
-        tail = b""
-        while (data := await response.next_chunk()) is not None:
-            if ttft is None and b"data: {" in tail + data:
-                ttft = time.perf_counter() - t0
-            tail = (tail + data)[-16:]
-        return tail.rstrip().endswith(b"data: [DONE]") and ttft is not None, ttft, time.perf_counter() - t0
+        return await _timed(t0, response.status, response.read, pieces(), stream)
     finally:
         response.release()
 
