@@ -14,12 +14,13 @@ holds, of at most 1/``GATEWAY_BALANCE_SLICE_FRACTION`` of what is available and 
 at least four times the request's worst case (a smaller balance gets no slice: every request is reserved in Redis).
 The worker's next requests reserve their worst case from the slice in memory, with no round trip before the
 upstream call; settling moves the real cost from the slice's hold to the balance (in the settlement round trip that
-every request makes anyway). The slice is money held in Redis, so no worker can spend more than the balance; a
-worker that dies leaves its slice to expire like any hold. A slice is used only while a check of the org's balance
+every request makes anyway). The slice is money held in Redis, so no worker can spend more than the balance; the
+slice of a worker that dies expires like any hold (``HOLD_SECONDS`` after it was last granted or settled). A slice is used only while a check of the org's balance
 against all its holds, made every ``SLICE_CHECK_SECONDS`` in the background, is younger than
 ``SLICE_MAX_AGE_SECONDS``; when billing publishes a balance that no longer covers the holds (a charge from elsewhere,
 an adjustment), the slice is given back, so such a change reaches every worker within a second, as a revocation
-does. Idle slices are given back after ``SLICE_IDLE_SECONDS``.
+does. Idle slices are given back after ``SLICE_IDLE_SECONDS``, and all of them at shutdown.
+
 Billing publishes the balance after every ledger change with :func:`publish_balance`; until an org's balance was
 ever published, the loader named by ``settings.MAAS_BALANCE_LOADER`` is asked once and its answer cached.
 """
