@@ -603,9 +603,10 @@ async def settle_and_record(admission: Admission | None, *, actual_tokens: int, 
         extra = _settle_slice(admission, cost_micro) if admission.slice is not None else []
         if extra is not None and admission.needs_settle:
             await _SETTLE_RECORD.acall([*admission.keys, stream],
-                                       [*_settle_args(admission, actual_tokens, cost_micro), entry, *extra])
+                                       [*_settle_args(admission, actual_tokens, cost_micro), entry, *extra],
+                                       later=True)
             return
-    await fredis().execute("XADD", stream, "*", "r", entry)
+    await fredis().execute("XADD", stream, "*", "r", entry, later=True)
 
 
 async def release(admission: Admission) -> None:

@@ -2,7 +2,10 @@
 
 The /v1 hot path (admission, settlement, usage, the revocation epoch) goes through :func:`fredis`: one pipelined
 connection per event loop that writes each command at once and matches replies in order (hiredis parses them),
-instead of a pool checkout, a retry wrapper and a reply parser per command in redis-py's asyncio client.
+instead of a pool checkout, a retry wrapper and a reply parser per command in redis-py's asyncio client. Commands
+that no client waits on (settlement with the usage record) are written ``later``: at the end of the loop
+iteration, in one write with the others queued meanwhile, so streams that end together cost one write and one
+wake-up of Redis.
 Everything else uses :func:`aredis` (redis-py).
 """
 from __future__ import annotations
@@ -58,15 +61,35 @@ class _Protocol(asyncio.Protocol):
         self.client = client
         self.reader = hiredis.Reader()
         self.transport = None
+        self.queued: list[bytes] = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def write(self, data: bytes) -> None:
         """Send a command now: deferring it to coalesce with others costs the caller a loop iteration, and under
-        load an iteration is a burst of other streams' chunks (see bench/README.md, Gateway)."""
+        load an iteration is a burst of other streams' chunks (see bench/README.md, Gateway). Commands queued by
+        ``later`` go out first, in order."""
+        if self.queued:
+            self.queued.append(data)
+            data = b"".join(self.queued)
+            self.queued.clear()
         if not self.transport.is_closing():
             self.transport.write(data)
+
+    def later(self, data: bytes) -> None:
+        """Send a command at the end of this loop iteration, in one write with the others queued meanwhile (for
+        commands nobody waits on to answer a client: settlement and usage records)."""
+        if not self.queued:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.queued.append(data)
+
+    def flush(self) -> None:
+        if self.queued:
+            data = b"".join(self.queued)
+            self.queued.clear()
+            if not self.transport.is_closing():
+                self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -132,10 +155,13 @@ class FastRedis:
             protocol.transport.close()
             raise
 
-    def _send(self, protocol: _Protocol, *args) -> asyncio.Future:
+    def _send(self, protocol: _Protocol, *args, later: bool = False) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
         self.pending.append(future)
-        protocol.write(hiredis.pack_command(args))
+        if later:
+            protocol.later(hiredis.pack_command(args))
+        else:
+            protocol.write(hiredis.pack_command(args))
         return future
 
     def lost(self, error: Exception, protocol: _Protocol | None = None) -> None:
@@ -147,7 +173,8 @@ class FastRedis:
             if not future.done():
                 future.set_exception(error)
 
-    async def execute(self, *args):
+    async def execute(self, *args, later: bool = False):
+        """Run a command; with ``later`` it is written at the end of this loop iteration together with others."""
         protocol = self.protocol
         if protocol is None or protocol.transport.is_closing():
             if self.connecting is None:
@@ -157,15 +184,15 @@ class FastRedis:
             protocol = self.protocol
             if protocol is None:
                 raise redis.exceptions.ConnectionError("Connection to Redis lost")
-        return await self._send(protocol, *args)
+        return await self._send(protocol, *args, later=later)
 
     def _connected(self, task: asyncio.Future) -> None:
         self.connecting = None
         if not task.cancelled():
             task.exception()  # retrieved: the waiting callers raise it
 
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args):
-        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args)
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args, later: bool = False):
+        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args, later=later)
 
     async def eval(self, source: str, numkeys: int, *keys_and_args):
         return await self.execute("EVAL", source, numkeys, *keys_and_args)
@@ -206,9 +233,12 @@ class LuaScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def acall(self, keys: list[str], args: list, client=None):
+    async def acall(self, keys: list[str], args: list, client=None, later: bool = False):
+        """Run the script; ``later``: on the pipelined client, written at the end of this loop iteration."""
         client = client or fredis()
         try:
+            if later:
+                return await client.evalsha(self.sha, len(keys), *keys, *args, later=True)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
