@@ -12,14 +12,14 @@ Balance slices. A request whose key has no rate limit or spend cap (and no org-w
 the org's balance. For those, the admission script also hands the worker a *slice*: one more hold in the org's
 holds, of at most 1/``GATEWAY_BALANCE_SLICE_FRACTION`` of what is available and ``GATEWAY_BALANCE_SLICE_MAX``, and
 at least four times the request's worst case (a smaller balance gets no slice: every request is reserved in Redis).
-The worker's next requests reserve their worst case from the slice in memory, with no round trip before the
-upstream call; settling moves the real cost from the slice's hold to the balance (in the settlement round trip that
-every request makes anyway). The slice is money held in Redis, so no worker can spend more than the balance; the
-slice of a worker that dies expires like any hold (``HOLD_SECONDS`` after it was last granted or settled). A slice is used only while a check of the org's balance
-against all its holds, made every ``SLICE_CHECK_SECONDS`` in the background, is younger than
-``SLICE_MAX_AGE_SECONDS``; when billing publishes a balance that no longer covers the holds (a charge from elsewhere,
-an adjustment), the slice is given back, so such a change reaches every worker within a second, as a revocation
-does. Idle slices are given back after ``SLICE_IDLE_SECONDS``, and all of them at shutdown.
+The worker's next requests reserve their worst case from the slice in memory, with no round trip before the upstream
+call; settling moves the real cost from the slice's hold to the balance (in the settlement round trip that every
+request makes anyway). The slice is money held in Redis, so no worker can spend more than the balance; the slice of
+a worker that dies expires like any hold (``HOLD_SECONDS`` after it was last granted or settled). A slice is used
+only while a check of the org's balance against all its holds, made every ``SLICE_CHECK_SECONDS`` in the background,
+is younger than ``SLICE_MAX_AGE_SECONDS``; when billing publishes a balance that no longer covers the holds (a
+charge from elsewhere, an adjustment), the slice is given back, so such a change reaches every worker within a
+second, as a revocation does. Idle slices are given back after ``SLICE_IDLE_SECONDS``, and all of them at shutdown.
 
 Billing publishes the balance after every ledger change with :func:`publish_balance`; until an org's balance was
 ever published, the loader named by ``settings.MAAS_BALANCE_LOADER`` is asked once and its answer cached.
@@ -258,7 +258,7 @@ class _Slices:
     async def check(self) -> None:
         """Give back idle slices and those of orgs whose balance no longer covers their holds."""
         now = time.time()
-        for org_id, piece in list(self.by_org.items()):
+        for piece in list(self.by_org.values()):
             if piece.outstanding == 0 and (now - piece.last_used > SLICE_IDLE_SECONDS or now > piece.valid_until):
                 await self.give_back(piece)
         orgs = list(self.by_org)

@@ -233,13 +233,11 @@ class LuaScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def acall(self, keys: list[str], args: list, client=None, later: bool = False):
-        """Run the script; ``later``: on the pipelined client, written at the end of this loop iteration."""
+    async def acall(self, keys: list[str], args: list, client: "FastRedis | None" = None, later: bool = False):
+        """Run the script on the pipelined client; ``later``: written at the end of this loop iteration."""
         client = client or fredis()
         try:
-            if later:
-                return await client.evalsha(self.sha, len(keys), *keys, *args, later=True)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await client.evalsha(self.sha, len(keys), *keys, *args, later=later)
         except redis.exceptions.NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
 
