@@ -155,9 +155,12 @@ class Response:
 
     # fed by the connection
     def _feed(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:  # finished: nothing more is read for it
+            return
         self._got_bytes = True
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"invalid HTTP answer from the replica: {exc}"))
             self._conn.abort()
@@ -286,6 +289,11 @@ class Response:
 
     def _finish(self) -> None:
         self._done = True
+        # The parser holds this response's callbacks and a relay's sink holds the response: without these cycles
+        # a finished request is freed by reference counting, not left to the cyclic GC, whose pauses stall every
+        # stream of the worker (bench/README.md, Gateway).
+        self._parser = None
+        self._sink = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -338,7 +346,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.pool.connections.discard(self)
-        response = self.response
+        response, self.response = self.response, None
         if response is not None:
             response._lost(exc)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import ipaddress
 import ssl
 import time
 
+import httptools
 import httpx
 import pytest
 from cryptography import x509
@@ -190,6 +192,58 @@ async def test_tls_replica_with_a_ca_bundle_and_unverified(tmp_path):
             response.release()
         with pytest.raises(ssl.SSLError):  # default verification does not trust a self-signed certificate
             await upstream.request(endpoint(port, "https"), "/v1/completions", b"{}", "r")
+        await upstream.close_upstream_sessions()
+
+
+def _live(kind) -> int:
+    return sum(1 for o in gc.get_objects() if type(o) is kind)
+
+
+@pytest.mark.asyncio
+async def test_a_finished_answer_is_freed_without_the_cyclic_gc():
+    """A response, its parser and a relay's sink closure must not keep each other alive: left to the cyclic GC, a
+    worker's finished requests pile up until a collection stalls every stream of the worker for milliseconds."""
+
+    async def hang(n, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\ndata: a\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+        return False
+
+    async with Replica(answer_chunked) as port, Replica(hang) as hang_port:
+        await upstream.close_upstream_sessions()
+        gc.collect()
+        gc.disable()  # what reference counting does not free stays, and is counted below
+        try:
+            before = (_live(upstream.Response), _live(httptools.HttpResponseParser))
+            for i in range(3):
+                response = await upstream.request(endpoint(port), "/v1/chat/completions", b"{}", f"req-{i}")
+                received = []
+
+                def sink(data, response=response):  # like gateway.asgi's relay: the sink knows its response
+                    received.append(data)
+                    if response.complete:
+                        response.wake()
+
+                response.relay_to(sink)
+                while not response.complete:
+                    await response.wait()
+                response.release()
+                assert b"".join(received) == b"data: a\n\ndata: b\n\n!!!"
+                del response, sink
+            response = await upstream.request(endpoint(port), "/v1/completions", b"{}", "read")
+            assert await response.read() == b"data: a\n\ndata: b\n\n!!!"
+            response.release()
+            response = await upstream.request(endpoint(hang_port), "/v1/completions", b"{}", "aborted")
+            response.relay_to(lambda data, response=response: None)
+            await asyncio.sleep(0.05)
+            response.close()  # a client that went away mid-stream
+            del response
+            for _ in range(3):
+                await asyncio.sleep(0)  # the aborted connection's connection_lost
+            assert (_live(upstream.Response), _live(httptools.HttpResponseParser)) == before
+        finally:
+            gc.enable()
         await upstream.close_upstream_sessions()
 
 
