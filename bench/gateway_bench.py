@@ -285,12 +285,36 @@ def interleaved(direct: str, gateway: str, key: str, *, rounds: int, exact: str 
     return summarize(a), summarize(b), summarize(c) if exact else None
 
 
+def _cpu_ticks() -> list[int]:
+    """The machine's CPU time counters (user, nice, system, idle, iowait, irq, softirq, steal) from /proc/stat."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def _steal_share(before: list[int], after: list[int]) -> str:
+    """The share of the machine's CPU time the hypervisor gave to other guests between two readings (noisy
+    neighbours: on this kind of VM it varies from run to run and moves every percentile)."""
+    if len(before) < 8 or len(after) < 8:
+        return "unknown"
+    spent = [b - a for a, b in zip(before, after)]
+    return f"{spent[7] * 100 / max(1, sum(spent)):.1f}%"
+
+
 def overhead(args) -> None:
     prepare_database()
+    ticks = _cpu_ticks()
     sim_port, gw_port = free_port(), free_port()
     sim = start_simulator(sim_port, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, max_num_seqs=4096)
     key = setup_world([f"http://127.0.0.1:{sim_port}"])
-    gw = start_gateway(gw_port, workers=args.workers)
+    gc_env = {}
+    if args.gc_stats:  # bench/gcstats/sitecustomize.py records the gateway processes' cyclic-GC pauses
+        gc_prefix = f"/tmp/gateway-bench-gc-{os.getpid()}"
+        gc_env = {"BENCH_GC_STATS": gc_prefix,
+                  "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "bench" / "gcstats"),
+                                                              os.environ.get("PYTHONPATH")]))}
+    gw = start_gateway(gw_port, workers=args.workers, **gc_env)
     direct, gateway = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
     exact = exact_gw = None
     if args.compare_exact:
@@ -319,7 +343,15 @@ def overhead(args) -> None:
         if exact_gw is not None:
             exact_gw.terminate()
         sim.terminate()
-    print(f"\nload average after: {os.getloadavg()}")
+    if args.gc_stats:
+        gw.wait(30)
+        for path in sorted(Path("/tmp").glob(Path(gc_prefix).name + ".*.json")):
+            stats = json.loads(path.read_text())
+            path.unlink()
+            print(f"cyclic GC of gateway process {path.stem.rsplit('.', 1)[1]}: " + "; ".join(
+                f"gen{g} {s['collections']} collections, {s['cpu_ms']} ms CPU (longest {s['max_ms']}), "
+                f"{s['freed']} objects freed" for g, s in stats.items()))
+    print(f"\nload average after: {os.getloadavg()}; CPU steal during the run: {_steal_share(ticks, _cpu_ticks())}")
     print("\nLatency of requests on open keep-alive connections; the first request of each client (all clients "
           "connect at the same instant, every round) is reported apart.")
     print("\n| mode | clients | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) "
@@ -489,6 +521,8 @@ def main() -> None:
     o.add_argument("--client", choices=("aiohttp", "lean"), default="aiohttp", help="the load generator's client: "
                    "aiohttp, or gateway.upstream's lean client (about a third less CPU per request)")
     o.add_argument("--itl-ms", type=float, default=5.0, help="the simulator's inter-token latency")
+    o.add_argument("--gc-stats", action="store_true", help="report the gateway processes' cyclic-GC pauses "
+                   "(bench/gcstats)")
     c = sub.add_parser("cpu")
     c.add_argument("--concurrency", type=int, default=64)
     c.add_argument("--requests", type=int, default=3000)
