@@ -72,9 +72,8 @@ class _Protocol(asyncio.Protocol):
         ``later`` go out first, in order."""
         if self.queued:
             self.queued.append(data)
-            data = b"".join(self.queued)
-            self.queued.clear()
-        if not self.transport.is_closing():
+            self.flush()
+        elif not self.transport.is_closing():
             self.transport.write(data)
 
     def later(self, data: bytes) -> None:
