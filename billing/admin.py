@@ -1,4 +1,5 @@
 """Platform admin for billing: credit limits and manual adjustments go through services (audited)."""
+import secrets
 from decimal import Decimal
 
 from django import forms
@@ -14,6 +15,12 @@ class BillingAccountForm(forms.ModelForm):
     adjust_amount = forms.DecimalField(label=_("Adjust balance by"), required=False, max_digits=14, decimal_places=2,
                                        help_text=_("Positive credits, negative debits; posted as an adjustment."))
     adjust_reason = forms.CharField(label=_("Reason for the adjustment"), required=False, max_length=300)
+    # names this rendering of the form: submitting it twice (a double click, a resent POST) posts one adjustment
+    adjust_token = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["adjust_token"].initial = secrets.token_urlsafe(16)
 
     class Meta:
         model = BillingAccount
@@ -45,7 +52,7 @@ class BillingAccountAdmin(admin.ModelAdmin):
             amount = form.cleaned_data.get("adjust_amount")
             if amount:
                 services.ledger_adjust(org=obj.org, amount=Decimal(amount), reason=form.cleaned_data["adjust_reason"],
-                                       actor=request.user)
+                                       actor=request.user, token=form.cleaned_data.get("adjust_token") or None)
         except ApplicationError as exc:
             messages.error(request, exc.message)
 

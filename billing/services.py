@@ -9,6 +9,8 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+import re
+import secrets
 from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -42,6 +44,7 @@ from maas.services import audit_record
 logger = logging.getLogger(__name__)
 
 # Usage before the first recorded price is charged with the first price (prices are seeded lazily).
+ADJUSTMENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # names one admin adjustment submission
 PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
 
@@ -119,19 +122,33 @@ def ledger_post(
     return entry, True
 
 
-def ledger_adjust(*, org, amount: Decimal, reason: str, actor) -> LedgerEntry:
-    """An admin's manual credit (positive) or debit (negative), with a reason, audited."""
+def ledger_adjust(*, org, amount: Decimal, reason: str, actor, token: str | None = None) -> LedgerEntry:
+    """An admin's manual credit (positive) or debit (negative), with a reason, audited.
+
+    ``token`` names one submission (the admin form renders a fresh one): posting it again changes nothing and
+    returns the first entry, so a double submit credits once; the same token with another amount or reason is
+    refused rather than dropped. Without a token every call posts.
+    """
     amount = quantize_posted(amount)
     if amount == 0:
         raise ApplicationError(_("An adjustment needs a non-zero amount."), field="amount")
     reason = (reason or "").strip()
     if not reason:
         raise ApplicationError(_("Give a reason for the adjustment."), field="reason")
+    if token is None:
+        token = secrets.token_urlsafe(16)
+    elif not ADJUSTMENT_TOKEN.fullmatch(token):
+        raise ApplicationError(_("This adjustment form is invalid; reload the page."), field="token")
     with transaction.atomic():
-        entry, _created = ledger_post(
-            org=org, kind=EntryKind.ADJUSTMENT, amount=amount, key=f"adjustment:{timezone.now().isoformat()}:{org.pk}",
+        entry, created = ledger_post(
+            org=org, kind=EntryKind.ADJUSTMENT, amount=amount, key=f"adjustment:{org.pk}:{token}",
             description=reason, actor=actor,
         )
+        if not created:
+            if entry.org_id != org.pk or entry.amount != amount or entry.description != reason[:300]:
+                raise ApplicationError(_("This adjustment form was already submitted with other values; reload the "
+                                         "page to post another adjustment."), field="token")
+            return entry
         audit_record(org=org, actor=actor, action="billing.adjust", target=entry,
                      data={"amount": str(amount), "reason": reason})
     return entry

@@ -1,4 +1,5 @@
 """Platform admin: credit limits, adjustments and new token prices go through the audited services."""
+import re
 from decimal import Decimal
 
 from billing import services
@@ -20,6 +21,29 @@ def test_admin_sets_credit_limit_and_posts_an_adjustment(admin_client, org):
     assert {"billing.credit_limit", "billing.adjust"} <= set(AuditEvent.objects.values_list("action", flat=True))
     assert admin_client.get("/admin/billing/ledgerentry/").status_code == 200
     assert BillingAccount.objects.count() == 1
+
+
+def test_a_double_submitted_adjustment_posts_once(admin_client, org):
+    account = services.account_get_or_create(org=org)
+    url = f"/admin/billing/billingaccount/{account.pk}/change/"
+    token = re.search(r'name="adjust_token" value="([^"]+)"', admin_client.get(url).content.decode()).group(1)
+    assert token != re.search(r'name="adjust_token" value="([^"]+)"',
+                              admin_client.get(url).content.decode()).group(1)  # a fresh one per rendering
+    form = {"credit_limit": "0", "adjust_amount": "25", "adjust_reason": "welcome credit", "adjust_token": token}
+    assert admin_client.post(url, form).status_code == 302
+    assert admin_client.post(url, form).status_code == 302  # the same submission again: nothing more
+    account.refresh_from_db()
+    assert account.balance == Decimal("25") and LedgerEntry.objects.filter(org=org).count() == 1
+    assert AuditEvent.objects.filter(action="billing.adjust").count() == 1
+    # the same form sent back with another amount is refused, not dropped silently and not posted
+    response = admin_client.post(url, {**form, "adjust_amount": "30"}, follow=True)
+    assert "already submitted" in response.content.decode()
+    account.refresh_from_db()
+    assert account.balance == Decimal("25") and LedgerEntry.objects.filter(org=org).count() == 1
+    # a new rendering posts a new adjustment
+    assert admin_client.post(url, {**form, "adjust_token": "x" * 22}).status_code == 302
+    account.refresh_from_db()
+    assert account.balance == Decimal("50") and LedgerEntry.objects.filter(org=org).count() == 2
 
 
 def test_catalog_price_edit_in_admin_starts_a_new_price(admin_client, public_model):

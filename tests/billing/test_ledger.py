@@ -48,6 +48,19 @@ def test_admin_adjustment_needs_a_reason_and_is_audited(org, alice):
     entry = services.ledger_adjust(org=org, amount=Decimal("-2.50"), reason="goodwill reversal", actor=alice)
     assert entry.kind == EntryKind.ADJUSTMENT and entry.amount == Decimal("-2.50")
     assert AuditEvent.objects.filter(org=org, action="billing.adjust").count() == 1
+    assert services.ledger_adjust(org=org, amount=Decimal("-2.50"), reason="goodwill reversal", actor=alice) != entry
+
+
+def test_an_adjustment_token_posts_once(org, alice):
+    first = services.ledger_adjust(org=org, amount=Decimal("7"), reason="credit", actor=alice, token="t" * 16)
+    again = services.ledger_adjust(org=org, amount=Decimal("7"), reason="credit", actor=alice, token="t" * 16)
+    assert again == first and BillingAccount.objects.get(org=org).balance == Decimal("7")
+    with pytest.raises(ApplicationError, match="already submitted"):
+        services.ledger_adjust(org=org, amount=Decimal("8"), reason="credit", actor=alice, token="t" * 16)
+    with pytest.raises(ApplicationError, match="invalid"):
+        services.ledger_adjust(org=org, amount=Decimal("7"), reason="credit", actor=alice, token="short")
+    assert LedgerEntry.objects.filter(org=org).count() == 1
+    assert AuditEvent.objects.filter(org=org, action="billing.adjust").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
