@@ -43,8 +43,8 @@ from maas.services import audit_record
 
 logger = logging.getLogger(__name__)
 
-# Usage before the first recorded price is charged with the first price (prices are seeded lazily).
 ADJUSTMENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # names one admin adjustment submission
+# Usage before the first recorded price is charged with the first price (prices are seeded lazily).
 PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
 
