@@ -19,6 +19,7 @@ from. Each client keeps one keep-alive connection per round (as the ``openai`` S
 requests on open connections, and the first request of every client, which opens its connection at the same instant
 as all the others, is reported in its own column.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,19 +88,51 @@ def setup_world(replica_urls: list[str]) -> str:
 
     public, _ = Organization.objects.get_or_create(namespace="public", defaults={"name": "Platform"})
     org, _ = Organization.objects.get_or_create(namespace="bench", defaults={"name": "Bench"})
-    model, _ = CatalogModel.objects.get_or_create(slug="bench-chat", defaults=dict(
-        name="bench", display_name="bench", publisher="bench", description_zh="-", description_en="-", tasks=["chat"],
-        parameters_b=Decimal("1"), context_length=32768, quantization="bf16", license="mit", source_hub="huggingface",
-        source_repo="bench/bench", currency="CNY", input_price_per_1k=Decimal("0.001"),
-        output_price_per_1k=Decimal("0.002"), spec_updated=date(2026, 11, 21), spec_file="bench.yaml",
-        spec_hash="0" * 64))
+    model, _ = CatalogModel.objects.get_or_create(
+        slug="bench-chat",
+        defaults=dict(
+            name="bench",
+            display_name="bench",
+            publisher="bench",
+            description_zh="-",
+            description_en="-",
+            tasks=["chat"],
+            parameters_b=Decimal("1"),
+            context_length=32768,
+            quantization="bf16",
+            license="mit",
+            source_hub="huggingface",
+            source_repo="bench/bench",
+            currency="CNY",
+            input_price_per_1k=Decimal("0.001"),
+            output_price_per_1k=Decimal("0.002"),
+            spec_updated=date(2026, 11, 21),
+            spec_file="bench.yaml",
+            spec_hash="0" * 64,
+        ),
+    )
     Service.objects.filter(org=public, name="bench").delete()
     region, _ = Region.objects.get_or_create(code="bench-1", defaults={"name_zh": "压测", "name_en": "Bench"})
     service = Service.objects.create(
-        org=public, name="bench", catalog_model=model, region=region, variant_position=0, runtime="vllm",
-        runtime_version="0.10.2", image="-", gpu_count=1, per_gpu_memory_gb=80, cpu=8, memory_gb=64,
-        max_model_len=32768, replicas=len(replica_urls), ready_replicas=len(replica_urls), hourly_price=Decimal("1"),
-        currency="CNY", status=ServiceStatus.RUNNING)
+        org=public,
+        name="bench",
+        catalog_model=model,
+        region=region,
+        variant_position=0,
+        runtime="vllm",
+        runtime_version="0.10.2",
+        image="-",
+        gpu_count=1,
+        per_gpu_memory_gb=80,
+        cpu=8,
+        memory_gb=64,
+        max_model_len=32768,
+        replicas=len(replica_urls),
+        ready_replicas=len(replica_urls),
+        hourly_price=Decimal("1"),
+        currency="CNY",
+        status=ServiceStatus.RUNNING,
+    )
     for i, url in enumerate(replica_urls):
         Replica.objects.create(service=service, name=f"bench-{i}", base_url=url, ready=True)
     _key, raw = apikey_create(org=org, name=f"bench-{int(time.time())}")
@@ -124,22 +157,48 @@ def start(cmd: list[str], env: dict | None = None, ready_url: str | None = None)
             return process
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd[:4]} did not start")
+                raise RuntimeError(f"{cmd[:4]} did not start") from None
             time.sleep(0.1)
 
 
 def start_simulator(port: int, **flags) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "deployments.simulator", "--port", str(port), "--served-model-name", "public/bench",
-           "--replica-id", f"sim-{port}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deployments.simulator",
+        "--port",
+        str(port),
+        "--served-model-name",
+        "public/bench",
+        "--replica-id",
+        f"sim-{port}",
+    ]
     for name, value in flags.items():
         cmd += [f"--{name.replace('_', '-')}", str(value)]
     return start(cmd, ready_url=f"http://127.0.0.1:{port}/health")
 
 
 def start_gateway(port: int, routing: str = "prefix", workers: int = 1, **env) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "uvicorn", "maas.asgi:application", "--port", str(port), "--loop", "uvloop",
-           "--http", "httptools", "--no-access-log", "--no-proxy-headers", "--log-level", "warning",
-           "--backlog", "4096", "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "maas.asgi:application",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--no-proxy-headers",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+        "--workers",
+        str(workers),
+    ]
     return start(cmd, env={"GATEWAY_ROUTING": routing, **env}, ready_url=f"http://127.0.0.1:{port}/v1/models")
 
 
@@ -196,8 +255,17 @@ async def one_lean_request(server: _Server, body: dict, stream: bool):
         response.release()
 
 
-async def load(base: str, key: str, *, concurrency: int, requests: int, stream: bool, body_for,
-               samples: bool = False, client: str = "aiohttp") -> dict:
+async def load(
+    base: str,
+    key: str,
+    *,
+    concurrency: int,
+    requests: int,
+    stream: bool,
+    body_for,
+    samples: bool = False,
+    client: str = "aiohttp",
+) -> dict:
     url = base + "/v1/chat/completions"
     headers = {"Authorization": f"Bearer {key}"}
     connector = aiohttp.TCPConnector(limit=0)
@@ -205,6 +273,7 @@ async def load(base: str, key: str, *, concurrency: int, requests: int, stream: 
     results = []
     counter = iter(range(requests))
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as session:
+
         async def worker():
             first = True  # this client's first request also opens its connection
             for i in counter:
@@ -215,7 +284,7 @@ async def load(base: str, key: str, *, concurrency: int, requests: int, stream: 
                         results.append((*await one_lean_request(server, body, stream), first))
                     else:
                         results.append((*await one_request(session, url, headers, body, stream), first))
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     results.append((False, None, 0.0, first))
                 first = False
 
@@ -226,17 +295,34 @@ async def load(base: str, key: str, *, concurrency: int, requests: int, stream: 
     ttfts = [r[1] * 1000 for r in ok]
     totals = [r[2] * 1000 for r in ok]
     if samples:  # requests on open keep-alive connections, and each client's first (connecting) request apart
-        return {"ok": len(ok), "errors": len(results) - len(ok), "wall_s": wall,
-                "ttfts": [r[1] * 1000 for r in ok if not r[3]], "totals": [r[2] * 1000 for r in ok if not r[3]],
-                "cold_ttfts": [r[1] * 1000 for r in ok if r[3]], "cold_totals": [r[2] * 1000 for r in ok if r[3]]}
-    return {"ok": len(ok), "errors": len(results) - len(ok), "rps": len(ok) / wall, "wall_s": wall,
-            "ttft_p50": pct(ttfts, 50), "ttft_p99": pct(ttfts, 99), "total_p50": pct(totals, 50),
-            "total_p99": pct(totals, 99)}
+        return {
+            "ok": len(ok),
+            "errors": len(results) - len(ok),
+            "wall_s": wall,
+            "ttfts": [r[1] * 1000 for r in ok if not r[3]],
+            "totals": [r[2] * 1000 for r in ok if not r[3]],
+            "cold_ttfts": [r[1] * 1000 for r in ok if r[3]],
+            "cold_totals": [r[2] * 1000 for r in ok if r[3]],
+        }
+    return {
+        "ok": len(ok),
+        "errors": len(results) - len(ok),
+        "rps": len(ok) / wall,
+        "wall_s": wall,
+        "ttft_p50": pct(ttfts, 50),
+        "ttft_p99": pct(ttfts, 99),
+        "total_p50": pct(totals, 50),
+        "total_p99": pct(totals, 99),
+    }
 
 
 def body_for(i: int, model: str, max_tokens: int) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": f"request {i}"}], "max_tokens": max_tokens,
-            "ignore_eos": True}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": f"request {i}"}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+    }
 
 
 def loadgen(args) -> None:
@@ -246,16 +332,43 @@ def loadgen(args) -> None:
     def make(i):
         return body_for(i, args.model, args.max_tokens)
 
-    result = uvloop.run(load(args.url, args.key, concurrency=args.concurrency, requests=args.requests,
-                             stream=args.stream, body_for=make, samples=True, client=args.client))
+    result = uvloop.run(
+        load(
+            args.url,
+            args.key,
+            concurrency=args.concurrency,
+            requests=args.requests,
+            stream=args.stream,
+            body_for=make,
+            samples=True,
+            client=args.client,
+        )
+    )
     print(json.dumps(result))
 
 
-def measure(base: str, key: str, model: str, *, concurrency: int, requests: int, stream: bool,
-            max_tokens: int = 16) -> dict:
-    cmd = [sys.executable, __file__, "_load", "--url", base, "--key", key, "--model", model, "--concurrency",
-           str(concurrency), "--requests", str(requests), "--max-tokens", str(max_tokens),
-           "--client", LOAD_CLIENT] + (["--stream"] if stream else [])
+def measure(
+    base: str, key: str, model: str, *, concurrency: int, requests: int, stream: bool, max_tokens: int = 16
+) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "_load",
+        "--url",
+        base,
+        "--key",
+        key,
+        "--model",
+        model,
+        "--concurrency",
+        str(concurrency),
+        "--requests",
+        str(requests),
+        "--max-tokens",
+        str(max_tokens),
+        "--client",
+        LOAD_CLIENT,
+    ] + (["--stream"] if stream else [])
     return json.loads(subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True).stdout)
 
 
@@ -267,13 +380,22 @@ def summarize(parts: list[dict]) -> dict:
     ok, wall = sum(p["ok"] for p in parts), sum(p["wall_s"] for p in parts)
     if not ttfts:  # one request per client: all of them connect
         ttfts, totals = cold, [v for p in parts for v in p["cold_totals"]]
-    return {"ok": ok, "errors": sum(p["errors"] for p in parts), "rps": ok / wall if wall else 0.0,
-            "ttft_p50": pct(ttfts, 50), "ttft_p99": pct(ttfts, 99), "total_p50": pct(totals, 50),
-            "total_p99": pct(totals, 99), "cold_p50": pct(cold, 50), "cold_p99": pct(cold, 99)}
+    return {
+        "ok": ok,
+        "errors": sum(p["errors"] for p in parts),
+        "rps": ok / wall if wall else 0.0,
+        "ttft_p50": pct(ttfts, 50),
+        "ttft_p99": pct(ttfts, 99),
+        "total_p50": pct(totals, 50),
+        "total_p99": pct(totals, 99),
+        "cold_p50": pct(cold, 50),
+        "cold_p99": pct(cold, 99),
+    }
 
 
-def interleaved(direct: str, gateway: str, key: str, *, rounds: int, exact: str | None = None,
-                **kwargs) -> tuple[dict, dict, dict | None]:
+def interleaved(
+    direct: str, gateway: str, key: str, *, rounds: int, exact: str | None = None, **kwargs
+) -> tuple[dict, dict, dict | None]:
     """Alternate direct and gateway rounds (the same requests each) so that both see the same background load; with
     ``exact``, also rounds through a second gateway that reserves every request in Redis (no balance slices)."""
     a, b, c = [], [], []
@@ -298,7 +420,7 @@ def _steal_share(before: list[int], after: list[int]) -> str:
     neighbours: on this kind of VM it varies from run to run and moves every percentile)."""
     if len(before) < 8 or len(after) < 8:
         return "unknown"
-    spent = [b - a for a, b in zip(before, after)]
+    spent = [b - a for a, b in zip(before, after, strict=False)]
     return f"{spent[7] * 100 / max(1, sum(spent)):.1f}%"
 
 
@@ -311,9 +433,12 @@ def overhead(args) -> None:
     gc_env = {}
     if args.gc_stats:  # bench/gcstats/sitecustomize.py records the gateway processes' cyclic-GC pauses
         gc_prefix = f"/tmp/gateway-bench-gc-{os.getpid()}"
-        gc_env = {"BENCH_GC_STATS": gc_prefix,
-                  "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "bench" / "gcstats"),
-                                                              os.environ.get("PYTHONPATH")]))}
+        gc_env = {
+            "BENCH_GC_STATS": gc_prefix,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(REPO / "bench" / "gcstats"), os.environ.get("PYTHONPATH")])
+            ),
+        }
     gw = start_gateway(gw_port, workers=args.workers, **gc_env)
     direct, gateway = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
     exact = exact_gw = None
@@ -322,8 +447,11 @@ def overhead(args) -> None:
         exact_gw = start_gateway(exact_port, workers=args.workers, GATEWAY_BALANCE_SLICE_FRACTION="0")
         exact = f"http://127.0.0.1:{exact_port}"
     rows = []
-    print(f"gateway: {args.workers} uvicorn worker(s); answers of {args.tokens} tokens, simulator TTFT "
-          f"{args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms; load average {os.getloadavg()}", flush=True)
+    print(
+        f"gateway: {args.workers} uvicorn worker(s); answers of {args.tokens} tokens, simulator TTFT "
+        f"{args.ttft_ms:g} ms, ITL {args.itl_ms:g} ms; load average {os.getloadavg()}",
+        flush=True,
+    )
     try:
         measure(gateway, key, "public/bench-chat", concurrency=8, requests=400, stream=True)  # warm up
         measure(direct, key, "public/bench", concurrency=8, requests=200, stream=True)
@@ -332,8 +460,17 @@ def overhead(args) -> None:
         for stream in [m == "stream" for m in args.modes.split(",")]:
             for concurrency in [int(c) for c in args.clients.split(",")]:
                 per_round = max(max(args.min_requests, concurrency * 12) // args.rounds, concurrency * 5)
-                a, b, c = interleaved(direct, gateway, key, rounds=args.rounds, exact=exact, concurrency=concurrency,
-                                      requests=per_round, stream=stream, max_tokens=args.tokens)
+                a, b, c = interleaved(
+                    direct,
+                    gateway,
+                    key,
+                    rounds=args.rounds,
+                    exact=exact,
+                    concurrency=concurrency,
+                    requests=per_round,
+                    stream=stream,
+                    max_tokens=args.tokens,
+                )
                 rows.append((stream, concurrency, a, b, c))
                 print(f"stream={stream} c={concurrency}: direct {a}\n    gateway {b}\n    exact {c}", flush=True)
         if not args.quick:
@@ -350,41 +487,64 @@ def overhead(args) -> None:
             path.unlink()
             if not any(s["collections"] for s in stats.values()):
                 continue  # uvicorn's supervisor with --workers > 1: it serves nothing and never freezes its heap
-            print(f"cyclic GC of gateway process {path.stem.rsplit('.', 1)[1]}: " + "; ".join(
-                f"gen{g} {s['collections']} collections, {s['cpu_ms']} ms CPU (longest {s['max_ms']}), "
-                f"{s['freed']} objects freed" for g, s in stats.items()))
+            print(
+                f"cyclic GC of gateway process {path.stem.rsplit('.', 1)[1]}: "
+                + "; ".join(
+                    f"gen{g} {s['collections']} collections, {s['cpu_ms']} ms CPU (longest {s['max_ms']}), "
+                    f"{s['freed']} objects freed"
+                    for g, s in stats.items()
+                )
+            )
     print(f"\nload average after: {os.getloadavg()}; CPU steal during the run: {_steal_share(ticks, _cpu_ticks())}")
-    print("\nLatency of requests on open keep-alive connections; the first request of each client (all clients "
-          "connect at the same instant, every round) is reported apart.")
-    print("\n| mode | clients | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) "
-          "| added to the end of the stream p50 / p99 (ms) | connecting requests: direct / gateway p50 (ms), "
-          "added p50 / p99 | gateway req/s | errors |" + (" every request reserved in Redis: added p50 / p99 (ms) |"
-                                                        if exact else ""))
+    print(
+        "\nLatency of requests on open keep-alive connections; the first request of each client (all clients "
+        "connect at the same instant, every round) is reported apart."
+    )
+    print(
+        "\n| mode | clients | direct p50 / p99 (ms) | gateway p50 / p99 (ms) | added p50 / p99 (ms) "
+        "| added to the end of the stream p50 / p99 (ms) | connecting requests: direct / gateway p50 (ms), "
+        "added p50 / p99 | gateway req/s | errors |"
+        + (" every request reserved in Redis: added p50 / p99 (ms) |" if exact else "")
+    )
     print("|---|---|---|---|---|---|---|---|---|" + ("---|" if exact else ""))
     for stream, concurrency, a, b, c in rows:
         label = "stream (TTFT)" if stream else "non-stream (total)"
-        end = (f"{b['total_p50'] - a['total_p50']:.1f} / {b['total_p99'] - a['total_p99']:.1f}" if stream
-               else "–")
-        print(f"| {label} | {concurrency} | {a['ttft_p50']:.1f} / {a['ttft_p99']:.1f} | {b['ttft_p50']:.1f} / "
-              f"{b['ttft_p99']:.1f} | {b['ttft_p50'] - a['ttft_p50']:.1f} / {b['ttft_p99'] - a['ttft_p99']:.1f} "
-              f"| {end} | {a['cold_p50']:.1f} / {b['cold_p50']:.1f}, {b['cold_p50'] - a['cold_p50']:.1f} / "
-              f"{b['cold_p99'] - a['cold_p99']:.1f} | {b['rps']:.0f} | {a['errors']}+{b['errors']} |"
-              + (f" {c['ttft_p50'] - a['ttft_p50']:.1f} / {c['ttft_p99'] - a['ttft_p99']:.1f} |" if c else ""))
+        end = f"{b['total_p50'] - a['total_p50']:.1f} / {b['total_p99'] - a['total_p99']:.1f}" if stream else "–"
+        print(
+            f"| {label} | {concurrency} | {a['ttft_p50']:.1f} / {a['ttft_p99']:.1f} | {b['ttft_p50']:.1f} / "
+            f"{b['ttft_p99']:.1f} | {b['ttft_p50'] - a['ttft_p50']:.1f} / {b['ttft_p99'] - a['ttft_p99']:.1f} "
+            f"| {end} | {a['cold_p50']:.1f} / {b['cold_p50']:.1f}, {b['cold_p50'] - a['cold_p50']:.1f} / "
+            f"{b['cold_p99'] - a['cold_p99']:.1f} | {b['rps']:.0f} | {a['errors']}+{b['errors']} |"
+            + (f" {c['ttft_p50'] - a['ttft_p50']:.1f} / {c['ttft_p99'] - a['ttft_p99']:.1f} |" if c else "")
+        )
 
 
 def capacity(direct: str, gateway: str, key: str, args) -> None:
     """1000 concurrent open streams, and the maximum request rate (1-token answers)."""
-    many_direct = summarize([measure(direct, key, "public/bench", concurrency=1000, requests=1000, stream=True,
-                                     max_tokens=200)])
-    many = summarize([measure(gateway, key, "public/bench-chat", concurrency=1000, requests=1000, stream=True,
-                              max_tokens=200)])
+    many_direct = summarize(
+        [measure(direct, key, "public/bench", concurrency=1000, requests=1000, stream=True, max_tokens=200)]
+    )
+    many = summarize(
+        [measure(gateway, key, "public/bench-chat", concurrency=1000, requests=1000, stream=True, max_tokens=200)]
+    )
     print(f"1000 concurrent streams of 200 tokens: direct {many_direct}\n    via gateway: {many}", flush=True)
     peaks = {}
     for concurrency in (64, 256):
-        peaks[concurrency] = interleaved(direct, gateway, key, rounds=args.rounds, concurrency=concurrency,
-                                         requests=6000 // args.rounds, stream=False, max_tokens=1)[:2]
-        print(f"max req/s (1-token answers, {concurrency} clients): direct {peaks[concurrency][0]['rps']:.0f}, "
-              f"gateway {peaks[concurrency][1]['rps']:.0f}", flush=True)
+        peaks[concurrency] = interleaved(
+            direct,
+            gateway,
+            key,
+            rounds=args.rounds,
+            concurrency=concurrency,
+            requests=6000 // args.rounds,
+            stream=False,
+            max_tokens=1,
+        )[:2]
+        print(
+            f"max req/s (1-token answers, {concurrency} clients): direct {peaks[concurrency][0]['rps']:.0f}, "
+            f"gateway {peaks[concurrency][1]['rps']:.0f}",
+            flush=True,
+        )
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -411,8 +571,10 @@ def cpu(args) -> None:
     sim = start_simulator(sim_port, ttft_ms=20, itl_ms=5, max_num_seqs=4096)
     key = setup_world([f"http://127.0.0.1:{sim_port}"])
     gw = start_gateway(gw_port)
-    paths = (("direct", f"http://127.0.0.1:{sim_port}", "public/bench"),
-             ("gateway", f"http://127.0.0.1:{gw_port}", "public/bench-chat"))
+    paths = (
+        ("direct", f"http://127.0.0.1:{sim_port}", "public/bench"),
+        ("gateway", f"http://127.0.0.1:{gw_port}", "public/bench-chat"),
+    )
     try:
         measure(paths[1][1], key, paths[1][2], concurrency=8, requests=400, stream=True)  # warm up
         for stream in (False, True):
@@ -421,11 +583,17 @@ def cpu(args) -> None:
                 result = measure(url, key, model, concurrency=args.concurrency, requests=args.requests, stream=stream)
                 after = [_cpu_seconds(sim.pid), _cpu_seconds(gw.pid), os.times(), redis_cpu()]
                 client = sum(after[2][2:4]) - sum(before[2][2:4])
-                per = [(after[0] - before[0]) * 1e6 / result["ok"], (after[1] - before[1]) * 1e6 / result["ok"],
-                       client * 1e6 / result["ok"], (after[3] - before[3]) * 1e6 / result["ok"]]
-                print(f"| {'stream' if stream else 'non-stream'} | {name} | {result['ok'] / result['wall_s']:.0f} "
-                      f"| {per[0]:.0f} | {per[1]:.0f} | {per[2]:.0f} | {f'{per[3]:.0f}' if redis_pid else '–'} |",
-                      flush=True)
+                per = [
+                    (after[0] - before[0]) * 1e6 / result["ok"],
+                    (after[1] - before[1]) * 1e6 / result["ok"],
+                    client * 1e6 / result["ok"],
+                    (after[3] - before[3]) * 1e6 / result["ok"],
+                ]
+                print(
+                    f"| {'stream' if stream else 'non-stream'} | {name} | {result['ok'] / result['wall_s']:.0f} "
+                    f"| {per[0]:.0f} | {per[1]:.0f} | {per[2]:.0f} | {f'{per[3]:.0f}' if redis_pid else '–'} |",
+                    flush=True,
+                )
     finally:
         gw.terminate()
         sim.terminate()
@@ -436,8 +604,12 @@ def routing(args) -> None:
 
     prepare_database()
     ports = [free_port() for _ in range(args.replicas)]
-    sims = [start_simulator(p, ttft_ms=15, itl_ms=5, prefill_ms_per_1k_tokens=120, max_num_seqs=256,
-                            prefix_cache_blocks=1024) for p in ports]
+    sims = [
+        start_simulator(
+            p, ttft_ms=15, itl_ms=5, prefill_ms_per_1k_tokens=120, max_num_seqs=256, prefix_cache_blocks=1024
+        )
+        for p in ports
+    ]
     key = setup_world([f"http://127.0.0.1:{p}" for p in ports])
     rng = random.Random(7)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma".split()
@@ -459,16 +631,25 @@ def routing(args) -> None:
 
             def body_for(i):
                 c = schedule[i]
-                turn_of[c] += 1
-                history[c].append({"role": "user", "content": f"turn {turn_of[c]}: " + " ".join(rng.choice(words)
-                                                                                          for _ in range(20))})
-                messages = list(history[c])
-                history[c].append({"role": "assistant", "content": " ".join(rng.choice(words) for _ in range(30))})
+                turn_of[c] += 1  # noqa: B023
+                history[c].append(  # noqa: B023
+                    {"role": "user", "content": f"turn {turn_of[c]}: " + " ".join(rng.choice(words) for _ in range(20))}  # noqa: B023
+                )
+                messages = list(history[c])  # noqa: B023
+                history[c].append({"role": "assistant", "content": " ".join(rng.choice(words) for _ in range(30))})  # noqa: B023
                 return {"model": "public/bench-chat", "messages": messages, "max_tokens": 30, "ignore_eos": True}
 
             try:
-                stats = uvloop.run(load(f"http://127.0.0.1:{gw_port}", key, concurrency=args.concurrency,
-                                        requests=len(schedule), stream=True, body_for=body_for))
+                stats = uvloop.run(
+                    load(
+                        f"http://127.0.0.1:{gw_port}",
+                        key,
+                        concurrency=args.concurrency,
+                        requests=len(schedule),
+                        stream=True,
+                        body_for=body_for,
+                    )
+                )
             finally:
                 gw.terminate()
                 gw.wait()
@@ -486,8 +667,10 @@ def routing(args) -> None:
     print("\n| routing | TTFT p50 (ms) | TTFT p99 (ms) | throughput (req/s) | prefix-cache hit rate | errors |")
     print("|---|---|---|---|---|---|")
     for mode, s in results.items():
-        print(f"| {mode} | {s['ttft_p50']:.0f} | {s['ttft_p99']:.0f} | {s['rps']:.1f} | {s['prefix_hit_rate']:.0%} "
-              f"| {s['errors']} |")
+        print(
+            f"| {mode} | {s['ttft_p50']:.0f} | {s['ttft_p99']:.0f} | {s['rps']:.1f} | {s['prefix_hit_rate']:.0%} "
+            f"| {s['errors']} |"
+        )
 
 
 def urlopen(url, data=None):
@@ -514,17 +697,28 @@ def main() -> None:
     o.add_argument("--clients", default="1,16,64,256", help="comma-separated client counts")
     o.add_argument("--modes", default="non-stream,stream", help="non-stream, stream or both")
     o.add_argument("--quick", action="store_true", help="only the latency rows (no 1000 streams, no max req/s)")
-    o.add_argument("--compare-exact", action="store_true", help="also rounds through a second gateway with "
-                   "GATEWAY_BALANCE_SLICE_FRACTION=0 (every request reserved in Redis), in the same run")
+    o.add_argument(
+        "--compare-exact",
+        action="store_true",
+        help="also rounds through a second gateway with "
+        "GATEWAY_BALANCE_SLICE_FRACTION=0 (every request reserved in Redis), in the same run",
+    )
     o.add_argument("--tokens", type=int, default=16, help="tokens per answer (ignore_eos)")
-    o.add_argument("--min-requests", type=int, default=200, help="requests per row and path, at least (else 12 "
-                   "per client)")
+    o.add_argument(
+        "--min-requests", type=int, default=200, help="requests per row and path, at least (else 12 per client)"
+    )
     o.add_argument("--ttft-ms", type=float, default=20.0, help="the simulator's base time to first token")
-    o.add_argument("--client", choices=("aiohttp", "lean"), default="aiohttp", help="the load generator's client: "
-                   "aiohttp, or gateway.upstream's lean client (about a third less CPU per request)")
+    o.add_argument(
+        "--client",
+        choices=("aiohttp", "lean"),
+        default="aiohttp",
+        help="the load generator's client: "
+        "aiohttp, or gateway.upstream's lean client (about a third less CPU per request)",
+    )
     o.add_argument("--itl-ms", type=float, default=5.0, help="the simulator's inter-token latency")
-    o.add_argument("--gc-stats", action="store_true", help="report the gateway processes' cyclic-GC pauses "
-                   "(bench/gcstats)")
+    o.add_argument(
+        "--gc-stats", action="store_true", help="report the gateway processes' cyclic-GC pauses (bench/gcstats)"
+    )
     c = sub.add_parser("cpu")
     c.add_argument("--concurrency", type=int, default=64)
     c.add_argument("--requests", type=int, default=3000)

@@ -9,6 +9,7 @@ probe with enough 8-GPU nodes, N one-GPU services deployed through service_creat
 "converge" (pods Ready: statuses and meters written) and "steady" (nothing to change). Reports wall time and
 Kubernetes API calls per pass, and per service.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,10 @@ def run(size: int) -> list[tuple[str, float, int, str]]:
     from django.core.management import call_command
     from django.db import connection
 
+    from catalog.models import CatalogModel
     from deployments import reconcile
     from deployments.models import Region, Service, ServiceStatus
     from deployments.services import cluster_register, service_create
-    from catalog.models import CatalogModel
     from maas.models import Organization
     from tests.support.kubeapi import run_kube_api
 
@@ -74,8 +75,10 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for label, wall, calls, result in run(size):
-            print(f"| {size} | {label} | {wall:.2f} | {1000 * wall / size:.1f} | {calls} | {calls / size:.2f} | {result} |",
-                  flush=True)
+            print(
+                f"| {size} | {label} | {wall:.2f} | {1000 * wall / size:.1f} | {calls} | {calls / size:.2f} | {result} |",  # noqa: E501
+                flush=True,
+            )
     return 0
 
 

@@ -6,7 +6,8 @@ Loopback only. Each of `--concurrency` workers sends streaming chat completions 
 `stream_options.include_usage` and `ignore_eos`, so every answer is exactly `--tokens` tokens) until `--requests`
 have been sent or `--max-seconds` have passed. Every response is checked: SSE framing, one JSON object per event,
 `[DONE]` last, the usage chunk's completion_tokens equal to the content chunks received. Reports successes, errors,
-tokens/s, TTFT percentiles against the configured TTFT, stream durations against the configured ones, and CPU seconds used by server and client.
+tokens/s, TTFT percentiles against the configured TTFT, stream durations against the configured ones, and CPU
+seconds used by server and client.
 """
 
 from __future__ import annotations
@@ -46,9 +47,23 @@ def _percentile(values: list[float], q: float) -> float:
 
 def start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     command = [
-        sys.executable, "-m", "deployments.simulator", "--host", "127.0.0.1", "--port", "0",
-        "--served-model-name", "bench-model", "--ttft-ms", str(args.ttft_ms), "--itl-ms", str(args.itl_ms),
-        "--prefill-ms-per-1k-tokens", "0", "--max-num-seqs", str(args.max_num_seqs or args.concurrency),
+        sys.executable,
+        "-m",
+        "deployments.simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--served-model-name",
+        "bench-model",
+        "--ttft-ms",
+        str(args.ttft_ms),
+        "--itl-ms",
+        str(args.itl_ms),
+        "--prefill-ms-per-1k-tokens",
+        "0",
+        "--max-num-seqs",
+        str(args.max_num_seqs or args.concurrency),
     ]
     process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     line = process.stdout.readline().strip()
@@ -169,8 +184,9 @@ def decode_response(raw: bytes) -> tuple[int, bytes]:
         position = start + size + 2
 
 
-async def worker(host: str, port: int, args: argparse.Namespace, results: Results, budget: list[int],
-                 deadline: float, worker_id: int) -> None:
+async def worker(
+    host: str, port: int, args: argparse.Namespace, results: Results, budget: list[int], deadline: float, worker_id: int
+) -> None:
     await asyncio.sleep(args.ramp_seconds * worker_id / args.concurrency)
     loop = asyncio.get_running_loop()
     client: StreamClient | None = None
@@ -179,14 +195,16 @@ async def worker(host: str, port: int, args: argparse.Namespace, results: Result
         while budget[0] > 0 and time.monotonic() < deadline:
             budget[0] -= 1
             sequence += 1
-            payload = json.dumps({
-                "model": "bench-model",
-                "messages": [{"role": "user", "content": f"Worker {worker_id} request {sequence}: tell a story."}],
-                "max_tokens": args.tokens,
-                "ignore_eos": True,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }).encode()
+            payload = json.dumps(
+                {
+                    "model": "bench-model",
+                    "messages": [{"role": "user", "content": f"Worker {worker_id} request {sequence}: tell a story."}],
+                    "max_tokens": args.tokens,
+                    "ignore_eos": True,
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
+            ).encode()
             raw_request = (
                 f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(payload)}\r\n\r\n"
@@ -201,7 +219,7 @@ async def worker(host: str, port: int, args: argparse.Namespace, results: Result
                     results.error(f"http {status}")
                     continue
                 results.tokens += check_stream(body, args.tokens)
-            except (OSError, asyncio.TimeoutError, ValueError, KeyError) as exc:
+            except (TimeoutError, OSError, ValueError, KeyError) as exc:
                 results.error(type(exc).__name__)
                 client = None
                 continue
@@ -219,8 +237,9 @@ async def run(args: argparse.Namespace, base_url: str) -> tuple[Results, float]:
     host, port = base_url.removeprefix("http://").rsplit(":", 1)
     started = time.monotonic()
     deadline = started + args.max_seconds
-    await asyncio.gather(*(worker(host, int(port), args, results, budget, deadline, i)
-                           for i in range(args.concurrency)))
+    await asyncio.gather(
+        *(worker(host, int(port), args, results, budget, deadline, i) for i in range(args.concurrency))
+    )
     return results, time.monotonic() - started
 
 
@@ -252,22 +271,32 @@ def main() -> None:
     client_cpu = (client_after.ru_utime - client_before.ru_utime) + (client_after.ru_stime - client_before.ru_stime)
 
     ttft_ms = [t * 1000 for t in results.ttft]
-    print(f"concurrency {args.concurrency}, at most {args.requests} requests in {args.max_seconds:g} s, "
-          f"{args.tokens} tokens each, configured ttft {args.ttft_ms:g} ms, itl {args.itl_ms:g} ms")
+    print(
+        f"concurrency {args.concurrency}, at most {args.requests} requests in {args.max_seconds:g} s, "
+        f"{args.tokens} tokens each, configured ttft {args.ttft_ms:g} ms, itl {args.itl_ms:g} ms"
+    )
     print(f"succeeded {results.ok}, errors {sum(results.errors.values())} {results.errors or ''}")
     print(f"wall {wall:.2f} s, generated tokens {results.tokens}, {results.tokens / wall:,.0f} tokens/s")
     if ttft_ms:
-        print(f"ttft ms: p50 {_percentile(ttft_ms, 50):.1f}, p90 {_percentile(ttft_ms, 90):.1f}, "
-              f"p99 {_percentile(ttft_ms, 99):.1f}, max {max(ttft_ms):.1f} (configured {args.ttft_ms:g})")
+        print(
+            f"ttft ms: p50 {_percentile(ttft_ms, 50):.1f}, p90 {_percentile(ttft_ms, 90):.1f}, "
+            f"p99 {_percentile(ttft_ms, 99):.1f}, max {max(ttft_ms):.1f} (configured {args.ttft_ms:g})"
+        )
     if results.duration:
         duration_ms = [d * 1000 for d in results.duration]
         expected = args.ttft_ms + (args.tokens - 1) * args.itl_ms
-        print(f"stream duration ms: p50 {_percentile(duration_ms, 50):.0f}, p99 {_percentile(duration_ms, 99):.0f} "
-              f"(configured {expected:g})")
-    print(f"machine: {os.cpu_count()} cpus, 1-minute load average {load_before:.2f} before the run "
-          f"(other work on the machine skews the latency tail)")
-    print(f"server cpu {server_cpu:.2f} s ({server_cpu / wall:.0%} of one core), "
-          f"client cpu {client_cpu:.2f} s ({client_cpu / wall:.0%})")
+        print(
+            f"stream duration ms: p50 {_percentile(duration_ms, 50):.0f}, p99 {_percentile(duration_ms, 99):.0f} "
+            f"(configured {expected:g})"
+        )
+    print(
+        f"machine: {os.cpu_count()} cpus, 1-minute load average {load_before:.2f} before the run "
+        f"(other work on the machine skews the latency tail)"
+    )
+    print(
+        f"server cpu {server_cpu:.2f} s ({server_cpu / wall:.0%} of one core), "
+        f"client cpu {client_cpu:.2f} s ({client_cpu / wall:.0%})"
+    )
     if results.errors:
         sys.exit(1)
 

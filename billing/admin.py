@@ -1,4 +1,5 @@
 """Platform admin for billing: credit limits and manual adjustments go through services (audited)."""
+
 import secrets
 from decimal import Decimal
 
@@ -12,8 +13,13 @@ from maas.errors import ApplicationError
 
 
 class BillingAccountForm(forms.ModelForm):
-    adjust_amount = forms.DecimalField(label=_("Adjust balance by"), required=False, max_digits=14, decimal_places=2,
-                                       help_text=_("Positive credits, negative debits; posted as an adjustment."))
+    adjust_amount = forms.DecimalField(
+        label=_("Adjust balance by"),
+        required=False,
+        max_digits=14,
+        decimal_places=2,
+        help_text=_("Positive credits, negative debits; posted as an adjustment."),
+    )
     adjust_reason = forms.CharField(label=_("Reason for the adjustment"), required=False, max_length=300)
     # names this rendering of the form: submitting it twice (a double click, a resent POST) posts one adjustment
     adjust_token = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
@@ -47,12 +53,18 @@ class BillingAccountAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         try:
             if "credit_limit" in form.changed_data:
-                services.account_set_credit_limit(org=obj.org, credit_limit=form.cleaned_data["credit_limit"],
-                                                  actor=request.user)
+                services.account_set_credit_limit(
+                    org=obj.org, credit_limit=form.cleaned_data["credit_limit"], actor=request.user
+                )
             amount = form.cleaned_data.get("adjust_amount")
             if amount:
-                services.ledger_adjust(org=obj.org, amount=Decimal(amount), reason=form.cleaned_data["adjust_reason"],
-                                       actor=request.user, token=form.cleaned_data.get("adjust_token") or None)
+                services.ledger_adjust(
+                    org=obj.org,
+                    amount=Decimal(amount),
+                    reason=form.cleaned_data["adjust_reason"],
+                    actor=request.user,
+                    token=form.cleaned_data.get("adjust_token") or None,
+                )
         except ApplicationError as exc:
             messages.error(request, exc.message)
 
@@ -77,8 +89,16 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 class TokenPriceForm(forms.ModelForm):
     class Meta:
         model = TokenPrice
-        fields = ["catalog_model", "input_per_1k", "output_per_1k", "cached_input_per_1k", "long_context_threshold",
-                  "long_input_per_1k", "long_output_per_1k", "valid_from"]
+        fields = [
+            "catalog_model",
+            "input_per_1k",
+            "output_per_1k",
+            "cached_input_per_1k",
+            "long_context_threshold",
+            "long_input_per_1k",
+            "long_output_per_1k",
+            "valid_from",
+        ]
 
 
 @admin.register(TokenPrice)
@@ -86,8 +106,15 @@ class TokenPriceAdmin(admin.ModelAdmin):
     """Prices are history: a change is a new row from its start; existing rows are never edited."""
 
     form = TokenPriceForm
-    list_display = ["catalog_model", "valid_from", "input_per_1k", "output_per_1k", "cached_input_per_1k",
-                    "long_context_threshold", "currency"]
+    list_display = [
+        "catalog_model",
+        "valid_from",
+        "input_per_1k",
+        "output_per_1k",
+        "cached_input_per_1k",
+        "long_context_threshold",
+        "currency",
+    ]
     list_filter = ["catalog_model"]
     list_select_related = ["catalog_model"]
 
@@ -101,10 +128,15 @@ class TokenPriceAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         try:
             price = services.token_price_create(
-                catalog_model=data["catalog_model"], input_per_1k=data["input_per_1k"],
-                output_per_1k=data["output_per_1k"], cached_input_per_1k=data["cached_input_per_1k"],
-                long_context_threshold=data["long_context_threshold"], long_input_per_1k=data["long_input_per_1k"],
-                long_output_per_1k=data["long_output_per_1k"], valid_from=data["valid_from"], actor=request.user,
+                catalog_model=data["catalog_model"],
+                input_per_1k=data["input_per_1k"],
+                output_per_1k=data["output_per_1k"],
+                cached_input_per_1k=data["cached_input_per_1k"],
+                long_context_threshold=data["long_context_threshold"],
+                long_input_per_1k=data["long_input_per_1k"],
+                long_output_per_1k=data["long_output_per_1k"],
+                valid_from=data["valid_from"],
+                actor=request.user,
             )
         except ApplicationError as exc:
             messages.error(request, exc.message)

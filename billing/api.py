@@ -1,4 +1,5 @@
 """Management API for billing (/api/billing/...): balance, ledger, top-ups. Tenant-scoped, read-only."""
+
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
@@ -17,15 +18,33 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = LedgerEntry
-        fields = ["id", "created_at", "kind", "amount", "balance_after", "currency", "description", "service",
-                  "period_start", "period_end"]
+        fields = [
+            "id",
+            "created_at",
+            "kind",
+            "amount",
+            "balance_after",
+            "currency",
+            "description",
+            "service",
+            "period_start",
+            "period_end",
+        ]
 
 
 class TopUpSerializer(serializers.ModelSerializer):
     class Meta:
         model = TopUp
-        fields = ["id", "created_at", "amount", "currency", "status", "refunded_amount", "failure_message",
-                  "payment_intent_id"]
+        fields = [
+            "id",
+            "created_at",
+            "amount",
+            "currency",
+            "status",
+            "refunded_amount",
+            "failure_message",
+            "payment_intent_id",
+        ]
 
 
 class BalanceSerializer(serializers.Serializer):
@@ -38,8 +57,10 @@ class BalanceSerializer(serializers.Serializer):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Ledger entries of the organization, newest first",
-                       parameters=[OpenApiParameter("kind", OpenApiTypes.STR, enum=list(EntryKind.values))]),
+    list=extend_schema(
+        summary="Ledger entries of the organization, newest first",
+        parameters=[OpenApiParameter("kind", OpenApiTypes.STR, enum=list(EntryKind.values))],
+    ),
     retrieve=extend_schema(summary="One ledger entry"),
 )
 class LedgerEntryViewSet(OrgScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
@@ -52,19 +73,29 @@ class LedgerEntryViewSet(OrgScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
             queryset = queryset.filter(kind=kind)
         return queryset.select_related("service").order_by("-created_at", "-id")
 
-    @extend_schema(summary="Balance, credit limit and spendable amount of the organization",
-                   responses=BalanceSerializer)
+    @extend_schema(
+        summary="Balance, credit limit and spendable amount of the organization", responses=BalanceSerializer
+    )
     @action(detail=False, methods=["get"], serializer_class=BalanceSerializer)
     def balance(self, request):
         state = selectors.balance_state(getattr(request, "api_org", None) or request.org)
-        return Response(BalanceSerializer({
-            "balance": state.balance, "credit_limit": state.credit_limit, "spendable": state.spendable,
-            "currency": state.currency, "overdrawn_since": state.overdrawn_since, "stop_at": state.stop_at,
-        }).data)
+        return Response(
+            BalanceSerializer(
+                {
+                    "balance": state.balance,
+                    "credit_limit": state.credit_limit,
+                    "spendable": state.spendable,
+                    "currency": state.currency,
+                    "overdrawn_since": state.overdrawn_since,
+                    "stop_at": state.stop_at,
+                }
+            ).data
+        )
 
 
-@extend_schema_view(list=extend_schema(summary="Top-ups of the organization"),
-                    retrieve=extend_schema(summary="One top-up"))
+@extend_schema_view(
+    list=extend_schema(summary="Top-ups of the organization"), retrieve=extend_schema(summary="One top-up")
+)
 class TopUpViewSet(OrgScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
     scoped_model = TopUp
     serializer_class = TopUpSerializer

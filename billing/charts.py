@@ -1,4 +1,5 @@
 """Server-side SVG charts (no JavaScript): a bar chart and a multi-series line chart, accessible via <title>/<desc>."""
+
 from __future__ import annotations
 
 import math
@@ -39,22 +40,44 @@ def _frame(title: str, top: float, body: str, labels: list[str], plot_w: float) 
     plot_h = HEIGHT - TOP - BOTTOM
     for i in range(5):
         y = TOP + plot_h - plot_h * i / 4
-        grid.append(format_html(
-            '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#e3e6ef"/>'
-            '<text x="{}" y="{}" font-size="11" text-anchor="end" fill="#5a6275">{}</text>',
-            LEFT, f"{y:.1f}", LEFT + plot_w, f"{y:.1f}", LEFT - 6, f"{y + 4:.1f}", _fmt(top * i / 4)))
+        grid.append(
+            format_html(
+                '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#e3e6ef"/>'
+                '<text x="{}" y="{}" font-size="11" text-anchor="end" fill="#5a6275">{}</text>',
+                LEFT,
+                f"{y:.1f}",
+                LEFT + plot_w,
+                f"{y:.1f}",
+                LEFT - 6,
+                f"{y + 4:.1f}",
+                _fmt(top * i / 4),
+            )
+        )
     ticks = []
     if labels:
         every = max(1, len(labels) // 8)
         step = plot_w / len(labels)
         for i, label in enumerate(labels):
             if i % every == 0:
-                ticks.append(format_html('<text x="{}" y="{}" font-size="11" text-anchor="middle" fill="#5a6275">{}</text>',
-                                         f"{LEFT + step * (i + 0.5):.1f}", HEIGHT - 8, label))
+                ticks.append(
+                    format_html(
+                        '<text x="{}" y="{}" font-size="11" text-anchor="middle" fill="#5a6275">{}</text>',
+                        f"{LEFT + step * (i + 0.5):.1f}",
+                        HEIGHT - 8,
+                        label,
+                    )
+                )
     return format_html(
         '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}" preserveAspectRatio="xMidYMid meet">'
         "<title>{}</title>{}{}{}</svg>",
-        WIDTH, HEIGHT, title, title, mark_safe("".join(grid)), mark_safe("".join(ticks)), body)
+        WIDTH,
+        HEIGHT,
+        title,
+        title,
+        mark_safe("".join(grid)),
+        mark_safe("".join(ticks)),
+        body,
+    )
 
 
 def bar_chart(points: list[tuple[str, Decimal | float]], *, title: str) -> SafeString:
@@ -64,9 +87,19 @@ def bar_chart(points: list[tuple[str, Decimal | float]], *, title: str) -> SafeS
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     step = plot_w / max(len(points), 1)
     bars = format_html_join(
-        "", '<rect x="{}" y="{}" width="{}" height="{}" rx="2" fill="#2457f5"><title>{}: {}</title></rect>',
-        ((f"{LEFT + step * i + step * 0.15:.1f}", f"{TOP + plot_h - plot_h * v / top:.1f}", f"{step * 0.7:.1f}",
-          f"{plot_h * v / top:.1f}", label, _fmt(v)) for i, ((label, _raw), v) in enumerate(zip(points, values))),
+        "",
+        '<rect x="{}" y="{}" width="{}" height="{}" rx="2" fill="#2457f5"><title>{}: {}</title></rect>',
+        (
+            (
+                f"{LEFT + step * i + step * 0.15:.1f}",
+                f"{TOP + plot_h - plot_h * v / top:.1f}",
+                f"{step * 0.7:.1f}",
+                f"{plot_h * v / top:.1f}",
+                label,
+                _fmt(v),
+            )
+            for i, ((label, _raw), v) in enumerate(zip(points, values, strict=False))
+        ),
     )
     return _frame(title, top, bars, [label for label, _v in points], plot_w)
 
@@ -80,14 +113,32 @@ def line_chart(labels: list[str], series: dict[str, list[float | None]], *, titl
     parts = []
     for index, (name, line) in enumerate(series.items()):
         colour = PALETTE[index % len(PALETTE)]
-        coords = [(LEFT + step * (i + 0.5), TOP + plot_h - plot_h * v / top) for i, v in enumerate(line) if v is not None]
+        coords = [
+            (LEFT + step * (i + 0.5), TOP + plot_h - plot_h * v / top) for i, v in enumerate(line) if v is not None
+        ]
         if len(coords) > 1:
-            parts.append(format_html('<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>', colour,
-                                     " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)))
-        for (x, y), v in zip(coords, [v for v in line if v is not None]):
-            parts.append(format_html('<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}: {}</title></circle>',
-                                     f"{x:.1f}", f"{y:.1f}", colour, name, _fmt(v)))
-    legend = format_html_join("", '<span class="legend-item"><i style="background:{}"></i>{}</span>',
-                              ((PALETTE[i % len(PALETTE)], name) for i, name in enumerate(series)))
+            parts.append(
+                format_html(
+                    '<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>',
+                    colour,
+                    " ".join(f"{x:.1f},{y:.1f}" for x, y in coords),
+                )
+            )
+        for (x, y), v in zip(coords, [v for v in line if v is not None], strict=False):
+            parts.append(
+                format_html(
+                    '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}: {}</title></circle>',
+                    f"{x:.1f}",
+                    f"{y:.1f}",
+                    colour,
+                    name,
+                    _fmt(v),
+                )
+            )
+    legend = format_html_join(
+        "",
+        '<span class="legend-item"><i style="background:{}"></i>{}</span>',
+        ((PALETTE[i % len(PALETTE)], name) for i, name in enumerate(series)),
+    )
     svg = _frame(title, top, mark_safe("".join(parts)), labels, plot_w)
     return format_html('{}<div class="legend">{}</div>', svg, legend)

@@ -1,4 +1,5 @@
 """The console banner: warns an org whose spendable balance is low or gone, before its services are stopped."""
+
 from billing.selectors import balance_state
 
 

@@ -9,14 +9,20 @@ from billing.models import EntryKind
 
 class TopUpForm(forms.Form):
     amount = forms.DecimalField(
-        label=_("Amount"), max_digits=12, decimal_places=2, min_value=Decimal("0.01"),
+        label=_("Amount"),
+        max_digits=12,
+        decimal_places=2,
+        min_value=Decimal("0.01"),
         widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal"}),
     )
 
     def __init__(self, *args, currency: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["amount"].help_text = _("Between %(min)s and %(max)s %(currency)s.") % {
-            "min": settings.BILLING_TOPUP_MIN, "max": settings.BILLING_TOPUP_MAX, "currency": currency}
+            "min": settings.BILLING_TOPUP_MIN,
+            "max": settings.BILLING_TOPUP_MAX,
+            "currency": currency,
+        }
 
 
 class LedgerFilterForm(forms.Form):
@@ -35,8 +41,9 @@ USAGE_WINDOWS = [(1, _("Last 24 hours")), (7, _("Last 7 days")), (30, _("Last 30
 
 
 class UsageFilterForm(forms.Form):
-    days = forms.TypedChoiceField(label=_("Period"), coerce=int, choices=USAGE_WINDOWS, required=False, empty_value=7,
-                                 initial=7)
+    days = forms.TypedChoiceField(
+        label=_("Period"), coerce=int, choices=USAGE_WINDOWS, required=False, empty_value=7, initial=7
+    )
     model = forms.ChoiceField(label=_("Model"), required=False)
 
     def __init__(self, *args, model_ids: list[str] = (), **kwargs):

@@ -1,4 +1,5 @@
 """Billing: one prepaid account per org, an append-only ledger, token prices with history, charges, top-ups."""
+
 from __future__ import annotations
 
 import uuid
@@ -23,7 +24,10 @@ class BillingAccount(models.Model):
     currency = models.CharField(max_length=3)
     balance = models.DecimalField(_("balance"), default=ZERO, **AMOUNT)
     credit_limit = models.DecimalField(
-        _("credit limit"), max_digits=14, decimal_places=2, default=ZERO,
+        _("credit limit"),
+        max_digits=14,
+        decimal_places=2,
+        default=ZERO,
         help_text=_("How far below zero the balance may go before requests are refused."),
     )
     stripe_customer_id = models.CharField(max_length=100, blank=True)
@@ -36,7 +40,9 @@ class BillingAccount(models.Model):
 
     class Meta:
         verbose_name = _("billing account")
-        constraints = [models.CheckConstraint(condition=models.Q(credit_limit__gte=0), name="account_credit_limit_gte_0")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(credit_limit__gte=0), name="account_credit_limit_gte_0")
+        ]
 
     def __str__(self) -> str:
         return f"{self.org} {self.balance} {self.currency}"
@@ -71,12 +77,15 @@ class LedgerEntry(models.Model):
     # The natural idempotency key: usage batch, service + meter window, subscription period, Stripe object.
     key = models.CharField(max_length=200, unique=True)
     description = models.CharField(max_length=300, blank=True)
-    service = models.ForeignKey("deployments.Service", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    service = models.ForeignKey(
+        "deployments.Service", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     period_start = models.DateTimeField(null=True, blank=True)
     period_end = models.DateTimeField(null=True, blank=True)
     data = models.JSONField(default=dict, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = OrgScopedQuerySet.as_manager()
@@ -103,16 +112,19 @@ class TokenPrice(models.Model):
     currency = models.CharField(max_length=3)
     input_per_1k = models.DecimalField(_("input per 1K tokens"), max_digits=14, decimal_places=6)
     output_per_1k = models.DecimalField(_("output per 1K tokens"), max_digits=14, decimal_places=6)
-    cached_input_per_1k = models.DecimalField(_("cached input per 1K tokens"), max_digits=14, decimal_places=6,
-                                              null=True, blank=True)
+    cached_input_per_1k = models.DecimalField(
+        _("cached input per 1K tokens"), max_digits=14, decimal_places=6, null=True, blank=True
+    )
     # Long-context tier: requests whose prompt exceeds this many tokens pay the long prices for the whole request.
-    long_context_threshold = models.PositiveIntegerField(_("long-context threshold (prompt tokens)"), null=True,
-                                                         blank=True)
+    long_context_threshold = models.PositiveIntegerField(
+        _("long-context threshold (prompt tokens)"), null=True, blank=True
+    )
     long_input_per_1k = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     long_output_per_1k = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     valid_from = models.DateTimeField(default=timezone.now)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -171,8 +183,9 @@ class Subscription(models.Model):
     period_end = models.DateTimeField()
     auto_renew = models.BooleanField(_("renew automatically"), default=True)
     status = models.CharField(max_length=16, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     # Scale-ups buy extra instances for the rest of the parent's period as their own row, so that every row's
     # [period_start, period_end) × instances never changes once written and past coverage is never rewritten.
     parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="addons")
@@ -184,11 +197,15 @@ class Subscription(models.Model):
         ordering = ["-created_at"]
         verbose_name = _("subscription")
         constraints = [
-            models.UniqueConstraint(fields=["service", "period_start"], condition=models.Q(parent__isnull=True),
-                                    name="subscription_one_plan_per_period"),
+            models.UniqueConstraint(
+                fields=["service", "period_start"],
+                condition=models.Q(parent__isnull=True),
+                name="subscription_one_plan_per_period",
+            ),
             models.CheckConstraint(condition=models.Q(instances__gt=0), name="subscription_instances_gt_0"),
-            models.CheckConstraint(condition=models.Q(period_end__gt=models.F("period_start")),
-                                   name="subscription_period_positive"),
+            models.CheckConstraint(
+                condition=models.Q(period_end__gt=models.F("period_start")), name="subscription_period_positive"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -215,8 +232,9 @@ class TopUp(models.Model):
     status = models.CharField(max_length=24, choices=TopUpStatus.choices, default=TopUpStatus.PENDING)
     refunded_amount = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
     failure_message = models.CharField(max_length=300, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

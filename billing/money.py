@@ -1,4 +1,5 @@
 """Money: Decimal amounts, one rounding rule, one formatter. Never floats."""
+
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal

@@ -1,4 +1,5 @@
 """Pure pricing arithmetic: token charges, instance-time integration, subscription prices. No database writes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,7 +26,11 @@ def token_amount(price, *, prompt_tokens: int, completion_tokens: int, cached_to
     output_rate = price.long_output_per_1k if long_context else price.output_per_1k
     cached = min(max(cached_tokens, 0), prompt_tokens)
     cached_rate = price.cached_input_per_1k if price.cached_input_per_1k is not None else input_rate
-    raw = per_1k(prompt_tokens - cached, input_rate) + per_1k(cached, cached_rate) + per_1k(completion_tokens, output_rate)
+    raw = (
+        per_1k(prompt_tokens - cached, input_rate)
+        + per_1k(cached, cached_rate)
+        + per_1k(completion_tokens, output_rate)
+    )
     return quantize_rate(raw)
 
 
@@ -70,7 +75,7 @@ class InstanceTimeline:
             points.update(p for p in (c.start, c.end) if start < p < end)
         ordered = sorted(points)
         total = Decimal(0)
-        for left, right in zip(ordered, ordered[1:]):
+        for left, right in zip(ordered, ordered[1:], strict=False):
             instances = max(0, self._running_at(left) - self._covered_at(left))
             if instances:
                 seconds = Decimal((right - left) // timedelta(microseconds=1)) / 1_000_000

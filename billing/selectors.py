@@ -1,4 +1,5 @@
 """Reads for billing: spendable balance (the gateway's loader), spend summaries, statements and usage statistics."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,16 +32,23 @@ def org_spendable_balance(org_id) -> Decimal:
     return row[0] + row[1]
 
 
-def usage_cost(*, catalog_model_id: int, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
-               at: datetime | None = None) -> Decimal:
+def usage_cost(
+    *,
+    catalog_model_id: int,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    at: datetime | None = None,
+) -> Decimal:
     """What billing will charge for this usage of a public model (the price in force ``at``, default now)."""
     from billing.pricing import token_amount
     from billing.services import _price_tables, price_in_force
 
     tables = _price_tables({catalog_model_id})
     price = price_in_force(tables, catalog_model_id, at or timezone.now())
-    return token_amount(price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                        cached_tokens=cached_tokens)
+    return token_amount(
+        price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
+    )
 
 
 def account_of(org) -> BillingAccount | None:
@@ -68,8 +76,9 @@ def balance_state(org) -> BalanceState:
     account = account_of(org)
     if account is None:
         return BalanceState(ZERO, ZERO, settings.CURRENCY, None, None)
-    stop_at = (account.overdrawn_since + timedelta(hours=settings.BILLING_GRACE_HOURS)
-               if account.overdrawn_since else None)
+    stop_at = (
+        account.overdrawn_since + timedelta(hours=settings.BILLING_GRACE_HOURS) if account.overdrawn_since else None
+    )
     return BalanceState(account.balance, account.credit_limit, account.currency, account.overdrawn_since, stop_at)
 
 
@@ -90,7 +99,9 @@ def charges(org) -> QuerySet[LedgerEntry]:
 
 
 def spend_between(org, start: datetime, end: datetime) -> Decimal:
-    total = charges(org).filter(created_at__gte=start, created_at__lt=end).aggregate(t=Coalesce(Sum("amount"), ZERO))["t"]
+    total = (
+        charges(org).filter(created_at__gte=start, created_at__lt=end).aggregate(t=Coalesce(Sum("amount"), ZERO))["t"]
+    )
     return -total
 
 
@@ -99,8 +110,13 @@ def spend_per_day(org, *, days: int = 30) -> list[tuple[date, Decimal]]:
     today = timezone.localdate()
     first = today - timedelta(days=days - 1)
     start = datetime(first.year, first.month, first.day, tzinfo=timezone.get_current_timezone())
-    rows = (charges(org).filter(created_at__gte=start).annotate(day=TruncDate("created_at"))
-            .values("day").annotate(total=Sum("amount")))
+    rows = (
+        charges(org)
+        .filter(created_at__gte=start)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(total=Sum("amount"))
+    )
     by_day = {row["day"]: -row["total"] for row in rows}
     return [(first + timedelta(days=i), by_day.get(first + timedelta(days=i), ZERO)) for i in range(days)]
 
@@ -108,10 +124,15 @@ def spend_per_day(org, *, days: int = 30) -> list[tuple[date, Decimal]]:
 def spend_by_model(org, start: datetime, end: datetime) -> list[dict]:
     """Per-token spend per model id in [start, end), by when the usage was charged."""
     return list(
-        UsageCharge.objects.for_org(org).filter(entry__created_at__gte=start, entry__created_at__lt=end)
+        UsageCharge.objects.for_org(org)
+        .filter(entry__created_at__gte=start, entry__created_at__lt=end)
         .values(model_id=F("usage_record__model_id"))
-        .annotate(requests=Count("id"), prompt_tokens=Sum("usage_record__prompt_tokens"),
-                  completion_tokens=Sum("usage_record__completion_tokens"), amount=Sum("amount"))
+        .annotate(
+            requests=Count("id"),
+            prompt_tokens=Sum("usage_record__prompt_tokens"),
+            completion_tokens=Sum("usage_record__completion_tokens"),
+            amount=Sum("amount"),
+        )
         .order_by("-amount", "model_id")
     )
 
@@ -119,15 +140,26 @@ def spend_by_model(org, start: datetime, end: datetime) -> list[dict]:
 def spend_by_service(org, start: datetime, end: datetime) -> list[dict]:
     """Instance-hour and subscription spend per service in [start, end)."""
     rows = (
-        charges(org).filter(created_at__gte=start, created_at__lt=end, service__isnull=False)
+        charges(org)
+        .filter(created_at__gte=start, created_at__lt=end, service__isnull=False)
         .values("service_id", "service__name")
-        .annotate(instance=Coalesce(Sum("amount", filter=Q(kind=EntryKind.INSTANCE_CHARGE)), ZERO),
-                  subscription=Coalesce(Sum("amount", filter=Q(kind=EntryKind.SUBSCRIPTION_CHARGE)), ZERO),
-                  total=Sum("amount"))
+        .annotate(
+            instance=Coalesce(Sum("amount", filter=Q(kind=EntryKind.INSTANCE_CHARGE)), ZERO),
+            subscription=Coalesce(Sum("amount", filter=Q(kind=EntryKind.SUBSCRIPTION_CHARGE)), ZERO),
+            total=Sum("amount"),
+        )
         .order_by("total", "service__name")
     )
-    return [{"service_id": r["service_id"], "name": r["service__name"], "instance": -r["instance"],
-             "subscription": -r["subscription"], "total": -r["total"]} for r in rows]
+    return [
+        {
+            "service_id": r["service_id"],
+            "name": r["service__name"],
+            "instance": -r["instance"],
+            "subscription": -r["subscription"],
+            "total": -r["total"],
+        }
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)
@@ -164,8 +196,9 @@ class Statement:
 
 def statement_months(org) -> list[date]:
     """Months with ledger entries, newest first."""
-    months = (LedgerEntry.objects.for_org(org).annotate(day=TruncDate("created_at")).values_list("day", flat=True)
-              .distinct())
+    months = (
+        LedgerEntry.objects.for_org(org).annotate(day=TruncDate("created_at")).values_list("day", flat=True).distinct()
+    )
     return sorted({d.replace(day=1) for d in months}, reverse=True)
 
 
@@ -173,8 +206,9 @@ def statement(org, month: date) -> Statement:
     start, end = month_bounds(month)
     qs = LedgerEntry.objects.for_org(org)
     opening = qs.filter(created_at__lt=start).aggregate(t=Coalesce(Sum("amount"), ZERO))["t"]
-    entries = list(qs.filter(created_at__gte=start, created_at__lt=end).select_related("service")
-                   .order_by("created_at", "id"))
+    entries = list(
+        qs.filter(created_at__gte=start, created_at__lt=end).select_related("service").order_by("created_at", "id")
+    )
     credits = sum((e.amount for e in entries if e.amount > 0), ZERO)
     debits = sum((e.amount for e in entries if e.amount < 0), ZERO)
     totals: dict[str, Decimal] = {}
@@ -182,9 +216,16 @@ def statement(org, month: date) -> Statement:
         totals[e.kind] = totals.get(e.kind, ZERO) + e.amount
     by_kind = [(kind, label, totals[kind]) for kind, label in EntryKind.choices if kind in totals]
     account = account_of(org)
-    return Statement(month=month, opening=opening, closing=opening + credits + debits, credits=credits,
-                     charges=-debits, by_kind=by_kind, entries=entries,
-                     currency=account.currency if account else settings.CURRENCY)
+    return Statement(
+        month=month,
+        opening=opening,
+        closing=opening + credits + debits,
+        credits=credits,
+        charges=-debits,
+        by_kind=by_kind,
+        entries=entries,
+        currency=account.currency if account else settings.CURRENCY,
+    )
 
 
 def org_topups(org) -> QuerySet[TopUp]:
@@ -192,15 +233,21 @@ def org_topups(org) -> QuerySet[TopUp]:
 
 
 def org_subscriptions(org) -> QuerySet[Subscription]:
-    return (Subscription.objects.for_org(org).filter(parent=None).select_related("service")
-            .prefetch_related("addons").order_by("-period_start"))
+    return (
+        Subscription.objects.for_org(org)
+        .filter(parent=None)
+        .select_related("service")
+        .prefetch_related("addons")
+        .order_by("-period_start")
+    )
 
 
 def covered_instances(subscription: Subscription, at: datetime | None = None) -> int:
     at = at or timezone.now()
     rows = [subscription, *subscription.addons.all()]
-    return sum(r.instances for r in rows if r.period_start <= at < r.period_end and
-               r.status == SubscriptionStatus.ACTIVE)
+    return sum(
+        r.instances for r in rows if r.period_start <= at < r.period_end and r.status == SubscriptionStatus.ACTIVE
+    )
 
 
 def services_without_subscription(org) -> list:
@@ -208,11 +255,17 @@ def services_without_subscription(org) -> list:
 
     now = timezone.now()
     covered = Subscription.objects.for_org(org).filter(status=SubscriptionStatus.ACTIVE, period_end__gt=now)
-    return list(Service.objects.for_org(org).live().filter(billing_mode=BillingMode.SUBSCRIPTION)
-                .exclude(pk__in=covered.values("service_id")).order_by("name"))
+    return list(
+        Service.objects.for_org(org)
+        .live()
+        .filter(billing_mode=BillingMode.SUBSCRIPTION)
+        .exclude(pk__in=covered.values("service_id"))
+        .order_by("name")
+    )
 
 
 # --- usage statistics ------------------------------------------------------------------------------------------
+
 
 class Percentile(Aggregate):
     function = "PERCENTILE_CONT"
@@ -245,12 +298,19 @@ def _usage_records(org, query: UsageQuery):
 def usage_models(org, query: UsageQuery) -> list[dict]:
     """Per model over the window: requests, errors, tokens, TTFT and latency p50/p99."""
     return list(
-        _usage_records(org, query).values("model_id")
-        .annotate(requests=Count("id"), errors=Count("id", filter=Q(status="error")),
-                  prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"),
-                  ttft_p50=Percentile("ttft_ms", 0.5), ttft_p99=Percentile("ttft_ms", 0.99),
-                  latency_p50=Percentile("latency_ms", 0.5), latency_p99=Percentile("latency_ms", 0.99),
-                  latency_avg=Avg("latency_ms"))
+        _usage_records(org, query)
+        .values("model_id")
+        .annotate(
+            requests=Count("id"),
+            errors=Count("id", filter=Q(status="error")),
+            prompt_tokens=Sum("prompt_tokens"),
+            completion_tokens=Sum("completion_tokens"),
+            ttft_p50=Percentile("ttft_ms", 0.5),
+            ttft_p99=Percentile("ttft_ms", 0.99),
+            latency_p50=Percentile("latency_ms", 0.5),
+            latency_p99=Percentile("latency_ms", 0.99),
+            latency_avg=Avg("latency_ms"),
+        )
         .order_by("-requests", "model_id")
     )
 
@@ -259,10 +319,17 @@ def usage_series(org, query: UsageQuery) -> list[dict]:
     """Per time bucket (and model): requests, tokens and latency percentiles, oldest first."""
     trunc = TruncHour("started_at") if query.bucket == "hour" else TruncDate("started_at")
     return list(
-        _usage_records(org, query).annotate(bucket=trunc).values("bucket", "model_id")
-        .annotate(requests=Count("id"), tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
-                  ttft_p50=Percentile("ttft_ms", 0.5), ttft_p99=Percentile("ttft_ms", 0.99),
-                  latency_p50=Percentile("latency_ms", 0.5), latency_p99=Percentile("latency_ms", 0.99))
+        _usage_records(org, query)
+        .annotate(bucket=trunc)
+        .values("bucket", "model_id")
+        .annotate(
+            requests=Count("id"),
+            tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
+            ttft_p50=Percentile("ttft_ms", 0.5),
+            ttft_p99=Percentile("ttft_ms", 0.99),
+            latency_p50=Percentile("latency_ms", 0.5),
+            latency_p99=Percentile("latency_ms", 0.99),
+        )
         .order_by("bucket", "model_id")
     )
 
@@ -274,6 +341,22 @@ def usage_model_ids(org) -> list[str]:
 
 
 def usage_export_rows(org, query: UsageQuery):
-    return (_usage_records(org, query).select_related("charge").order_by("started_at")
-            .values_list("id", "started_at", "model_id", "endpoint", "source", "status", "prompt_tokens",
-                         "cached_tokens", "completion_tokens", "ttft_ms", "latency_ms", "charge__amount"))
+    return (
+        _usage_records(org, query)
+        .select_related("charge")
+        .order_by("started_at")
+        .values_list(
+            "id",
+            "started_at",
+            "model_id",
+            "endpoint",
+            "source",
+            "status",
+            "prompt_tokens",
+            "cached_tokens",
+            "completion_tokens",
+            "ttft_ms",
+            "latency_ms",
+            "charge__amount",
+        )
+    )

@@ -4,6 +4,7 @@ Every balance change goes through ``ledger_post``: the account row is locked (``
 inserted under its natural key (UNIQUE, so a replay changes nothing) and the balance is updated in the same
 transaction. After commit the new spendable balance is published to the gateway.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -50,6 +51,7 @@ PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
 # --- accounts and the ledger -----------------------------------------------------------------------------------
 
+
 def account_get_or_create(*, org) -> BillingAccount:
     account, _created = BillingAccount.objects.get_or_create(org=org, defaults={"currency": settings.CURRENCY})
     return account
@@ -67,7 +69,6 @@ def _publish_after_commit(org_id) -> None:
 def balance_publish(*, org_id) -> None:
     """Tell the gateway's reservations what the org may spend now (balance + credit limit)."""
     from billing.selectors import org_spendable_balance
-
     from gateway.budget import publish_balance
 
     try:
@@ -99,9 +100,18 @@ def ledger_post(
     with transaction.atomic():
         account = _lock_account(org_id)
         entry = LedgerEntry(
-            org_id=org_id, account=account, kind=kind, amount=amount, balance_after=account.balance + amount,
-            currency=account.currency, key=key, description=description[:300], service=service,
-            period_start=period_start, period_end=period_end, data=data or {},
+            org_id=org_id,
+            account=account,
+            kind=kind,
+            amount=amount,
+            balance_after=account.balance + amount,
+            currency=account.currency,
+            key=key,
+            description=description[:300],
+            service=service,
+            period_start=period_start,
+            period_end=period_end,
+            data=data or {},
             created_by=actor if getattr(actor, "pk", None) else None,
         )
         try:
@@ -141,16 +151,26 @@ def ledger_adjust(*, org, amount: Decimal, reason: str, actor, token: str | None
         raise ApplicationError(_("This adjustment form is invalid; reload the page."), field="token")
     with transaction.atomic():
         entry, created = ledger_post(
-            org=org, kind=EntryKind.ADJUSTMENT, amount=amount, key=f"adjustment:{org.pk}:{token}",
-            description=reason, actor=actor,
+            org=org,
+            kind=EntryKind.ADJUSTMENT,
+            amount=amount,
+            key=f"adjustment:{org.pk}:{token}",
+            description=reason,
+            actor=actor,
         )
         if not created:
             if entry.org_id != org.pk or entry.amount != amount or entry.description != reason[:300]:
-                raise ApplicationError(_("This adjustment form was already submitted with other values; reload the "
-                                         "page to post another adjustment."), field="token")
+                raise ApplicationError(
+                    _(
+                        "This adjustment form was already submitted with other values; reload the "
+                        "page to post another adjustment."
+                    ),
+                    field="token",
+                )
             return entry
-        audit_record(org=org, actor=actor, action="billing.adjust", target=entry,
-                     data={"amount": str(amount), "reason": reason})
+        audit_record(
+            org=org, actor=actor, action="billing.adjust", target=entry, data={"amount": str(amount), "reason": reason}
+        )
     return entry
 
 
@@ -167,16 +187,27 @@ def account_set_credit_limit(*, org, credit_limit: Decimal, actor) -> BillingAcc
     else:
         account.overdrawn_since = None
     account.save(update_fields=["credit_limit", "overdrawn_since", "updated_at"])
-    audit_record(org=org, actor=actor, action="billing.credit_limit", target=account,
-                 data={"from": str(previous), "to": str(credit_limit)})
+    audit_record(
+        org=org,
+        actor=actor,
+        action="billing.credit_limit",
+        target=account,
+        data={"from": str(previous), "to": str(credit_limit)},
+    )
     _publish_after_commit(org.pk)
     return account
 
 
 # --- token prices ----------------------------------------------------------------------------------------------
 
-_PRICE_FIELDS = ("input_per_1k", "output_per_1k", "cached_input_per_1k", "long_context_threshold",
-                 "long_input_per_1k", "long_output_per_1k")
+_PRICE_FIELDS = (
+    "input_per_1k",
+    "output_per_1k",
+    "cached_input_per_1k",
+    "long_context_threshold",
+    "long_input_per_1k",
+    "long_output_per_1k",
+)
 
 
 def token_price_sync(*, catalog_model) -> TokenPrice | None:
@@ -186,14 +217,19 @@ def token_price_sync(*, catalog_model) -> TokenPrice | None:
     """
     latest = catalog_model.token_prices.order_by("-valid_from").first()
     if latest is not None and (latest.input_per_1k, latest.output_per_1k, latest.currency) == (
-        catalog_model.input_price_per_1k, catalog_model.output_price_per_1k, catalog_model.currency,
+        catalog_model.input_price_per_1k,
+        catalog_model.output_price_per_1k,
+        catalog_model.currency,
     ):
         return None
     extra = {f: getattr(latest, f) for f in _PRICE_FIELDS[2:]} if latest is not None else {}
     price = TokenPrice(
-        catalog_model=catalog_model, currency=catalog_model.currency,
-        input_per_1k=catalog_model.input_price_per_1k, output_per_1k=catalog_model.output_price_per_1k,
-        valid_from=timezone.now() if latest is not None else PRICE_EPOCH, **extra,
+        catalog_model=catalog_model,
+        currency=catalog_model.currency,
+        input_per_1k=catalog_model.input_price_per_1k,
+        output_per_1k=catalog_model.output_price_per_1k,
+        valid_from=timezone.now() if latest is not None else PRICE_EPOCH,
+        **extra,
     )
     TokenPrice.objects.bulk_create([price], ignore_conflicts=True)  # a concurrent first seed wins harmlessly
     return price
@@ -217,21 +253,37 @@ def token_price_create(
     valid_from = valid_from or now
     if valid_from < now - timedelta(seconds=5):
         raise ApplicationError(_("A new price cannot start in the past."), field="valid_from")
-    rates = {"input_per_1k": input_per_1k, "output_per_1k": output_per_1k, "cached_input_per_1k": cached_input_per_1k,
-             "long_input_per_1k": long_input_per_1k, "long_output_per_1k": long_output_per_1k}
+    rates = {
+        "input_per_1k": input_per_1k,
+        "output_per_1k": output_per_1k,
+        "cached_input_per_1k": cached_input_per_1k,
+        "long_input_per_1k": long_input_per_1k,
+        "long_output_per_1k": long_output_per_1k,
+    }
     for field, value in rates.items():
         if value is not None and Decimal(value) < 0:
             raise ApplicationError(_("Prices cannot be negative."), field=field)
     if long_context_threshold is not None and (long_input_per_1k is None or long_output_per_1k is None):
-        raise ApplicationError(_("A long-context tier needs both its input and output price."),
-                               field="long_input_per_1k")
+        raise ApplicationError(
+            _("A long-context tier needs both its input and output price."), field="long_input_per_1k"
+        )
     if catalog_model.token_prices.filter(valid_from=valid_from).exists():
         raise ApplicationError(_("A price starting at that moment already exists."), field="valid_from")
-    price = TokenPrice.objects.create(catalog_model=catalog_model, currency=catalog_model.currency,
-                                      long_context_threshold=long_context_threshold, valid_from=valid_from,
-                                      created_by=actor if getattr(actor, "pk", None) else None, **rates)
-    audit_record(org=None, actor=actor, action="billing.token_price", target=price,
-                 data={"model": catalog_model.slug, **{k: str(v) for k, v in rates.items() if v is not None}})
+    price = TokenPrice.objects.create(
+        catalog_model=catalog_model,
+        currency=catalog_model.currency,
+        long_context_threshold=long_context_threshold,
+        valid_from=valid_from,
+        created_by=actor if getattr(actor, "pk", None) else None,
+        **rates,
+    )
+    audit_record(
+        org=None,
+        actor=actor,
+        action="billing.token_price",
+        target=price,
+        data={"model": catalog_model.slug, **{k: str(v) for k, v in rates.items() if v is not None}},
+    )
     return price
 
 
@@ -257,6 +309,7 @@ def price_in_force(tables, catalog_model_id: int, at: datetime) -> TokenPrice:
 
 
 # --- per-token charging ----------------------------------------------------------------------------------------
+
 
 def usage_batch_key(record_ids) -> str:
     """The deterministic key of a batch: the same records always make the same key."""
@@ -285,16 +338,22 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
         if not records:
             return 0
         # A record charged by a transaction that committed after our snapshot but before we locked it.
-        done = set(UsageCharge.objects.filter(usage_record_id__in=[r.pk for r in records])
-                   .values_list("usage_record_id", flat=True))
+        done = set(
+            UsageCharge.objects.filter(usage_record_id__in=[r.pk for r in records]).values_list(
+                "usage_record_id", flat=True
+            )
+        )
         records = [r for r in records if r.pk not in done]
         tables = _price_tables({r.catalog_model_id for r in records})
         by_org: dict = defaultdict(list)
         for record in records:
             price = price_in_force(tables, record.catalog_model_id, record.started_at)
-            amount = pricing.token_amount(price, prompt_tokens=record.prompt_tokens,
-                                          completion_tokens=record.completion_tokens,
-                                          cached_tokens=record.cached_tokens)
+            amount = pricing.token_amount(
+                price,
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                cached_tokens=record.cached_tokens,
+            )
             by_org[record.org_id].append((record, price, amount))
         charged = 0
         for org_id in sorted(by_org, key=str):  # one lock order for every worker
@@ -303,31 +362,42 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
             first = min(r.started_at for r, _p, _a in items)
             last = max(r.started_at for r, _p, _a in items)
             entry, created = ledger_post(
-                org=org_id, kind=EntryKind.TOKEN_CHARGE, amount=-total,
+                org=org_id,
+                kind=EntryKind.TOKEN_CHARGE,
+                amount=-total,
                 key=usage_batch_key(r.pk for r, _p, _a in items),
                 description=_("Token usage: %(n)d requests") % {"n": len(items)},
-                period_start=first, period_end=last,
-                data={"requests": len(items),
-                      "prompt_tokens": sum(r.prompt_tokens for r, _p, _a in items),
-                      "completion_tokens": sum(r.completion_tokens for r, _p, _a in items)},
+                period_start=first,
+                period_end=last,
+                data={
+                    "requests": len(items),
+                    "prompt_tokens": sum(r.prompt_tokens for r, _p, _a in items),
+                    "completion_tokens": sum(r.completion_tokens for r, _p, _a in items),
+                },
             )
             if not created:
                 # The same batch was committed before, so its records carry charges already: nothing to do.
                 continue
-            UsageCharge.objects.bulk_create([
-                UsageCharge(usage_record=r, org_id=org_id, token_price=p, entry=entry, amount=a) for r, p, a in items
-            ])
+            UsageCharge.objects.bulk_create(
+                [UsageCharge(usage_record=r, org_id=org_id, token_price=p, entry=entry, amount=a) for r, p, a in items]
+            )
             charged += len(items)
     return charged
 
 
 # --- per-instance-hour charging --------------------------------------------------------------------------------
 
+
 def _timeline(service) -> pricing.InstanceTimeline:
-    meter = list(service.events.filter(kind="meter", billable_instances__isnull=False)
-                 .values_list("created_at", "billable_instances"))
-    coverage = [pricing.Coverage(s.period_start, s.period_end, s.instances)
-                for s in Subscription.objects.filter(service=service).exclude(status=SubscriptionStatus.CANCELLED)]
+    meter = list(
+        service.events.filter(kind="meter", billable_instances__isnull=False).values_list(
+            "created_at", "billable_instances"
+        )
+    )
+    coverage = [
+        pricing.Coverage(s.period_start, s.period_end, s.instances)
+        for s in Subscription.objects.filter(service=service).exclude(status=SubscriptionStatus.CANCELLED)
+    ]
     return pricing.InstanceTimeline(meter, coverage)
 
 
@@ -367,16 +437,23 @@ def service_settle(*, service_id, until: datetime | None = None) -> list[LedgerE
         while start < until:
             window = pricing.hour_floor(start)
             end = min(window + pricing.HOUR, until)
-            amount = (timeline.window_cost(window, end, service.hourly_price)
-                      - timeline.window_cost(window, start, service.hourly_price))
+            amount = timeline.window_cost(window, end, service.hourly_price) - timeline.window_cost(
+                window, start, service.hourly_price
+            )
             if amount:
                 entry, _created = ledger_post(
-                    org=service.org, kind=EntryKind.INSTANCE_CHARGE, amount=-amount,
+                    org=service.org,
+                    kind=EntryKind.INSTANCE_CHARGE,
+                    amount=-amount,
                     key=f"instance:{service.pk}:{window:%Y%m%dT%H}:{start.isoformat()}",
                     description=_("Instance time of %(service)s") % {"service": service.model_id},
-                    service=service, period_start=start, period_end=end,
-                    data={"instance_seconds": str(timeline.billable_seconds(start, end)),
-                          "hourly_price": str(service.hourly_price)},
+                    service=service,
+                    period_start=start,
+                    period_end=end,
+                    data={
+                        "instance_seconds": str(timeline.billable_seconds(start, end)),
+                        "hourly_price": str(service.hourly_price),
+                    },
                 )
                 entries.append(entry)
             start = end
@@ -389,8 +466,12 @@ def services_to_settle(until: datetime) -> list:
     """Ids of services with instance time not yet charged up to ``until``."""
     from deployments.models import PUBLIC_NAMESPACE, Service
 
-    metered = (Service.objects.exclude(org__namespace=PUBLIC_NAMESPACE).filter(events__kind="meter").distinct()
-               .values_list("pk", flat=True))
+    metered = (
+        Service.objects.exclude(org__namespace=PUBLIC_NAMESPACE)
+        .filter(events__kind="meter")
+        .distinct()
+        .values_list("pk", flat=True)
+    )
     cursors = dict(MeterCursor.objects.filter(service_id__in=metered).values_list("service_id", "charged_until"))
     pending = []
     for service_id in metered:
@@ -403,13 +484,16 @@ def services_to_settle(until: datetime) -> list:
 
             meter = ServiceEvent.objects.filter(service_id=service_id, kind="meter")
             last = meter.filter(created_at__lte=charged_until).order_by("-created_at", "-id").first()
-            if (last is None or not last.billable_instances) and not meter.filter(created_at__gt=charged_until).exists():
+            if (last is None or not last.billable_instances) and not meter.filter(
+                created_at__gt=charged_until
+            ).exists():
                 continue
         pending.append(service_id)
     return pending
 
 
 # --- subscriptions ---------------------------------------------------------------------------------------------
+
 
 def subscription_monthly_price(service) -> Decimal:
     """The price of a month of one instance of ``service`` (a deployments-provided price wins)."""
@@ -423,15 +507,26 @@ def _require_funds(org_id, amount: Decimal) -> None:
     from billing.selectors import org_spendable_balance
 
     if org_spendable_balance(org_id) < amount:
-        raise ApplicationError(_("Your balance does not cover %(amount)s; top up first.") % {"amount": amount},
-                               code="insufficient_quota", status=402)
+        raise ApplicationError(
+            _("Your balance does not cover %(amount)s; top up first.") % {"amount": amount},
+            code="insufficient_quota",
+            status=402,
+        )
 
 
 def _subscription_charge(subscription: Subscription, amount: Decimal, key: str, description: str, actor) -> None:
-    ledger_post(org=subscription.org, kind=EntryKind.SUBSCRIPTION_CHARGE, amount=-amount, key=key,
-                description=description, service=subscription.service, period_start=subscription.period_start,
-                period_end=subscription.period_end, actor=actor,
-                data={"instances": subscription.instances, "monthly_price": str(subscription.monthly_price)})
+    ledger_post(
+        org=subscription.org,
+        kind=EntryKind.SUBSCRIPTION_CHARGE,
+        amount=-amount,
+        key=key,
+        description=description,
+        service=subscription.service,
+        period_start=subscription.period_start,
+        period_end=subscription.period_end,
+        actor=actor,
+        data={"instances": subscription.instances, "monthly_price": str(subscription.monthly_price)},
+    )
 
 
 @transaction.atomic
@@ -445,22 +540,39 @@ def subscription_create(*, service, instances: int, auto_renew: bool = True, act
         raise ApplicationError(_("Subscribe between 1 and 64 instances."), field="instances")
     now = timezone.now()
     if Subscription.objects.filter(service=service, status=SubscriptionStatus.ACTIVE, period_end__gt=now).exists():
-        raise ApplicationError(_("This service already has an active subscription; add instances to it instead."),
-                               code="subscription_exists")
+        raise ApplicationError(
+            _("This service already has an active subscription; add instances to it instead."),
+            code="subscription_exists",
+        )
     service_settle(service_id=service.pk, until=now)  # time before the subscription is pay-as-you-go
     price = subscription_monthly_price(service)
     amount = quantize_posted(price * instances)
     _require_funds(service.org_id, amount)
     subscription = Subscription.objects.create(
-        org=service.org, service=service, instances=instances, monthly_price=price, currency=service.currency,
-        period_start=now, period_end=now + pricing.SUBSCRIPTION_PERIOD, auto_renew=auto_renew,
+        org=service.org,
+        service=service,
+        instances=instances,
+        monthly_price=price,
+        currency=service.currency,
+        period_start=now,
+        period_end=now + pricing.SUBSCRIPTION_PERIOD,
+        auto_renew=auto_renew,
         created_by=actor if getattr(actor, "pk", None) else None,
     )
-    _subscription_charge(subscription, amount, f"subscription:{subscription.pk}",
-                         _("Subscription of %(service)s: %(n)d instances for a month")
-                         % {"service": service.model_id, "n": instances}, actor)
-    audit_record(org=service.org, actor=actor, action="subscription.create", target=subscription,
-                 data={"service": service.model_id, "instances": instances, "amount": str(amount)})
+    _subscription_charge(
+        subscription,
+        amount,
+        f"subscription:{subscription.pk}",
+        _("Subscription of %(service)s: %(n)d instances for a month") % {"service": service.model_id, "n": instances},
+        actor,
+    )
+    audit_record(
+        org=service.org,
+        actor=actor,
+        action="subscription.create",
+        target=subscription,
+        data={"service": service.model_id, "instances": instances, "amount": str(amount)},
+    )
     return subscription
 
 
@@ -474,21 +586,39 @@ def subscription_add_instances(*, subscription: Subscription, instances: int, ac
     if not 1 <= int(instances) <= 64:
         raise ApplicationError(_("Add between 1 and 64 instances."), field="instances")
     service_settle(service_id=subscription.service_id, until=now)
-    amount = pricing.prorated(subscription.monthly_price * instances, remaining=subscription.period_end - now,
-                              period=subscription.period_end - subscription.period_start)
+    amount = pricing.prorated(
+        subscription.monthly_price * instances,
+        remaining=subscription.period_end - now,
+        period=subscription.period_end - subscription.period_start,
+    )
     _require_funds(subscription.org_id, amount)
     addon = Subscription.objects.create(
-        org_id=subscription.org_id, service_id=subscription.service_id, instances=instances,
-        monthly_price=subscription.monthly_price, currency=subscription.currency, period_start=now,
-        period_end=subscription.period_end, auto_renew=subscription.auto_renew, parent=subscription,
+        org_id=subscription.org_id,
+        service_id=subscription.service_id,
+        instances=instances,
+        monthly_price=subscription.monthly_price,
+        currency=subscription.currency,
+        period_start=now,
+        period_end=subscription.period_end,
+        auto_renew=subscription.auto_renew,
+        parent=subscription,
         created_by=actor if getattr(actor, "pk", None) else None,
     )
-    _subscription_charge(addon, amount, f"subscription:{addon.pk}",
-                         _("%(n)d more instances of %(service)s until %(end)s (prorated)")
-                         % {"n": instances, "service": subscription.service.model_id,
-                            "end": f"{subscription.period_end:%Y-%m-%d}"}, actor)
-    audit_record(org=subscription.org, actor=actor, action="subscription.add_instances", target=subscription,
-                 data={"instances": instances, "amount": str(amount)})
+    _subscription_charge(
+        addon,
+        amount,
+        f"subscription:{addon.pk}",
+        _("%(n)d more instances of %(service)s until %(end)s (prorated)")
+        % {"n": instances, "service": subscription.service.model_id, "end": f"{subscription.period_end:%Y-%m-%d}"},
+        actor,
+    )
+    audit_record(
+        org=subscription.org,
+        actor=actor,
+        action="subscription.add_instances",
+        target=subscription,
+        data={"instances": instances, "amount": str(amount)},
+    )
     return addon
 
 
@@ -499,9 +629,11 @@ def subscription_cover(*, service, instances: int, actor=None) -> Subscription:
     from billing.selectors import covered_instances
 
     now = timezone.now()
-    active = (Subscription.objects.select_for_update().filter(service=service, parent=None,
-                                                             status=SubscriptionStatus.ACTIVE, period_end__gt=now)
-              .first())
+    active = (
+        Subscription.objects.select_for_update()
+        .filter(service=service, parent=None, status=SubscriptionStatus.ACTIVE, period_end__gt=now)
+        .first()
+    )
     if active is None:
         return subscription_create(service=service, instances=instances, actor=actor)
     missing = instances - covered_instances(active, now)
@@ -514,8 +646,13 @@ def subscription_cover(*, service, instances: int, actor=None) -> Subscription:
 def subscription_set_auto_renew(*, subscription: Subscription, auto_renew: bool, actor=None) -> Subscription:
     Subscription.objects.filter(Q(pk=subscription.pk) | Q(parent=subscription)).update(auto_renew=auto_renew)
     subscription.auto_renew = auto_renew
-    audit_record(org=subscription.org, actor=actor, action="subscription.auto_renew", target=subscription,
-                 data={"auto_renew": auto_renew})
+    audit_record(
+        org=subscription.org,
+        actor=actor,
+        action="subscription.auto_renew",
+        target=subscription,
+        data={"auto_renew": auto_renew},
+    )
     return subscription
 
 
@@ -525,12 +662,19 @@ def subscription_renew_due(*, now: datetime | None = None) -> tuple[int, int]:
 
     now = now or timezone.now()
     renewed = expired = 0
-    due = list(Subscription.objects.filter(status=SubscriptionStatus.ACTIVE, parent=None, period_end__lte=now)
-               .values_list("pk", flat=True))
+    due = list(
+        Subscription.objects.filter(status=SubscriptionStatus.ACTIVE, parent=None, period_end__lte=now).values_list(
+            "pk", flat=True
+        )
+    )
     for subscription_id in due:
         with transaction.atomic():
-            plan = (Subscription.objects.select_for_update().select_related("service", "org")
-                    .filter(pk=subscription_id, status=SubscriptionStatus.ACTIVE).first())
+            plan = (
+                Subscription.objects.select_for_update()
+                .select_related("service", "org")
+                .filter(pk=subscription_id, status=SubscriptionStatus.ACTIVE)
+                .first()
+            )
             if plan is None:
                 continue
             rows = list(Subscription.objects.select_for_update().filter(Q(pk=plan.pk) | Q(parent=plan)))
@@ -540,25 +684,44 @@ def subscription_renew_due(*, now: datetime | None = None) -> tuple[int, int]:
             amount = quantize_posted(plan.monthly_price * instances)
             from billing.selectors import org_spendable_balance
 
-            if (plan.auto_renew and service.status != ServiceStatus.DELETED
-                    and org_spendable_balance(plan.org_id) >= amount):
+            if (
+                plan.auto_renew
+                and service.status != ServiceStatus.DELETED
+                and org_spendable_balance(plan.org_id) >= amount
+            ):
                 successor = Subscription.objects.create(
-                    org=plan.org, service=service, instances=instances, monthly_price=plan.monthly_price,
-                    currency=plan.currency, period_start=plan.period_end,
-                    period_end=plan.period_end + pricing.SUBSCRIPTION_PERIOD, auto_renew=True,
+                    org=plan.org,
+                    service=service,
+                    instances=instances,
+                    monthly_price=plan.monthly_price,
+                    currency=plan.currency,
+                    period_start=plan.period_end,
+                    period_end=plan.period_end + pricing.SUBSCRIPTION_PERIOD,
+                    auto_renew=True,
                 )
-                _subscription_charge(successor, amount, f"subscription:{service.pk}:{plan.period_end.isoformat()}",
-                                     _("Renewal of %(service)s: %(n)d instances for a month")
-                                     % {"service": service.model_id, "n": instances}, None)
+                _subscription_charge(
+                    successor,
+                    amount,
+                    f"subscription:{service.pk}:{plan.period_end.isoformat()}",
+                    _("Renewal of %(service)s: %(n)d instances for a month")
+                    % {"service": service.model_id, "n": instances},
+                    None,
+                )
                 renewed += 1
             else:
                 expired += 1
-                audit_record(org=plan.org, actor=None, action="subscription.expire", target=plan,
-                             data={"auto_renew": plan.auto_renew})
+                audit_record(
+                    org=plan.org,
+                    actor=None,
+                    action="subscription.expire",
+                    target=plan,
+                    data={"auto_renew": plan.auto_renew},
+                )
     return renewed, expired
 
 
 # --- enforcement -----------------------------------------------------------------------------------------------
+
 
 def overdrawn_services_stop(*, now: datetime | None = None) -> int:
     """Stop the pay-as-you-go services of orgs overdrawn for longer than the grace period; returns how many."""
@@ -571,23 +734,37 @@ def overdrawn_services_stop(*, now: datetime | None = None) -> int:
         return 0
     from deployments.services import service_stop
 
-    stopping = (ServiceStatus.STOPPING, ServiceStatus.STOPPED, ServiceStatus.DELETING, ServiceStatus.DELETED,
-                ServiceStatus.FAILED)
+    stopping = (
+        ServiceStatus.STOPPING,
+        ServiceStatus.STOPPED,
+        ServiceStatus.DELETING,
+        ServiceStatus.DELETED,
+        ServiceStatus.FAILED,
+    )
     stopped = 0
-    for service in (Service.objects.filter(org_id__in=org_ids, billing_mode=BillingMode.PAYG, desired_running=True)
-                    .exclude(status__in=stopping).select_related("org")):
+    for service in (
+        Service.objects.filter(org_id__in=org_ids, billing_mode=BillingMode.PAYG, desired_running=True)
+        .exclude(status__in=stopping)
+        .select_related("org")
+    ):
         try:
             service_stop(service=service, actor=None)
         except ApplicationError as exc:
             logger.warning("could not stop %s of an overdrawn org: %s", service.model_id, exc.message)
             continue
-        audit_record(org=service.org, actor=None, action="billing.stop_overdrawn", target=service,
-                     data={"grace_hours": settings.BILLING_GRACE_HOURS})
+        audit_record(
+            org=service.org,
+            actor=None,
+            action="billing.stop_overdrawn",
+            target=service,
+            data={"grace_hours": settings.BILLING_GRACE_HOURS},
+        )
         stopped += 1
     return stopped
 
 
 # --- Stripe top-ups --------------------------------------------------------------------------------------------
+
 
 def topup_create(*, org, amount: Decimal, actor) -> TopUp:
     """Start a top-up: a Stripe PaymentIntent for ``amount``; the balance moves only when Stripe confirms payment."""
@@ -596,23 +773,37 @@ def topup_create(*, org, amount: Decimal, actor) -> TopUp:
         raise ApplicationError(_("Use at most two decimal places."), field="amount")
     if not settings.BILLING_TOPUP_MIN <= amount <= settings.BILLING_TOPUP_MAX:
         raise ApplicationError(
-            _("Top up between %(min)s and %(max)s.") % {"min": settings.BILLING_TOPUP_MIN,
-                                                         "max": settings.BILLING_TOPUP_MAX}, field="amount")
+            _("Top up between %(min)s and %(max)s.")
+            % {"min": settings.BILLING_TOPUP_MIN, "max": settings.BILLING_TOPUP_MAX},
+            field="amount",
+        )
     account = account_get_or_create(org=org)
     if not account.stripe_customer_id:
-        customer_id = stripe_api.customer_create(org_id=str(org.pk), name=org.name,
-                                                 email=getattr(actor, "email", "") or "")
+        customer_id = stripe_api.customer_create(
+            org_id=str(org.pk), name=org.name, email=getattr(actor, "email", "") or ""
+        )
         # Two concurrent first top-ups may both create a customer; the first one stored is kept.
         BillingAccount.objects.filter(pk=account.pk, stripe_customer_id="").update(stripe_customer_id=customer_id)
         account.refresh_from_db(fields=["stripe_customer_id"])
-    intent = stripe_api.payment_intent_create(customer_id=account.stripe_customer_id, amount=amount,
-                                              currency=account.currency, metadata={"org_id": org.pk})
+    intent = stripe_api.payment_intent_create(
+        customer_id=account.stripe_customer_id, amount=amount, currency=account.currency, metadata={"org_id": org.pk}
+    )
     with transaction.atomic():
-        topup = TopUp.objects.create(org=org, amount=amount, currency=account.currency,
-                                     payment_intent_id=intent.id, client_secret=intent.client_secret,
-                                     created_by=actor if getattr(actor, "pk", None) else None)
-        audit_record(org=org, actor=actor, action="billing.topup_start", target=topup,
-                     data={"amount": str(amount), "payment_intent": intent.id})
+        topup = TopUp.objects.create(
+            org=org,
+            amount=amount,
+            currency=account.currency,
+            payment_intent_id=intent.id,
+            client_secret=intent.client_secret,
+            created_by=actor if getattr(actor, "pk", None) else None,
+        )
+        audit_record(
+            org=org,
+            actor=actor,
+            action="billing.topup_start",
+            target=topup,
+            data={"amount": str(amount), "payment_intent": intent.id},
+        )
     return topup
 
 
@@ -623,12 +814,17 @@ def topup_refund(*, topup: TopUp, amount: Decimal | None, actor) -> str:
     if amount is not None:
         amount = quantize_posted(amount)
         if amount <= 0 or amount > topup.amount - topup.refunded_amount:
-            raise ApplicationError(_("The refund must be positive and at most what is left to refund."),
-                                   field="amount")
-    refund_id = stripe_api.refund_create(payment_intent_id=topup.payment_intent_id, amount=amount,
-                                         currency=topup.currency)
-    audit_record(org=topup.org, actor=actor, action="billing.topup_refund", target=topup,
-                 data={"amount": str(amount) if amount is not None else "all", "refund": refund_id})
+            raise ApplicationError(_("The refund must be positive and at most what is left to refund."), field="amount")
+    refund_id = stripe_api.refund_create(
+        payment_intent_id=topup.payment_intent_id, amount=amount, currency=topup.currency
+    )
+    audit_record(
+        org=topup.org,
+        actor=actor,
+        action="billing.topup_refund",
+        target=topup,
+        data={"amount": str(amount) if amount is not None else "all", "refund": refund_id},
+    )
     return refund_id
 
 
@@ -663,9 +859,14 @@ def _on_payment_succeeded(event: dict, intent: dict) -> None:
     currency = (intent.get("currency") or topup.currency).upper()
     received = intent.get("amount_received") or intent.get("amount")
     amount = from_minor_units(received, currency)
-    ledger_post(org=topup.org, kind=EntryKind.TOPUP, amount=amount, key=f"stripe:pi:{topup.payment_intent_id}",
-                description=_("Top-up by card"), data={"payment_intent": topup.payment_intent_id,
-                                                      "event": event["id"]})
+    ledger_post(
+        org=topup.org,
+        kind=EntryKind.TOPUP,
+        amount=amount,
+        key=f"stripe:pi:{topup.payment_intent_id}",
+        description=_("Top-up by card"),
+        data={"payment_intent": topup.payment_intent_id, "event": event["id"]},
+    )
     topup.status = TopUpStatus.SUCCEEDED
     topup.failure_message = ""
     topup.save(update_fields=["status", "failure_message", "updated_at"])
@@ -691,9 +892,14 @@ def _on_charge_refunded(event: dict, charge: dict) -> None:
     if delta <= 0:
         return
     # Keyed by the cumulative refunded amount: each refund step of a charge debits once, whatever the event id.
-    ledger_post(org=topup.org, kind=EntryKind.REFUND, amount=-delta,
-                key=f"stripe:refund:{charge.get('id')}:{refunded_total}",
-                description=_("Refund of a card top-up"), data={"charge": charge.get("id"), "event": event["id"]})
+    ledger_post(
+        org=topup.org,
+        kind=EntryKind.REFUND,
+        amount=-delta,
+        key=f"stripe:refund:{charge.get('id')}:{refunded_total}",
+        description=_("Refund of a card top-up"),
+        data={"charge": charge.get("id"), "event": event["id"]},
+    )
     topup.refunded_amount = refunded_total
     topup.status = TopUpStatus.REFUNDED if refunded_total >= topup.amount else TopUpStatus.PARTIALLY_REFUNDED
     topup.save(update_fields=["refunded_amount", "status", "updated_at"])

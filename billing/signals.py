@@ -1,4 +1,5 @@
 """Receivers that turn other apps' facts into billing work (the work itself lives in billing.services)."""
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Amounts cross this boundary as integer minor units; everything else in the platform speaks Decimal.
 ``STRIPE_API_BASE`` points the official SDK at another server (tests use localstripe).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def is_configured() -> bool:
 
 def _client() -> stripe.StripeClient:
     if not is_configured():
-        raise StripeNotConfigured(_("Online payment is not configured on this platform."), code="stripe_not_configured",
-                                  status=503)
+        raise StripeNotConfigured(
+            _("Online payment is not configured on this platform."), code="stripe_not_configured", status=503
+        )
     addresses = {"api": settings.STRIPE_API_BASE} if settings.STRIPE_API_BASE else None
     return stripe.StripeClient(settings.STRIPE_SECRET_KEY, base_addresses=addresses, max_network_retries=2)
 
@@ -89,8 +91,9 @@ def webhook_event(payload: bytes, signature: str | None) -> dict:
     if not secret or not signature:
         raise BadSignature("missing webhook secret or signature")
     try:
-        stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature, secret,
-                                              tolerance=settings.STRIPE_WEBHOOK_TOLERANCE)
+        stripe.WebhookSignature.verify_header(
+            payload.decode("utf-8"), signature, secret, tolerance=settings.STRIPE_WEBHOOK_TOLERANCE
+        )
     except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
         raise BadSignature(str(exc)) from exc
     try:

@@ -1,4 +1,5 @@
 """Celery tasks: thin wrappers over billing.services."""
+
 from __future__ import annotations
 
 import logging

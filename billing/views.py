@@ -1,4 +1,5 @@
 """Console views of the billing center (费用中心) and usage (统计), and the Stripe webhook."""
+
 from __future__ import annotations
 
 import csv
@@ -42,18 +43,24 @@ def overview(request):
     state = selectors.balance_state(org)
     start, end = selectors.month_bounds(selectors.this_month())
     per_day = selectors.spend_per_day(org, days=30)
-    chart = charts.bar_chart([(d.strftime("%m-%d"), v) for d, v in per_day],
-                             title=_("Spend per day, last 30 days (%(currency)s)") % {"currency": state.currency})
-    return render(request, "billing/overview.html", {
-        "state": state,
-        "month_spend": selectors.spend_between(org, start, end),
-        "month_start": start,
-        "chart": chart,
-        "by_model": selectors.spend_by_model(org, start, end),
-        "by_service": selectors.spend_by_service(org, start, end),
-        "recent": selectors.ledger_entries(org)[:10],
-        "topups": selectors.org_topups(org)[:5],
-    })
+    chart = charts.bar_chart(
+        [(d.strftime("%m-%d"), v) for d, v in per_day],
+        title=_("Spend per day, last 30 days (%(currency)s)") % {"currency": state.currency},
+    )
+    return render(
+        request,
+        "billing/overview.html",
+        {
+            "state": state,
+            "month_spend": selectors.spend_between(org, start, end),
+            "month_start": start,
+            "chart": chart,
+            "by_model": selectors.spend_by_model(org, start, end),
+            "by_service": selectors.spend_by_service(org, start, end),
+            "recent": selectors.ledger_entries(org)[:10],
+            "topups": selectors.org_topups(org)[:5],
+        },
+    )
 
 
 @login_required
@@ -62,8 +69,9 @@ def ledger(request):
     form = LedgerFilterForm(request.GET or None)
     flt = selectors.LedgerFilter()
     if form.is_bound and form.is_valid():
-        flt = selectors.LedgerFilter(kind=form.cleaned_data["kind"], start=form.cleaned_data["start"],
-                                     end=form.cleaned_data["end"])
+        flt = selectors.LedgerFilter(
+            kind=form.cleaned_data["kind"], start=form.cleaned_data["start"], end=form.cleaned_data["end"]
+        )
     page = Paginator(selectors.ledger_entries(org, flt), 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -87,8 +95,9 @@ def _month(year: int, month: int) -> date:
 @login_required
 def statement(request, year: int, month: int):
     org = _org(request)
-    return render(request, "billing/statement.html", {"statement": selectors.statement(org, _month(year, month)),
-                                                      "org": org})
+    return render(
+        request, "billing/statement.html", {"statement": selectors.statement(org, _month(year, month)), "org": org}
+    )
 
 
 class _Echo:
@@ -104,12 +113,22 @@ def statement_csv(request, year: int, month: int):
 
     def rows():
         writer = csv.writer(_Echo())
-        yield writer.writerow(["created_at", "type", "description", "service", "amount", "balance_after", "currency",
-                               "key"])
+        yield writer.writerow(
+            ["created_at", "type", "description", "service", "amount", "balance_after", "currency", "key"]
+        )
         for e in st.entries:
-            yield writer.writerow([timezone.localtime(e.created_at).isoformat(), str(labels.get(e.kind, e.kind)),
-                                   e.description, e.service.name if e.service else "", e.amount, e.balance_after,
-                                   e.currency, e.key])
+            yield writer.writerow(
+                [
+                    timezone.localtime(e.created_at).isoformat(),
+                    str(labels.get(e.kind, e.kind)),
+                    e.description,
+                    e.service.name if e.service else "",
+                    e.amount,
+                    e.balance_after,
+                    e.currency,
+                    e.key,
+                ]
+            )
 
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="statement-{org.namespace}-{st.month:%Y-%m}.csv"'
@@ -128,9 +147,15 @@ def topup(request):
             _apply_error(form, exc)
         else:
             return redirect("billing:topup-detail", pk=created.pk)
-    return render(request, "billing/topup.html", {
-        "form": form, "configured": stripe_api.is_configured(), "topups": selectors.org_topups(org)[:20],
-    })
+    return render(
+        request,
+        "billing/topup.html",
+        {
+            "form": form,
+            "configured": stripe_api.is_configured(),
+            "topups": selectors.org_topups(org)[:20],
+        },
+    )
 
 
 @login_required
@@ -138,11 +163,15 @@ def topup_detail(request, pk):
     org = _org(request)
     item = get_for_org_or_404(TopUp, org, pk=pk)
     template = "billing/partials/topup_status.html" if request.htmx else "billing/topup_detail.html"
-    return render(request, template, {
-        "topup": item,
-        "publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
-        "stripe_js": (settings.STRIPE_JS_URL if settings.STRIPE_PUBLISHABLE_KEY else ""),
-    })
+    return render(
+        request,
+        template,
+        {
+            "topup": item,
+            "publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+            "stripe_js": (settings.STRIPE_JS_URL if settings.STRIPE_PUBLISHABLE_KEY else ""),
+        },
+    )
 
 
 @csrf_exempt
@@ -166,18 +195,27 @@ def subscriptions(request):
     if request.method == "POST" and form.is_valid():
         service = next(s for s in candidates if str(s.pk) == form.cleaned_data["service"])
         try:
-            created = services.subscription_create(service=service, instances=form.cleaned_data["instances"],
-                                                   auto_renew=form.cleaned_data["auto_renew"], actor=request.user)
+            created = services.subscription_create(
+                service=service,
+                instances=form.cleaned_data["instances"],
+                auto_renew=form.cleaned_data["auto_renew"],
+                actor=request.user,
+            )
         except ApplicationError as exc:
             _apply_error(form, exc)
         else:
             messages.success(request, _("Subscription started for %(service)s.") % {"service": service.name})
             return redirect("billing:subscription-detail", pk=created.pk)
     rows = [(s, selectors.covered_instances(s)) for s in selectors.org_subscriptions(org)]
-    return render(request, "billing/subscriptions.html", {
-        "form": form, "rows": rows,
-        "candidates": [(s, services.subscription_monthly_price(s)) for s in candidates],
-    })
+    return render(
+        request,
+        "billing/subscriptions.html",
+        {
+            "form": form,
+            "rows": rows,
+            "candidates": [(s, services.subscription_monthly_price(s)) for s in candidates],
+        },
+    )
 
 
 @login_required
@@ -189,25 +227,36 @@ def subscription_detail(request, pk):
         action = request.POST.get("action")
         try:
             if action == "auto_renew":
-                services.subscription_set_auto_renew(subscription=sub, auto_renew=request.POST.get("value") == "on",
-                                                     actor=request.user)
+                services.subscription_set_auto_renew(
+                    subscription=sub, auto_renew=request.POST.get("value") == "on", actor=request.user
+                )
                 messages.success(request, _("Renewal setting saved."))
                 return redirect("billing:subscription-detail", pk=sub.pk)
             if action == "add" and form.is_valid():
-                services.subscription_add_instances(subscription=sub, instances=form.cleaned_data["instances"],
-                                                    actor=request.user)
+                services.subscription_add_instances(
+                    subscription=sub, instances=form.cleaned_data["instances"], actor=request.user
+                )
                 messages.success(request, _("Instances added."))
                 return redirect("billing:subscription-detail", pk=sub.pk)
         except ApplicationError as exc:
             _apply_error(form, exc)
-    return render(request, "billing/subscription_detail.html", {
-        "sub": sub, "form": form, "addons": sub.addons.order_by("period_start"),
-        "covered": selectors.covered_instances(sub),
-        "charges": selectors.ledger_entries(org).filter(service=sub.service, kind=EntryKind.SUBSCRIPTION_CHARGE)[:20],
-    })
+    return render(
+        request,
+        "billing/subscription_detail.html",
+        {
+            "sub": sub,
+            "form": form,
+            "addons": sub.addons.order_by("period_start"),
+            "covered": selectors.covered_instances(sub),
+            "charges": selectors.ledger_entries(org).filter(service=sub.service, kind=EntryKind.SUBSCRIPTION_CHARGE)[
+                :20
+            ],
+        },
+    )
 
 
 # --- usage (统计) ------------------------------------------------------------------------------------------------
+
 
 def _usage_query(request, org):
     form = UsageFilterForm(request.GET or None, model_ids=selectors.usage_model_ids(org))
@@ -236,8 +285,10 @@ def _usage_charts(series: list[dict], query: selectors.UsageQuery) -> dict:
     labels = [b.strftime("%H:00") if hourly else b.strftime("%m-%d") for b in buckets]
     index = {b: i for i, b in enumerate(buckets)}
     models = sorted({row["model_id"] for row in series})
-    tables = {name: {m: [None] * len(buckets) for m in models} for name in
-              ("requests", "tokens", "ttft_p50", "ttft_p99", "latency_p50", "latency_p99")}
+    tables = {
+        name: {m: [None] * len(buckets) for m in models}
+        for name in ("requests", "tokens", "ttft_p50", "ttft_p99", "latency_p50", "latency_p99")
+    }
     for row in series:
         i = index.get(key(row["bucket"]))
         if i is None:
@@ -264,10 +315,17 @@ def usage(request):
     org = _org(request)
     form, query = _usage_query(request, org)
     series = selectors.usage_series(org, query)
-    return render(request, "billing/usage.html", {
-        "form": form, "query": query, "models": selectors.usage_models(org, query),
-        "charts": _usage_charts(series, query), "export_query": request.GET.urlencode(),
-    })
+    return render(
+        request,
+        "billing/usage.html",
+        {
+            "form": form,
+            "query": query,
+            "models": selectors.usage_models(org, query),
+            "charts": _usage_charts(series, query),
+            "export_query": request.GET.urlencode(),
+        },
+    )
 
 
 @login_required
@@ -277,8 +335,22 @@ def usage_csv(request):
 
     def rows():
         writer = csv.writer(_Echo())
-        yield writer.writerow(["request_id", "started_at", "model", "endpoint", "source", "status", "prompt_tokens",
-                               "cached_tokens", "completion_tokens", "ttft_ms", "latency_ms", "charge"])
+        yield writer.writerow(
+            [
+                "request_id",
+                "started_at",
+                "model",
+                "endpoint",
+                "source",
+                "status",
+                "prompt_tokens",
+                "cached_tokens",
+                "completion_tokens",
+                "ttft_ms",
+                "latency_ms",
+                "charge",
+            ]
+        )
         for row in selectors.usage_export_rows(org, query).iterator(chunk_size=2000):
             row = list(row)
             row[1] = timezone.localtime(row[1]).isoformat()

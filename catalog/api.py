@@ -1,4 +1,5 @@
 """Management API for the catalog: read-only, public (the marketplace is public)."""
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import permissions, viewsets

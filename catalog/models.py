@@ -1,4 +1,5 @@
 """The model marketplace: models loaded from ModelHub-format YAML specs, with their deployment variants."""
+
 from __future__ import annotations
 
 from decimal import Decimal

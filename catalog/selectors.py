@@ -1,4 +1,5 @@
 """Reads for the marketplace: search, filters, sorting."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ class MarketplaceQuery:
     sort: str = "updated"
 
     @classmethod
-    def from_params(cls, params) -> "MarketplaceQuery":
+    def from_params(cls, params) -> MarketplaceQuery:
         task = params.get("task", "")
         size = params.get("size", "")
         sort = params.get("sort", "updated")
@@ -58,8 +59,11 @@ def marketplace_models(query: MarketplaceQuery) -> QuerySet[CatalogModel]:
     qs = listed_models()
     if query.q:
         qs = qs.filter(
-            Q(name__icontains=query.q) | Q(display_name__icontains=query.q) | Q(publisher__icontains=query.q)
-            | Q(description_en__icontains=query.q) | Q(description_zh__icontains=query.q)
+            Q(name__icontains=query.q)
+            | Q(display_name__icontains=query.q)
+            | Q(publisher__icontains=query.q)
+            | Q(description_en__icontains=query.q)
+            | Q(description_zh__icontains=query.q)
             | Q(source_repo__icontains=query.q)
         )
     if query.task:
@@ -80,9 +84,11 @@ def publishers() -> list[str]:
 
 def model_detail(slug: str) -> CatalogModel:
     """A listed model with its variants; raises CatalogModel.DoesNotExist."""
-    return listed_models().prefetch_related(
-        Prefetch("variants", queryset=DeploymentVariant.objects.order_by("position"))
-    ).get(slug=slug)
+    return (
+        listed_models()
+        .prefetch_related(Prefetch("variants", queryset=DeploymentVariant.objects.order_by("position")))
+        .get(slug=slug)
+    )
 
 
 def public_model_by_id(model_id: str) -> CatalogModel | None:

@@ -4,6 +4,7 @@ Supported: comparators ``>=1.2.3 >1.2 <=1 <2.0.0 =1.2.3 1.2.3``, caret ``^0.8.1`
 ``0.8.x``/``0.8.*``/``*``; comparators separated by spaces or commas are ANDed, ``||`` ORs alternatives.
 Partial versions are padded with zeros (``>=0.7`` means ``>=0.7.0``).
 """
+
 from __future__ import annotations
 
 import re
@@ -49,7 +50,7 @@ def _expand(op: str, text: str) -> list[_Bound]:
         raise SemverError(f"invalid version {text!r}")
     raw = list(match.groups())
     wild = [p is None or p in ("x", "X", "*") for p in raw]
-    nums = [0 if w else int(p) for p, w in zip(raw, wild)]
+    nums = [0 if w else int(p) for p, w in zip(raw, wild, strict=False)]
     base = tuple(nums)
     if op == "^":
         if nums[0] > 0 or wild[1]:

@@ -1,4 +1,5 @@
 """Writes for the catalog: syncing specs into the database."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,19 +21,34 @@ class SyncResult:
     unlisted: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{len(self.created)} created, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
-                f"{len(self.unlisted)} unlisted")
+        return (
+            f"{len(self.created)} created, {len(self.updated)} updated, {len(self.unchanged)} unchanged, "
+            f"{len(self.unlisted)} unlisted"
+        )
 
 
 def _model_fields(spec: ModelSpec) -> dict:
     return {
-        "name": spec.name, "display_name": spec.display_name, "publisher": spec.publisher,
-        "description_zh": spec.description_zh, "description_en": spec.description_en, "tasks": spec.tasks,
-        "parameters_b": spec.parameters_b, "active_parameters_b": spec.active_parameters_b,
-        "context_length": spec.context_length, "quantization": spec.quantization, "license": spec.license,
-        "source_hub": spec.source_hub, "source_repo": spec.source_repo, "currency": spec.currency,
-        "input_price_per_1k": spec.input_price_per_1k, "output_price_per_1k": spec.output_price_per_1k,
-        "spec_updated": spec.updated, "spec_file": spec.file, "spec_hash": spec.spec_hash, "listed": True,
+        "name": spec.name,
+        "display_name": spec.display_name,
+        "publisher": spec.publisher,
+        "description_zh": spec.description_zh,
+        "description_en": spec.description_en,
+        "tasks": spec.tasks,
+        "parameters_b": spec.parameters_b,
+        "active_parameters_b": spec.active_parameters_b,
+        "context_length": spec.context_length,
+        "quantization": spec.quantization,
+        "license": spec.license,
+        "source_hub": spec.source_hub,
+        "source_repo": spec.source_repo,
+        "currency": spec.currency,
+        "input_price_per_1k": spec.input_price_per_1k,
+        "output_price_per_1k": spec.output_price_per_1k,
+        "spec_updated": spec.updated,
+        "spec_file": spec.file,
+        "spec_hash": spec.spec_hash,
+        "listed": True,
     }
 
 
@@ -58,14 +74,23 @@ def catalog_sync(*, specs_dir: Path | None = None) -> SyncResult:
                 model.save()
                 model.variants.all().delete()
                 result.updated.append(spec.slug)
-            DeploymentVariant.objects.bulk_create([
-                DeploymentVariant(
-                    model=model, position=i, runtime=v.runtime, version_required=v.version_required,
-                    gpu_type=v.gpu_type, gpu_count=v.gpu_count, per_gpu_memory_gb=v.per_gpu_memory_gb, cpu=v.cpu,
-                    memory_gb=v.memory_gb, custom_runtime_args=v.custom_runtime_args,
-                )
-                for i, v in enumerate(spec.variants)
-            ])
+            DeploymentVariant.objects.bulk_create(
+                [
+                    DeploymentVariant(
+                        model=model,
+                        position=i,
+                        runtime=v.runtime,
+                        version_required=v.version_required,
+                        gpu_type=v.gpu_type,
+                        gpu_count=v.gpu_count,
+                        per_gpu_memory_gb=v.per_gpu_memory_gb,
+                        cpu=v.cpu,
+                        memory_gb=v.memory_gb,
+                        custom_runtime_args=v.custom_runtime_args,
+                    )
+                    for i, v in enumerate(spec.variants)
+                ]
+            )
         for slug, model in existing.items():
             if model.listed:
                 model.listed = False

@@ -2,6 +2,7 @@
 
 Every problem is reported as ``<file>: <field>: <reason>``; a spec either parses completely or not at all.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -191,7 +192,9 @@ def parse_spec_text(text: str, file: str) -> ModelSpec:
     source = data.get("source")
     hub = repo = None
     if not isinstance(source, dict) or len(source) != 1:
-        c.error("source", "must name exactly one of huggingface or modelscope, e.g. {huggingface: Qwen/Qwen2.5-7B-Instruct}")
+        c.error(
+            "source", "must name exactly one of huggingface or modelscope, e.g. {huggingface: Qwen/Qwen2.5-7B-Instruct}"
+        )
     else:
         hub, repo = next(iter(source.items()))
         if hub not in HUBS:
@@ -256,20 +259,43 @@ def parse_spec_text(text: str, file: str) -> ModelSpec:
             if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
                 c.error(f"{path}.customRuntimeArgs", "must be a list of strings")
                 args = []
-            variants.append(VariantSpec(
-                runtime=runtime, version_required=version_required if isinstance(version_required, str) else "",
-                gpu_type=gpu_type or "", gpu_count=gpu_count or 0, per_gpu_memory_gb=per_gpu or 0,
-                cpu=cpu or 0, memory_gb=memory or 0, custom_runtime_args=list(args),
-            ))
+            variants.append(
+                VariantSpec(
+                    runtime=runtime,
+                    version_required=version_required if isinstance(version_required, str) else "",
+                    gpu_type=gpu_type or "",
+                    gpu_count=gpu_count or 0,
+                    per_gpu_memory_gb=per_gpu or 0,
+                    cpu=cpu or 0,
+                    memory_gb=memory or 0,
+                    custom_runtime_args=list(args),
+                )
+            )
 
     if c.errors:
         raise SpecError(c.errors)
     return ModelSpec(
-        file=file, slug=slug, name=name, display_name=display_name, publisher=publisher, description_zh=desc_zh,
-        description_en=desc_en, tasks=list(tasks), parameters_b=parameters_b, active_parameters_b=active_b,
-        context_length=context_length, quantization=quantization, license=license_, source_hub=hub,
-        source_repo=repo, currency=currency, input_price_per_1k=in_price, output_price_per_1k=out_price,
-        updated=updated, spec_hash=hashlib.sha256(text.encode()).hexdigest(), variants=variants,
+        file=file,
+        slug=slug,
+        name=name,
+        display_name=display_name,
+        publisher=publisher,
+        description_zh=desc_zh,
+        description_en=desc_en,
+        tasks=list(tasks),
+        parameters_b=parameters_b,
+        active_parameters_b=active_b,
+        context_length=context_length,
+        quantization=quantization,
+        license=license_,
+        source_hub=hub,
+        source_repo=repo,
+        currency=currency,
+        input_price_per_1k=in_price,
+        output_price_per_1k=out_price,
+        updated=updated,
+        spec_hash=hashlib.sha256(text.encode()).hexdigest(),
+        variants=variants,
     )
 
 

@@ -1,4 +1,5 @@
 """Marketplace pages: the model list (search, filters, sort and paging in place with htmx) and model details."""
+
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import render
@@ -51,8 +52,6 @@ def model_detail(request, slug):
         "deploy_url": _url_or_none("deployments:service-new", model.slug),
     }
     return render(request, "catalog/model_detail.html", context)
-
-
 
 
 SORT_LABELS = [

@@ -3,6 +3,7 @@
 Derived from the cluster's (encrypted) kubeconfig at run time and cached per process; nothing secret is stored
 with the replicas.
 """
+
 from __future__ import annotations
 
 import base64
@@ -32,7 +33,9 @@ def _from_kubeconfig(text: str, context_name: str) -> tuple[dict, bool | str, tu
     config = yaml.safe_load(text) or {}
     context_name = context_name or config.get("current-context") or ""
     context = next((c.get("context") or {} for c in config.get("contexts") or [] if c.get("name") == context_name), {})
-    cluster = next((c.get("cluster") or {} for c in config.get("clusters") or [] if c.get("name") == context.get("cluster")), {})
+    cluster = next(
+        (c.get("cluster") or {} for c in config.get("clusters") or [] if c.get("name") == context.get("cluster")), {}
+    )
     user = next((u.get("user") or {} for u in config.get("users") or [] if u.get("name") == context.get("user")), {})
     headers: dict = {}
     if user.get("token"):
@@ -57,7 +60,11 @@ def _from_kubeconfig(text: str, context_name: str) -> tuple[dict, bool | str, tu
 
 def replica_access(cluster: Cluster) -> tuple[dict, bool | str, tuple[str, str] | None]:
     """(headers, tls_verify, client_cert) for requests to this cluster's replicas."""
-    if cluster.driver == ClusterDriver.LOCAL or cluster.access_mode != AccessMode.PROXY or not cluster.kubeconfig_encrypted:
+    if (
+        cluster.driver == ClusterDriver.LOCAL
+        or cluster.access_mode != AccessMode.PROXY
+        or not cluster.kubeconfig_encrypted
+    ):
         return {}, True, None
     key = (str(cluster.pk), hashlib.sha256(cluster.kubeconfig_encrypted.encode()).hexdigest())
     with _lock:

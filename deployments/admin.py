@@ -1,4 +1,5 @@
 """Platform admin for regions, GPU prices, clusters and services (kubeconfigs are never shown)."""
+
 from django.contrib import admin
 
 from deployments.models import Cluster, GpuPrice, Region, Replica, Service, ServiceEvent
@@ -23,8 +24,20 @@ class ClusterAdmin(admin.ModelAdmin):
     list_filter = ["region", "driver", "health", "cordoned"]
     # Onboarding (probe, checks, encryption) happens in the console or with `manage.py register_cluster`.
     exclude = ["kubeconfig_encrypted"]
-    readonly_fields = ["driver", "server_url", "server_version", "health", "last_error", "last_checked_at", "inventory",
-                       "nodes", "checks", "has_lws", "created_at", "context"]
+    readonly_fields = [
+        "driver",
+        "server_url",
+        "server_version",
+        "health",
+        "last_error",
+        "last_checked_at",
+        "inventory",
+        "nodes",
+        "checks",
+        "has_lws",
+        "created_at",
+        "context",
+    ]
 
     def has_add_permission(self, request):
         return False

@@ -1,4 +1,5 @@
 """Management API for model services (/api/services): tenant-scoped, session or sk- key."""
+
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -19,10 +20,14 @@ def _org(request):
 @extend_schema_view(
     list=extend_schema(summary="List the organization's model services"),
     retrieve=extend_schema(summary="A model service"),
-    create=extend_schema(summary="Deploy a catalog model as a dedicated service", request=ServiceCreateSerializer,
-                         responses={201: ServiceSerializer}),
-    destroy=extend_schema(summary="Delete a service (its instances stop; billing stops at once)",
-                          responses={202: ServiceSerializer}),
+    create=extend_schema(
+        summary="Deploy a catalog model as a dedicated service",
+        request=ServiceCreateSerializer,
+        responses={201: ServiceSerializer},
+    ),
+    destroy=extend_schema(
+        summary="Delete a service (its instances stop; billing stops at once)", responses={202: ServiceSerializer}
+    ),
 )
 class ServiceViewSet(OrgScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     scoped_model = Service
@@ -46,8 +51,15 @@ class ServiceViewSet(OrgScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         if region is None:
             raise ApplicationError(f"unknown region {data['region']!r}", field="region")
         user = request.user if getattr(request.user, "is_authenticated", False) else None
-        service = services.service_create(org=org, actor=user, catalog_model=model, region=region, name=data["name"],
-                                          replicas=data["instances"], billing_mode=data["billing_mode"])
+        service = services.service_create(
+            org=org,
+            actor=user,
+            catalog_model=model,
+            region=region,
+            name=data["name"],
+            replicas=data["instances"],
+            billing_mode=data["billing_mode"],
+        )
         return Response(ServiceSerializer(service).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, pk=None):
@@ -57,17 +69,23 @@ class ServiceViewSet(OrgScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
     def _actor(self):
         return self.request.user if getattr(self.request.user, "is_authenticated", False) else None
 
-    @extend_schema(summary="Change the number of instances", request=ServiceScaleSerializer, responses={200: ServiceSerializer})
+    @extend_schema(
+        summary="Change the number of instances", request=ServiceScaleSerializer, responses={200: ServiceSerializer}
+    )
     @action(detail=True, methods=["post"])
     def scale(self, request, pk=None):
         payload = ServiceScaleSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        service = services.service_scale(service=self.get_object(), actor=self._actor(),
-                                         replicas=payload.validated_data["instances"])
+        service = services.service_scale(
+            service=self.get_object(), actor=self._actor(), replicas=payload.validated_data["instances"]
+        )
         return Response(ServiceSerializer(service).data)
 
-    @extend_schema(summary="Stop every instance (billing stops; the service keeps its name)", request=None,
-                   responses={200: ServiceSerializer})
+    @extend_schema(
+        summary="Stop every instance (billing stops; the service keeps its name)",
+        request=None,
+        responses={200: ServiceSerializer},
+    )
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
         return Response(ServiceSerializer(services.service_stop(service=self.get_object(), actor=self._actor())).data)

@@ -12,5 +12,6 @@ class DeploymentsConfig(AppConfig):
 
         for model in (Service, Replica, Cluster):
             post_save.connect(serving_changed_on_commit, sender=model, dispatch_uid=f"serving-save-{model.__name__}")
-            post_delete.connect(serving_changed_on_commit, sender=model,
-                                dispatch_uid=f"serving-delete-{model.__name__}")
+            post_delete.connect(
+                serving_changed_on_commit, sender=model, dispatch_uid=f"serving-delete-{model.__name__}"
+            )

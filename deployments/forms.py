@@ -1,4 +1,5 @@
 """Console forms of the deployments app (validation of shape only; the rules live in deployments.services)."""
+
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
@@ -9,12 +10,17 @@ KUBECONFIG_MAX_BYTES = 256 * 1024
 
 
 class ServiceCreateForm(forms.Form):
-    name = forms.CharField(label=_("Service name"), max_length=40, validators=[dns1123_label],
-                           help_text=_("Callable as <namespace>/<service name>."))
+    name = forms.CharField(
+        label=_("Service name"),
+        max_length=40,
+        validators=[dns1123_label],
+        help_text=_("Callable as <namespace>/<service name>."),
+    )
     region = forms.ChoiceField(label=_("Region"))
     replicas = forms.IntegerField(label=_("Instances"), min_value=1, max_value=MAX_INSTANCES, initial=1)
-    billing_mode = forms.ChoiceField(label=_("Billing"), choices=BillingMode.choices, initial=BillingMode.PAYG,
-                                     widget=forms.RadioSelect)
+    billing_mode = forms.ChoiceField(
+        label=_("Billing"), choices=BillingMode.choices, initial=BillingMode.PAYG, widget=forms.RadioSelect
+    )
 
     def __init__(self, *args, regions: list[Region], **kwargs):
         super().__init__(*args, **kwargs)
@@ -30,11 +36,17 @@ class ScaleForm(forms.Form):
 
 
 class _KubeconfigFields(forms.Form):
-    kubeconfig = forms.CharField(label=_("Kubeconfig"), required=False, strip=False, widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "autocomplete": "off"}),
-                                 help_text=_("Paste it here or upload the file. It is stored encrypted and never shown again."))
+    kubeconfig = forms.CharField(
+        label=_("Kubeconfig"),
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "autocomplete": "off"}),
+        help_text=_("Paste it here or upload the file. It is stored encrypted and never shown again."),
+    )
     kubeconfig_file = forms.FileField(label=_("…or upload a kubeconfig file"), required=False)
-    context = forms.CharField(label=_("Context"), max_length=200, required=False,
-                              help_text=_("Empty: the kubeconfig's current-context."))
+    context = forms.CharField(
+        label=_("Context"), max_length=200, required=False, help_text=_("Empty: the kubeconfig's current-context.")
+    )
 
     def clean(self):
         data = super().clean()
@@ -54,8 +66,9 @@ class _KubeconfigFields(forms.Form):
 class ClusterForm(_KubeconfigFields):
     name = forms.SlugField(label=_("Cluster name"), max_length=60)
     region = forms.ModelChoiceField(label=_("Region"), queryset=Region.objects.all())
-    access_mode = forms.ChoiceField(label=_("How the gateway reaches replicas"), choices=AccessMode.choices,
-                                    initial=AccessMode.PROXY)
+    access_mode = forms.ChoiceField(
+        label=_("How the gateway reaches replicas"), choices=AccessMode.choices, initial=AccessMode.PROXY
+    )
     ingress_base_url = forms.URLField(label=_("Ingress base URL"), required=False, assume_scheme="https")
 
     field_order = ["name", "region", "kubeconfig", "kubeconfig_file", "context", "access_mode", "ingress_base_url"]

@@ -1,4 +1,5 @@
 """Regions, GPU clusters and model services (dedicated deployments of catalog models)."""
+
 from __future__ import annotations
 
 import uuid
@@ -145,8 +146,9 @@ class Service(models.Model):
     generation = models.PositiveIntegerField(default=1)
     observed_generation = models.PositiveIntegerField(default=0)
     desired_running = models.BooleanField(default=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     running_since = models.DateTimeField(null=True, blank=True)
@@ -162,8 +164,9 @@ class Service(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["org", "name"], condition=~models.Q(status="Deleted"),
-                                    name="service_unique_live_name_per_org"),
+            models.UniqueConstraint(
+                fields=["org", "name"], condition=~models.Q(status="Deleted"), name="service_unique_live_name_per_org"
+            ),
         ]
         indexes = [models.Index(fields=["status"]), models.Index(fields=["cluster", "status"])]
 
@@ -184,7 +187,11 @@ class Service(models.Model):
 
     @property
     def desired_instances(self) -> int:
-        return self.replicas if self.desired_running and self.status not in (ServiceStatus.DELETING, ServiceStatus.DELETED) else 0
+        return (
+            self.replicas
+            if self.desired_running and self.status not in (ServiceStatus.DELETING, ServiceStatus.DELETED)
+            else 0
+        )
 
     @property
     def k8s_namespace(self) -> str:
@@ -200,8 +207,9 @@ class ServiceEvent(models.Model):
     status = models.CharField(max_length=16, blank=True)
     reason = models.CharField(max_length=100, blank=True)
     message = models.TextField(blank=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                              related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     # Meter events (kind="meter"): the number of billable (Running, ready) instances from ``created_at`` on.
     # Billing integrates these into instance-seconds; every change of that number writes exactly one.
     billable_instances = models.PositiveSmallIntegerField(null=True, blank=True)

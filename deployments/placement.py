@@ -4,6 +4,7 @@ Users never size GPUs: the platform walks a model's deployment variants in catal
 fits a cluster of the region (runtime version available, per-GPU memory, GPUs per node or LeaderWorkerSet for
 multi-node, enough free GPUs, cluster reachable and not cordoned). When nothing fits it says exactly why.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,7 +77,10 @@ def _variant_on_cluster(variant, cluster: Cluster, instances: int) -> tuple[str,
         if per_node <= 0:
             continue
         if variant.gpu_count <= per_node:
-            if entry.get("max_free_per_node", 0) >= variant.gpu_count and entry.get("free", 0) >= variant.gpu_count * instances:
+            if (
+                entry.get("max_free_per_node", 0) >= variant.gpu_count
+                and entry.get("free", 0) >= variant.gpu_count * instances
+            ):
                 options.append((entry.get("memory_mb") or 0, product, variant.gpu_count, 1))
         elif cluster.has_lws and variant.gpu_count % per_node == 0:
             nodes = variant.gpu_count // per_node
@@ -101,10 +105,18 @@ def place(model, region: Region, *, instances: int = 1, exclude_cluster: Cluster
             found = _variant_on_cluster(variant, cluster, instances)
             if found:
                 product, per_node, nodes = found
-                return Placement(cluster=cluster, variant=variant, runtime_version=version,
-                                 image=image_for(variant.runtime, version), gpu_product=product,
-                                 gpus_per_node=per_node, nodes_per_instance=nodes)
-    raise ApplicationError(no_fit_reason(model, region, variants, clusters, instances), code="no_capacity", field="region")
+                return Placement(
+                    cluster=cluster,
+                    variant=variant,
+                    runtime_version=version,
+                    image=image_for(variant.runtime, version),
+                    gpu_product=product,
+                    gpus_per_node=per_node,
+                    nodes_per_instance=nodes,
+                )
+    raise ApplicationError(
+        no_fit_reason(model, region, variants, clusters, instances), code="no_capacity", field="region"
+    )
 
 
 def no_fit_reason(model, region: Region, variants, clusters: list[Cluster], instances: int = 1) -> str:
@@ -122,7 +134,12 @@ def no_fit_reason(model, region: Region, variants, clusters: list[Cluster], inst
     if not region.clusters.exists():
         return head + ": " + _("needs %(needs)s; the region has no cluster") % {"needs": needs}
     if not clusters:
-        return head + ": " + _("needs %(needs)s; every cluster of the region is cordoned, unreachable or failing its checks") % {"needs": needs}
+        return (
+            head
+            + ": "
+            + _("needs %(needs)s; every cluster of the region is cordoned, unreachable or failing its checks")
+            % {"needs": needs}
+        )
     best = None  # (free on one node, product)
     for cluster in clusters:
         for product, entry in (cluster.inventory or {}).items():

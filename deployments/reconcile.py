@@ -5,6 +5,7 @@ apply, scale, delete; or local processes) and writes the observation. A pass cla
 UPDATE (``reconcile_claimed_until``) so two workers never drive the same service at once; a claim left behind by a
 killed worker expires. Retryable Kubernetes errors propagate so the Celery task retries with backoff.
 """
+
 from __future__ import annotations
 
 import logging
@@ -95,12 +96,23 @@ def workload_spec(service: Service) -> WorkloadSpec:
     catalog = service.catalog_model
     nodes = max(service.nodes_per_instance, 1)
     return WorkloadSpec(
-        namespace=service.k8s_namespace, name=service.k8s_name, service_id=str(service.pk),
-        org_namespace=service.org.namespace, served_model_name=service.model_id, runtime=service.runtime,
-        image=service.image, model_source=f"{catalog.source_hub}:{catalog.source_repo}", gpu_count=service.gpu_count,
-        gpus_per_node=service.gpu_count // nodes, nodes_per_instance=nodes, gpu_product=service.gpu_product or None,
-        replicas=service.desired_instances, max_model_len=service.max_model_len,
-        custom_args=[str(a) for a in service.runtime_args or []], cpu=service.cpu, memory_gb=service.memory_gb,
+        namespace=service.k8s_namespace,
+        name=service.k8s_name,
+        service_id=str(service.pk),
+        org_namespace=service.org.namespace,
+        served_model_name=service.model_id,
+        runtime=service.runtime,
+        image=service.image,
+        model_source=f"{catalog.source_hub}:{catalog.source_repo}",
+        gpu_count=service.gpu_count,
+        gpus_per_node=service.gpu_count // nodes,
+        nodes_per_instance=nodes,
+        gpu_product=service.gpu_product or None,
+        replicas=service.desired_instances,
+        max_model_len=service.max_model_len,
+        custom_args=[str(a) for a in service.runtime_args or []],
+        cpu=service.cpu,
+        memory_gb=service.memory_gb,
         shm_gb=max(1, min(16, service.memory_gb // 4)),
     )
 
@@ -115,7 +127,10 @@ def kube_client(cluster: Cluster):
 
 def _from_status(status) -> Observed:
     return Observed(
-        phase=status.phase, ready=status.ready, reason=status.reason or "", message=status.message or "",
+        phase=status.phase,
+        ready=status.ready,
+        reason=status.reason or "",
+        message=status.message or "",
         replicas=[ObservedReplica(e.pod_name, e.base_url, True) for e in status.endpoints],
     )
 
@@ -141,8 +156,13 @@ def drive(service: Service) -> Observed:
         if deleting:
             return Observed(phase="Deleting", gone=local.stop_all(service))
         found = local.converge(service, service.desired_instances)
-        return Observed(phase=found.phase, ready=found.ready, reason=found.reason, message=found.message,
-                        replicas=[ObservedReplica(r.name, r.base_url, r.ready, r.pid, r.port) for r in found.replicas])
+        return Observed(
+            phase=found.phase,
+            ready=found.ready,
+            reason=found.reason,
+            message=found.message,
+            replicas=[ObservedReplica(r.name, r.base_url, r.ready, r.pid, r.port) for r in found.replicas],
+        )
     client = kube_client(cluster)
     try:
         if deleting:
@@ -163,7 +183,11 @@ def _status_for(service: Service, observed: Observed) -> str:
     if service.status == ServiceStatus.DELETING:
         return ServiceStatus.DELETED if observed.gone else ServiceStatus.DELETING
     if not service.desired_running:
-        return ServiceStatus.STOPPED if observed.ready == 0 and observed.phase in ("Stopped", "Missing") else ServiceStatus.STOPPING
+        return (
+            ServiceStatus.STOPPED
+            if observed.ready == 0 and observed.phase in ("Stopped", "Missing")
+            else ServiceStatus.STOPPING
+        )
     return _PHASE_STATUS.get(observed.phase, ServiceStatus.CREATING)
 
 
@@ -172,8 +196,11 @@ def _sync_replicas(service: Service, observed: Observed) -> None:
     Replica.objects.filter(service=service).exclude(name__in=names).delete()
     now = timezone.now()
     for r in observed.replicas:
-        Replica.objects.update_or_create(service=service, name=r.name, defaults={
-            "base_url": r.base_url, "ready": r.ready, "pid": r.pid, "port": r.port, "observed_at": now})
+        Replica.objects.update_or_create(
+            service=service,
+            name=r.name,
+            defaults={"base_url": r.base_url, "ready": r.ready, "pid": r.pid, "port": r.port, "observed_at": now},
+        )
 
 
 def record(service_id, observed: Observed, generation: int) -> Service | None:
@@ -183,8 +210,12 @@ def record(service_id, observed: Observed, generation: int) -> Service | None:
         if service.generation != generation or service.status == ServiceStatus.DELETED:
             return None
         status = _status_for(service, observed)
-        reason = observed.reason if status not in (ServiceStatus.RUNNING, ServiceStatus.STOPPED, ServiceStatus.DELETED) \
-            or observed.reason == "ProcessRestarted" else ""
+        reason = (
+            observed.reason
+            if status not in (ServiceStatus.RUNNING, ServiceStatus.STOPPED, ServiceStatus.DELETED)
+            or observed.reason == "ProcessRestarted"
+            else ""
+        )
         status_set(service=service, status=status, reason=reason, message=observed.message if reason else "")
         billable = min(observed.ready, service.desired_instances) if status in BILLABLE_STATUSES else 0
         meter_set(service=service, instances=billable)
@@ -250,8 +281,14 @@ def reconcile_service(service_id) -> PassResult:
 
 def needs_another_pass(status: str) -> bool:
     """Transitional states are polled again soon; steady ones wait for the periodic pass or a change."""
-    return status in (ServiceStatus.PENDING, ServiceStatus.CREATING, ServiceStatus.STARTING, ServiceStatus.SCALING,
-                      ServiceStatus.STOPPING, ServiceStatus.DELETING)
+    return status in (
+        ServiceStatus.PENDING,
+        ServiceStatus.CREATING,
+        ServiceStatus.STARTING,
+        ServiceStatus.SCALING,
+        ServiceStatus.STOPPING,
+        ServiceStatus.DELETING,
+    )
 
 
 # --- whole clusters (periodic pass) -------------------------------------------------------------------------
@@ -260,9 +297,13 @@ def needs_another_pass(status: str) -> bool:
 def _claim_cluster_services(cluster: Cluster) -> list[Service]:
     until = timezone.now() + timedelta(seconds=CLAIM_SECONDS)
     Service.objects.filter(_claimable(), cluster=cluster).exclude(status=ServiceStatus.DELETED).update(
-        reconcile_claimed_until=until)
-    return list(Service.objects.filter(cluster=cluster, reconcile_claimed_until=until)
-                .select_related("org", "cluster", "catalog_model").order_by("pk"))
+        reconcile_claimed_until=until
+    )
+    return list(
+        Service.objects.filter(cluster=cluster, reconcile_claimed_until=until)
+        .select_related("org", "cluster", "catalog_model")
+        .order_by("pk")
+    )
 
 
 def reconcile_cluster(cluster_id) -> dict:
@@ -317,9 +358,13 @@ def _reconcile_kube_batch(client, cluster: Cluster, services: list[Service], cou
         watched.append((service, spec, generation, applied))
     if not watched:
         return
-    statuses = observe_workloads(client, [spec for _s, spec, _g, _a in watched], access_mode=cluster.access_mode,
-                                 ingress_base_url=cluster.ingress_base_url or None)
-    for (service, spec, generation, applied), status in zip(watched, statuses):
+    statuses = observe_workloads(
+        client,
+        [spec for _s, spec, _g, _a in watched],
+        access_mode=cluster.access_mode,
+        ingress_base_url=cluster.ingress_base_url or None,
+    )
+    for (service, spec, generation, applied), status in zip(watched, statuses, strict=False):
         if not status.exists and not applied:
             observed = _observe_kube(client, service, spec, applied=False)
             counts["applied"] += 1

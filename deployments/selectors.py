@@ -5,6 +5,7 @@ Contract for the gateway:
 - ``ready_endpoints(service_ids)``: the Ready replicas of those services, with whatever headers reaching them needs;
 - ``callable_models(org)``: the model ids an org can call now (for ``GET /v1/models``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,7 +38,10 @@ class ModelTarget:
 
 def _public_services(slug: str):
     return Service.objects.filter(
-        org__namespace=PUBLIC_NAMESPACE, catalog_model__slug=slug, catalog_model__listed=True, status__in=CALLABLE_STATUSES
+        org__namespace=PUBLIC_NAMESPACE,
+        catalog_model__slug=slug,
+        catalog_model__listed=True,
+        status__in=CALLABLE_STATUSES,
     ).select_related("catalog_model", "org")
 
 
@@ -51,21 +55,34 @@ def resolve_model_target(model_id: str, org) -> ModelTarget | None:
             return None
         first = services[0]
         return ModelTarget(
-            model_id=model_id, public=True, service_ids=tuple(str(s.pk) for s in services),
-            upstream_model=first.model_id, catalog_model_id=first.catalog_model_id,
-            catalog_slug=first.catalog_model.slug, context_length=first.max_model_len, owner_org_id=str(first.org_id),
+            model_id=model_id,
+            public=True,
+            service_ids=tuple(str(s.pk) for s in services),
+            upstream_model=first.model_id,
+            catalog_model_id=first.catalog_model_id,
+            catalog_slug=first.catalog_model.slug,
+            context_length=first.max_model_len,
+            owner_org_id=str(first.org_id),
         )
     if org is None or namespace != org.namespace:
         return None
     service = (
-        Service.objects.for_org(org).filter(name=name).exclude(status=ServiceStatus.DELETED)
-        .select_related("catalog_model").first()
+        Service.objects.for_org(org)
+        .filter(name=name)
+        .exclude(status=ServiceStatus.DELETED)
+        .select_related("catalog_model")
+        .first()
     )
     if service is None:
         return None
     return ModelTarget(
-        model_id=model_id, public=False, service_ids=(str(service.pk),), upstream_model=service.model_id,
-        catalog_model_id=service.catalog_model_id, catalog_slug=service.catalog_model.slug, context_length=service.max_model_len,
+        model_id=model_id,
+        public=False,
+        service_ids=(str(service.pk),),
+        upstream_model=service.model_id,
+        catalog_model_id=service.catalog_model_id,
+        catalog_slug=service.catalog_model.slug,
+        context_length=service.max_model_len,
         owner_org_id=str(service.org_id),
     )
 
@@ -73,18 +90,32 @@ def resolve_model_target(model_id: str, org) -> ModelTarget | None:
 def callable_models(org) -> list[dict]:
     """Public models with a running public deployment, then the org's running services."""
     items: dict[str, dict] = {}
-    public = Service.objects.filter(org__namespace=PUBLIC_NAMESPACE, catalog_model__listed=True,
-                                    status__in=CALLABLE_STATUSES)
+    public = Service.objects.filter(
+        org__namespace=PUBLIC_NAMESPACE, catalog_model__listed=True, status__in=CALLABLE_STATUSES
+    )
     for service in public.select_related("catalog_model").order_by("catalog_model__slug"):
-        items.setdefault(f"public/{service.catalog_model.slug}", {
-            "id": f"public/{service.catalog_model.slug}", "owned_by": PUBLIC_NAMESPACE, "created": int(service.created_at.timestamp()),
-            "catalog_slug": service.catalog_model.slug, "context_length": service.max_model_len, "public": True,
-        })
+        items.setdefault(
+            f"public/{service.catalog_model.slug}",
+            {
+                "id": f"public/{service.catalog_model.slug}",
+                "owned_by": PUBLIC_NAMESPACE,
+                "created": int(service.created_at.timestamp()),
+                "catalog_slug": service.catalog_model.slug,
+                "context_length": service.max_model_len,
+                "public": True,
+            },
+        )
     if org is not None:
-        for service in Service.objects.for_org(org).filter(status__in=CALLABLE_STATUSES).select_related("catalog_model", "org"):
+        for service in (
+            Service.objects.for_org(org).filter(status__in=CALLABLE_STATUSES).select_related("catalog_model", "org")
+        ):
             items[service.model_id] = {
-                "id": service.model_id, "owned_by": org.namespace, "created": int(service.created_at.timestamp()),
-                "catalog_slug": service.catalog_model.slug, "context_length": service.max_model_len, "public": False,
+                "id": service.model_id,
+                "owned_by": org.namespace,
+                "created": int(service.created_at.timestamp()),
+                "catalog_slug": service.catalog_model.slug,
+                "context_length": service.max_model_len,
+                "public": False,
             }
     return list(items.values())
 
@@ -92,7 +123,8 @@ def callable_models(org) -> list[dict]:
 def ready_endpoints(service_ids) -> list[Endpoint]:
     replicas = (
         Replica.objects.filter(service_id__in=list(service_ids), ready=True, service__status__in=CALLABLE_STATUSES)
-        .select_related("service__cluster").order_by("service_id", "name")
+        .select_related("service__cluster")
+        .order_by("service_id", "name")
     )
     endpoints = []
     for replica in replicas:
@@ -102,8 +134,11 @@ def ready_endpoints(service_ids) -> list[Endpoint]:
             from deployments.access import replica_access
 
             headers, verify, cert = replica_access(cluster)
-        endpoints.append(Endpoint(replica=replica.name, base_url=replica.base_url, headers=headers,
-                                  tls_verify=verify, client_cert=cert))
+        endpoints.append(
+            Endpoint(
+                replica=replica.name, base_url=replica.base_url, headers=headers, tls_verify=verify, client_cert=cert
+            )
+        )
     return endpoints
 
 
@@ -129,11 +164,17 @@ def clusters_overview():
     from deployments.models import Cluster
 
     return Cluster.objects.select_related("region").annotate(
-        live_services=Count("services", filter=~Q(services__status=ServiceStatus.DELETED)))
+        live_services=Count("services", filter=~Q(services__status=ServiceStatus.DELETED))
+    )
 
 
 def cluster_services(cluster):
-    return Service.objects.filter(cluster=cluster).live().select_related("org", "catalog_model").order_by("org__namespace", "name")
+    return (
+        Service.objects.filter(cluster=cluster)
+        .live()
+        .select_related("org", "catalog_model")
+        .order_by("org__namespace", "name")
+    )
 
 
 def regions_with_clusters():

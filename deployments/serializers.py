@@ -1,4 +1,5 @@
 """Serializers of the services management API."""
+
 from rest_framework import serializers
 
 from deployments.models import BillingMode, Service
@@ -17,10 +18,31 @@ class ServiceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Service
-        fields = ["id", "name", "model_id", "model", "region", "status", "status_reason", "status_message", "instances",
-                  "ready_instances", "running", "billing_mode", "hourly_price", "monthly_price", "currency", "runtime",
-                  "runtime_version", "gpu_product", "gpu_count", "nodes_per_instance", "max_model_len", "created_at",
-                  "running_since"]
+        fields = [
+            "id",
+            "name",
+            "model_id",
+            "model",
+            "region",
+            "status",
+            "status_reason",
+            "status_message",
+            "instances",
+            "ready_instances",
+            "running",
+            "billing_mode",
+            "hourly_price",
+            "monthly_price",
+            "currency",
+            "runtime",
+            "runtime_version",
+            "gpu_product",
+            "gpu_count",
+            "nodes_per_instance",
+            "max_model_len",
+            "created_at",
+            "running_since",
+        ]
         read_only_fields = fields
 
 

@@ -3,6 +3,7 @@
 User actions only record desired state (replicas, running or not, deleting) and bump ``generation``; the reconcile
 loop (deployments.reconcile) makes the cluster match and records what it observes.
 """
+
 from __future__ import annotations
 
 import re
@@ -12,8 +13,9 @@ from django.db.models import F, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from billing.services import subscription_cover
 from deployments import local
-from deployments.kube import KubeError, apply_priority_class, api_client, parse_kubeconfig, probe_cluster
+from deployments.kube import KubeError, api_client, apply_priority_class, parse_kubeconfig, probe_cluster
 from deployments.models import (
     AccessMode,
     BillingMode,
@@ -25,7 +27,6 @@ from deployments.models import (
     ServiceEvent,
     ServiceStatus,
 )
-from billing.services import subscription_cover
 from deployments.placement import instance_prices, place
 from maas.crypto import encrypt
 from maas.errors import ApplicationError
@@ -46,11 +47,24 @@ def _enqueue_reconcile(service_id) -> None:
 # --- timeline -----------------------------------------------------------------------------------------------
 
 
-def event_record(*, service: Service, kind: str, status: str = "", reason: str = "", message: str = "",
-                 actor=None, billable_instances: int | None = None) -> ServiceEvent:
+def event_record(
+    *,
+    service: Service,
+    kind: str,
+    status: str = "",
+    reason: str = "",
+    message: str = "",
+    actor=None,
+    billable_instances: int | None = None,
+) -> ServiceEvent:
     return ServiceEvent.objects.create(
-        service=service, kind=kind, status=status, reason=reason[:100], message=message,
-        actor=actor if getattr(actor, "pk", None) else None, billable_instances=billable_instances,
+        service=service,
+        kind=kind,
+        status=status,
+        reason=reason[:100],
+        message=message,
+        actor=actor if getattr(actor, "pk", None) else None,
+        billable_instances=billable_instances,
     )
 
 
@@ -74,8 +88,9 @@ def meter_set(*, service: Service, instances: int) -> bool:
     if service.billed_instances == instances:
         return False
     service.billed_instances = instances
-    event_record(service=service, kind="meter", billable_instances=instances,
-                 message=f"{instances} billable instance(s)")
+    event_record(
+        service=service, kind="meter", billable_instances=instances, message=f"{instances} billable instance(s)"
+    )
     return True
 
 
@@ -96,15 +111,24 @@ def _probe(kubeconfig: str, context: str | None):
         raise _kube_error(exc) from None
     context = context or info.current_context or (info.contexts[0] if len(info.contexts) == 1 else None)
     if not context:
-        raise ApplicationError(_("The kubeconfig has several contexts and no current-context: pick one."),
-                               code="invalid_kubeconfig", field="context")
+        raise ApplicationError(
+            _("The kubeconfig has several contexts and no current-context: pick one."),
+            code="invalid_kubeconfig",
+            field="context",
+        )
     if context not in info.contexts:
-        raise ApplicationError(_("The kubeconfig has no context “%(c)s” (it has: %(all)s).")
-                               % {"c": context, "all": ", ".join(info.contexts) or "none"},
-                               code="invalid_kubeconfig", field="context")
+        raise ApplicationError(
+            _("The kubeconfig has no context “%(c)s” (it has: %(all)s).")
+            % {"c": context, "all": ", ".join(info.contexts) or "none"},
+            code="invalid_kubeconfig",
+            field="context",
+        )
     if context in info.unusable:
-        raise ApplicationError(_("Context “%(c)s” cannot be used: %(why)s") % {"c": context, "why": info.unusable[context]},
-                               code="invalid_kubeconfig", field="context")
+        raise ApplicationError(
+            _("Context “%(c)s” cannot be used: %(why)s") % {"c": context, "why": info.unusable[context]},
+            code="invalid_kubeconfig",
+            field="context",
+        )
     try:
         probe = probe_cluster(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
     except KubeError as exc:
@@ -113,9 +137,18 @@ def _probe(kubeconfig: str, context: str | None):
 
 
 def _nodes_summary(probe) -> list[dict]:
-    return [{"name": n.name, "ready": n.ready, "schedulable": n.schedulable, "gpu_product": n.gpu_product or "",
-             "gpu_memory_mb": n.gpu_memory_mb, "gpu_capacity": n.gpu_capacity, "gpu_allocated": n.gpu_allocated}
-            for n in probe.nodes]
+    return [
+        {
+            "name": n.name,
+            "ready": n.ready,
+            "schedulable": n.schedulable,
+            "gpu_product": n.gpu_product or "",
+            "gpu_memory_mb": n.gpu_memory_mb,
+            "gpu_capacity": n.gpu_capacity,
+            "gpu_allocated": n.gpu_allocated,
+        }
+        for n in probe.nodes
+    ]
 
 
 def _apply_probe(cluster: Cluster, probe) -> None:
@@ -123,13 +156,17 @@ def _apply_probe(cluster: Cluster, probe) -> None:
     cluster.server_version = probe.server_version
     cluster.nodes = _nodes_summary(probe)
     cluster.inventory = probe.gpu_inventory()
-    cluster.checks = [{"key": c.key, "ok": c.ok, "message": c.message, "fix": c.fix, "blocking": c.blocking}
-                      for c in probe.checks]
+    cluster.checks = [
+        {"key": c.key, "ok": c.ok, "message": c.message, "fix": c.fix, "blocking": c.blocking} for c in probe.checks
+    ]
     cluster.has_lws = probe.has_lws
     ready_nodes = any(n.ready for n in probe.nodes)
     cluster.health = ClusterHealth.READY if probe.ready and ready_nodes else ClusterHealth.DEGRADED
-    cluster.last_error = "" if cluster.health == ClusterHealth.READY else "; ".join(
-        c.message for c in probe.checks if c.blocking and not c.ok) or _("no node is Ready")
+    cluster.last_error = (
+        ""
+        if cluster.health == ClusterHealth.READY
+        else "; ".join(c.message for c in probe.checks if c.blocking and not c.ok) or _("no node is Ready")
+    )
     cluster.last_checked_at = timezone.now()
 
 
@@ -152,8 +189,16 @@ def _validate_access(access_mode: str, ingress_base_url: str) -> None:
         raise ApplicationError(_("The ingress access mode needs the ingress base URL."), field="ingress_base_url")
 
 
-def cluster_register(*, actor, name: str, region: Region, kubeconfig: str, context: str | None = None,
-                     access_mode: str = AccessMode.PROXY, ingress_base_url: str = "") -> Cluster:
+def cluster_register(
+    *,
+    actor,
+    name: str,
+    region: Region,
+    kubeconfig: str,
+    context: str | None = None,
+    access_mode: str = AccessMode.PROXY,
+    ingress_base_url: str = "",
+) -> Cluster:
     """Onboard a Kubernetes cluster: probe it first; any connection or credential problem saves nothing."""
     name = (name or "").strip().lower()
     if not CLUSTER_NAME_RE.match(name):
@@ -165,16 +210,30 @@ def cluster_register(*, actor, name: str, region: Region, kubeconfig: str, conte
     if probe.ready:
         _ensure_priority_class(kubeconfig, context, probe)
     with transaction.atomic():
-        cluster = Cluster(name=name, region=region, driver=ClusterDriver.KUBERNETES, kubeconfig_encrypted=encrypt(kubeconfig),
-                          context=context, access_mode=access_mode, ingress_base_url=ingress_base_url)
+        cluster = Cluster(
+            name=name,
+            region=region,
+            driver=ClusterDriver.KUBERNETES,
+            kubeconfig_encrypted=encrypt(kubeconfig),
+            context=context,
+            access_mode=access_mode,
+            ingress_base_url=ingress_base_url,
+        )
         _apply_probe(cluster, probe)
         try:
             with transaction.atomic():
                 cluster.save()
         except IntegrityError:
-            raise ApplicationError(_("A cluster named “%(name)s” exists already.") % {"name": name}, field="name") from None
-        audit_record(org=None, actor=actor, action="cluster.register", target=cluster,
-                     data={"name": name, "region": region.code, "server": cluster.server_url, "context": context})
+            raise ApplicationError(
+                _("A cluster named “%(name)s” exists already.") % {"name": name}, field="name"
+            ) from None
+        audit_record(
+            org=None,
+            actor=actor,
+            action="cluster.register",
+            target=cluster,
+            data={"name": name, "region": region.code, "server": cluster.server_url, "context": context},
+        )
     return cluster
 
 
@@ -188,35 +247,58 @@ def cluster_replace_kubeconfig(*, cluster: Cluster, actor, kubeconfig: str, cont
         cluster.context = context
         _apply_probe(cluster, probe)
         cluster.save()
-        audit_record(org=None, actor=actor, action="cluster.kubeconfig_replace", target=cluster,
-                     data={"server": cluster.server_url, "context": context})
+        audit_record(
+            org=None,
+            actor=actor,
+            action="cluster.kubeconfig_replace",
+            target=cluster,
+            data={"server": cluster.server_url, "context": context},
+        )
     return cluster
 
 
-def local_cluster_create(*, actor=None, name: str, region: Region, gpus: int = local.DEFAULT_LOCAL_GPUS,
-                         gpu_memory_gb: int = local.DEFAULT_LOCAL_GPU_MEMORY_GB) -> Cluster:
+def local_cluster_create(
+    *,
+    actor=None,
+    name: str,
+    region: Region,
+    gpus: int = local.DEFAULT_LOCAL_GPUS,
+    gpu_memory_gb: int = local.DEFAULT_LOCAL_GPU_MEMORY_GB,
+) -> Cluster:
     """A cluster of local processes (no Kubernetes) advertising a synthetic GPU inventory; idempotent by name."""
     with transaction.atomic():
         cluster, created = Cluster.objects.select_for_update().get_or_create(
-            name=name, defaults={"region": region, "driver": ClusterDriver.LOCAL})
+            name=name, defaults={"region": region, "driver": ClusterDriver.LOCAL}
+        )
         if cluster.driver != ClusterDriver.LOCAL:
-            raise ApplicationError(_("Cluster %(name)s exists and is not a local cluster.") % {"name": name}, field="name")
+            raise ApplicationError(
+                _("Cluster %(name)s exists and is not a local cluster.") % {"name": name}, field="name"
+            )
         cluster.nodes = local.synthetic_nodes(gpus=gpus, memory_gb=gpu_memory_gb)
         cluster.server_url = "local"
         cluster.server_version = "local"
-        cluster.checks = [{"key": "local", "ok": True, "message": _("local processes on 127.0.0.1"), "fix": "", "blocking": True}]
+        cluster.checks = [
+            {"key": "local", "ok": True, "message": _("local processes on 127.0.0.1"), "fix": "", "blocking": True}
+        ]
         _refresh_local(cluster)
         cluster.save()
         if created:
-            audit_record(org=None, actor=actor, action="cluster.register", target=cluster,
-                         data={"name": name, "region": region.code, "driver": "local"})
+            audit_record(
+                org=None,
+                actor=actor,
+                action="cluster.register",
+                target=cluster,
+                data={"name": name, "region": region.code, "driver": "local"},
+            )
     return cluster
 
 
 def _held_gpus(cluster: Cluster) -> int:
-    held = (Service.objects.filter(cluster=cluster, desired_running=True)
-            .exclude(status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED))
-            .aggregate(n=Sum(F("gpu_count") * F("replicas")))["n"])
+    held = (
+        Service.objects.filter(cluster=cluster, desired_running=True)
+        .exclude(status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED))
+        .aggregate(n=Sum(F("gpu_count") * F("replicas")))["n"]
+    )
     return int(held or 0)
 
 
@@ -272,11 +354,18 @@ def cluster_drain(*, cluster: Cluster, actor) -> int:
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         cluster.cordoned = True
         cluster.save(update_fields=["cordoned"])
-        services = list(Service.objects.select_for_update().filter(cluster=cluster, desired_running=True)
-                        .exclude(status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED)))
+        services = list(
+            Service.objects.select_for_update()
+            .filter(cluster=cluster, desired_running=True)
+            .exclude(status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED))
+        )
         for service in services:
-            _stop(service, actor=actor, reason="ClusterDrained",
-                  message=_("cluster %(name)s is being drained by an administrator") % {"name": cluster.name})
+            _stop(
+                service,
+                actor=actor,
+                reason="ClusterDrained",
+                message=_("cluster %(name)s is being drained by an administrator") % {"name": cluster.name},
+            )
         audit_record(org=None, actor=actor, action="cluster.drain", target=cluster, data={"stopped": len(services)})
     return len(services)
 
@@ -286,8 +375,9 @@ def cluster_drain(*, cluster: Cluster, actor) -> int:
 
 def _check_instances(replicas) -> int:
     if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= MAX_INSTANCES:
-        raise ApplicationError(_("Instances must be a whole number from 1 to %(max)d.") % {"max": MAX_INSTANCES},
-                               field="replicas")
+        raise ApplicationError(
+            _("Instances must be a whole number from 1 to %(max)d.") % {"max": MAX_INSTANCES}, field="replicas"
+        )
     return replicas
 
 
@@ -305,13 +395,19 @@ def _reserve(cluster: Cluster, product: str, gpus: int) -> None:
     cluster.save(update_fields=["inventory", "health", "last_error", "last_checked_at"])
 
 
-def service_create(*, org, actor, catalog_model, region: Region, name: str, replicas: int = 1,
-                   billing_mode: str = BillingMode.PAYG) -> Service:
+def service_create(
+    *, org, actor, catalog_model, region: Region, name: str, replicas: int = 1, billing_mode: str = BillingMode.PAYG
+) -> Service:
     """Deploy ``catalog_model`` in ``region``: the platform picks the variant and the cluster."""
     name = (name or "").strip()
     if not SERVICE_NAME_RE.match(name):
-        raise ApplicationError(_("Service names are lowercase letters, digits and hyphens, start with a letter, end "
-                                 "with a letter or digit, at most 40 characters."), field="name")
+        raise ApplicationError(
+            _(
+                "Service names are lowercase letters, digits and hyphens, start with a letter, end "
+                "with a letter or digit, at most 40 characters."
+            ),
+            field="name",
+        )
     _check_instances(replicas)
     if billing_mode not in BillingMode.values:
         raise ApplicationError(_("Unknown billing mode."), field="billing_mode")
@@ -319,37 +415,84 @@ def service_create(*, org, actor, catalog_model, region: Region, name: str, repl
         # Deploys into one region are serialized so two of them cannot take the same free GPUs.
         Region.objects.select_for_update().get(pk=region.pk)
         if Service.objects.for_org(org).live().filter(name=name).exists():
-            raise ApplicationError(_("Your organization already has a service named “%(name)s”.") % {"name": name},
-                                   field="name", code="duplicate")
-        placement = place(catalog_model, Region.objects.prefetch_related("clusters").get(pk=region.pk), instances=replicas)
+            raise ApplicationError(
+                _("Your organization already has a service named “%(name)s”.") % {"name": name},
+                field="name",
+                code="duplicate",
+            )
+        placement = place(
+            catalog_model, Region.objects.prefetch_related("clusters").get(pk=region.pk), instances=replicas
+        )
         variant = placement.variant
         hourly, monthly, currency = instance_prices(region, placement.gpu_product, variant.gpu_count)
         service = Service(
-            org=org, name=name, catalog_model=catalog_model, region=region, cluster=placement.cluster,
-            variant_position=variant.position, runtime=variant.runtime, runtime_version=placement.runtime_version,
-            image=placement.image, gpu_product=placement.gpu_product, gpu_count=variant.gpu_count,
-            per_gpu_memory_gb=variant.per_gpu_memory_gb, nodes_per_instance=placement.nodes_per_instance,
-            cpu=variant.cpu, memory_gb=variant.memory_gb, runtime_args=list(variant.custom_runtime_args or []),
-            max_model_len=catalog_model.context_length, replicas=replicas, billing_mode=billing_mode,
-            hourly_price=hourly, monthly_price=monthly, currency=currency, created_by=actor if getattr(actor, "pk", None) else None,
+            org=org,
+            name=name,
+            catalog_model=catalog_model,
+            region=region,
+            cluster=placement.cluster,
+            variant_position=variant.position,
+            runtime=variant.runtime,
+            runtime_version=placement.runtime_version,
+            image=placement.image,
+            gpu_product=placement.gpu_product,
+            gpu_count=variant.gpu_count,
+            per_gpu_memory_gb=variant.per_gpu_memory_gb,
+            nodes_per_instance=placement.nodes_per_instance,
+            cpu=variant.cpu,
+            memory_gb=variant.memory_gb,
+            runtime_args=list(variant.custom_runtime_args or []),
+            max_model_len=catalog_model.context_length,
+            replicas=replicas,
+            billing_mode=billing_mode,
+            hourly_price=hourly,
+            monthly_price=monthly,
+            currency=currency,
+            created_by=actor if getattr(actor, "pk", None) else None,
         )
         try:
             with transaction.atomic():
                 service.save()
         except IntegrityError:
-            raise ApplicationError(_("Your organization already has a service named “%(name)s”.") % {"name": name},
-                                   field="name", code="duplicate") from None
-        event_record(service=service, kind="status", status=ServiceStatus.PENDING, reason="Created", actor=actor,
-                     message=_("%(n)d × %(model)s on %(cluster)s (%(gpus)d× %(product)s per instance)") % {
-                         "n": replicas, "model": catalog_model.name, "cluster": placement.cluster.name,
-                         "gpus": variant.gpu_count, "product": placement.gpu_product})
+            raise ApplicationError(
+                _("Your organization already has a service named “%(name)s”.") % {"name": name},
+                field="name",
+                code="duplicate",
+            ) from None
+        event_record(
+            service=service,
+            kind="status",
+            status=ServiceStatus.PENDING,
+            reason="Created",
+            actor=actor,
+            message=_("%(n)d × %(model)s on %(cluster)s (%(gpus)d× %(product)s per instance)")
+            % {
+                "n": replicas,
+                "model": catalog_model.name,
+                "cluster": placement.cluster.name,
+                "gpus": variant.gpu_count,
+                "product": placement.gpu_product,
+            },
+        )
         _reserve(placement.cluster, placement.gpu_product, variant.gpu_count * replicas)
         if billing_mode == BillingMode.SUBSCRIPTION:
             # 包年包月: a month per instance is paid up front; without the funds nothing is deployed.
             subscription_cover(service=service, instances=replicas, actor=actor)
-        audit_record(org=org, actor=actor, action="service.create", target=service,
-                     data={"name": name, "model": catalog_model.slug, "region": region.code, "replicas": replicas,
-                           "cluster": placement.cluster.name, "hourly_price": str(hourly), "billing_mode": billing_mode})
+        audit_record(
+            org=org,
+            actor=actor,
+            action="service.create",
+            target=service,
+            data={
+                "name": name,
+                "model": catalog_model.slug,
+                "region": region.code,
+                "replicas": replicas,
+                "cluster": placement.cluster.name,
+                "hourly_price": str(hourly),
+                "billing_mode": billing_mode,
+            },
+        )
         _enqueue_reconcile(service.pk)
     return service
 
@@ -369,20 +512,28 @@ def _capacity_for(service: Service, extra_instances: int) -> None:
     if cluster is None or extra_instances <= 0:
         return
     if cluster.cordoned:
-        raise ApplicationError(_("Cluster %(name)s is cordoned: no new instances can be placed there.")
-                               % {"name": cluster.name}, code="no_capacity", field="replicas")
+        raise ApplicationError(
+            _("Cluster %(name)s is cordoned: no new instances can be placed there.") % {"name": cluster.name},
+            code="no_capacity",
+            field="replicas",
+        )
     entry = (cluster.inventory or {}).get(service.gpu_product) or {}
     needed = service.gpu_count * extra_instances
     free = entry.get("free", 0)
     if cluster.driver == ClusterDriver.LOCAL:
-        free = entry.get("allocatable", 0) - _held_gpus(cluster) + (service.gpu_count * service.replicas
-                                                                     if service.desired_running else 0)
+        free = (
+            entry.get("allocatable", 0)
+            - _held_gpus(cluster)
+            + (service.gpu_count * service.replicas if service.desired_running else 0)
+        )
         needed = service.gpu_count * (extra_instances + (service.replicas if service.desired_running else 0))
     if free < needed:
         raise ApplicationError(
             _("Not enough free GPUs on %(cluster)s: %(needed)d× %(product)s needed, %(free)d free.")
             % {"cluster": cluster.name, "needed": needed, "product": service.gpu_product, "free": max(free, 0)},
-            code="no_capacity", field="replicas")
+            code="no_capacity",
+            field="replicas",
+        )
 
 
 def service_scale(*, service: Service, actor, replicas: int) -> Service:
@@ -399,11 +550,21 @@ def service_scale(*, service: Service, actor, replicas: int) -> Service:
         service.replicas = replicas
         service.hourly_price, service.monthly_price, service.currency = hourly, monthly, currency
         service.generation += 1
-        event_record(service=service, kind="scale", reason="Scaled", actor=actor,
-                     message=_("%(a)d → %(b)d instances") % {"a": before, "b": replicas})
+        event_record(
+            service=service,
+            kind="scale",
+            reason="Scaled",
+            actor=actor,
+            message=_("%(a)d → %(b)d instances") % {"a": before, "b": replicas},
+        )
         if service.desired_running and service.status == ServiceStatus.RUNNING:
-            status_set(service=service, status=ServiceStatus.SCALING, reason="ScaleRequested", actor=actor,
-                       message=_("%(a)d → %(b)d instances") % {"a": before, "b": replicas})
+            status_set(
+                service=service,
+                status=ServiceStatus.SCALING,
+                reason="ScaleRequested",
+                actor=actor,
+                message=_("%(a)d → %(b)d instances") % {"a": before, "b": replicas},
+            )
         if service.desired_running and replicas < service.billed_instances:
             meter_set(service=service, instances=replicas)  # billing stops for removed instances at once
         service.save()
@@ -411,8 +572,13 @@ def service_scale(*, service: Service, actor, replicas: int) -> Service:
             subscription_cover(service=service, instances=replicas, actor=actor)  # prorated for the added ones
         if service.desired_running and service.cluster_id:
             _reserve(service.cluster, service.gpu_product, service.gpu_count * max(replicas - before, 0))
-        audit_record(org=service.org, actor=actor, action="service.scale", target=service,
-                     data={"from": before, "to": replicas, "hourly_price": str(hourly)})
+        audit_record(
+            org=service.org,
+            actor=actor,
+            action="service.scale",
+            target=service,
+            data={"from": before, "to": replicas, "hourly_price": str(hourly)},
+        )
         _enqueue_reconcile(service.pk)
     return service
 
@@ -471,4 +637,3 @@ def service_delete(*, service: Service, actor) -> Service:
         audit_record(org=service.org, actor=actor, action="service.delete", target=service, data={"name": service.name})
         _enqueue_reconcile(service.pk)
     return service
-

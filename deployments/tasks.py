@@ -1,4 +1,5 @@
 """Celery tasks of the deployments app: thin wrappers over deployments.reconcile and deployments.services."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Console URLs of the deployments app, mounted at the site root (services/… and clusters/…)."""
+
 from django.urls import path
 
 from catalog.urls import ModelSlugConverter  # noqa: F401 - registers the "modelslug" converter

@@ -1,4 +1,5 @@
 """Console pages: model services (deploy, scale, stop/start, delete) and, for platform admins, GPU clusters."""
+
 from __future__ import annotations
 
 from functools import wraps
@@ -27,12 +28,14 @@ def _apply_error(form, exc: ApplicationError):
 
 def staff_required(view):
     """Platform admins only; everyone else gets a 404 (the page does not exist for them)."""
+
     @wraps(view)
     @login_required
     def wrapped(request, *args, **kwargs):
         if not request.user.is_staff:
             raise Http404
         return view(request, *args, **kwargs)
+
     return wrapped
 
 
@@ -61,11 +64,18 @@ def _quote(placements: dict, region_code, replicas, billing_mode) -> dict:
     if placement is None or not 1 <= replicas <= services.MAX_INSTANCES:
         return {"quote": None}
     hourly, monthly, currency = instance_prices(placement.cluster.region, placement.gpu_product, placement.gpu_count)
-    return {"quote": {
-        "placement": placement, "replicas": replicas, "currency": currency, "hourly": hourly, "monthly": monthly,
-        "total_hourly": hourly * replicas, "total_monthly": monthly * replicas,
-        "subscription": billing_mode == BillingMode.SUBSCRIPTION,
-    }}
+    return {
+        "quote": {
+            "placement": placement,
+            "replicas": replicas,
+            "currency": currency,
+            "hourly": hourly,
+            "monthly": monthly,
+            "total_hourly": hourly * replicas,
+            "total_monthly": monthly * replicas,
+            "subscription": billing_mode == BillingMode.SUBSCRIPTION,
+        }
+    }
 
 
 @login_required
@@ -74,14 +84,23 @@ def service_new(request, slug):
     regions = fitting_regions(model)
     fitting = [region for region, placement, _reason in regions if placement]
     placements = {region.code: placement for region, placement, _reason in regions if placement}
-    form = ServiceCreateForm(request.POST or None, regions=fitting,
-                             initial={"name": model.slug.replace(".", "-")[:40], "region": fitting[0].code if fitting else None})
+    form = ServiceCreateForm(
+        request.POST or None,
+        regions=fitting,
+        initial={"name": model.slug.replace(".", "-")[:40], "region": fitting[0].code if fitting else None},
+    )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            service = services.service_create(org=request.org, actor=request.user, catalog_model=model,
-                                              region=data["region"], name=data["name"], replicas=data["replicas"],
-                                              billing_mode=data["billing_mode"])
+            service = services.service_create(
+                org=request.org,
+                actor=request.user,
+                catalog_model=model,
+                region=data["region"],
+                name=data["name"],
+                replicas=data["replicas"],
+                billing_mode=data["billing_mode"],
+            )
         except ApplicationError as exc:
             _apply_error(form, exc)
         else:
@@ -89,9 +108,15 @@ def service_new(request, slug):
             return redirect("deployments:service-detail", pk=service.pk)
     source = request.POST if request.method == "POST" else {}
     context = {
-        "model": model, "form": form, "unfit": [(region, reason) for region, placement, reason in regions if not placement],
-        **_quote(placements, source.get("region") or (fitting[0].code if fitting else None), source.get("replicas", 1),
-                 source.get("billing_mode", BillingMode.PAYG)),
+        "model": model,
+        "form": form,
+        "unfit": [(region, reason) for region, placement, reason in regions if not placement],
+        **_quote(
+            placements,
+            source.get("region") or (fitting[0].code if fitting else None),
+            source.get("replicas", 1),
+            source.get("billing_mode", BillingMode.PAYG),
+        ),
     }
     return render(request, "deployments/service_new.html", context)
 
@@ -106,8 +131,12 @@ def service_price(request, slug):
         for candidate, placement, _reason in fitting_regions(model):
             if candidate.pk == region.pk and placement:
                 placements[region.code] = placement
-    context = _quote(placements, region.code if region else None, request.GET.get("replicas"),
-                     request.GET.get("billing_mode", BillingMode.PAYG))
+    context = _quote(
+        placements,
+        region.code if region else None,
+        request.GET.get("replicas"),
+        request.GET.get("billing_mode", BillingMode.PAYG),
+    )
     return render(request, "deployments/partials/price.html", context)
 
 
@@ -118,8 +147,12 @@ def _service(request, pk) -> Service:
 @login_required
 def service_detail(request, pk):
     service = _service(request, pk)
-    context = {"service": service, "events": selectors.service_events(service, limit=50),
-               "replicas": selectors.service_replicas(service), "scale_form": ScaleForm(initial={"replicas": service.replicas})}
+    context = {
+        "service": service,
+        "events": selectors.service_events(service, limit=50),
+        "replicas": selectors.service_replicas(service),
+        "scale_form": ScaleForm(initial={"replicas": service.replicas}),
+    }
     # The status and events panels poll themselves.
     if request.htmx and request.htmx.target == "service-status":
         return render(request, "deployments/partials/service_status.html", context)
@@ -139,16 +172,26 @@ def service_scale(request, pk):
         except ApplicationError as exc:
             messages.error(request, exc.message)
         else:
-            messages.success(request, _("Scaling %(id)s to %(n)d instances.") % {"id": service.model_id,
-                                                                                 "n": form.cleaned_data["replicas"]})
+            messages.success(
+                request,
+                _("Scaling %(id)s to %(n)d instances.") % {"id": service.model_id, "n": form.cleaned_data["replicas"]},
+            )
         return redirect("deployments:service-detail", pk=service.pk)
     quote = None
     if form.is_valid():
         hourly, monthly, currency = instance_prices(service.region, service.gpu_product, service.gpu_count)
         n = form.cleaned_data["replicas"]
-        quote = {"replicas": n, "hourly": hourly, "total_hourly": hourly * n, "monthly": monthly,
-                 "total_monthly": monthly * n, "currency": currency}
-    return render(request, "deployments/partials/scale_confirm.html", {"service": service, "form": form, "quote": quote})
+        quote = {
+            "replicas": n,
+            "hourly": hourly,
+            "total_hourly": hourly * n,
+            "monthly": monthly,
+            "total_monthly": monthly * n,
+            "currency": currency,
+        }
+    return render(
+        request, "deployments/partials/scale_confirm.html", {"service": service, "form": form, "quote": quote}
+    )
 
 
 def _action(service_fn, done_message):
@@ -163,6 +206,7 @@ def _action(service_fn, done_message):
         else:
             messages.success(request, str(done_message) % {"id": service.model_id})
         return redirect("deployments:service-detail", pk=service.pk)
+
     return view
 
 
@@ -198,8 +242,14 @@ def cluster_new(request):
         data = form.cleaned_data
         try:
             cluster = services.cluster_register(
-                actor=request.user, name=data["name"], region=data["region"], kubeconfig=data["kubeconfig"],
-                context=data["context"] or None, access_mode=data["access_mode"], ingress_base_url=data["ingress_base_url"])
+                actor=request.user,
+                name=data["name"],
+                region=data["region"],
+                kubeconfig=data["kubeconfig"],
+                context=data["context"] or None,
+                access_mode=data["access_mode"],
+                ingress_base_url=data["ingress_base_url"],
+            )
         except ApplicationError as exc:
             _apply_error(form, exc)
         else:
@@ -221,15 +271,23 @@ def cluster_detail(request, pk):
     form = KubeconfigReplaceForm(*_kubeconfig_form_data(request))
     if request.method == "POST" and form.is_valid():
         try:
-            services.cluster_replace_kubeconfig(cluster=cluster, actor=request.user, kubeconfig=form.cleaned_data["kubeconfig"],
-                                                context=form.cleaned_data["context"] or None)
+            services.cluster_replace_kubeconfig(
+                cluster=cluster,
+                actor=request.user,
+                kubeconfig=form.cleaned_data["kubeconfig"],
+                context=form.cleaned_data["context"] or None,
+            )
         except ApplicationError as exc:
             _apply_error(form, exc)
         else:
             messages.success(request, _("Kubeconfig replaced."))
             return redirect("deployments:cluster-detail", pk=cluster.pk)
-    context = {"cluster": cluster, "services": list(selectors.cluster_services(cluster)), "form": form,
-               "inventory": sorted((cluster.inventory or {}).items())}
+    context = {
+        "cluster": cluster,
+        "services": list(selectors.cluster_services(cluster)),
+        "form": form,
+        "inventory": sorted((cluster.inventory or {}).items()),
+    }
     return render(request, "deployments/cluster_detail.html", context)
 
 

@@ -4,6 +4,7 @@
 Channels). Bodies above ``GATEWAY_MAX_BODY_BYTES`` get 413; every refusal is OpenAI-shaped; a client that
 disconnects cancels the upstream request.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,11 +22,17 @@ from maas.models import hash_api_key
 
 logger = logging.getLogger(__name__)
 
-ENDPOINTS = {"/v1/chat/completions": "chat.completions", "/v1/completions": "completions",
-             "/v1/embeddings": "embeddings"}
+ENDPOINTS = {
+    "/v1/chat/completions": "chat.completions",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
 JSON = (b"content-type", b"application/json")
-SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-               (b"x-accel-buffering", b"no")]
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 
 
 def _headers(extra: dict | None, request_id: str | None) -> list:
@@ -77,8 +84,9 @@ async def read_body(scope, receive) -> bytes:
 async def authenticate(scope) -> lookups.KeyInfo:
     header = next((v for n, v in scope["headers"] if n == b"authorization"), None)
     if not header:
-        raise GatewayError(401, "You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'.",
-                           code="missing_api_key")
+        raise GatewayError(
+            401, "You didn't provide an API key. Send it as 'Authorization: Bearer sk-...'.", code="missing_api_key"
+        )
     scheme, _, token = header.decode("latin-1").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith("sk-"):
@@ -114,8 +122,16 @@ async def list_models(key: lookups.KeyInfo) -> list[dict]:
     items = await lookups.models_for(key.org)
     if key.allowed_models:
         items = [m for m in items if m["id"] in key.allowed_models]
-    return [{"id": m["id"], "object": "model", "created": m["created"], "owned_by": m["owned_by"],
-             "max_model_len": m.get("context_length")} for m in items]
+    return [
+        {
+            "id": m["id"],
+            "object": "model",
+            "created": m["created"],
+            "owned_by": m["owned_by"],
+            "max_model_len": m.get("context_length"),
+        }
+        for m in items
+    ]
 
 
 async def _respond(call: core.Call, response, send, watch: _Watch) -> None:
@@ -272,8 +288,9 @@ async def serve_generation(scope, receive, send, endpoint: str, key: lookups.Key
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise errors.invalid_request(f"We could not parse the JSON body of your request: {exc}.", None,
-                                         "invalid_json") from None
+            raise errors.invalid_request(
+                f"We could not parse the JSON body of your request: {exc}.", None, "invalid_json"
+            ) from None
         parsed = parse(endpoint, data)
     except asyncio.CancelledError:
         return
@@ -317,21 +334,23 @@ async def handle(scope, receive, send) -> None:
         endpoint = ENDPOINTS.get(path)
         if endpoint is not None:
             if method != "POST":
-                raise GatewayError(405, f"Method {method} is not allowed on {path}; use POST.",
-                                   code="method_not_allowed")
+                raise GatewayError(
+                    405, f"Method {method} is not allowed on {path}; use POST.", code="method_not_allowed"
+                )
             key = await authenticate(scope)
             await serve_generation(scope, receive, send, endpoint, key)
             return
         if path == "/v1/models" or path.startswith("/v1/models/"):
             if method != "GET":
-                raise GatewayError(405, f"Method {method} is not allowed on {path}; use GET.",
-                                   code="method_not_allowed")
+                raise GatewayError(
+                    405, f"Method {method} is not allowed on {path}; use GET.", code="method_not_allowed"
+                )
             key = await authenticate(scope)
             items = await list_models(key)
             if path == "/v1/models":
                 await send_json(send, 200, orjson.dumps({"object": "list", "data": items}), [])
                 return
-            wanted = path[len("/v1/models/"):]
+            wanted = path[len("/v1/models/") :]
             found = next((m for m in items if m["id"] == wanted), None)
             if found is None:
                 raise errors.model_not_found(wanted)
@@ -343,8 +362,12 @@ async def handle(scope, receive, send) -> None:
     except Exception:
         logger.exception("gateway failure on %s %s", method, path)
         try:
-            await send_error(send, GatewayError(500, "The gateway failed to handle the request.", type="server_error",
-                                                code="internal_error"))
+            await send_error(
+                send,
+                GatewayError(
+                    500, "The gateway failed to handle the request.", type="server_error", code="internal_error"
+                ),
+            )
         except Exception:  # the response had already started
             pass
 

@@ -24,6 +24,7 @@ second, as a revocation does. Idle slices are given back after ``SLICE_IDLE_SECO
 Billing publishes the balance after every ledger change with :func:`publish_balance`; until an org's balance was
 ever published, the loader named by ``settings.MAAS_BALANCE_LOADER`` is asked once and its answer cached.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -179,7 +180,9 @@ return 1
 _SETTLE = LuaScript(_SETTLE_SOURCE)
 # Settlement plus the request's usage entry (KEYS[13] the usage stream, ARGV[9] the entry): one round trip.
 # (Without the entry ARGV[9] is empty.)
-_SETTLE_RECORD = LuaScript(_SETTLE_SOURCE.replace("\nreturn 1\n", "\nredis.call('XADD', KEYS[13], '*', 'r', ARGV[9])\nreturn 1\n"))
+_SETTLE_RECORD = LuaScript(
+    _SETTLE_SOURCE.replace("\nreturn 1\n", "\nredis.call('XADD', KEYS[13], '*', 'r', ARGV[9])\nreturn 1\n")
+)
 
 
 # Give back (part of) a balance slice: ARGV[2] micro-units of its hold, or all of it with '*'.
@@ -209,8 +212,19 @@ class Slice:
     """Part of an org's balance held in Redis for this worker (event loop): ``remaining`` is what new requests may
     reserve, ``outstanding`` what open requests reserved; Redis holds ``remaining + outstanding`` under ``id``."""
 
-    __slots__ = ("id", "org_id", "keys", "remaining", "outstanding", "last_used", "valid_until", "checked_at",
-                 "growing", "granted", "closed")
+    __slots__ = (
+        "id",
+        "org_id",
+        "keys",
+        "remaining",
+        "outstanding",
+        "last_used",
+        "valid_until",
+        "checked_at",
+        "growing",
+        "granted",
+        "closed",
+    )
 
     def __init__(self, org_id: str, keys: list[str], now: float):
         self.id = f"slice:{uuid.uuid4().hex}"
@@ -226,8 +240,13 @@ class Slice:
         self.closed = False
 
     def covers(self, cost_micro: int, now: float) -> bool:
-        return (not self.closed and self.remaining > 0 and self.remaining >= cost_micro and now < self.valid_until
-                and time.monotonic() - self.checked_at < SLICE_MAX_AGE_SECONDS)
+        return (
+            not self.closed
+            and self.remaining > 0
+            and self.remaining >= cost_micro
+            and now < self.valid_until
+            and time.monotonic() - self.checked_at < SLICE_MAX_AGE_SECONDS
+        )
 
 
 class _Slices:
@@ -265,8 +284,9 @@ class _Slices:
         if not orgs:
             return
         sent = time.monotonic()
-        values = await fredis().execute("MGET", *[key for org_id in orgs
-                                                  for key in (_balance_key(org_id), k("held", org_id))])
+        values = await fredis().execute(
+            "MGET", *[key for org_id in orgs for key in (_balance_key(org_id), k("held", org_id))]
+        )
         for i, org_id in enumerate(orgs):
             balance, held = values[2 * i], values[2 * i + 1]
             piece = self.by_org.get(org_id)
@@ -294,7 +314,7 @@ class _Slices:
             await self.give_back(piece)
 
 
-_slices: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slices]" = weakref.WeakKeyDictionary()
+_slices: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slices] = weakref.WeakKeyDictionary()
 
 
 def _loop_slices() -> _Slices:
@@ -438,8 +458,16 @@ def _rate_headers(limit_r, used_r, limit_t, used_t, reset_s) -> dict:
     return headers
 
 
-async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, price: Price | None,
-                reserve_tokens: tuple[int, int] = (0, 0), check_balance: bool = True) -> Admission:
+async def admit(
+    *,
+    request_id: str,
+    org_id: str,
+    key=None,
+    est_tokens: int,
+    price: Price | None,
+    reserve_tokens: tuple[int, int] = (0, 0),
+    check_balance: bool = True,
+) -> Admission:
     """Count the request against the rate limits and reserve its worst-case cost; raise GatewayError if refused.
 
     ``key`` is the gateway's cached key info (rpm_limit, tpm_limit, spend_cap_micro, spend_cap_period) or None.
@@ -456,27 +484,60 @@ async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, pric
     cost_micro = to_micro(price.cost(*reserve_tokens), ROUND_CEILING) if price is not None else 0
     cap_micro = key.spend_cap_micro if (key is not None and key.spend_cap_micro is not None and cost_micro) else -1
     state = piece = None
-    if (check_balance and cap_micro < 0 and not (key_rpm or key_tpm or org_rpm or org_tpm)
-            and settings.GATEWAY_BALANCE_SLICE_FRACTION > 0):
+    if (
+        check_balance
+        and cap_micro < 0
+        and not (key_rpm or key_tpm or org_rpm or org_tpm)
+        and settings.GATEWAY_BALANCE_SLICE_FRACTION > 0
+    ):
         state = _loop_slices()
         piece = state.by_org.get(org_id)
         if piece is not None and piece.covers(cost_micro, now):
             piece.remaining -= cost_micro
             piece.outstanding += cost_micro
             piece.last_used = now
-            return Admission(request_id=request_id, org_id=org_id, key_id=key_id, keys=piece.keys,
-                             est_tokens=est_tokens, reserved_micro=cost_micro, balance_tracked=True, slice=piece)
+            return Admission(
+                request_id=request_id,
+                org_id=org_id,
+                key_id=key_id,
+                keys=piece.keys,
+                est_tokens=est_tokens,
+                reserved_micro=cost_micro,
+                balance_tracked=True,
+                slice=piece,
+            )
     period, period_ttl = ("", 0)
     if cap_micro >= 0:
         period, period_ttl = _period(key.spend_cap_period, timezone.now())
     keys = [
-        k("rl", "key", kid, "r", minute), k("rl", "key", kid, "t", minute),
-        k("rl", "org", org_id, "r", minute), k("rl", "org", org_id, "t", minute),
-        _balance_key(org_id), k("held", org_id), k("holds", org_id), k("hold-deadlines", org_id),
-        k("kspent", kid, period), k("kheld", kid), k("kholds", kid), k("khold-deadlines", kid),
+        k("rl", "key", kid, "r", minute),
+        k("rl", "key", kid, "t", minute),
+        k("rl", "org", org_id, "r", minute),
+        k("rl", "org", org_id, "t", minute),
+        _balance_key(org_id),
+        k("held", org_id),
+        k("holds", org_id),
+        k("hold-deadlines", org_id),
+        k("kspent", kid, period),
+        k("kheld", kid),
+        k("kholds", kid),
+        k("khold-deadlines", kid),
     ]
-    args = [key_rpm, key_tpm, org_rpm, org_tpm, est_tokens, WINDOW_SECONDS * 2, request_id, cost_micro,
-            "1" if check_balance else "0", cap_micro, f"{now:.3f}", f"{now + HOLD_SECONDS:.3f}", period_ttl]
+    args = [
+        key_rpm,
+        key_tpm,
+        org_rpm,
+        org_tpm,
+        est_tokens,
+        WINDOW_SECONDS * 2,
+        request_id,
+        cost_micro,
+        "1" if check_balance else "0",
+        cap_micro,
+        f"{now:.3f}",
+        f"{now + HOLD_SECONDS:.3f}",
+        period_ttl,
+    ]
     if check_balance and _unlimited_until.get(org_id, 0.0) > now:
         args[8] = "2"  # the loader said unlimited: check a balance only once billing publishes one
     growing = None  # the slice this admission asks Redis to grant or grow
@@ -490,8 +551,12 @@ async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, pric
             growing = piece
             piece.growing = True
             fraction = settings.GATEWAY_BALANCE_SLICE_FRACTION
-            args += [piece.id, fraction, to_micro(settings.GATEWAY_BALANCE_SLICE_MAX, ROUND_FLOOR),
-                     max(SLICE_MIN_REQUESTS * cost_micro, 1)]
+            args += [
+                piece.id,
+                fraction,
+                to_micro(settings.GATEWAY_BALANCE_SLICE_MAX, ROUND_FLOOR),
+                max(SLICE_MIN_REQUESTS * cost_micro, 1),
+            ]
     sent = time.monotonic()
     result = None
     try:
@@ -526,41 +591,68 @@ async def admit(*, request_id: str, org_id: str, key=None, est_tokens: int, pric
                     del state.by_org[org_id]  # nothing held under its id
     if status == 1:
         which = int(result[1])
-        names = {1: ("requests", "key"), 2: ("tokens", "key"), 3: ("requests", "organization"),
-                 4: ("tokens", "organization")}
+        names = {
+            1: ("requests", "key"),
+            2: ("tokens", "key"),
+            3: ("requests", "organization"),
+            4: ("tokens", "organization"),
+        }
         kind, scope = names[which]
         limit = int(result[3])
         used = int(result[2])
-        headers = (_rate_headers(limit, used, 0, 0, reset_s) if kind == "requests"
-                   else _rate_headers(0, 0, limit, used, reset_s))
+        headers = (
+            _rate_headers(limit, used, 0, 0, reset_s)
+            if kind == "requests"
+            else _rate_headers(0, 0, limit, used, reset_s)
+        )
         raise errors.rate_limited(
             f"Rate limit reached for {kind} per minute on this {scope}: limit {limit}, used {used}. "
-            f"Try again in {reset_s}s.", kind=kind, retry_after=reset_s, headers=headers)
+            f"Try again in {reset_s}s.",
+            kind=kind,
+            retry_after=reset_s,
+            headers=headers,
+        )
     if status == 3:
         raise errors.insufficient_quota(
             "You exceeded your current quota: the organization's balance does not cover this request "
-            "(its worst-case cost is reserved before the call). Top up or lower max_tokens.")
+            "(its worst-case cost is reserved before the call). Top up or lower max_tokens."
+        )
     if status == 4:
         raise errors.insufficient_quota(
-            "This API key reached its spend cap for the current period; raise the cap or wait for the reset.")
+            "This API key reached its spend cap for the current period; raise the cap or wait for the reset."
+        )
     counts = [int(x) for x in result[1:5]]
     if key_rpm or key_tpm:
         headers = _rate_headers(key_rpm, counts[0], key_tpm, counts[1], reset_s)
     else:
         headers = _rate_headers(org_rpm, counts[2], org_tpm, counts[3], reset_s)
     return Admission(
-        request_id=request_id, org_id=org_id, key_id=key_id, keys=keys, est_tokens=est_tokens,
-        reserved_micro=cost_micro, balance_tracked=bool(cost_micro) and int(result[5]) == 1,
-        cap_tracked=cap_micro >= 0, key_tpm=bool(key_tpm), org_tpm=bool(org_tpm), period_ttl=period_ttl,
+        request_id=request_id,
+        org_id=org_id,
+        key_id=key_id,
+        keys=keys,
+        est_tokens=est_tokens,
+        reserved_micro=cost_micro,
+        balance_tracked=bool(cost_micro) and int(result[5]) == 1,
+        cap_tracked=cap_micro >= 0,
+        key_tpm=bool(key_tpm),
+        org_tpm=bool(org_tpm),
+        period_ttl=period_ttl,
         headers=headers,
     )
 
 
 def _settle_args(admission: Admission, actual_tokens: int, cost_micro: int) -> list:
-    return [admission.request_id, actual_tokens - admission.est_tokens, cost_micro, admission.period_ttl,
-            "1" if admission.key_tpm else "0", "1" if admission.org_tpm else "0",
-            ("2" if admission.slice is not None else "1") if admission.balance_tracked else "0",
-            "1" if admission.cap_tracked else "0"]
+    return [
+        admission.request_id,
+        actual_tokens - admission.est_tokens,
+        cost_micro,
+        admission.period_ttl,
+        "1" if admission.key_tpm else "0",
+        "1" if admission.org_tpm else "0",
+        ("2" if admission.slice is not None else "1") if admission.balance_tracked else "0",
+        "1" if admission.cap_tracked else "0",
+    ]
 
 
 def _settle_slice(admission: Admission, cost_micro: int) -> list | None:
@@ -594,17 +686,20 @@ async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decim
         await _SETTLE.acall(admission.keys, _settle_args(admission, actual_tokens, cost_micro))
 
 
-async def settle_and_record(admission: Admission | None, *, actual_tokens: int, actual_cost: Decimal | None,
-                            stream: str, entry: bytes) -> None:
+async def settle_and_record(
+    admission: Admission | None, *, actual_tokens: int, actual_cost: Decimal | None, stream: str, entry: bytes
+) -> None:
     """settle() and append ``entry`` to the usage ``stream`` in one round trip (the XADD alone without holds)."""
     if admission is not None and not admission.settled:
         admission.settled = True
         cost_micro = to_micro(actual_cost) if actual_cost else 0
         extra = _settle_slice(admission, cost_micro) if admission.slice is not None else []
         if extra is not None and admission.needs_settle:
-            await _SETTLE_RECORD.acall([*admission.keys, stream],
-                                       [*_settle_args(admission, actual_tokens, cost_micro), entry, *extra],
-                                       later=True)
+            await _SETTLE_RECORD.acall(
+                [*admission.keys, stream],
+                [*_settle_args(admission, actual_tokens, cost_micro), entry, *extra],
+                later=True,
+            )
             return
     await fredis().execute("XADD", stream, "*", "r", entry, later=True)
 

@@ -8,6 +8,7 @@ reservation to the real usage and queue one usage record. Usage always comes fro
 sees. A request cancelled mid-stream closes the upstream connection (vLLM aborts the sequence) and is recorded as
 aborted with the tokens already streamed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,11 +23,10 @@ from decimal import Decimal
 import orjson
 from django.conf import settings
 
-from gateway import budget, errors, lookups, usage
+from gateway import budget, errors, lookups, upstream, usage
 from gateway.errors import GatewayError
 from gateway.lookups import KeyInfo, OrgInfo, Target
 from gateway.router import affinity_key, router
-from gateway import upstream
 from gateway.validation import Parsed, estimate_prompt_tokens, parse, typical_prompt_tokens
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,15 @@ class Call:
 def rejected_call(endpoint: str, data, org: OrgInfo, key: KeyInfo | None, error: GatewayError) -> Call:
     """A call refused for its body before it was parsed, to be recorded: the model as named, if it was a string."""
     named = data.get("model") if isinstance(data, dict) else None
-    parsed = Parsed(model_id=named[:200] if isinstance(named, str) else "", stream=isinstance(data, dict) and
-                    data.get("stream") is True, client_usage=False, prompt_text="", max_tokens=None, n=1, params={})
+    parsed = Parsed(
+        model_id=named[:200] if isinstance(named, str) else "",
+        stream=isinstance(data, dict) and data.get("stream") is True,
+        client_usage=False,
+        prompt_text="",
+        max_tokens=None,
+        n=1,
+        params={},
+    )
     call = Call(endpoint=endpoint, body={}, parsed=parsed, org=org, key=key, source="api")
     call.fail(error)
     return call
@@ -103,7 +110,9 @@ async def prepare(call: Call) -> list:
         room = max(1, target.context_length - typical)
         completion = (parsed.max_tokens or min(settings.GATEWAY_RESERVE_MAX_TOKENS, room)) * parsed.n
     call.admission = await budget.admit(
-        request_id=call.request_id, org_id=call.org.id, key=call.key,
+        request_id=call.request_id,
+        org_id=call.org.id,
+        key=call.key,
         est_tokens=typical + (parsed.max_tokens or 0) * parsed.n,
         price=target.price if target.public else None,
         reserve_tokens=(estimate_prompt_tokens(parsed.prompt_text), completion),
@@ -135,8 +144,7 @@ async def open_upstream(call: Call, endpoints: list) -> upstream.Response:
     affinity = affinity_key(call.parsed.prompt_text)
     tried: set[str] = set()
     for _attempt in range(settings.GATEWAY_MAX_ATTEMPTS):
-        endpoint = router.choose(endpoints, affinity=affinity, prompt_chars=len(call.parsed.prompt_text),
-                                 exclude=tried)
+        endpoint = router.choose(endpoints, affinity=affinity, prompt_chars=len(call.parsed.prompt_text), exclude=tried)
         if endpoint is None:
             break
         tried.add(endpoint.base_url)
@@ -161,8 +169,13 @@ async def open_upstream(call: Call, endpoints: list) -> upstream.Response:
         return response
     if not tried:
         raise errors.no_ready_replica(call.parsed.model_id, retry_after=router.retry_after(endpoints))
-    raise errors.GatewayError(503, f"No replica of `{call.parsed.model_id}` could answer ({len(tried)} tried); "
-                              f"retry shortly.", type="server_error", code="no_ready_replica", retry_after=2)
+    raise errors.GatewayError(
+        503,
+        f"No replica of `{call.parsed.model_id}` could answer ({len(tried)} tried); retry shortly.",
+        type="server_error",
+        code="no_ready_replica",
+        retry_after=2,
+    )
 
 
 def done_with_replica(call: Call, *, healthy: bool | None) -> None:
@@ -187,16 +200,24 @@ def upstream_error(call: Call, status: int, raw: bytes) -> GatewayError:
     message = str(inner.get("message") or raw[:500].decode("utf-8", "replace") or f"Upstream error {status}")
     message = message.replace(call.target.upstream_model, call.parsed.model_id) if call.target else message
     code = inner.get("code")
-    return GatewayError(status, message, type="invalid_request_error" if status < 500 else "server_error",
-                        code=str(code) if code is not None else None, param=inner.get("param"))
+    return GatewayError(
+        status,
+        message,
+        type="invalid_request_error" if status < 500 else "server_error",
+        code=str(code) if code is not None else None,
+        param=inner.get("param"),
+    )
 
 
 def _usage_tokens(call: Call) -> tuple[int, int, int]:
     data = call.usage
     if data:
         details = data.get("prompt_tokens_details") or {}
-        return (int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0),
-                int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0)
+        return (
+            int(data.get("prompt_tokens") or 0),
+            int(data.get("completion_tokens") or 0),
+            int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+        )
     if call.ttft_ms is not None and call.endpoint != "embeddings":
         # The stream ended without the usage chunk (aborted or cut): the prompt by estimate, the streamed tokens.
         return typical_prompt_tokens(call.parsed.prompt_text), call.streamed_tokens, 0
@@ -216,23 +237,44 @@ async def finalize(call: Call) -> None:
     parsed = call.parsed
     service_id = target.service_ids[0] if target is not None and len(target.service_ids) == 1 else None
     record = {
-        "id": call.request_id, "org_id": call.org.id, "api_key_id": call.key.id if call.key else None,
-        "user_id": call.user_id, "source": call.source, "endpoint": call.endpoint, "model_id": parsed.model_id,
-        "catalog_model_id": target.catalog_model_id if target else None, "service_id": service_id,
-        "public": bool(target and target.public), "replica": getattr(call.replica, "replica", "") or "",
-        "prompt_tokens": prompt, "completion_tokens": completion, "cached_tokens": cached,
-        "latency_ms": call.latency_ms, "ttft_ms": call.ttft_ms, "status": call.status,
-        "http_status": call.http_status, "error_code": call.error_code, "stream": parsed.stream,
+        "id": call.request_id,
+        "org_id": call.org.id,
+        "api_key_id": call.key.id if call.key else None,
+        "user_id": call.user_id,
+        "source": call.source,
+        "endpoint": call.endpoint,
+        "model_id": parsed.model_id,
+        "catalog_model_id": target.catalog_model_id if target else None,
+        "service_id": service_id,
+        "public": bool(target and target.public),
+        "replica": getattr(call.replica, "replica", "") or "",
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cached_tokens": cached,
+        "latency_ms": call.latency_ms,
+        "ttft_ms": call.ttft_ms,
+        "status": call.status,
+        "http_status": call.http_status,
+        "error_code": call.error_code,
+        "stream": parsed.stream,
         "prompt_hash": hashlib.sha256(parsed.prompt_text.encode("utf-8", "surrogatepass")).hexdigest()
-        if parsed.prompt_text else "",
-        "params": parsed.params, "served_model_version": call.served_version,
+        if parsed.prompt_text
+        else "",
+        "params": parsed.params,
+        "served_model_version": call.served_version,
         "cost": str(call.cost) if call.cost is not None else None,
         "currency": target.price.currency if call.cost is not None else "",
-        "started_at": call.started_at, "finished_at": call.started_at + call.latency_ms / 1000,
+        "started_at": call.started_at,
+        "finished_at": call.started_at + call.latency_ms / 1000,
     }
     try:
-        await budget.settle_and_record(call.admission, actual_tokens=prompt + completion, actual_cost=call.cost,
-                                       stream=usage.stream_key(), entry=orjson.dumps(record))
+        await budget.settle_and_record(
+            call.admission,
+            actual_tokens=prompt + completion,
+            actual_cost=call.cost,
+            stream=usage.stream_key(),
+            entry=orjson.dumps(record),
+        )
     except Exception as exc:
         logger.error("metering %s failed: %r", call.request_id, exc)
 
@@ -260,7 +302,7 @@ class StreamRelay:
             return event
         if b'"usage":{' in event and b'"choices":[]' in event:
             try:
-                data = orjson.loads(event[event.index(b"{"):])
+                data = orjson.loads(event[event.index(b"{") :])
                 call.usage = data.get("usage")
                 call.served_version = str(data.get("system_fingerprint") or data.get("model") or "")[:200]
             except (ValueError, orjson.JSONDecodeError):
@@ -268,7 +310,8 @@ class StreamRelay:
             if not self.pass_usage:
                 return None
         elif (b'"content":"' in event and b'"content":""' not in event) or (
-                b'"text":"' in event and b'"text":""' not in event):
+            b'"text":"' in event and b'"text":""' not in event
+        ):
             call.streamed_tokens += 1
         if self.upstream_model in event:
             return event.replace(self.upstream_model, self.client_model)
@@ -284,7 +327,7 @@ class StreamRelay:
             if end < 0:
                 break
             piece = self.event(buffer[: end + 2])
-            buffer = buffer[end + 2:]
+            buffer = buffer[end + 2 :]
             if piece is not None:
                 out.append(piece)
         self.buffer = buffer
@@ -322,8 +365,9 @@ def read_complete(call: Call, raw: bytes) -> bytes:
     return orjson.dumps(data)
 
 
-async def chat_stream(*, org, model_id: str, body: dict, user=None, api_key=None,
-                      source: str = "playground") -> AsyncIterator[dict]:
+async def chat_stream(
+    *, org, model_id: str, body: dict, user=None, api_key=None, source: str = "playground"
+) -> AsyncIterator[dict]:
     """Stream a chat completion for the playground: chunk dicts, then one summary dict.
 
     Same routing, limits, budgets and metering as /v1. Raises GatewayError before the first chunk (unknown model
@@ -339,8 +383,15 @@ async def chat_stream(*, org, model_id: str, body: dict, user=None, api_key=None
         key = lookups.key_info_from_row(api_key, org=org)
         if not key.active(time.time()):
             raise errors.invalid_api_key("This API key is revoked or expired.")
-    call = Call(endpoint="chat.completions", body=body, parsed=parsed, org=lookups.org_info(org), key=key,
-                user_id=getattr(user, "pk", None), source=source)
+    call = Call(
+        endpoint="chat.completions",
+        body=body,
+        parsed=parsed,
+        org=lookups.org_info(org),
+        key=key,
+        user_id=getattr(user, "pk", None),
+        source=source,
+    )
     try:
         endpoints = await prepare(call)
         response = await open_upstream(call, endpoints)
@@ -387,10 +438,18 @@ async def chat_stream(*, org, model_id: str, body: dict, user=None, api_key=None
         await finalize_soon(call)
     prompt, completion, cached = _usage_tokens(call)
     yield {
-        "type": "summary", "status": call.status,
-        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                  "prompt_tokens_details": {"cached_tokens": cached}},
-        "ttft_ms": call.ttft_ms, "latency_ms": call.latency_ms,
-        "cost": str(call.cost) if call.cost is not None else None, "currency": settings.CURRENCY,
-        "replica": getattr(call.replica, "replica", "") or "", "request_id": call.request_id,
+        "type": "summary",
+        "status": call.status,
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        },
+        "ttft_ms": call.ttft_ms,
+        "latency_ms": call.latency_ms,
+        "cost": str(call.cost) if call.cost is not None else None,
+        "currency": settings.CURRENCY,
+        "replica": getattr(call.replica, "replica", "") or "",
+        "request_id": call.request_id,
     }

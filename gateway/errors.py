@@ -1,12 +1,22 @@
 """Errors of the /v1 data plane, in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
 from __future__ import annotations
 
 
 class GatewayError(Exception):
     """A request the gateway refuses or cannot serve; ``status`` is the HTTP status OpenAI would answer."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, retry_after: int | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: int | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -32,17 +42,27 @@ def invalid_api_key(message: str = "Incorrect API key provided.") -> GatewayErro
 
 
 def model_not_found(model_id: str) -> GatewayError:
-    return GatewayError(404, f"The model `{model_id}` does not exist or you do not have access to it.",
-                        param="model", code="model_not_found")
+    return GatewayError(
+        404,
+        f"The model `{model_id}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def model_not_allowed(model_id: str) -> GatewayError:
-    return GatewayError(403, f"This API key is not allowed to use the model `{model_id}`.", type="permission_error",
-                        param="model", code="model_not_allowed")
+    return GatewayError(
+        403,
+        f"This API key is not allowed to use the model `{model_id}`.",
+        type="permission_error",
+        param="model",
+        code="model_not_allowed",
+    )
 
 
-def insufficient_quota(message: str = "You exceeded your current quota, please check your plan and billing details.",
-                       ) -> GatewayError:
+def insufficient_quota(
+    message: str = "You exceeded your current quota, please check your plan and billing details.",
+) -> GatewayError:
     return GatewayError(429, message, type="insufficient_quota", code="insufficient_quota")
 
 
@@ -51,10 +71,20 @@ def rate_limited(message: str, *, kind: str, retry_after: int, headers: dict | N
 
 
 def no_ready_replica(model_id: str, retry_after: int = 5) -> GatewayError:
-    return GatewayError(503, f"The model `{model_id}` has no ready replica right now; retry shortly.",
-                        type="server_error", code="no_ready_replica", retry_after=retry_after)
+    return GatewayError(
+        503,
+        f"The model `{model_id}` has no ready replica right now; retry shortly.",
+        type="server_error",
+        code="no_ready_replica",
+        retry_after=retry_after,
+    )
 
 
 def upstream_failed(model_id: str, retry_after: int = 2) -> GatewayError:
-    return GatewayError(502, f"The model `{model_id}` failed to answer; retry shortly.", type="server_error",
-                        code="upstream_error", retry_after=retry_after)
+    return GatewayError(
+        502,
+        f"The model `{model_id}` failed to answer; retry shortly.",
+        type="server_error",
+        code="upstream_error",
+        retry_after=retry_after,
+    )

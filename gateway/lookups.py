@@ -12,6 +12,7 @@ model" answers are dropped at once). Their TTLs only back up writes that send no
 Refreshing on change instead of every second matters for latency, not only for the database: a refresh runs the ORM
 in a thread, and while it holds the GIL every stream of the worker waits (bench/README.md, Gateway).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -92,8 +93,13 @@ def _db(fn):
 def key_info_from_row(key, org=None) -> KeyInfo:
     """The cached form of an ApiKey row; pass ``org`` when the row's org is not loaded (async callers)."""
     return KeyInfo(
-        id=str(key.pk), org=org_info(org if org is not None else key.org), prefix=key.prefix, expires_at=key.expires_at,
-        revoked=key.revoked_at is not None, rpm_limit=key.rpm_limit, tpm_limit=key.tpm_limit,
+        id=str(key.pk),
+        org=org_info(org if org is not None else key.org),
+        prefix=key.prefix,
+        expires_at=key.expires_at,
+        revoked=key.revoked_at is not None,
+        rpm_limit=key.rpm_limit,
+        tpm_limit=key.tpm_limit,
         allowed_models=frozenset(key.allowed_models or ()),
         spend_cap_micro=to_micro(key.spend_cap) if key.spend_cap is not None else None,
         spend_cap_period=key.spend_cap_period or "monthly",
@@ -118,13 +124,22 @@ def _load_target(model_id: str, org_id: str | None, namespace: str | None) -> Ta
         return None
     price = None
     if target.public:
-        row = CatalogModel.objects.filter(pk=target.catalog_model_id).values(
-            "input_price_per_1k", "output_price_per_1k", "currency").first()
+        row = (
+            CatalogModel.objects.filter(pk=target.catalog_model_id)
+            .values("input_price_per_1k", "output_price_per_1k", "currency")
+            .first()
+        )
         if row is not None:
             price = Price(row["input_price_per_1k"], row["output_price_per_1k"], row["currency"])
-    return Target(model_id=target.model_id, public=target.public, service_ids=tuple(target.service_ids),
-                  upstream_model=target.upstream_model, catalog_model_id=target.catalog_model_id,
-                  context_length=target.context_length, price=price)
+    return Target(
+        model_id=target.model_id,
+        public=target.public,
+        service_ids=tuple(target.service_ids),
+        upstream_model=target.upstream_model,
+        catalog_model_id=target.catalog_model_id,
+        context_length=target.context_length,
+        price=price,
+    )
 
 
 def _load_endpoints(service_ids: tuple) -> list:
@@ -153,8 +168,9 @@ class _Entry:
 class TTLCache:
     """In-process cache with single-flight loads and (optionally) stale-while-revalidate."""
 
-    def __init__(self, loader, ttl: float, *, negative_ttl: float | None = None, stale: bool = True,
-                 max_entries: int = 50_000):
+    def __init__(
+        self, loader, ttl: float, *, negative_ttl: float | None = None, stale: bool = True, max_entries: int = 50_000
+    ):
         self.loader = _db(loader)
         self.ttl = ttl
         self.negative_ttl = ttl if negative_ttl is None else negative_ttl
@@ -207,7 +223,9 @@ class TTLCache:
         if task is None or task.get_loop() is not asyncio.get_running_loop():
             task = asyncio.ensure_future(self._load(key))
             self.inflight[key] = task
-            task.add_done_callback(lambda t, key=key: self.inflight.pop(key, None) if self.inflight.get(key) is t else None)
+            task.add_done_callback(
+                lambda t, key=key: self.inflight.pop(key, None) if self.inflight.get(key) is t else None
+            )
         return await asyncio.shield(task)
 
 

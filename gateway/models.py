@@ -1,4 +1,5 @@
 """Usage records: one row per /v1 (or playground) request, written by the gateway, consumed by billing."""
+
 from __future__ import annotations
 
 import uuid
@@ -29,10 +30,12 @@ class UsageRecord(models.Model):
     source = models.CharField(max_length=16, choices=UsageSource.choices, default=UsageSource.API)
     endpoint = models.CharField(max_length=32)  # chat.completions | completions | embeddings
     model_id = models.CharField(max_length=200)  # as the client named it: public/<slug> or <namespace>/<service>
-    catalog_model = models.ForeignKey("catalog.CatalogModel", on_delete=models.SET_NULL, null=True, blank=True,
-                                      related_name="+")
-    service = models.ForeignKey("deployments.Service", on_delete=models.SET_NULL, null=True, blank=True,
-                                related_name="+")
+    catalog_model = models.ForeignKey(
+        "catalog.CatalogModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    service = models.ForeignKey(
+        "deployments.Service", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     public = models.BooleanField(default=False)  # billed per token when True
     replica = models.CharField(max_length=253, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)

@@ -7,6 +7,7 @@ spills over instead of overloading one replica. Prompts longer than ``GATEWAY_LO
 loaded replica. A circuit breaker ejects a replica after consecutive failures and lets one probe through after a
 cooldown (doubling on every failed probe).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,8 +82,11 @@ class Router:
     def _affine(self, candidates, affinity: bytes):
         loads = [self.state(e).outstanding for e in candidates]
         bound = sum(loads) / len(loads) + settings.GATEWAY_AFFINITY_SLACK
-        ranked = sorted(candidates, key=lambda e: hashlib.blake2b(affinity + e.base_url.encode(), digest_size=8).digest(),
-                        reverse=True)
+        ranked = sorted(
+            candidates,
+            key=lambda e: hashlib.blake2b(affinity + e.base_url.encode(), digest_size=8).digest(),
+            reverse=True,
+        )
         for endpoint in ranked:
             if self.state(endpoint).outstanding <= bound:
                 return endpoint

@@ -8,6 +8,7 @@ iteration, in one write with the others queued meanwhile, so streams that end to
 wake-up of Redis.
 Everything else uses :func:`aredis` (redis-py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,8 +23,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.asyncio.connection import parse_url
 
-_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis]" = weakref.WeakKeyDictionary()
-_fast_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FastRedis]" = weakref.WeakKeyDictionary()
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+_fast_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FastRedis] = weakref.WeakKeyDictionary()
 _sync_client: redis.Redis | None = None
 _sync_lock = threading.Lock()
 
@@ -43,8 +44,9 @@ def aredis() -> aioredis.Redis:
     client = _async_clients.get(loop)
     if client is None:
         # A blocking pool: under a burst, requests wait for a free connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=128, timeout=10,
-                                                        health_check_interval=30)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=128, timeout=10, health_check_interval=30
+        )
         client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
@@ -57,7 +59,7 @@ def _reply_error(message: str) -> redis.exceptions.ResponseError:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, client: "FastRedis"):
+    def __init__(self, client: FastRedis):
         self.client = client
         self.reader = hiredis.Reader()
         self.transport = None
@@ -137,7 +139,8 @@ class FastRedis:
             else:
                 tls = ssl.create_default_context() if self.url.startswith("rediss:") else None
                 _transport, protocol = await loop.create_connection(
-                    lambda: _Protocol(self), options.get("host", "localhost"), int(options.get("port", 6379)), ssl=tls)
+                    lambda: _Protocol(self), options.get("host", "localhost"), int(options.get("port", 6379)), ssl=tls
+                )
         except OSError as exc:
             raise redis.exceptions.ConnectionError(f"Cannot connect to Redis: {exc}") from exc
         setup = []
@@ -232,7 +235,7 @@ class LuaScript:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def acall(self, keys: list[str], args: list, client: "FastRedis | None" = None, later: bool = False):
+    async def acall(self, keys: list[str], args: list, client: FastRedis | None = None, later: bool = False):
         """Run the script on the pipelined client; ``later``: written at the end of this loop iteration."""
         client = client or fredis()
         try:

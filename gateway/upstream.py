@@ -11,6 +11,7 @@ reused connection that the server closed before answering is sent once more on a
 Every event loop has its own pool; it is closed before its loop closes (``loop.shutdown_asyncgens()``, which
 asyncio.run, uvicorn, asgiref and pytest-asyncio all call), on lifespan shutdown, or by ``close_upstream_sessions()``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -70,8 +71,11 @@ class _Target:
         self.server_hostname = self.host if tls else None
         self.key = (self.host, self.port, id(self.ssl) if tls else None)
         default_port = self.port == (443 if tls else 80)
-        host_header = parts.netloc.rpartition("@")[2] if not default_port else (
-            f"[{self.host}]" if ":" in self.host else self.host)
+        host_header = (
+            parts.netloc.rpartition("@")[2]
+            if not default_port
+            else (f"[{self.host}]" if ":" in self.host else self.host)
+        )
         prefix = parts.path.rstrip("/")
         extra = "".join(f"{name}: {value}\r\n" for name, value in endpoint.headers.items())
         self.heads: dict = {}
@@ -89,8 +93,12 @@ _targets: dict = {}
 
 
 def _target_for(endpoint) -> _Target:
-    key = (endpoint.base_url, endpoint.tls_verify, endpoint.client_cert,
-           tuple(endpoint.headers.items()) if endpoint.headers else ())
+    key = (
+        endpoint.base_url,
+        endpoint.tls_verify,
+        endpoint.client_cert,
+        tuple(endpoint.headers.items()) if endpoint.headers else (),
+    )
     target = _targets.get(key)
     if target is None:
         if len(_targets) > 4096:
@@ -104,11 +112,30 @@ class Response:
     then ``release()`` (back to the pool when complete) or ``close()`` (abort the connection: vLLM aborts the
     sequence)."""
 
-    __slots__ = ("status", "complete", "_conn", "_loop", "_idle", "_parser", "_chunks", "_size", "_headers_done",
-                 "_framed", "_until_close", "_keep_alive", "_error", "_waiter", "_last", "_timer", "_got_bytes",
-                 "_done", "_paused", "_sink")
+    __slots__ = (
+        "status",
+        "complete",
+        "_conn",
+        "_loop",
+        "_idle",
+        "_parser",
+        "_chunks",
+        "_size",
+        "_headers_done",
+        "_framed",
+        "_until_close",
+        "_keep_alive",
+        "_error",
+        "_waiter",
+        "_last",
+        "_timer",
+        "_got_bytes",
+        "_done",
+        "_paused",
+        "_sink",
+    )
 
-    def __init__(self, conn: "Connection", loop, idle: float):
+    def __init__(self, conn: Connection, loop, idle: float):
         self.status = 0
         self.complete = False
         self._conn = conn
@@ -224,8 +251,13 @@ class Response:
         if not self._got_bytes:
             self._fail(_Stale())
         else:
-            self._fail(UpstreamError(f"the replica closed the connection mid-answer ({exc!r})" if exc else
-                                     "the replica closed the connection mid-answer"))
+            self._fail(
+                UpstreamError(
+                    f"the replica closed the connection mid-answer ({exc!r})"
+                    if exc
+                    else "the replica closed the connection mid-answer"
+                )
+            )
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
@@ -252,7 +284,7 @@ class Response:
         if now < deadline:
             self._timer = self._loop.call_at(deadline, self._check)
             return
-        self._fail(asyncio.TimeoutError(f"the replica sent nothing for {self._idle:g} s"))
+        self._fail(TimeoutError(f"the replica sent nothing for {self._idle:g} s"))
         self._conn.abort()
 
     async def _wait(self) -> None:
@@ -304,8 +336,7 @@ class Response:
             return
         self._finish()
         conn = self._conn
-        if (self.complete and self._error is None and not self._chunks and not self._until_close
-                and self._keep_alive):
+        if self.complete and self._error is None and not self._chunks and not self._until_close and self._keep_alive:
             conn.idle()
         else:
             conn.abort()
@@ -321,7 +352,7 @@ class Response:
 class Connection(asyncio.Protocol):
     __slots__ = ("pool", "key", "transport", "response", "closed", "idle_since")
 
-    def __init__(self, pool: "Pool", key):
+    def __init__(self, pool: Pool, key):
         self.pool = pool
         self.key = key
         self.transport = None
@@ -376,8 +407,17 @@ class Pool:
     async def request(self, endpoint, path: str, body: bytes, request_id: str) -> Response:
         """POST ``body`` to ``endpoint.base_url + path``; the response once its status line and headers are in."""
         target = _target_for(endpoint)
-        data = b"".join((target.head(path), b"X-Request-Id: ", request_id.encode("latin-1"),
-                         b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
+        data = b"".join(
+            (
+                target.head(path),
+                b"X-Request-Id: ",
+                request_id.encode("latin-1"),
+                b"\r\nContent-Length: ",
+                str(len(body)).encode(),
+                b"\r\n\r\n",
+                body,
+            )
+        )
         idle_timeout = float(settings.GATEWAY_IDLE_TIMEOUT)
         stack = self.idle.get(target.key)
         if stack:
@@ -401,10 +441,14 @@ class Pool:
         try:
             async with asyncio.timeout(float(settings.GATEWAY_CONNECT_TIMEOUT)):
                 _transport, conn = await self.loop.create_connection(
-                    lambda: Connection(self, target.key), target.host, target.port, ssl=target.ssl,
-                    server_hostname=target.server_hostname)
+                    lambda: Connection(self, target.key),
+                    target.host,
+                    target.port,
+                    ssl=target.ssl,
+                    server_hostname=target.server_hostname,
+                )
         except TimeoutError:
-            raise asyncio.TimeoutError(f"connecting to {target.host}:{target.port} timed out") from None
+            raise TimeoutError(f"connecting to {target.host}:{target.port} timed out") from None
         return conn
 
     async def _send(self, conn: Connection, data: bytes, idle_timeout: float) -> Response:
@@ -426,11 +470,11 @@ class Pool:
         self.idle.clear()
 
 
-_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool]" = weakref.WeakKeyDictionary()
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.WeakKeyDictionary()
 # Per loop, a suspended async generator whose ``finally`` closes that loop's pool: asyncio.run, uvicorn (which runs
 # on asyncio.run), asgiref's async_to_sync and pytest-asyncio all call ``loop.shutdown_asyncgens()`` before closing
 # a loop, so the connections are closed while their loop can still run.
-_closers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]" = weakref.WeakKeyDictionary()
+_closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = weakref.WeakKeyDictionary()
 
 
 async def _close_with_loop(pool: Pool):

@@ -6,13 +6,14 @@ entries: a consumer killed between insert and ack leaves its entries pending, an
 XAUTOCLAIM and re-inserts them without duplicates. The ingester also moves ``ApiKey.last_used_at`` forward, one
 UPDATE per key and batch instead of one write per request.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import socket
 import uuid
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
@@ -53,13 +54,14 @@ def default_consumer() -> str:
 
 
 def _ts(value: float) -> datetime:
-    return datetime.fromtimestamp(value, tz=dt_timezone.utc)
+    return datetime.fromtimestamp(value, tz=UTC)
 
 
 def _rows(payloads: list[dict]):
+    from django.contrib.auth import get_user_model
+
     from catalog.models import CatalogModel
     from deployments.models import Service
-    from django.contrib.auth import get_user_model
     from gateway.models import UsageRecord
     from maas.models import ApiKey, Organization
 
@@ -79,21 +81,40 @@ def _rows(payloads: list[dict]):
             continue
 
         def ref(name, known):
-            value = p.get(name)
+            value = p.get(name)  # noqa: B023
             return value if value is not None and str(value) in known else None
 
-        rows.append(UsageRecord(
-            id=uuid.UUID(p["id"]), org_id=p["org_id"], api_key_id=ref("api_key_id", keys), user_id=ref("user_id", users),
-            source=p["source"], endpoint=p["endpoint"], model_id=p["model_id"][:200],
-            catalog_model_id=ref("catalog_model_id", models), service_id=ref("service_id", services),
-            public=p["public"], replica=p.get("replica", "")[:253], prompt_tokens=p["prompt_tokens"],
-            completion_tokens=p["completion_tokens"], cached_tokens=p.get("cached_tokens", 0),
-            latency_ms=p["latency_ms"], ttft_ms=p.get("ttft_ms"), status=p["status"], http_status=p["http_status"],
-            error_code=(p.get("error_code") or "")[:64], stream=p["stream"], prompt_hash=p.get("prompt_hash", ""),
-            params=p.get("params") or {}, served_model_version=(p.get("served_model_version") or "")[:200],
-            cost=Decimal(p["cost"]) if p.get("cost") is not None else None, currency=p.get("currency") or "",
-            started_at=_ts(p["started_at"]), finished_at=_ts(p["finished_at"]),
-        ))
+        rows.append(
+            UsageRecord(
+                id=uuid.UUID(p["id"]),
+                org_id=p["org_id"],
+                api_key_id=ref("api_key_id", keys),
+                user_id=ref("user_id", users),
+                source=p["source"],
+                endpoint=p["endpoint"],
+                model_id=p["model_id"][:200],
+                catalog_model_id=ref("catalog_model_id", models),
+                service_id=ref("service_id", services),
+                public=p["public"],
+                replica=p.get("replica", "")[:253],
+                prompt_tokens=p["prompt_tokens"],
+                completion_tokens=p["completion_tokens"],
+                cached_tokens=p.get("cached_tokens", 0),
+                latency_ms=p["latency_ms"],
+                ttft_ms=p.get("ttft_ms"),
+                status=p["status"],
+                http_status=p["http_status"],
+                error_code=(p.get("error_code") or "")[:64],
+                stream=p["stream"],
+                prompt_hash=p.get("prompt_hash", ""),
+                params=p.get("params") or {},
+                served_model_version=(p.get("served_model_version") or "")[:200],
+                cost=Decimal(p["cost"]) if p.get("cost") is not None else None,
+                currency=p.get("currency") or "",
+                started_at=_ts(p["started_at"]),
+                finished_at=_ts(p["finished_at"]),
+            )
+        )
     return rows
 
 
@@ -112,19 +133,20 @@ def _insert(payloads: list[dict]) -> int:
         created = UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
         for key_id, when in last_used.items():
             ApiKey.objects.filter(pk=key_id).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=when)).update(
-                last_used_at=when)
+                last_used_at=when
+            )
     return len(created)
 
 
-def ingest_batch(*, consumer: str | None = None, count: int = 500, block_ms: int | None = None,
-                 claim_idle_ms: int = CLAIM_IDLE_MS) -> int:
+def ingest_batch(
+    *, consumer: str | None = None, count: int = 500, block_ms: int | None = None, claim_idle_ms: int = CLAIM_IDLE_MS
+) -> int:
     """Insert one batch of queued usage records; returns the number of stream entries handled."""
     client = sredis()
     consumer = consumer or default_consumer()
     _ensure_group(client)
     # Entries another consumer read but never acknowledged (it died) come first.
-    claimed = client.xautoclaim(stream_key(), GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0",
-                                count=count)
+    claimed = client.xautoclaim(stream_key(), GROUP, consumer, min_idle_time=claim_idle_ms, start_id="0-0", count=count)
     entries = [e for e in claimed[1] if e and e[1]]
     dead = [e[0] for e in claimed[1] if e and not e[1]] + list(claimed[2] if len(claimed) > 2 else [])
     if not entries:

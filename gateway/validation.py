@@ -1,4 +1,5 @@
 """Request validation for /v1 bodies: OpenAI's field names and types, answered with a precise 400."""
+
 from __future__ import annotations
 
 import math
@@ -7,31 +8,111 @@ from dataclasses import dataclass
 from gateway.errors import invalid_request
 
 _COMMON = {
-    "model", "user", "stream", "stream_options", "temperature", "top_p", "n", "stop", "max_tokens", "seed",
-    "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "metadata", "store", "service_tier",
+    "model",
+    "user",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "max_tokens",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "metadata",
+    "store",
+    "service_tier",
     # vLLM's sampling extras, sent by clients as extra_body
-    "top_k", "min_p", "repetition_penalty", "length_penalty", "ignore_eos", "min_tokens", "stop_token_ids",
-    "skip_special_tokens", "spaces_between_special_tokens", "include_stop_str_in_output", "truncate_prompt_tokens",
-    "guided_json", "guided_regex", "guided_choice", "guided_grammar", "guided_decoding_backend",
-    "structured_outputs", "priority", "request_id", "allowed_token_ids", "bad_words", "prompt_logprobs",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "length_penalty",
+    "ignore_eos",
+    "min_tokens",
+    "stop_token_ids",
+    "skip_special_tokens",
+    "spaces_between_special_tokens",
+    "include_stop_str_in_output",
+    "truncate_prompt_tokens",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "guided_decoding_backend",
+    "structured_outputs",
+    "priority",
+    "request_id",
+    "allowed_token_ids",
+    "bad_words",
+    "prompt_logprobs",
     "response_format",
 }
 CHAT_FIELDS = _COMMON | {
-    "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
-    "functions", "function_call", "reasoning_effort", "modalities", "prediction", "audio", "web_search_options",
-    "chat_template", "chat_template_kwargs", "add_generation_prompt", "continue_final_message", "documents",
-    "echo", "mm_processor_kwargs", "verbosity", "safety_identifier", "prompt_cache_key",
+    "messages",
+    "max_completion_tokens",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "functions",
+    "function_call",
+    "reasoning_effort",
+    "modalities",
+    "prediction",
+    "audio",
+    "web_search_options",
+    "chat_template",
+    "chat_template_kwargs",
+    "add_generation_prompt",
+    "continue_final_message",
+    "documents",
+    "echo",
+    "mm_processor_kwargs",
+    "verbosity",
+    "safety_identifier",
+    "prompt_cache_key",
 }
 COMPLETION_FIELDS = _COMMON | {"prompt", "suffix", "echo", "best_of", "add_special_tokens"}
-EMBEDDING_FIELDS = {"model", "input", "encoding_format", "dimensions", "user", "truncate_prompt_tokens",
-                    "add_special_tokens", "priority"}
+EMBEDDING_FIELDS = {
+    "model",
+    "input",
+    "encoding_format",
+    "dimensions",
+    "user",
+    "truncate_prompt_tokens",
+    "add_special_tokens",
+    "priority",
+}
 FIELDS = {"chat.completions": CHAT_FIELDS, "completions": COMPLETION_FIELDS, "embeddings": EMBEDDING_FIELDS}
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 # Recorded with the usage: what shapes the answer, never the prompt itself.
-SAMPLING_PARAMS = ("temperature", "top_p", "top_k", "min_p", "n", "max_tokens", "max_completion_tokens", "stop",
-                   "seed", "presence_penalty", "frequency_penalty", "repetition_penalty", "ignore_eos",
-                   "min_tokens", "response_format", "logprobs", "top_logprobs", "tool_choice", "encoding_format",
-                   "dimensions", "best_of", "echo")
+SAMPLING_PARAMS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "ignore_eos",
+    "min_tokens",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+    "tool_choice",
+    "encoding_format",
+    "dimensions",
+    "best_of",
+    "echo",
+)
 
 
 @dataclass
@@ -54,8 +135,15 @@ def _is_num(v) -> bool:
 
 
 def _type_name(v) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
-            type(None): "null"}.get(type(v), type(v).__name__)
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }.get(type(v), type(v).__name__)
 
 
 def _number(body, name, lo, hi):
@@ -63,11 +151,13 @@ def _number(body, name, lo, hi):
     if v is None:
         return
     if not _is_num(v):
-        raise invalid_request(f"Invalid type for '{name}': expected a number, but got {_type_name(v)} instead.", name,
-                              "invalid_type")
+        raise invalid_request(
+            f"Invalid type for '{name}': expected a number, but got {_type_name(v)} instead.", name, "invalid_type"
+        )
     if not lo <= v <= hi:
-        raise invalid_request(f"Invalid '{name}': {v} is out of range; expected a value from {lo} to {hi}.", name,
-                              "invalid_value")
+        raise invalid_request(
+            f"Invalid '{name}': {v} is out of range; expected a value from {lo} to {hi}.", name, "invalid_value"
+        )
 
 
 def _integer(body, name, lo, hi=None):
@@ -75,8 +165,9 @@ def _integer(body, name, lo, hi=None):
     if v is None:
         return None
     if not _is_int(v):
-        raise invalid_request(f"Invalid type for '{name}': expected an integer, but got {_type_name(v)} instead.",
-                              name, "invalid_type")
+        raise invalid_request(
+            f"Invalid type for '{name}': expected an integer, but got {_type_name(v)} instead.", name, "invalid_type"
+        )
     if v < lo or (hi is not None and v > hi):
         bound = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
         raise invalid_request(f"Invalid '{name}': {v}; expected a value {bound}.", name, "invalid_value")
@@ -86,16 +177,18 @@ def _integer(body, name, lo, hi=None):
 def _boolean(body, name):
     v = body.get(name)
     if v is not None and not isinstance(v, bool):
-        raise invalid_request(f"Invalid type for '{name}': expected a boolean, but got {_type_name(v)} instead.", name,
-                              "invalid_type")
+        raise invalid_request(
+            f"Invalid type for '{name}': expected a boolean, but got {_type_name(v)} instead.", name, "invalid_type"
+        )
     return v
 
 
 def _typed(body, name, types, label):
     v = body.get(name)
     if v is not None and not isinstance(v, types):
-        raise invalid_request(f"Invalid type for '{name}': expected {label}, but got {_type_name(v)} instead.", name,
-                              "invalid_type")
+        raise invalid_request(
+            f"Invalid type for '{name}': expected {label}, but got {_type_name(v)} instead.", name, "invalid_type"
+        )
     return v
 
 
@@ -106,14 +199,19 @@ def _content_text(content, where: str) -> str:
         parts = []
         for i, part in enumerate(content):
             if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise invalid_request(f"Invalid '{where}.content[{i}]': expected an object with a 'type'.", "messages",
-                                      "invalid_type")
+                raise invalid_request(
+                    f"Invalid '{where}.content[{i}]': expected an object with a 'type'.", "messages", "invalid_type"
+                )
             text = part.get("text")
             if isinstance(text, str):
                 parts.append(text)
         return "".join(parts)
-    raise invalid_request(f"Invalid type for '{where}.content': expected a string or an array of content parts, "
-                          f"but got {_type_name(content)} instead.", "messages", "invalid_type")
+    raise invalid_request(
+        f"Invalid type for '{where}.content': expected a string or an array of content parts, "
+        f"but got {_type_name(content)} instead.",
+        "messages",
+        "invalid_type",
+    )
 
 
 def _prompt_text(value, name: str) -> str:
@@ -126,8 +224,12 @@ def _prompt_text(value, name: str) -> str:
             return " ".join(map(str, value))
         if all(isinstance(x, list) and x and all(_is_int(t) for t in x) for x in value):
             return "\n".join(" ".join(map(str, x)) for x in value)
-    raise invalid_request(f"Invalid '{name}': expected a string, an array of strings, an array of token ids or an "
-                          f"array of token-id arrays (non-empty).", name, "invalid_type")
+    raise invalid_request(
+        f"Invalid '{name}': expected a string, an array of strings, an array of token ids or an "
+        f"array of token-id arrays (non-empty).",
+        name,
+        "invalid_type",
+    )
 
 
 def parse(endpoint: str, body) -> Parsed:
@@ -136,14 +238,16 @@ def parse(endpoint: str, body) -> Parsed:
         raise invalid_request(f"The request body must be a JSON object, got {_type_name(body)}.", None, "invalid_body")
     unknown = sorted(set(body) - FIELDS[endpoint])
     if unknown:
-        raise invalid_request(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0],
-                              "unknown_parameter")
+        raise invalid_request(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0], "unknown_parameter")
     model = body.get("model")
     if model is None:
         raise invalid_request("You must provide a model parameter.", "model", "missing_required_parameter")
     if not isinstance(model, str) or not model:
-        raise invalid_request(f"Invalid type for 'model': expected a string, but got {_type_name(model)} instead.",
-                              "model", "invalid_type")
+        raise invalid_request(
+            f"Invalid type for 'model': expected a string, but got {_type_name(model)} instead.",
+            "model",
+            "invalid_type",
+        )
     _typed(body, "user", str, "a string")
     _typed(body, "metadata", dict, "an object")
     if endpoint == "embeddings":
@@ -151,8 +255,9 @@ def parse(endpoint: str, body) -> Parsed:
             raise invalid_request("Missing required parameter: 'input'.", "input", "missing_required_parameter")
         text = _prompt_text(body["input"], "input")
         if body.get("encoding_format") not in (None, "float", "base64"):
-            raise invalid_request("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format",
-                                  "invalid_value")
+            raise invalid_request(
+                "Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format", "invalid_value"
+            )
         _integer(body, "dimensions", 1)
         return Parsed(model, False, False, text, None, 1, _params(body))
     stream = bool(_boolean(body, "stream"))
@@ -160,8 +265,11 @@ def parse(endpoint: str, body) -> Parsed:
     client_usage = False
     if options is not None:
         if not stream:
-            raise invalid_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                                  "stream_options", "invalid_value")
+            raise invalid_request(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                "stream_options",
+                "invalid_value",
+            )
         client_usage = bool(_boolean(options, "include_usage"))
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
@@ -175,10 +283,12 @@ def parse(endpoint: str, body) -> Parsed:
     n = _integer(body, "n", 1, 128) or 1
     max_tokens = _integer(body, "max_tokens", 1)
     stop = body.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and len(stop) <= 16
-                                                           and all(isinstance(s, str) for s in stop))):
-        raise invalid_request("Invalid 'stop': expected a string or an array of at most 16 strings.", "stop",
-                              "invalid_type")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and len(stop) <= 16 and all(isinstance(s, str) for s in stop))
+    ):
+        raise invalid_request(
+            "Invalid 'stop': expected a string or an array of at most 16 strings.", "stop", "invalid_type"
+        )
     _typed(body, "logit_bias", dict, "an object")
     _typed(body, "response_format", dict, "an object")
     _boolean(body, "ignore_eos")
@@ -192,21 +302,31 @@ def parse(endpoint: str, body) -> Parsed:
         if messages is None:
             raise invalid_request("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
         if not isinstance(messages, list):
-            raise invalid_request(f"Invalid type for 'messages': expected an array, but got {_type_name(messages)} "
-                                  f"instead.", "messages", "invalid_type")
+            raise invalid_request(
+                f"Invalid type for 'messages': expected an array, but got {_type_name(messages)} instead.",
+                "messages",
+                "invalid_type",
+            )
         if not messages:
-            raise invalid_request("Invalid 'messages': empty array. Expected an array with minimum length 1.",
-                                  "messages", "empty_array")
+            raise invalid_request(
+                "Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages", "empty_array"
+            )
         texts = []
         for i, message in enumerate(messages):
             where = f"messages[{i}]"
             if not isinstance(message, dict):
-                raise invalid_request(f"Invalid type for '{where}': expected an object, but got "
-                                      f"{_type_name(message)} instead.", "messages", "invalid_type")
+                raise invalid_request(
+                    f"Invalid type for '{where}': expected an object, but got {_type_name(message)} instead.",
+                    "messages",
+                    "invalid_type",
+                )
             role = message.get("role")
             if role not in ROLES:
-                raise invalid_request(f"Invalid value for '{where}.role': expected one of {', '.join(sorted(ROLES))}.",
-                                      "messages", "invalid_value")
+                raise invalid_request(
+                    f"Invalid value for '{where}.role': expected one of {', '.join(sorted(ROLES))}.",
+                    "messages",
+                    "invalid_value",
+                )
             texts.append(f"{role}: {_content_text(message.get('content'), where)}")
         text = "\n".join(texts)
     else:

@@ -1,4 +1,5 @@
 """Shared pieces of the management API (/api/): error mapping."""
+
 from __future__ import annotations
 
 from django.http import Http404

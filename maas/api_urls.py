@@ -1,4 +1,5 @@
 """All management API routes under /api/ (each app registers its viewsets here)."""
+
 from rest_framework.routers import SimpleRouter
 
 from billing.api import LedgerEntryViewSet, TopUpViewSet

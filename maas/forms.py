@@ -19,7 +19,9 @@ class SignupForm(forms.Form):
 class OrgCreateForm(forms.Form):
     name = forms.CharField(label=_("Organization name"), max_length=100)
     namespace = forms.CharField(
-        label=_("Namespace"), max_length=40, validators=[namespace_validator],
+        label=_("Namespace"),
+        max_length=40,
+        validators=[namespace_validator],
         help_text=_("Used in model ids such as <namespace>/<service>. Lowercase letters, digits, hyphens."),
     )
 
@@ -36,19 +38,24 @@ class RoleForm(forms.Form):
 class ApiKeyForm(forms.Form):
     name = forms.CharField(label=_("Name"), max_length=100)
     expires_at = forms.DateTimeField(
-        label=_("Expires at"), required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        label=_("Expires at"),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         help_text=_("Leave empty for a key that does not expire."),
     )
     rpm_limit = forms.IntegerField(label=_("Requests per minute"), required=False, min_value=1)
     tpm_limit = forms.IntegerField(label=_("Tokens per minute"), required=False, min_value=1)
     allowed_models = forms.CharField(
-        label=_("Allowed models"), required=False,
+        label=_("Allowed models"),
+        required=False,
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "public/qwen2.5-7b-instruct"}),
         help_text=_("One model id per line or comma-separated; empty allows every model of the organization."),
     )
     spend_cap = forms.DecimalField(label=_("Spend cap"), required=False, min_value=0, max_digits=18, decimal_places=2)
     spend_cap_period = forms.ChoiceField(
-        label=_("Cap resets"), required=False, choices=[("", "—")] + list(SpendPeriod.choices),
+        label=_("Cap resets"),
+        required=False,
+        choices=[("", "—")] + list(SpendPeriod.choices),
     )
 
     def clean_allowed_models(self):

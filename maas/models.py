@@ -1,4 +1,5 @@
 """Tenancy core: organizations, memberships, invitations, API keys and the audit trail."""
+
 from __future__ import annotations
 
 import hashlib
@@ -109,8 +110,9 @@ class ApiKey(models.Model):
     name = models.CharField(_("name"), max_length=100)
     prefix = models.CharField(max_length=16)
     key_hash = models.CharField(max_length=64, unique=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -152,8 +154,9 @@ class AuditEvent(models.Model):
     """Who changed what: one row for every change a user or admin makes."""
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, null=True, blank=True, related_name="audit_events")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                              related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     action = models.CharField(max_length=64)
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=64, blank=True)

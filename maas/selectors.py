@@ -1,4 +1,5 @@
 """Reads for the tenancy core."""
+
 from __future__ import annotations
 
 from django.utils import timezone

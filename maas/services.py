@@ -1,4 +1,5 @@
 """Writes for the tenancy core: sign-up, organizations, memberships, invitations, API keys, audit."""
+
 from __future__ import annotations
 
 import hashlib
@@ -107,17 +108,27 @@ def invitation_create(*, org: Organization, actor, email: str, role: str) -> tup
         raise ApplicationError(_("%(email)s is already a member.") % {"email": email}, field="email")
     token = secrets.token_urlsafe(32)
     invitation = Invitation.objects.create(
-        org=org, email=email, role=role, token_hash=_invite_token_hash(token), invited_by=actor,
+        org=org,
+        email=email,
+        role=role,
+        token_hash=_invite_token_hash(token),
+        invited_by=actor,
         expires_at=timezone.now() + timedelta(days=7),
     )
     url = settings.SITE_URL + reverse("invitation-accept", args=[token])
-    audit_record(org=org, actor=actor, action="invitation.create", target=invitation, data={"email": email, "role": role})
-    transaction.on_commit(lambda: send_mail(
-        _("You are invited to %(org)s") % {"org": org.name},
-        _("%(who)s invited you to join %(org)s as %(role)s.\n\nAccept: %(url)s\n\nThe link expires in 7 days.")
-        % {"who": actor.email or actor.username, "org": org.name, "role": role, "url": url},
-        None, [email], fail_silently=True,
-    ))
+    audit_record(
+        org=org, actor=actor, action="invitation.create", target=invitation, data={"email": email, "role": role}
+    )
+    transaction.on_commit(
+        lambda: send_mail(
+            _("You are invited to %(org)s") % {"org": org.name},
+            _("%(who)s invited you to join %(org)s as %(role)s.\n\nAccept: %(url)s\n\nThe link expires in 7 days.")
+            % {"who": actor.email or actor.username, "org": org.name, "role": role, "url": url},
+            None,
+            [email],
+            fail_silently=True,
+        )
+    )
     return invitation, url
 
 
@@ -132,9 +143,14 @@ def invitation_accept(*, token: str, user) -> Membership:
         raise ApplicationError(_("This invitation is invalid, expired or already used."), code="invalid_invitation")
     if (user.email or "").lower() != invitation.email:
         raise ApplicationError(
-            _("This invitation was sent to %(email)s; log in with that address to accept it.") % {"email": invitation.email},
-            code="wrong_user", status=403)
-    membership, _created = Membership.objects.get_or_create(org=invitation.org, user=user, defaults={"role": invitation.role})
+            _("This invitation was sent to %(email)s; log in with that address to accept it.")
+            % {"email": invitation.email},
+            code="wrong_user",
+            status=403,
+        )
+    membership, _created = Membership.objects.get_or_create(
+        org=invitation.org, user=user, defaults={"role": invitation.role}
+    )
     invitation.accepted_at = timezone.now()
     invitation.save(update_fields=["accepted_at"])
     audit_record(org=invitation.org, actor=user, action="invitation.accept", target=invitation)
@@ -170,8 +186,13 @@ def membership_remove(*, membership: Membership, actor) -> None:
         if membership.role == Role.OWNER and manager.role != Role.OWNER:
             raise ApplicationError(_("Only owners can remove owners."), code="forbidden", status=403)
     _keep_an_owner(membership, new_role=None)
-    audit_record(org=membership.org, actor=actor, action="membership.remove", target=membership,
-                 data={"user": membership.user.username})
+    audit_record(
+        org=membership.org,
+        actor=actor,
+        action="membership.remove",
+        target=membership,
+        data={"user": membership.user.username},
+    )
     membership.delete()
 
 
@@ -183,6 +204,7 @@ def _keep_an_owner(membership: Membership, *, new_role: str | None) -> None:
 
 
 # --- API keys ----------------------------------------------------------------------------------------------------
+
 
 def _generate_api_key() -> str:
     # 40 URL-safe characters of randomness after the prefix (token_urlsafe(30) yields exactly 40).
@@ -219,11 +241,21 @@ def apikey_create(
     models = sorted({m.strip() for m in (allowed_models or []) if m and m.strip()})
     raw = _generate_api_key()
     key = ApiKey.objects.create(
-        org=org, name=name[:100], prefix=raw[:10], key_hash=hash_api_key(raw), created_by=actor if getattr(actor, "pk", None) else None,
-        expires_at=expires_at, rpm_limit=rpm_limit, tpm_limit=tpm_limit, allowed_models=models,
-        spend_cap=spend_cap, spend_cap_period=spend_cap_period if spend_cap is not None else "",
+        org=org,
+        name=name[:100],
+        prefix=raw[:10],
+        key_hash=hash_api_key(raw),
+        created_by=actor if getattr(actor, "pk", None) else None,
+        expires_at=expires_at,
+        rpm_limit=rpm_limit,
+        tpm_limit=tpm_limit,
+        allowed_models=models,
+        spend_cap=spend_cap,
+        spend_cap_period=spend_cap_period if spend_cap is not None else "",
     )
-    audit_record(org=org, actor=actor, action="apikey.create", target=key, data={"name": key.name, "prefix": key.prefix})
+    audit_record(
+        org=org, actor=actor, action="apikey.create", target=key, data={"name": key.name, "prefix": key.prefix}
+    )
     return key, raw
 
 

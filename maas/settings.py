@@ -3,6 +3,7 @@
 With ``DATABASE_URL`` and ``REDIS_URL`` unset the platform starts its embedded PostgreSQL and Redis under
 ``MAAS_EMBEDDED_DIR`` (default ``.local/embedded``) and uses them exactly like external servers.
 """
+
 from __future__ import annotations
 
 import base64
@@ -238,8 +239,10 @@ STRIPE_JS_URL = env.string("STRIPE_JS_URL", "https://js.stripe.com/v3/")  # load
 STRIPE_WEBHOOK_TOLERANCE = env.integer("STRIPE_WEBHOOK_TOLERANCE", 300, minimum=1)  # seconds of clock skew
 CELERY_BEAT_SCHEDULE["billing-charge-usage"] = {"task": "billing.tasks.charge_usage_task", "schedule": 10.0}
 CELERY_BEAT_SCHEDULE["billing-settle-instances"] = {"task": "billing.tasks.settle_instances_task", "schedule": 300.0}
-CELERY_BEAT_SCHEDULE["billing-renew-subscriptions"] = {"task": "billing.tasks.renew_subscriptions_task",
-                                                       "schedule": 300.0}
+CELERY_BEAT_SCHEDULE["billing-renew-subscriptions"] = {
+    "task": "billing.tasks.renew_subscriptions_task",
+    "schedule": 300.0,
+}
 CELERY_BEAT_SCHEDULE["billing-stop-overdrawn"] = {"task": "billing.tasks.stop_overdrawn_task", "schedule": 300.0}
 
 LOGGING = {

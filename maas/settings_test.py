@@ -1,4 +1,5 @@
 """Test settings: real PostgreSQL and Redis, from DATABASE_URL/REDIS_URL or throwaway embedded servers."""
+
 import atexit
 import os
 import tempfile
@@ -21,8 +22,13 @@ if _owns_embedded:
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tests share one Redis with other runs on this machine; keep their keys apart.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                      "KEY_PREFIX": f"test{os.getpid()}"}}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"test{os.getpid()}",
+    }
+}
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -1,4 +1,5 @@
 """Platform signals other apps listen to (e.g. the gateway drops cached keys on revocation)."""
+
 from django.db import transaction
 from django.dispatch import Signal
 

@@ -5,6 +5,7 @@
 - ``CurrentOrgMiddleware`` puts the session's current organization on ``request.org``;
 - ``OrgScopedViewSetMixin`` for DRF; it refuses subclasses that override ``get_queryset``.
 """
+
 from __future__ import annotations
 
 from django.db import models

@@ -1,4 +1,5 @@
 """Console views for accounts, organizations, members and API keys."""
+
 from __future__ import annotations
 
 import uuid
@@ -68,8 +69,9 @@ def org_new(request):
     form = OrgCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            org = services.org_create(owner=request.user, name=form.cleaned_data["name"],
-                                      namespace=form.cleaned_data["namespace"])
+            org = services.org_create(
+                owner=request.user, name=form.cleaned_data["name"], namespace=form.cleaned_data["namespace"]
+            )
         except ApplicationError as exc:
             _apply_error(form, exc)
         else:
@@ -89,7 +91,10 @@ def org_members(request):
     if request.method == "POST" and invite_form.is_valid():
         try:
             _inv, invite_url = services.invitation_create(
-                org=org, actor=request.user, email=invite_form.cleaned_data["email"], role=invite_form.cleaned_data["role"]
+                org=org,
+                actor=request.user,
+                email=invite_form.cleaned_data["email"],
+                role=invite_form.cleaned_data["role"],
             )
         except ApplicationError as exc:
             _apply_error(invite_form, exc)
@@ -175,9 +180,15 @@ def apikeys(request):
         data = form.cleaned_data
         try:
             _key, created_key = services.apikey_create(
-                org=org, actor=request.user, name=data["name"], expires_at=data["expires_at"],
-                rpm_limit=data["rpm_limit"], tpm_limit=data["tpm_limit"], allowed_models=data["allowed_models"],
-                spend_cap=data["spend_cap"], spend_cap_period=data["spend_cap_period"] or "",
+                org=org,
+                actor=request.user,
+                name=data["name"],
+                expires_at=data["expires_at"],
+                rpm_limit=data["rpm_limit"],
+                tpm_limit=data["tpm_limit"],
+                allowed_models=data["allowed_models"],
+                spend_cap=data["spend_cap"],
+                spend_cap_period=data["spend_cap_period"] or "",
             )
         except ApplicationError as exc:
             _apply_error(form, exc)
@@ -195,6 +206,9 @@ def apikey_revoke(request, pk):
     services.apikey_revoke(key=key, actor=request.user)
     messages.success(request, _("Key %(name)s revoked.") % {"name": key.name})
     if request.htmx:
-        return render(request, "maas/partials/apikeys.html",
-                      {"keys": selectors.org_api_keys(request.org), "form": ApiKeyForm(), "created_key": None})
+        return render(
+            request,
+            "maas/partials/apikeys.html",
+            {"keys": selectors.org_api_keys(request.org), "form": ApiKeyForm(), "created_key": None},
+        )
     return redirect("apikeys")

@@ -13,6 +13,7 @@ text), ``done`` (lane, status, sanitized ``html``, ``stats``), ``error`` (lane o
 Every answer goes through ``gateway.core.chat_stream`` — the same routing, limits, metering and billing as ``/v1``,
 recorded as usage with source "playground".
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -151,11 +152,16 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         except ApplicationError as exc:
             await self._error(exc.message, code=exc.code, field_name=exc.field)
             return
-        await self._send({
-            "type": "conversation", "id": str(conversation.pk), "title": conversation.title, "created": created,
-            "url": reverse("playground:conversation", args=[conversation.pk]),
-            "compare": conversation.compare,
-        })
+        await self._send(
+            {
+                "type": "conversation",
+                "id": str(conversation.pk),
+                "title": conversation.title,
+                "created": created,
+                "url": reverse("playground:conversation", args=[conversation.pk]),
+                "compare": conversation.compare,
+            }
+        )
         histories = await database_sync_to_async(self._histories)(conversation)
         self.turn = asyncio.ensure_future(self._run_turn(conversation, histories))
 
@@ -171,8 +177,9 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         if conversation_id:
             conversation = selectors.get_user_conversation(org=self.org, user=self.user, pk=conversation_id)
             if conversation is None:
-                raise ApplicationError(_("This conversation does not exist (or belongs to someone else)."),
-                                       code="not_found", status=404)
+                raise ApplicationError(
+                    _("This conversation does not exist (or belongs to someone else)."), code="not_found", status=404
+                )
         if kind == "regenerate":
             if conversation is None:
                 raise ApplicationError(_("There is nothing to regenerate yet."), code="empty")
@@ -181,7 +188,8 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             return conversation, False
         if conversation is None:
             conversation, _prompt = services.conversation_start(
-                org=self.org, user=self.user, content=content.get("content"), **choices)
+                org=self.org, user=self.user, content=content.get("content"), **choices
+            )
             return conversation, True
         services.conversation_continue(conversation=conversation, content=content.get("content"), **choices)
         conversation.refresh_from_db()
@@ -226,17 +234,25 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         answer = await database_sync_to_async(self._record)(conversation, state, status, error_code, error_message)
         if status == AnswerStatus.ERROR:
             await self._error(error_message, code=error_code, lane=state.lane)
-        await self._send({
-            "type": "done", "lane": state.lane, "status": status, "model": state.model_id,
-            "html": render_markdown(answer.content), "stats": answer_stats(answer),
-            "stats_html": answer_stats_html(answer), "message_id": answer.pk,
-        })
+        await self._send(
+            {
+                "type": "done",
+                "lane": state.lane,
+                "status": status,
+                "model": state.model_id,
+                "html": render_markdown(answer.content),
+                "stats": answer_stats(answer),
+                "stats_html": answer_stats_html(answer),
+                "message_id": answer.pk,
+            }
+        )
 
     async def _consume(self, state: LaneState, body: dict):
         from gateway.core import chat_stream
 
-        async for item in chat_stream(org=self.org, model_id=state.model_id, body=body, user=self.user,
-                                      source="playground"):
+        async for item in chat_stream(
+            org=self.org, model_id=state.model_id, body=body, user=self.user, source="playground"
+        ):
             if item.get("type") == "summary":
                 state.summary = item
                 continue
@@ -258,12 +274,22 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         elapsed_ms = int((time.monotonic() - state.started) * 1000)
         local_ttft = int((state.first_token_at - state.started) * 1000) if state.first_token_at else None
         return services.answer_record(
-            conversation=conversation, lane=state.lane, model_id=state.model_id, content=state.text, status=status,
-            finish_reason=state.finish_reason, error_code=error_code, error_message=error_message,
-            prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
-            ttft_ms=summary.get("ttft_ms", local_ttft), latency_ms=summary.get("latency_ms", elapsed_ms),
-            cost=_decimal_or_none(summary.get("cost")), currency=summary.get("currency") or "",
-            request_id=summary.get("request_id") or "", replica=summary.get("replica") or "",
+            conversation=conversation,
+            lane=state.lane,
+            model_id=state.model_id,
+            content=state.text,
+            status=status,
+            finish_reason=state.finish_reason,
+            error_code=error_code,
+            error_message=error_message,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            ttft_ms=summary.get("ttft_ms", local_ttft),
+            latency_ms=summary.get("latency_ms", elapsed_ms),
+            cost=_decimal_or_none(summary.get("cost")),
+            currency=summary.get("currency") or "",
+            request_id=summary.get("request_id") or "",
+            replica=summary.get("replica") or "",
         )
 
 
@@ -285,11 +311,13 @@ def _gateway_message(exc) -> str:
     status = getattr(exc, "status", None)
     message = getattr(exc, "message", "") or str(exc)
     if code == "insufficient_quota":
-        return _("Your organization's balance is used up: top up in Billing to keep using paid models. (%(detail)s)") % {
-            "detail": message}
+        return _(
+            "Your organization's balance is used up: top up in Billing to keep using paid models. (%(detail)s)"
+        ) % {"detail": message}
     if status == 503:
-        return _("The model has no ready replica right now; try again in a moment or pick another model. (%(detail)s)") % {
-            "detail": message}
+        return _(
+            "The model has no ready replica right now; try again in a moment or pick another model. (%(detail)s)"
+        ) % {"detail": message}
     if status == 429:
         retry = getattr(exc, "retry_after", None)
         if retry:

@@ -1,4 +1,5 @@
 """Playground conversations: per user and organization, with the answers' latency, tokens and cost."""
+
 from __future__ import annotations
 
 import uuid

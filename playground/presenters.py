@@ -1,4 +1,5 @@
 """How an answer's metrics are shown: one dict for both the page and the live socket."""
+
 from __future__ import annotations
 
 from django.template.loader import render_to_string
@@ -19,7 +20,8 @@ def answer_stats(answer: Message) -> dict:
         "cost": str(answer.cost) if answer.cost is not None else None,
         "currency": answer.currency,
         "cost_display": format_money(answer.cost, answer.currency, rate=True)
-        if answer.cost is not None and answer.currency else None,
+        if answer.cost is not None and answer.currency
+        else None,
         "status": answer.status,
     }
 

@@ -4,6 +4,7 @@ Model output is untrusted text. Markdown's raw-HTML passthrough is switched off,
 shown as the text the model wrote; the result still passes ``nh3`` (an allow-list sanitizer) so that no script,
 event handler or ``javascript:`` URL can survive whatever Markdown produces.
 """
+
 from __future__ import annotations
 
 import markdown
@@ -11,8 +12,34 @@ import nh3
 from markdown.extensions import Extension
 
 ALLOWED_TAGS = {
-    "p", "br", "hr", "strong", "em", "b", "i", "del", "s", "code", "pre", "blockquote",
-    "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td", "a",
+    "p",
+    "br",
+    "hr",
+    "strong",
+    "em",
+    "b",
+    "i",
+    "del",
+    "s",
+    "code",
+    "pre",
+    "blockquote",
+    "ul",
+    "ol",
+    "li",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "a",
 }
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"align"}, "td": {"align"}}
 URL_SCHEMES = {"http", "https", "mailto"}
@@ -35,6 +62,9 @@ def render_markdown(text: str) -> str:
         return ""
     rendered = markdown.markdown(text, extensions=EXTENSIONS, output_format="html")
     return nh3.clean(
-        rendered, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes=URL_SCHEMES,
+        rendered,
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
     )

@@ -1,4 +1,5 @@
 """WebSocket routes of the playground (mounted by maas.asgi)."""
+
 from django.urls import path
 
 from playground.consumers import PlaygroundConsumer

@@ -1,4 +1,5 @@
 """Reads for the playground: a user's conversations, their messages, the models they may pick."""
+
 from __future__ import annotations
 
 from deployments.selectors import callable_models
@@ -8,7 +9,9 @@ CONVERSATION_LIST_LIMIT = 100
 
 
 def user_conversations(*, org, user, limit: int = CONVERSATION_LIST_LIMIT):
-    return Conversation.objects.of_user(org, user).only("id", "title", "model_id", "compare_model_id", "updated_at")[:limit]
+    return Conversation.objects.of_user(org, user).only("id", "title", "model_id", "compare_model_id", "updated_at")[
+        :limit
+    ]
 
 
 def get_user_conversation(*, org, user, pk) -> Conversation | None:

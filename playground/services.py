@@ -1,4 +1,5 @@
 """Writes for the playground: conversations (create, settings, rename, delete), prompts and recorded answers."""
+
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
@@ -67,7 +68,9 @@ def _check_model(org, model_id: str, *, field: str) -> str:
     if model_id not in {m["id"] for m in callable_models(org)}:
         raise ApplicationError(
             _("The model “%(model)s” is not available to this organization now.") % {"model": model_id[:200]},
-            field=field, code="model_not_found", status=404,
+            field=field,
+            code="model_not_found",
+            status=404,
         )
     return model_id
 
@@ -103,25 +106,51 @@ def _settings(org, *, model_id, compare_model_id, system_prompt, params) -> dict
 
 
 @transaction.atomic
-def conversation_start(*, org, user, model_id: str, content: str, compare_model_id: str = "", system_prompt: str = "",
-                       params: dict | None = None) -> tuple[Conversation, Message]:
+def conversation_start(
+    *,
+    org,
+    user,
+    model_id: str,
+    content: str,
+    compare_model_id: str = "",
+    system_prompt: str = "",
+    params: dict | None = None,
+) -> tuple[Conversation, Message]:
     """A new conversation with its first prompt, titled after that prompt."""
-    fields = _settings(org, model_id=model_id, compare_model_id=compare_model_id, system_prompt=system_prompt,
-                       params=params)
+    fields = _settings(
+        org, model_id=model_id, compare_model_id=compare_model_id, system_prompt=system_prompt, params=params
+    )
     content = _check_text(content, limit=MESSAGE_MAX, field="content", required=True)
     conversation = Conversation.objects.create(org=org, user=user, title=_title_from(content)[:TITLE_MAX], **fields)
     prompt = Message.objects.create(conversation=conversation, role=Role.USER, content=content)
-    audit_record(org=org, actor=user, action="conversation.create", target=conversation,
-                 data={"model": conversation.model_id, "compare_model": conversation.compare_model_id})
+    audit_record(
+        org=org,
+        actor=user,
+        action="conversation.create",
+        target=conversation,
+        data={"model": conversation.model_id, "compare_model": conversation.compare_model_id},
+    )
     return conversation, prompt
 
 
 @transaction.atomic
-def conversation_continue(*, conversation: Conversation, model_id: str, content: str, compare_model_id: str = "",
-                          system_prompt: str = "", params: dict | None = None) -> Message:
+def conversation_continue(
+    *,
+    conversation: Conversation,
+    model_id: str,
+    content: str,
+    compare_model_id: str = "",
+    system_prompt: str = "",
+    params: dict | None = None,
+) -> Message:
     """The next prompt of a conversation, with the settings the user has now (model, system prompt, sampling)."""
-    fields = _settings(conversation.org, model_id=model_id, compare_model_id=compare_model_id,
-                       system_prompt=system_prompt, params=params)
+    fields = _settings(
+        conversation.org,
+        model_id=model_id,
+        compare_model_id=compare_model_id,
+        system_prompt=system_prompt,
+        params=params,
+    )
     content = _check_text(content, limit=MESSAGE_MAX, field="content", required=True)
     conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
     for name, value in fields.items():
@@ -132,11 +161,22 @@ def conversation_continue(*, conversation: Conversation, model_id: str, content:
 
 
 @transaction.atomic
-def conversation_regenerate(*, conversation: Conversation, model_id: str, compare_model_id: str = "",
-                            system_prompt: str = "", params: dict | None = None) -> Message:
+def conversation_regenerate(
+    *,
+    conversation: Conversation,
+    model_id: str,
+    compare_model_id: str = "",
+    system_prompt: str = "",
+    params: dict | None = None,
+) -> Message:
     """Drop the answers to the last prompt so they can be generated again; returns that prompt."""
-    fields = _settings(conversation.org, model_id=model_id, compare_model_id=compare_model_id,
-                       system_prompt=system_prompt, params=params)
+    fields = _settings(
+        conversation.org,
+        model_id=model_id,
+        compare_model_id=compare_model_id,
+        system_prompt=system_prompt,
+        params=params,
+    )
     conversation = Conversation.objects.select_for_update().get(pk=conversation.pk)
     last_prompt = conversation.messages.filter(role=Role.USER).order_by("-id").first()
     if last_prompt is None:
@@ -159,32 +199,69 @@ def conversation_rename(*, conversation: Conversation, actor, title: str) -> Con
     old = conversation.title
     conversation.title = title
     conversation.save(update_fields=["title"])
-    audit_record(org=conversation.org, actor=actor, action="conversation.rename", target=conversation,
-                 data={"from": old, "to": title})
+    audit_record(
+        org=conversation.org,
+        actor=actor,
+        action="conversation.rename",
+        target=conversation,
+        data={"from": old, "to": title},
+    )
     return conversation
 
 
 @transaction.atomic
 def conversation_delete(*, conversation: Conversation, actor) -> None:
-    audit_record(org=conversation.org, actor=actor, action="conversation.delete", target=conversation,
-                 data={"title": conversation.title})
+    audit_record(
+        org=conversation.org,
+        actor=actor,
+        action="conversation.delete",
+        target=conversation,
+        data={"title": conversation.title},
+    )
     conversation.delete()
 
 
 @transaction.atomic
-def answer_record(*, conversation: Conversation, lane: int, model_id: str, content: str, status: str,
-                  finish_reason: str = "", error_code: str = "", error_message: str = "",
-                  prompt_tokens: int | None = None, completion_tokens: int | None = None,
-                  ttft_ms: int | None = None, latency_ms: int | None = None, cost: Decimal | None = None,
-                  currency: str = "", request_id: str = "", replica: str = "") -> Message:
+def answer_record(
+    *,
+    conversation: Conversation,
+    lane: int,
+    model_id: str,
+    content: str,
+    status: str,
+    finish_reason: str = "",
+    error_code: str = "",
+    error_message: str = "",
+    prompt_tokens: int | None = None,
+    completion_tokens: int | None = None,
+    ttft_ms: int | None = None,
+    latency_ms: int | None = None,
+    cost: Decimal | None = None,
+    currency: str = "",
+    request_id: str = "",
+    replica: str = "",
+) -> Message:
     """Store one lane's answer to the latest prompt, whether complete, stopped or failed."""
     if status not in AnswerStatus.values:
         raise ApplicationError(f"unknown answer status {status!r}")
     answer = Message.objects.create(
-        conversation=conversation, role=Role.ASSISTANT, lane=lane, model_id=model_id, content=content, status=status,
-        finish_reason=finish_reason[:32], error_code=error_code[:64], error_message=error_message,
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, ttft_ms=ttft_ms, latency_ms=latency_ms,
-        cost=cost, currency=currency, request_id=request_id[:64], replica=replica[:253],
+        conversation=conversation,
+        role=Role.ASSISTANT,
+        lane=lane,
+        model_id=model_id,
+        content=content,
+        status=status,
+        finish_reason=finish_reason[:32],
+        error_code=error_code[:64],
+        error_message=error_message,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        ttft_ms=ttft_ms,
+        latency_ms=latency_ms,
+        cost=cost,
+        currency=currency,
+        request_id=request_id[:64],
+        replica=replica[:253],
     )
     Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
     return answer

@@ -1,4 +1,5 @@
-""""View code": the current conversation as a curl, Python (openai SDK) and JavaScript request to /v1."""
+""" "View code": the current conversation as a curl, Python (openai SDK) and JavaScript request to /v1."""
+
 from __future__ import annotations
 
 import json

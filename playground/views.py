@@ -1,4 +1,5 @@
 """Console pages of the playground: the chat page, conversation rename/delete and "View code"."""
+
 from __future__ import annotations
 
 from django.contrib import messages
@@ -25,13 +26,24 @@ def _conversation_or_404(request, pk) -> Conversation:
 
 def _parameter_fields(values: dict) -> list[dict]:
     labels = {
-        "temperature": _("Temperature"), "top_p": _("Top P"), "max_tokens": _("Max tokens"),
-        "presence_penalty": _("Presence penalty"), "frequency_penalty": _("Frequency penalty"),
+        "temperature": _("Temperature"),
+        "top_p": _("Top P"),
+        "max_tokens": _("Max tokens"),
+        "presence_penalty": _("Presence penalty"),
+        "frequency_penalty": _("Frequency penalty"),
     }
     fields = []
     for name, (low, high, _default, kind) in PARAMETERS.items():
-        fields.append({"name": name, "label": labels[name], "min": low, "max": high, "value": values[name],
-                       "step": 1 if kind is int else 0.05})
+        fields.append(
+            {
+                "name": name,
+                "label": labels[name],
+                "min": low,
+                "max": high,
+                "value": values[name],
+                "step": 1 if kind is int else 0.05,
+            }
+        )
     return fields
 
 
@@ -67,7 +79,9 @@ def _page(request, conversation: Conversation | None):
         "lanes": lanes,
         "parameter_fields": _parameter_fields(sampling),
         "i18n_strings": {
-            "you": _("You"), "ready": _("Ready"), "generating": _("Generating…"),
+            "you": _("You"),
+            "ready": _("Ready"),
+            "generating": _("Generating…"),
             "reconnecting": _("Disconnected — reconnecting…"),
         },
     }
@@ -87,10 +101,14 @@ def conversation(request, pk):
 
 
 def _list_response(request, current=None):
-    return render(request, "playground/partials/conversations.html", {
-        "conversations": selectors.user_conversations(org=request.org, user=request.user),
-        "current_id": current,
-    })
+    return render(
+        request,
+        "playground/partials/conversations.html",
+        {
+            "conversations": selectors.user_conversations(org=request.org, user=request.user),
+            "current_id": current,
+        },
+    )
 
 
 @login_required
@@ -162,8 +180,9 @@ def code(request):
         messages_.append({"role": "user", "content": _("Hello!")})
     context = {
         "error": error,
-        "snippets": snippets.conversation_snippets(model_id=model_id or "public/<model>", messages=messages_,
-                                                   params=params),
+        "snippets": snippets.conversation_snippets(
+            model_id=model_id or "public/<model>", messages=messages_, params=params
+        ),
         "base_url": snippets.api_base_url(),
     }
     template = "playground/partials/code.html" if request.htmx else "playground/code.html"

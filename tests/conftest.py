@@ -1,7 +1,9 @@
 """Shared fixtures: three actors everywhere — Alice owns the org, Bob is a member, Charlie is an outsider."""
+
 import pytest
 from django.core.management import call_command
 
+from deployments.models import PUBLIC_NAMESPACE
 from maas.models import Role
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 
@@ -25,6 +27,12 @@ def bob(org):
     user = UserFactory(email="bob@example.com")
     MembershipFactory(org=org, user=user, role=Role.MEMBER)
     return user
+
+
+@pytest.fixture
+def public_org(db):
+    """The platform's own organization: its services are the public models (``public/<slug>``)."""
+    return OrganizationFactory(name="Platform", namespace=PUBLIC_NAMESPACE)
 
 
 @pytest.fixture

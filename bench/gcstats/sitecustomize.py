@@ -3,6 +3,7 @@ PYTHONPATH: when ``BENCH_GC_STATS`` names a file prefix, the process writes its 
 collections, CPU time of this thread in them, the longest one, objects freed), counted from the gateway's
 ``gc.freeze()`` at startup on (the collections of imports and setup are left out), to ``<prefix>.<pid>.json``, at most
 once a second after a collection and at exit (uvicorn ends on the re-raised SIGTERM, where atexit does not run)."""
+
 import atexit
 import gc
 import json
@@ -37,8 +38,13 @@ if _prefix:
     def _dump():
         _dumped[0] = time.monotonic()
         with open(f"{_prefix}.{os.getpid()}.json", "w") as out:
-            json.dump({str(g): {"collections": n, "cpu_ms": round(total, 2), "max_ms": round(longest, 2),
-                                "freed": freed} for g, (n, total, longest, freed) in _stats.items()}, out)
+            json.dump(
+                {
+                    str(g): {"collections": n, "cpu_ms": round(total, 2), "max_ms": round(longest, 2), "freed": freed}
+                    for g, (n, total, longest, freed) in _stats.items()
+                },
+                out,
+            )
 
     gc.callbacks.append(_on_gc)
     atexit.register(_dump)

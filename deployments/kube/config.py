@@ -98,9 +98,13 @@ def _check_cluster(name: str, cluster: dict) -> None:
 def _check_user(name: str, user: dict) -> None:
     owner = f"user '{name}'"
     if "exec" in user:
-        raise _fail(f"{owner} uses an exec credential plugin, which the platform cannot run; use a service-account token or client certificate data")
+        raise _fail(
+            f"{owner} uses an exec credential plugin, which the platform cannot run; use a service-account token or client certificate data"  # noqa: E501
+        )
     if "auth-provider" in user:
-        raise _fail(f"{owner} uses an auth-provider plugin, which the platform cannot run; use a service-account token or client certificate data")
+        raise _fail(
+            f"{owner} uses an auth-provider plugin, which the platform cannot run; use a service-account token or client certificate data"  # noqa: E501
+        )
     for key in _FILE_KEYS["user"]:
         if user.get(key):
             inline = "token" if key == "tokenFile" else f"{key}-data"
@@ -133,7 +137,9 @@ def _load(text: str) -> _Parsed:
     try:
         doc = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        where = f" at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}" if exc.problem_mark else ""
+        where = (
+            f" at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}" if exc.problem_mark else ""
+        )
         raise _fail(f"not valid YAML{where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise _fail(f"not valid YAML: {type(exc).__name__}") from None
@@ -158,11 +164,15 @@ def _check_context(parsed: _Parsed, name: str) -> tuple[dict, dict]:
     if not cluster_name:
         raise _fail(f"context '{name}' names no cluster")
     if cluster_name not in parsed.clusters:
-        raise _fail(f"context '{name}' refers to cluster '{cluster_name}', which is not defined (available: {', '.join(parsed.clusters)})")
+        raise _fail(
+            f"context '{name}' refers to cluster '{cluster_name}', which is not defined (available: {', '.join(parsed.clusters)})"  # noqa: E501
+        )
     if not user_name:
         raise _fail(f"context '{name}' names no user")
     if user_name not in parsed.users:
-        raise _fail(f"context '{name}' refers to user '{user_name}', which is not defined (available: {', '.join(parsed.users) or 'none'})")
+        raise _fail(
+            f"context '{name}' refers to user '{user_name}', which is not defined (available: {', '.join(parsed.users) or 'none'})"  # noqa: E501
+        )
     _check_cluster(cluster_name, parsed.clusters[cluster_name])
     _check_user(user_name, parsed.users[user_name])
     return parsed.clusters[cluster_name], parsed.users[user_name]
@@ -251,7 +261,11 @@ def api_client(kubeconfig_text: str, context: str | None, *, timeout: float = 10
     configuration = kubernetes.client.Configuration()
     try:
         load_kube_config_from_dict(
-            minimal, context=name, client_configuration=configuration, persist_config=False, temp_file_path=_private_tempdir()
+            minimal,
+            context=name,
+            client_configuration=configuration,
+            persist_config=False,
+            temp_file_path=_private_tempdir(),
         )
     except (ConfigException, ValueError, TypeError) as exc:
         raise _fail(f"context '{name}' cannot be loaded: {exc}") from None
@@ -306,7 +320,11 @@ def request(
     try:
         return json.loads(data)
     except ValueError:
-        raise KubeError("server_error", f"{method} {path}: the API server answered with something other than JSON", status=response.status) from None
+        raise KubeError(
+            "server_error",
+            f"{method} {path}: the API server answered with something other than JSON",
+            status=response.status,
+        ) from None
 
 
 @dataclass

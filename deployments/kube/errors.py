@@ -127,7 +127,7 @@ def tls_message(text: str) -> str:
     if found:
         return f"certificate verify failed: {found.group(1).strip()}"
     if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
-        return "TLS handshake failed: the server does not speak TLS on this port (does the server URL need http:// instead of https://?)"
+        return "TLS handshake failed: the server does not speak TLS on this port (does the server URL need http:// instead of https://?)"  # noqa: E501
     found = re.search(r"\[SSL: ([A-Z_]+)\] ([^()'\"]+)", text)
     if found:
         return f"TLS handshake failed: {found.group(2).strip()}"

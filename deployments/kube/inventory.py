@@ -32,8 +32,7 @@ class GpuNode:
     def schedulable(self) -> bool:
         """Ready, not cordoned, and tainted with nothing but the GPU taint the platform tolerates."""
         blocking = [
-            t for t in self.taints
-            if t.get("effect") in ("NoSchedule", "NoExecute") and t.get("key") != GPU_RESOURCE
+            t for t in self.taints if t.get("effect") in ("NoSchedule", "NoExecute") and t.get("key") != GPU_RESOURCE
         ]
         return self.ready and not self.unschedulable and not blocking
 
@@ -66,8 +65,16 @@ class ClusterProbe:
                 continue
             entry = inventory.setdefault(
                 node.gpu_product or "unknown",
-                {"total": 0, "allocatable": 0, "allocated": 0, "free": 0, "memory_mb": node.gpu_memory_mb,
-                 "nodes": 0, "max_per_node": 0, "max_free_per_node": 0},
+                {
+                    "total": 0,
+                    "allocatable": 0,
+                    "allocated": 0,
+                    "free": 0,
+                    "memory_mb": node.gpu_memory_mb,
+                    "nodes": 0,
+                    "max_per_node": 0,
+                    "max_free_per_node": 0,
+                },
             )
             entry["total"] += node.gpu_capacity
             entry["allocated"] += node.gpu_allocated
@@ -108,11 +115,15 @@ def _gpu_request(pod: dict) -> int:
     total = 0
     for container in spec.get("containers") or []:
         resources = container.get("resources") or {}
-        total += max(_int((resources.get("requests") or {}).get(GPU_RESOURCE)),
-                     _int((resources.get("limits") or {}).get(GPU_RESOURCE)))
+        total += max(
+            _int((resources.get("requests") or {}).get(GPU_RESOURCE)),
+            _int((resources.get("limits") or {}).get(GPU_RESOURCE)),
+        )
     init = [
-        max(_int(((c.get("resources") or {}).get("requests") or {}).get(GPU_RESOURCE)),
-            _int(((c.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE)))
+        max(
+            _int(((c.get("resources") or {}).get("requests") or {}).get(GPU_RESOURCE)),
+            _int(((c.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE)),
+        )
         for c in spec.get("initContainers") or []
     ]
     return max([total, *init])
@@ -148,7 +159,9 @@ def gpu_nodes(node_list: dict, pod_list: dict) -> list[GpuNode]:
     return nodes
 
 
-def can_i(client, verb: str, resource: str, *, group: str = "", namespace: str = "", subresource: str = "") -> tuple[bool, str]:
+def can_i(
+    client, verb: str, resource: str, *, group: str = "", namespace: str = "", subresource: str = ""
+) -> tuple[bool, str]:
     """One SelfSubjectAccessReview; returns (allowed, reason)."""
     attributes = {"verb": verb, "resource": resource, "group": group}
     if namespace:
@@ -156,9 +169,14 @@ def can_i(client, verb: str, resource: str, *, group: str = "", namespace: str =
     if subresource:
         attributes["subresource"] = subresource
     review = request(
-        client, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-        body={"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-              "spec": {"resourceAttributes": attributes}},
+        client,
+        "POST",
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        body={
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        },
     )
     status = review.get("status") or {}
     return bool(status.get("allowed")), status.get("reason") or ""
@@ -168,7 +186,8 @@ def _check_gpus(nodes: list[GpuNode]) -> PreflightCheck:
     gpu = [n for n in nodes if n.gpu_capacity > 0]
     if not gpu:
         return PreflightCheck(
-            "gpu_device_plugin", False,
+            "gpu_device_plugin",
+            False,
             f"none of the {len(nodes)} nodes advertises {GPU_RESOURCE}",
             "install the NVIDIA GPU Operator (or the NVIDIA device plugin) so GPU nodes report nvidia.com/gpu capacity",
         )
@@ -185,9 +204,12 @@ def _check_priority_class(client, name: str) -> PreflightCheck:
         return PreflightCheck("priority_class", True, f"PriorityClass {name} exists (value {found.get('value')})", "")
     allowed, _ = can_i(client, "create", "priorityclasses", group="scheduling.k8s.io")
     if allowed:
-        return PreflightCheck("priority_class", True, f"PriorityClass {name} is missing; the platform will create it", "")
+        return PreflightCheck(
+            "priority_class", True, f"PriorityClass {name} is missing; the platform will create it", ""
+        )
     return PreflightCheck(
-        "priority_class", False,
+        "priority_class",
+        False,
         f"PriorityClass {name} is missing and these credentials cannot create priorityclasses",
         f"create it: kubectl create priorityclass {name} --value=100000 --description='MaaS online inference'",
     )
@@ -209,16 +231,22 @@ def _check_rbac(client, namespace: str) -> PreflightCheck:
     scope = f"namespace {namespace}" if namespace else "all namespaces"
     if missing:
         return PreflightCheck(
-            "rbac", False, f"these credentials cannot {', '.join(missing)} in {scope}",
-            "bind the service account to a ClusterRole granting namespaces (create), deployments/services (create, patch, "
+            "rbac",
+            False,
+            f"these credentials cannot {', '.join(missing)} in {scope}",
+            "bind the service account to a ClusterRole granting namespaces (create), deployments/services (create, patch, "  # noqa: E501
             "delete, list), pods and pods/proxy (get, list) and leaderworkersets (create, patch, delete, list)",
         )
-    return PreflightCheck("rbac", True, f"can create namespaces, deployments and services and proxy to pods in {scope}", "")
+    return PreflightCheck(
+        "rbac", True, f"can create namespaces, deployments and services and proxy to pods in {scope}", ""
+    )
 
 
 def _check_lws(client) -> PreflightCheck:
     try:
-        found = request(client, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{LWS_CRD}", not_found_ok=True)
+        found = request(
+            client, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{LWS_CRD}", not_found_ok=True
+        )
     except KubeError as exc:
         if exc.kind != "forbidden":
             raise
@@ -226,26 +254,33 @@ def _check_lws(client) -> PreflightCheck:
         found = request(client, "GET", "/apis/leaderworkerset.x-k8s.io/v1", not_found_ok=True)
     if found is None:
         return PreflightCheck(
-            "lws_crd", False, "the LeaderWorkerSet CRD is not installed: multi-node services are unavailable",
+            "lws_crd",
+            False,
+            "the LeaderWorkerSet CRD is not installed: multi-node services are unavailable",
             "install LeaderWorkerSet: kubectl apply --server-side -f "
             "https://github.com/kubernetes-sigs/lws/releases/latest/download/manifests.yaml",
             blocking=False,
         )
-    return PreflightCheck("lws_crd", True, "LeaderWorkerSet is installed: multi-node services are available", "", blocking=False)
+    return PreflightCheck(
+        "lws_crd", True, "LeaderWorkerSet is installed: multi-node services are available", "", blocking=False
+    )
 
 
 def _check_storage_class(client) -> PreflightCheck:
     classes = request(client, "GET", "/apis/storage.k8s.io/v1/storageclasses").get("items") or []
     default = [
-        c["metadata"]["name"] for c in classes
+        c["metadata"]["name"]
+        for c in classes
         if any(((c.get("metadata") or {}).get("annotations") or {}).get(a) == "true" for a in DEFAULT_CLASS_ANNOTATIONS)
     ]
     if default:
         return PreflightCheck("storage_class", True, f"default StorageClass {default[0]}", "", blocking=False)
     names = ", ".join(c["metadata"]["name"] for c in classes) or "none"
     return PreflightCheck(
-        "storage_class", False, f"no default StorageClass (classes: {names}): model caches need a hostPath or a named claim",
-        "mark one StorageClass as default: kubectl annotate storageclass <name> storageclass.kubernetes.io/is-default-class=true",
+        "storage_class",
+        False,
+        f"no default StorageClass (classes: {names}): model caches need a hostPath or a named claim",
+        "mark one StorageClass as default: kubectl annotate storageclass <name> storageclass.kubernetes.io/is-default-class=true",  # noqa: E501
         blocking=False,
     )
 
@@ -268,7 +303,9 @@ def probe_cluster(
         version = request(client, "GET", "/version")
         node_list = request(client, "GET", "/api/v1/nodes")
         pod_list = request(
-            client, "GET", "/api/v1/pods",
+            client,
+            "GET",
+            "/api/v1/pods",
             query={"fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"},
         )
         nodes = gpu_nodes(node_list, pod_list)

@@ -32,10 +32,32 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 # Flags the platform sets itself: a user-supplied duplicate would silently change the routing contract.
 _MANAGED_FLAGS = {
-    "vllm": {"--model", "--served-model-name", "--port", "--host", "--tensor-parallel-size", "-tp",
-             "--pipeline-parallel-size", "-pp", "--max-model-len", "--distributed-executor-backend"},
-    "sglang": {"--model-path", "--model", "--served-model-name", "--port", "--host", "--tp", "--tp-size",
-               "--tensor-parallel-size", "--context-length", "--nnodes", "--node-rank", "--dist-init-addr"},
+    "vllm": {
+        "--model",
+        "--served-model-name",
+        "--port",
+        "--host",
+        "--tensor-parallel-size",
+        "-tp",
+        "--pipeline-parallel-size",
+        "-pp",
+        "--max-model-len",
+        "--distributed-executor-backend",
+    },
+    "sglang": {
+        "--model-path",
+        "--model",
+        "--served-model-name",
+        "--port",
+        "--host",
+        "--tp",
+        "--tp-size",
+        "--tensor-parallel-size",
+        "--context-length",
+        "--nnodes",
+        "--node-rank",
+        "--dist-init-addr",
+    },
 }
 
 
@@ -90,14 +112,16 @@ class WorkloadSpec:
             problems.append("gpus_per_node and nodes_per_instance must be at least 1")
         elif self.gpu_count != self.gpus_per_node * self.nodes_per_instance:
             problems.append(
-                f"gpu_count {self.gpu_count} != gpus_per_node {self.gpus_per_node} × nodes_per_instance {self.nodes_per_instance}"
+                f"gpu_count {self.gpu_count} != gpus_per_node {self.gpus_per_node} × nodes_per_instance {self.nodes_per_instance}"  # noqa: E501
             )
         if self.replicas < 0:
             problems.append("replicas must not be negative")
         if self.max_model_len < 1:
             problems.append("max_model_len must be positive")
         if self.shm_gb >= self.memory_gb:
-            problems.append(f"shm_gb {self.shm_gb} must be below memory_gb {self.memory_gb} (shared memory counts against the memory limit)")
+            problems.append(
+                f"shm_gb {self.shm_gb} must be below memory_gb {self.memory_gb} (shared memory counts against the memory limit)"  # noqa: E501
+            )
         for key in ("service_id", "org_namespace"):
             value = getattr(self, key)
             if not value or not _LABEL_VALUE.match(value) or len(value) > 63:
@@ -175,31 +199,50 @@ def engine_args(spec: WorkloadSpec, *, node_rank: str | None = None) -> list[str
     model, _ = _model(spec)
     if spec.runtime == "vllm":
         args = [
-            "python3", "-m", "vllm.entrypoints.openai.api_server",
-            "--model", model,
-            "--served-model-name", spec.served_model_name,
-            "--tensor-parallel-size", str(spec.gpus_per_node),
-            "--max-model-len", str(spec.max_model_len),
-            "--host", "0.0.0.0",
-            "--port", str(spec.port),
+            "python3",
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            "--served-model-name",
+            spec.served_model_name,
+            "--tensor-parallel-size",
+            str(spec.gpus_per_node),
+            "--max-model-len",
+            str(spec.max_model_len),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(spec.port),
         ]
         if spec.nodes_per_instance > 1:
             args += ["--pipeline-parallel-size", str(spec.nodes_per_instance), "--distributed-executor-backend", "ray"]
     else:
         args = [
-            "python3", "-m", "sglang.launch_server",
-            "--model-path", model,
-            "--served-model-name", spec.served_model_name,
-            "--tp", str(spec.gpu_count),
-            "--context-length", str(spec.max_model_len),
-            "--host", "0.0.0.0",
-            "--port", str(spec.port),
+            "python3",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            model,
+            "--served-model-name",
+            spec.served_model_name,
+            "--tp",
+            str(spec.gpu_count),
+            "--context-length",
+            str(spec.max_model_len),
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(spec.port),
         ]
         if spec.nodes_per_instance > 1:
             args += [
-                "--nnodes", str(spec.nodes_per_instance),
-                "--node-rank", node_rank or "0",
-                "--dist-init-addr", f"$(LWS_LEADER_ADDRESS):{SGLANG_DIST_PORT}",
+                "--nnodes",
+                str(spec.nodes_per_instance),
+                "--node-rank",
+                node_rank or "0",
+                "--dist-init-addr",
+                f"$(LWS_LEADER_ADDRESS):{SGLANG_DIST_PORT}",
             ]
     return args + list(spec.custom_args)
 
@@ -208,7 +251,9 @@ def _env(spec: WorkloadSpec) -> list[dict]:
     _, modelscope = _model(spec)
     env = [{"name": "HF_HOME", "value": CACHE_MOUNT}]
     if modelscope:
-        env.append({"name": "VLLM_USE_MODELSCOPE" if spec.runtime == "vllm" else "SGLANG_USE_MODELSCOPE", "value": "True"})
+        env.append(
+            {"name": "VLLM_USE_MODELSCOPE" if spec.runtime == "vllm" else "SGLANG_USE_MODELSCOPE", "value": "True"}
+        )
         env.append({"name": "MODELSCOPE_CACHE", "value": f"{CACHE_MOUNT}/modelscope"})
     if spec.hf_token_secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec.hf_token_secret, "key": "token"}}})
@@ -226,8 +271,12 @@ def _probes(spec: WorkloadSpec) -> dict:
     get = {"path": "/health", "port": "http"}
     return {
         # Loading weights (and downloading them on first start) takes minutes; startup gets the whole budget.
-        "startupProbe": {"httpGet": get, "periodSeconds": 10, "timeoutSeconds": 5,
-                         "failureThreshold": max(spec.startup_timeout_s // 10, 180)},
+        "startupProbe": {
+            "httpGet": get,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": max(spec.startup_timeout_s // 10, 180),
+        },
         "readinessProbe": {"httpGet": get, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": get, "periodSeconds": 15, "timeoutSeconds": 10, "failureThreshold": 4},
     }
@@ -236,7 +285,9 @@ def _probes(spec: WorkloadSpec) -> dict:
 def _volumes(spec: WorkloadSpec) -> tuple[list[dict], list[dict]]:
     volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{spec.shm_gb}Gi"}}]
     if "host_path" in spec.cache_volume:
-        volumes.append({"name": "model-cache", "hostPath": {"path": spec.cache_volume["host_path"], "type": "DirectoryOrCreate"}})
+        volumes.append(
+            {"name": "model-cache", "hostPath": {"path": spec.cache_volume["host_path"], "type": "DirectoryOrCreate"}}
+        )
     elif "pvc" in spec.cache_volume:
         volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": spec.cache_volume["pvc"]}})
     else:
@@ -408,8 +459,12 @@ def _validate_lws(manifest: dict, versions) -> list[str]:
     for key in ("leaderTemplate", "workerTemplate"):
         if key not in template:
             continue
-        pod_template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{name}-{key.lower()}"},
-                        "template": template[key]}
+        pod_template = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": f"{name}-{key.lower()}"},
+            "template": template[key],
+        }
         problems += [f"spec.leaderWorkerTemplate.{key}: {p}" for p in _validate_builtin(pod_template, versions)]
         if not ((template[key].get("spec") or {}).get("containers")):
             problems.append(f"spec.leaderWorkerTemplate.{key}.spec.containers must not be empty")

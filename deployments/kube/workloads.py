@@ -24,8 +24,13 @@ from deployments.kube.manifests import (
 PLATFORM_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 _APPLY_QUERY = {"fieldManager": FIELD_MANAGER, "force": "true"}
 _FAILING_WAIT_REASONS = {
-    "ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError",
-    "CreateContainerError", "InvalidImageName", "RunContainerError",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "RunContainerError",
 }
 
 
@@ -104,20 +109,25 @@ def apply_workload(client, spec: WorkloadSpec) -> None:
     for manifest in build_manifests(spec):
         apply(client, manifest)
     # A service that moved between one node and several per instance leaves the old kind behind.
-    other = WorkloadRef(spec.namespace, spec.name, "Deployment" if spec.kind == "LeaderWorkerSet" else "LeaderWorkerSet")
+    other = WorkloadRef(
+        spec.namespace, spec.name, "Deployment" if spec.kind == "LeaderWorkerSet" else "LeaderWorkerSet"
+    )
     request(client, "DELETE", _workload_path(other), query={"propagationPolicy": "Background"}, not_found_ok=True)
 
 
 def apply_priority_class(client, name: str = DEFAULT_PRIORITY_CLASS, value: int = 100000) -> None:
     """The PriorityClass the platform's pods run under (cluster-scoped; apply once per cluster)."""
-    apply(client, {
-        "apiVersion": "scheduling.k8s.io/v1",
-        "kind": "PriorityClass",
-        "metadata": {"name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
-        "value": value,
-        "preemptionPolicy": "PreemptLowerPriority",
-        "description": "MaaS online inference services",
-    })
+    apply(
+        client,
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
+            "value": value,
+            "preemptionPolicy": "PreemptLowerPriority",
+            "description": "MaaS online inference services",
+        },
+    )
 
 
 def scale_workload(client, spec: WorkloadSpec | WorkloadRef, replicas: int) -> None:
@@ -125,11 +135,17 @@ def scale_workload(client, spec: WorkloadSpec | WorkloadRef, replicas: int) -> N
     if replicas < 0:
         raise ValueError("replicas must not be negative")
     ref = _ref(spec)
-    request(client, "PATCH", _workload_path(ref) + "/scale", body={"spec": {"replicas": replicas}}, content_type=MERGE_PATCH)
+    request(
+        client, "PATCH", _workload_path(ref) + "/scale", body={"spec": {"replicas": replicas}}, content_type=MERGE_PATCH
+    )
 
 
 def _still_there(answer: dict | None) -> bool:
-    return bool(answer) and answer.get("kind") != "Status" and bool((answer.get("metadata") or {}).get("deletionTimestamp"))
+    return (
+        bool(answer)
+        and answer.get("kind") != "Status"
+        and bool((answer.get("metadata") or {}).get("deletionTimestamp"))
+    )
 
 
 def delete_workload(client, namespace: str, name: str) -> bool:
@@ -140,7 +156,9 @@ def delete_workload(client, namespace: str, name: str) -> bool:
     background = {"propagationPolicy": "Background"}
     pending = False
     for kind in ("Deployment", "LeaderWorkerSet"):
-        answer = request(client, "DELETE", _workload_path(WorkloadRef(namespace, name, kind)), query=background, not_found_ok=True)
+        answer = request(
+            client, "DELETE", _workload_path(WorkloadRef(namespace, name, kind)), query=background, not_found_ok=True
+        )
         pending |= _still_there(answer)
     answer = request(client, "DELETE", f"/api/v1/namespaces/{namespace}/services/{name}", not_found_ok=True)
     pending |= _still_there(answer)
@@ -151,10 +169,14 @@ def delete_workload(client, namespace: str, name: str) -> bool:
 def delete_namespace(client, namespace: str) -> bool:
     """Delete an org's namespace (everything in it goes too); True once it is gone."""
     answer = request(client, "DELETE", f"/api/v1/namespaces/{namespace}", not_found_ok=True)
-    return answer is None or answer.get("kind") == "Status" or not (answer.get("metadata") or {}).get("deletionTimestamp")
+    return (
+        answer is None or answer.get("kind") == "Status" or not (answer.get("metadata") or {}).get("deletionTimestamp")
+    )
 
 
-def _list(client, path: str, selector: str, *, not_found_ok: bool = False, fields: str | None = None) -> list[dict] | None:
+def _list(
+    client, path: str, selector: str, *, not_found_ok: bool = False, fields: str | None = None
+) -> list[dict] | None:
     query = {"labelSelector": selector} if selector else {}
     if fields:
         query["fieldSelector"] = fields
@@ -176,10 +198,16 @@ def list_platform_workloads(client) -> list[PlatformObject]:
         for item in items:
             meta = item.get("metadata") or {}
             labels = meta.get("labels") or {}
-            found.append(PlatformObject(
-                kind=kind, namespace=meta.get("namespace"), name=meta.get("name", ""),
-                service_id=labels.get(LABEL_SERVICE_ID), org=labels.get(LABEL_ORG), labels=dict(labels),
-            ))
+            found.append(
+                PlatformObject(
+                    kind=kind,
+                    namespace=meta.get("namespace"),
+                    name=meta.get("name", ""),
+                    service_id=labels.get(LABEL_SERVICE_ID),
+                    org=labels.get(LABEL_ORG),
+                    labels=dict(labels),
+                )
+            )
     return found
 
 
@@ -192,7 +220,8 @@ def _pod_selector(name: str) -> str:
 
 def _is_ready(pod: dict) -> bool:
     return any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in (pod.get("status") or {}).get("conditions") or []
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
     )
 
 
@@ -222,8 +251,10 @@ def pod_failure(pod: dict) -> tuple[str, str | None] | None:
         name = container.get("name", "")
         if terminated.get("reason") == "OOMKilled" and (waiting or state.get("terminated")):
             limit = _memory_limit(pod, name)
-            default = (f"container {name} ran out of memory{f' (limit {limit})' if limit else ''} and was killed; "
-                       f"restarted {container.get('restartCount', 0)} times")
+            default = (
+                f"container {name} ran out of memory{f' (limit {limit})' if limit else ''} and was killed; "
+                f"restarted {container.get('restartCount', 0)} times"
+            )
             return "OOMKilled", terminated.get("message") or default
         if waiting.get("reason") in _FAILING_WAIT_REASONS:
             if waiting["reason"] == "CrashLoopBackOff" and terminated.get("message"):
@@ -242,13 +273,19 @@ def _workload_failure(obj: dict) -> tuple[str, str | None] | None:
 
 
 def _event_time(event: dict) -> str:
-    return event.get("lastTimestamp") or event.get("eventTime") or (event.get("metadata") or {}).get("creationTimestamp") or ""
+    return (
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
 
 
 def _event_for(ref: WorkloadRef, pods: list[dict], events: list[dict]) -> dict | None:
     names = {(p.get("metadata") or {}).get("name") for p in pods}
     relevant = [
-        e for e in events
+        e
+        for e in events
         if (e.get("involvedObject") or {}).get("name") in names
         or (e.get("involvedObject") or {}).get("name", "").startswith(ref.name + "-")
         or (e.get("involvedObject") or {}).get("name") == ref.name
@@ -266,7 +303,9 @@ class _Access:
     client_cert: tuple[str, str] | None
 
 
-def _access(client, access_mode: str, ingress_base_url: str | None, kubeconfig_text: str | None, context: str | None) -> _Access:
+def _access(
+    client, access_mode: str, ingress_base_url: str | None, kubeconfig_text: str | None, context: str | None
+) -> _Access:
     if access_mode not in ("proxy", "pod_ip", "ingress"):
         raise ValueError(f"access_mode {access_mode!r} is not one of proxy, pod_ip, ingress")
     if access_mode == "ingress" and not ingress_base_url:
@@ -282,7 +321,11 @@ def _endpoints(ref: WorkloadRef, pods: list[dict], ready: int, access: _Access) 
     if access.mode == "ingress":
         if ready <= 0:
             return []
-        return [ReplicaEndpoint(pod_name=ref.name, base_url=f"{access.ingress_base_url.rstrip('/')}/{ref.namespace}/{ref.name}")]
+        return [
+            ReplicaEndpoint(
+                pod_name=ref.name, base_url=f"{access.ingress_base_url.rstrip('/')}/{ref.namespace}/{ref.name}"
+            )
+        ]
     endpoints = []
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         meta = pod["metadata"]
@@ -292,15 +335,19 @@ def _endpoints(ref: WorkloadRef, pods: list[dict], ready: int, access: _Access) 
             ip = (pod.get("status") or {}).get("podIP")
             if ip:
                 host = f"[{ip}]" if ":" in ip else ip
-                endpoints.append(ReplicaEndpoint(pod_name=meta["name"], base_url=f"http://{host}:{ref.port}", tls_verify=False))
+                endpoints.append(
+                    ReplicaEndpoint(pod_name=meta["name"], base_url=f"http://{host}:{ref.port}", tls_verify=False)
+                )
         else:
-            endpoints.append(ReplicaEndpoint(
-                pod_name=meta["name"],
-                base_url=f"{access.server}/api/v1/namespaces/{ref.namespace}/pods/{meta['name']}:{ref.port}/proxy",
-                headers=dict(access.headers),
-                tls_verify=access.tls_verify,
-                client_cert=access.client_cert,
-            ))
+            endpoints.append(
+                ReplicaEndpoint(
+                    pod_name=meta["name"],
+                    base_url=f"{access.server}/api/v1/namespaces/{ref.namespace}/pods/{meta['name']}:{ref.port}/proxy",
+                    headers=dict(access.headers),
+                    tls_verify=access.tls_verify,
+                    client_cert=access.client_cert,
+                )
+            )
     return endpoints
 
 
@@ -329,15 +376,23 @@ def _summarize(ref: WorkloadRef, obj: dict | None, pods: list[dict], access: _Ac
         phase = "Scaling"
     elif any(
         "running" in (c.get("state") or {})
-        for p in live for c in (p.get("status") or {}).get("containerStatuses") or []
+        for p in live
+        for c in (p.get("status") or {}).get("containerStatuses") or []
     ):
         phase = "Starting"  # containers run: the engine is loading weights
     else:
         phase = "Creating"  # scheduling, pulling the image
     reason, message = failure if failure and desired > 0 else (None, None)
     return WorkloadStatus(
-        exists=True, desired=desired, ready=ready, updated=updated, available=available, phase=phase,
-        reason=reason, message=message, endpoints=_endpoints(ref, live, ready, access),
+        exists=True,
+        desired=desired,
+        ready=ready,
+        updated=updated,
+        available=available,
+        phase=phase,
+        reason=reason,
+        message=message,
+        endpoints=_endpoints(ref, live, ready, access),
     )
 
 
@@ -418,7 +473,9 @@ def observe_workloads(
             where = f"/namespaces/{namespace}" if namespace else ""
             for kind in kinds:
                 prefix, plural = _plural(kind)
-                items = _list(client, f"{prefix}{where}/{plural}", PLATFORM_SELECTOR, not_found_ok=kind == "LeaderWorkerSet")
+                items = _list(
+                    client, f"{prefix}{where}/{plural}", PLATFORM_SELECTOR, not_found_ok=kind == "LeaderWorkerSet"
+                )
                 for item in items or []:
                     meta = item["metadata"]
                     objects[(kind, meta.get("namespace", namespace), meta["name"])] = item
@@ -442,13 +499,15 @@ def observe_workloads(
     results = []
     failing_namespaces = set()
     for ref in refs:
-        result = _summarize(ref, objects.get((ref.kind, ref.namespace, ref.name)), pods_by.get((ref.namespace, ref.name), []), access)
+        result = _summarize(
+            ref, objects.get((ref.kind, ref.namespace, ref.name)), pods_by.get((ref.namespace, ref.name), []), access
+        )
         results.append(result)
         if result.exists and _needs_events(result):
             failing_namespaces.add(ref.namespace)
     for namespace in sorted(failing_namespaces):
         events = _list(client, f"/api/v1/namespaces/{namespace}/events", "", fields="type=Warning")
-        for ref, result in zip(refs, results):
+        for ref, result in zip(refs, results, strict=False):
             if ref.namespace == namespace and result.exists and _needs_events(result):
                 _add_event(result, ref, pods_by.get((ref.namespace, ref.name), []), events)
     return results

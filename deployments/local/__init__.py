@@ -5,6 +5,7 @@ State lives in the Replica rows (pid, port), written the moment a process is spa
 live processes instead of starting duplicates; a pid is only trusted when /proc shows the same replica's command line
 (pids are reused).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -48,11 +49,21 @@ class LocalObservation:
     message: str = ""
 
 
-def synthetic_nodes(*, gpus: int = DEFAULT_LOCAL_GPUS, memory_gb: int = DEFAULT_LOCAL_GPU_MEMORY_GB,
-                    product: str = LOCAL_GPU_PRODUCT) -> list[dict]:
+def synthetic_nodes(
+    *, gpus: int = DEFAULT_LOCAL_GPUS, memory_gb: int = DEFAULT_LOCAL_GPU_MEMORY_GB, product: str = LOCAL_GPU_PRODUCT
+) -> list[dict]:
     """The GPU inventory a local cluster advertises (one node)."""
-    return [{"name": "localhost", "ready": True, "schedulable": True, "gpu_product": product, "gpu_capacity": gpus, "gpu_allocated": 0,
-             "gpu_memory_mb": memory_gb * 1024}]
+    return [
+        {
+            "name": "localhost",
+            "ready": True,
+            "schedulable": True,
+            "gpu_product": product,
+            "gpu_capacity": gpus,
+            "gpu_allocated": 0,
+            "gpu_memory_mb": memory_gb * 1024,
+        }
+    ]
 
 
 def inventory(nodes: list[dict], allocated: int) -> dict:
@@ -62,9 +73,19 @@ def inventory(nodes: list[dict], allocated: int) -> dict:
         if not node.get("ready", True):
             continue
         count = int(node.get("gpu_capacity") or 0)
-        entry = result.setdefault(node["gpu_product"], {
-            "total": 0, "allocatable": 0, "allocated": 0, "free": 0, "memory_mb": node.get("gpu_memory_mb"),
-            "nodes": 0, "max_per_node": 0, "max_free_per_node": 0})
+        entry = result.setdefault(
+            node["gpu_product"],
+            {
+                "total": 0,
+                "allocatable": 0,
+                "allocated": 0,
+                "free": 0,
+                "memory_mb": node.get("gpu_memory_mb"),
+                "nodes": 0,
+                "max_per_node": 0,
+                "max_free_per_node": 0,
+            },
+        )
         entry["total"] += count
         entry["allocatable"] += count
         entry["nodes"] += 1
@@ -82,16 +103,47 @@ def _gpu_present() -> bool:
     return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
 
 
-def engine_command(*, served_model_name: str, model_source: str, max_model_len: int, port: int, replica: str,
-                   runtime_args: list[str] | None = None) -> list[str]:
+def engine_command(
+    *,
+    served_model_name: str,
+    model_source: str,
+    max_model_len: int,
+    port: int,
+    replica: str,
+    runtime_args: list[str] | None = None,
+) -> list[str]:
     """The command line of one local instance."""
     vllm = shutil.which("vllm")
     if vllm and importlib.util.find_spec("vllm") is not None and _gpu_present():
-        return [vllm, "serve", model_source, "--host", "127.0.0.1",
-                "--port", str(port), "--served-model-name", served_model_name, "--max-model-len", str(max_model_len),
-                *(runtime_args or [])]
-    return [sys.executable, "-m", "deployments.simulator", "--host", "127.0.0.1", "--port", str(port),
-            "--served-model-name", served_model_name, "--max-model-len", str(max_model_len), "--replica-id", replica]
+        return [
+            vllm,
+            "serve",
+            model_source,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--served-model-name",
+            served_model_name,
+            "--max-model-len",
+            str(max_model_len),
+            *(runtime_args or []),
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "deployments.simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        served_model_name,
+        "--max-model-len",
+        str(max_model_len),
+        "--replica-id",
+        replica,
+    ]
 
 
 def _free_port() -> int:
@@ -113,8 +165,15 @@ def spawn(command: list[str], *, log_name: str) -> int:
     """Start a detached process (its own session, so a worker restart does not take it down); returns its pid."""
     log = open(_log_dir() / f"{log_name}.log", "ab")  # noqa: SIM115 - the child owns the descriptor
     try:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=str(settings.BASE_DIR), env={**os.environ})
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(settings.BASE_DIR),
+            env={**os.environ},
+        )
     finally:
         log.close()
     return process.pid
@@ -196,14 +255,20 @@ def converge(service, desired: int) -> LocalObservation:
         if row is not None and row.pid:
             restarted.append(name)
         port = _free_port()
-        command = engine_command(served_model_name=service.model_id, model_source=service.catalog_model.source_repo,
-                                 max_model_len=service.max_model_len, port=port, replica=name,
-                                 runtime_args=list(service.runtime_args))
+        command = engine_command(
+            served_model_name=service.model_id,
+            model_source=service.catalog_model.source_repo,
+            max_model_len=service.max_model_len,
+            port=port,
+            replica=name,
+            runtime_args=list(service.runtime_args),
+        )
         pid = spawn(command, log_name=name)
         base_url = f"http://127.0.0.1:{port}"
         # Recorded at once: if this worker dies now, the next one re-adopts the process instead of starting another.
-        Replica.objects.update_or_create(service=service, name=name,
-                                         defaults={"base_url": base_url, "ready": False, "pid": pid, "port": port})
+        Replica.objects.update_or_create(
+            service=service, name=name, defaults={"base_url": base_url, "ready": False, "pid": pid, "port": port}
+        )
         live.append(LocalReplica(name, base_url, False, pid, port))
         spawned += 1
     ready = sum(1 for r in live if r.ready)

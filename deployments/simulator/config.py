@@ -44,8 +44,14 @@ class SimulatorConfig:
             object.__setattr__(self, "served_model_names", tuple(self.served_model_names))
         if not self.served_model_names or not all(self.served_model_names):
             raise ValueError("at least one non-empty served model name is required")
-        for name in ("max_model_len", "max_num_seqs", "prefix_cache_blocks", "block_size", "kv_cache_tokens",
-                     "embedding_dim"):
+        for name in (
+            "max_model_len",
+            "max_num_seqs",
+            "prefix_cache_blocks",
+            "block_size",
+            "kv_cache_tokens",
+            "embedding_dim",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.port < 0 or self.port > 65535:
@@ -142,34 +148,62 @@ def build_arg_parser() -> argparse.ArgumentParser:
     d = SimulatorConfig()
     parser.add_argument("--host", default=d.host)
     parser.add_argument("--port", type=int, default=d.port, help="0 picks a free port")
-    parser.add_argument("--served-model-name", dest="served_model_names", action="append", metavar="NAME",
-                        help="model id clients use; repeat for aliases (default: %s)" % d.model_name)
+    parser.add_argument(
+        "--served-model-name",
+        dest="served_model_names",
+        action="append",
+        metavar="NAME",
+        help=f"model id clients use; repeat for aliases (default: {d.model_name})",
+    )
     parser.add_argument("--max-model-len", type=int, default=d.max_model_len)
     parser.add_argument("--ttft-ms", type=float, default=d.ttft_ms, help="base time to first token")
     parser.add_argument("--itl-ms", type=float, default=d.itl_ms, help="inter-token latency")
-    parser.add_argument("--prefill-ms-per-1k-tokens", type=float, default=d.prefill_ms_per_1k_tokens,
-                        help="extra time to first token per 1000 prompt tokens")
-    parser.add_argument("--max-num-seqs", type=int, default=d.max_num_seqs,
-                        help="requests running at once; the rest wait")
-    parser.add_argument("--failure-rate", type=float, default=d.failure_rate,
-                        help="fraction of inference requests that fail in --fail-mode")
+    parser.add_argument(
+        "--prefill-ms-per-1k-tokens",
+        type=float,
+        default=d.prefill_ms_per_1k_tokens,
+        help="extra time to first token per 1000 prompt tokens",
+    )
+    parser.add_argument(
+        "--max-num-seqs", type=int, default=d.max_num_seqs, help="requests running at once; the rest wait"
+    )
+    parser.add_argument(
+        "--failure-rate",
+        type=float,
+        default=d.failure_rate,
+        help="fraction of inference requests that fail in --fail-mode",
+    )
     parser.add_argument("--fail-mode", choices=FAIL_MODES, default=d.fail_mode)
-    parser.add_argument("--disconnect-after-chunks", type=int, default=d.disconnect_after_chunks,
-                        help="in --fail-mode disconnect, token chunks sent before the connection is cut")
+    parser.add_argument(
+        "--disconnect-after-chunks",
+        type=int,
+        default=d.disconnect_after_chunks,
+        help="in --fail-mode disconnect, token chunks sent before the connection is cut",
+    )
     parser.add_argument("--prefix-cache", action=argparse.BooleanOptionalAction, default=d.prefix_cache)
-    parser.add_argument("--prefix-cache-speedup", type=float, default=d.prefix_cache_speedup,
-                        help="TTFT is multiplied by (1 - speedup * cached fraction of the prompt)")
-    parser.add_argument("--prefix-cache-blocks", type=int, default=d.prefix_cache_blocks,
-                        help="LRU capacity of the prefix cache, in blocks")
+    parser.add_argument(
+        "--prefix-cache-speedup",
+        type=float,
+        default=d.prefix_cache_speedup,
+        help="TTFT is multiplied by (1 - speedup * cached fraction of the prompt)",
+    )
+    parser.add_argument(
+        "--prefix-cache-blocks",
+        type=int,
+        default=d.prefix_cache_blocks,
+        help="LRU capacity of the prefix cache, in blocks",
+    )
     parser.add_argument("--block-size", type=int, default=d.block_size, help="tokens per KV block")
-    parser.add_argument("--kv-cache-tokens", type=int, default=d.kv_cache_tokens,
-                        help="KV capacity used for vllm:kv_cache_usage_perc")
+    parser.add_argument(
+        "--kv-cache-tokens", type=int, default=d.kv_cache_tokens, help="KV capacity used for vllm:kv_cache_usage_perc"
+    )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--embedding-dim", type=int, default=d.embedding_dim)
     parser.add_argument("--model-version", default=d.model_version, help="reported as system_fingerprint")
     parser.add_argument("--replica-id", default=None, help="x-simulator-replica header (default HOST:PORT)")
-    parser.add_argument("--load-seconds", type=float, default=d.load_seconds,
-                        help="/health answers 503 for this long after start")
+    parser.add_argument(
+        "--load-seconds", type=float, default=d.load_seconds, help="/health answers 503 for this long after start"
+    )
     return parser
 
 

@@ -118,7 +118,7 @@ class Engine:
         if not self.settings.prefix_cache:
             return 0
         cached = 0
-        for tokens, hashes in zip(plan.sequence_tokens, plan.sequence_blocks):
+        for tokens, hashes in zip(plan.sequence_tokens, plan.sequence_blocks, strict=False):
             cached += self.prefix_cache.lookup(hashes, tokens)
         metrics = self.metrics
         metrics.prefix_cache_queries += plan.prompt_tokens

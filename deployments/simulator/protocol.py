@@ -189,8 +189,9 @@ def _check_sampling(body: dict) -> None:
         if not isinstance(response_format, dict) or not isinstance(response_format.get("type"), str):
             raise bad_request("'response_format' must be an object with a 'type'", "response_format")
         if response_format["type"] != "text":
-            raise bad_request("the engine simulator only produces plain text (response_format type 'text')",
-                              "response_format")
+            raise bad_request(
+                "the engine simulator only produces plain text (response_format type 'text')", "response_format"
+            )
 
 
 def _stops(body: dict) -> list[str]:
@@ -346,12 +347,26 @@ def plan_chat(body: Any, config: SimulatorConfig) -> GenerationPlan:
     request_seed = body.get("seed")
     base_seed = stable_hash(config.seed, "" if request_seed is None else request_seed, "\x1e".join(tokens))
     choices = _plan_choices(
-        config=config, body=body, base_seed=base_seed, first_index=0, n=n, prompt_tokens=len(tokens),
-        max_tokens=max_tokens, default_max_tokens=None, stops=stops, where="messages",
+        config=config,
+        body=body,
+        base_seed=base_seed,
+        first_index=0,
+        n=n,
+        prompt_tokens=len(tokens),
+        max_tokens=max_tokens,
+        default_max_tokens=None,
+        stops=stops,
+        where="messages",
     )
     return GenerationPlan(
-        kind="chat", model=model, stream=stream, include_usage=include_usage, prompt_tokens=len(tokens),
-        sequence_tokens=[len(tokens)], sequence_blocks=[block_hashes(tokens, config.block_size)], choices=choices,
+        kind="chat",
+        model=model,
+        stream=stream,
+        include_usage=include_usage,
+        prompt_tokens=len(tokens),
+        sequence_tokens=[len(tokens)],
+        sequence_blocks=[block_hashes(tokens, config.block_size)],
+        choices=choices,
     )
 
 
@@ -402,19 +417,32 @@ def plan_completion(body: Any, config: SimulatorConfig) -> GenerationPlan:
     request_seed = body.get("seed")
     choices: list[Choice] = []
     for position, tokens in enumerate(prompts):
-        base_seed = stable_hash(config.seed, "" if request_seed is None else request_seed, "completion",
-                                "\x1e".join(tokens))
+        base_seed = stable_hash(
+            config.seed, "" if request_seed is None else request_seed, "completion", "\x1e".join(tokens)
+        )
         choices.extend(
             _plan_choices(
-                config=config, body=body, base_seed=base_seed, first_index=position * n, n=n,
-                prompt_tokens=len(tokens), max_tokens=max_tokens, default_max_tokens=COMPLETION_DEFAULT_MAX_TOKENS,
-                stops=stops, where="prompt",
+                config=config,
+                body=body,
+                base_seed=base_seed,
+                first_index=position * n,
+                n=n,
+                prompt_tokens=len(tokens),
+                max_tokens=max_tokens,
+                default_max_tokens=COMPLETION_DEFAULT_MAX_TOKENS,
+                stops=stops,
+                where="prompt",
             )
         )
     return GenerationPlan(
-        kind="completion", model=model, stream=stream, include_usage=include_usage,
-        prompt_tokens=sum(len(t) for t in prompts), sequence_tokens=[len(t) for t in prompts],
-        sequence_blocks=[block_hashes(t, config.block_size) for t in prompts], choices=choices,
+        kind="completion",
+        model=model,
+        stream=stream,
+        include_usage=include_usage,
+        prompt_tokens=sum(len(t) for t in prompts),
+        sequence_tokens=[len(t) for t in prompts],
+        sequence_blocks=[block_hashes(t, config.block_size) for t in prompts],
+        choices=choices,
     )
 
 
@@ -442,6 +470,9 @@ def plan_embedding(body: Any, config: SimulatorConfig) -> EmbeddingPlan:
             )
     seeds = [stable_hash(config.seed, "embedding", "\x1e".join(tokens)) for tokens in inputs]
     return EmbeddingPlan(
-        model=model, seeds=seeds, prompt_tokens=sum(len(t) for t in inputs), encoding_format=encoding_format,
+        model=model,
+        seeds=seeds,
+        prompt_tokens=sum(len(t) for t in inputs),
+        encoding_format=encoding_format,
         dimensions=dimensions,
     )

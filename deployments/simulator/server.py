@@ -42,6 +42,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 if orjson is not None:
+
     def dumps(value: Any) -> bytes:
         return orjson.dumps(value)
 
@@ -138,8 +139,9 @@ class SimulatorHandlers:
     async def metrics(self, request: web.Request) -> web.Response:
         engine = self.engine
         text = engine.metrics.render(running=len(engine.running), waiting=engine.waiting, kv_usage=engine.kv_usage())
-        return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(
+            text=text, content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
+        )
 
     async def unknown_v1(self, request: web.Request) -> web.Response:
         return _error_response(self.engine, APIError(404, f"Unknown endpoint {request.method} {request.path}"))
@@ -198,8 +200,9 @@ class SimulatorHandlers:
             return await self._stream(request, plan, request_id, arrival, disconnect_after)
         return await self._complete(request, plan, request_id, arrival, disconnect_after)
 
-    async def _stream(self, request: web.Request, plan: GenerationPlan, request_id: str, arrival: float,
-                      disconnect_after: int | None) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, plan: GenerationPlan, request_id: str, arrival: float, disconnect_after: int | None
+    ) -> web.StreamResponse:
         engine = self.engine
         metrics = engine.metrics
         response = web.StreamResponse(headers=SSE_HEADERS)
@@ -232,8 +235,15 @@ class SimulatorHandlers:
             cut_after = disconnect_after if disconnect_after is not None and disconnect_after < steps else None
             if steps > 1 and cut_after != 1:
                 job = StreamJob(
-                    encoder=encoder, transport=request.transport, chunked=chunked, steps=steps, first_at=first_at,
-                    itl=itl, itl_histogram=metrics.itl, sequence=sequence, cut_after=cut_after,
+                    encoder=encoder,
+                    transport=request.transport,
+                    chunked=chunked,
+                    steps=steps,
+                    first_at=first_at,
+                    itl=itl,
+                    itl_histogram=metrics.itl,
+                    sequence=sequence,
+                    cut_after=cut_after,
                     future=loop.create_future(),
                 )
                 engine.clock().schedule(job, first_at + itl)
@@ -271,8 +281,9 @@ class SimulatorHandlers:
                     metrics.request_success[choice.finish_reason] += 1
         return response
 
-    async def _complete(self, request: web.Request, plan: GenerationPlan, request_id: str, arrival: float,
-                        disconnect_after: int | None) -> web.StreamResponse:
+    async def _complete(
+        self, request: web.Request, plan: GenerationPlan, request_id: str, arrival: float, disconnect_after: int | None
+    ) -> web.StreamResponse:
         engine = self.engine
         metrics = engine.metrics
         try:
@@ -310,21 +321,25 @@ class SimulatorHandlers:
         for choice in plan.choices:
             metrics.request_success[choice.finish_reason] += 1
             if plan.kind == "chat":
-                choices.append({
-                    "index": choice.index,
-                    "message": {"role": "assistant", "content": choice.text, "tool_calls": []},
-                    "logprobs": None,
-                    "finish_reason": choice.finish_reason,
-                    "stop_reason": choice.stop_reason,
-                })
+                choices.append(
+                    {
+                        "index": choice.index,
+                        "message": {"role": "assistant", "content": choice.text, "tool_calls": []},
+                        "logprobs": None,
+                        "finish_reason": choice.finish_reason,
+                        "stop_reason": choice.stop_reason,
+                    }
+                )
             else:
-                choices.append({
-                    "index": choice.index,
-                    "text": choice.text,
-                    "logprobs": None,
-                    "finish_reason": choice.finish_reason,
-                    "stop_reason": choice.stop_reason,
-                })
+                choices.append(
+                    {
+                        "index": choice.index,
+                        "text": choice.text,
+                        "logprobs": None,
+                        "finish_reason": choice.finish_reason,
+                        "stop_reason": choice.stop_reason,
+                    }
+                )
         body = {
             "id": request_id,
             "object": "chat.completion" if plan.kind == "chat" else "text_completion",
@@ -389,8 +404,12 @@ class SimulatorHandlers:
             "created": int(time.time()),
             "model": plan.model,
             "data": data,
-            "usage": {"prompt_tokens": plan.prompt_tokens, "total_tokens": plan.prompt_tokens,
-                      "completion_tokens": 0, "prompt_tokens_details": None},
+            "usage": {
+                "prompt_tokens": plan.prompt_tokens,
+                "total_tokens": plan.prompt_tokens,
+                "completion_tokens": 0,
+                "prompt_tokens_details": None,
+            },
         }
         return _json_response(engine, body)
 

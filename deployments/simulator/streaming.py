@@ -48,15 +48,22 @@ def _encode_piece(piece: str) -> bytes:
 class StreamEncoder:
     """Byte templates for one streamed request's SSE events; `chunk(step)` is everything sent at that step."""
 
-    def __init__(self, plan: GenerationPlan, request_id: str, created: int, fingerprint: str,
-                 dumps: Any) -> None:
+    def __init__(self, plan: GenerationPlan, request_id: str, created: int, fingerprint: str, dumps: Any) -> None:
         self.plan = plan
         self.dumps = dumps
         self.is_chat = plan.kind == "chat"
         obj = b"chat.completion.chunk" if self.is_chat else b"text_completion"
         self.head = (
-            b'data: {"id":' + json_str(request_id) + b',"object":"' + obj + b'","created":' + str(created).encode()
-            + b',"model":' + json_str(plan.model) + b',"system_fingerprint":' + json_str(fingerprint)
+            b'data: {"id":'
+            + json_str(request_id)
+            + b',"object":"'
+            + obj
+            + b'","created":'
+            + str(created).encode()
+            + b',"model":'
+            + json_str(plan.model)
+            + b',"system_fingerprint":'
+            + json_str(fingerprint)
             + b',"choices":['
         )
         if self.is_chat:
@@ -70,8 +77,10 @@ class StreamEncoder:
         self.last0 = len(self.pieces0) - 1
 
     def role_chunk(self) -> bytes:
-        parts = [b'{"index":%d,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}'
-                 % c.index for c in self.plan.choices]
+        parts = [
+            b'{"index":%d,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}' % c.index
+            for c in self.plan.choices
+        ]
         return self.head + b",".join(parts) + b"]}\n\n"
 
     def token_chunk(self, position: int, piece: str) -> bytes:
@@ -80,8 +89,13 @@ class StreamEncoder:
     def finish_chunk(self, position: int) -> bytes:
         choice = self.plan.choices[position]
         stop_reason = b"null" if choice.stop_reason is None else json_str(choice.stop_reason)
-        tail = (b',"logprobs":null,"finish_reason":"' + choice.finish_reason.encode() + b'","stop_reason":'
-                + stop_reason + b"}]}\n\n")
+        tail = (
+            b',"logprobs":null,"finish_reason":"'
+            + choice.finish_reason.encode()
+            + b'","stop_reason":'
+            + stop_reason
+            + b"}]}\n\n"
+        )
         if self.is_chat:
             return self.head + b'{"index":%d,"delta":{}' % choice.index + tail
         return self.head + b'{"index":%d,"text":""' % choice.index + tail
@@ -113,12 +127,36 @@ class StreamEncoder:
 class StreamJob:
     """One stream's remaining tokens, written by the clock; `future` resolves when they are all out (or cut)."""
 
-    __slots__ = ("encoder", "transport", "chunked", "steps", "step", "first_at", "itl", "previous", "observe_itl",
-                 "sequence", "cut_after", "cut", "future")
+    __slots__ = (
+        "encoder",
+        "transport",
+        "chunked",
+        "steps",
+        "step",
+        "first_at",
+        "itl",
+        "previous",
+        "observe_itl",
+        "sequence",
+        "cut_after",
+        "cut",
+        "future",
+    )
 
-    def __init__(self, *, encoder: StreamEncoder, transport: asyncio.Transport, chunked: bool, steps: int,
-                 first_at: float, itl: float, itl_histogram: Histogram, sequence: Any, cut_after: int | None,
-                 future: asyncio.Future[None]) -> None:
+    def __init__(
+        self,
+        *,
+        encoder: StreamEncoder,
+        transport: asyncio.Transport,
+        chunked: bool,
+        steps: int,
+        first_at: float,
+        itl: float,
+        itl_histogram: Histogram,
+        sequence: Any,
+        cut_after: int | None,
+        future: asyncio.Future[None],
+    ) -> None:
         self.encoder = encoder
         self.transport = transport
         self.chunked = chunked

@@ -1,4 +1,5 @@
 """Platform admin: credit limits, adjustments and new token prices go through the audited services."""
+
 import re
 from decimal import Decimal
 
@@ -27,8 +28,9 @@ def test_a_double_submitted_adjustment_posts_once(admin_client, org):
     account = services.account_get_or_create(org=org)
     url = f"/admin/billing/billingaccount/{account.pk}/change/"
     token = re.search(r'name="adjust_token" value="([^"]+)"', admin_client.get(url).content.decode()).group(1)
-    assert token != re.search(r'name="adjust_token" value="([^"]+)"',
-                              admin_client.get(url).content.decode()).group(1)  # a fresh one per rendering
+    assert token != re.search(r'name="adjust_token" value="([^"]+)"', admin_client.get(url).content.decode()).group(
+        1
+    )  # a fresh one per rendering
     form = {"credit_limit": "0", "adjust_amount": "25", "adjust_reason": "welcome credit", "adjust_token": token}
     assert admin_client.post(url, form).status_code == 302
     assert admin_client.post(url, form).status_code == 302  # the same submission again: nothing more
@@ -48,23 +50,41 @@ def test_a_double_submitted_adjustment_posts_once(admin_client, org):
 
 def test_catalog_price_edit_in_admin_starts_a_new_price(admin_client, public_model):
     services.token_price_sync(catalog_model=public_model)
-    response = admin_client.post("/admin/catalog/catalogmodel/", {
-        "form-TOTAL_FORMS": "1", "form-INITIAL_FORMS": "1", "form-0-id": str(public_model.pk),
-        "form-0-input_price_per_1k": "0.0008", "form-0-output_price_per_1k": "0.0016", "form-0-listed": "on",
-        "_save": "Save",
-    })
+    response = admin_client.post(
+        "/admin/catalog/catalogmodel/",
+        {
+            "form-TOTAL_FORMS": "1",
+            "form-INITIAL_FORMS": "1",
+            "form-0-id": str(public_model.pk),
+            "form-0-input_price_per_1k": "0.0008",
+            "form-0-output_price_per_1k": "0.0016",
+            "form-0-listed": "on",
+            "_save": "Save",
+        },
+    )
     assert response.status_code == 302
     prices = list(TokenPrice.objects.filter(catalog_model=public_model).order_by("valid_from"))
     assert [(p.input_per_1k, p.output_per_1k) for p in prices] == [
-        (Decimal("0.000600"), Decimal("0.001200")), (Decimal("0.000800"), Decimal("0.001600"))]
+        (Decimal("0.000600"), Decimal("0.001200")),
+        (Decimal("0.000800"), Decimal("0.001600")),
+    ]
 
 
 def test_admin_adds_a_token_price_with_tiers(admin_client, public_model):
-    response = admin_client.post("/admin/billing/tokenprice/add/", {
-        "catalog_model": str(public_model.pk), "input_per_1k": "0.0006", "output_per_1k": "0.0012",
-        "cached_input_per_1k": "0.0001", "long_context_threshold": "32000", "long_input_per_1k": "0.0012",
-        "long_output_per_1k": "0.0024", "valid_from_0": "2099-01-01", "valid_from_1": "00:00:00",
-    })
+    response = admin_client.post(
+        "/admin/billing/tokenprice/add/",
+        {
+            "catalog_model": str(public_model.pk),
+            "input_per_1k": "0.0006",
+            "output_per_1k": "0.0012",
+            "cached_input_per_1k": "0.0001",
+            "long_context_threshold": "32000",
+            "long_input_per_1k": "0.0012",
+            "long_output_per_1k": "0.0024",
+            "valid_from_0": "2099-01-01",
+            "valid_from_1": "00:00:00",
+        },
+    )
     assert response.status_code == 302
     price = TokenPrice.objects.get(catalog_model=public_model, long_context_threshold=32000)
     assert price.cached_input_per_1k == Decimal("0.0001")

@@ -1,6 +1,6 @@
 """Per-instance-hour charging from meter events, subscriptions, and stopping overdrawn orgs after the grace period."""
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,7 +15,7 @@ from maas.errors import ApplicationError
 from tests.billing.conftest import make_service, meter
 from tests.factories import OrganizationFactory
 
-T0 = datetime(2026, 3, 2, 8, 0, tzinfo=dt_timezone.utc)
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
 def instance_total(org):

@@ -1,4 +1,5 @@
 """The ledger: idempotent postings, a balance that matches the entries under concurrency, published to the gateway."""
+
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -67,8 +68,12 @@ def test_an_adjustment_token_posts_once(org, alice):
 def test_concurrent_postings_keep_balance_equal_to_the_sum(org):
     def post(i):
         try:
-            services.ledger_post(org=org, kind=EntryKind.TOKEN_CHARGE if i % 2 else EntryKind.TOPUP,
-                                 amount=Decimal("-1.25") if i % 2 else Decimal("3.50"), key=f"c-{i % 30}")
+            services.ledger_post(
+                org=org,
+                kind=EntryKind.TOKEN_CHARGE if i % 2 else EntryKind.TOPUP,
+                amount=Decimal("-1.25") if i % 2 else Decimal("3.50"),
+                key=f"c-{i % 30}",
+            )
         finally:
             connection.close()
 
@@ -77,7 +82,9 @@ def test_concurrent_postings_keep_balance_equal_to_the_sum(org):
     entries = LedgerEntry.objects.filter(org=org)
     assert entries.count() == 30
     total = sum(e.amount for e in entries)
-    assert BillingAccount.objects.get(org=org).balance == total == Decimal("15") * Decimal("3.50") - 15 * Decimal("1.25")
+    assert (
+        BillingAccount.objects.get(org=org).balance == total == Decimal("15") * Decimal("3.50") - 15 * Decimal("1.25")
+    )
     # balance_after is a running total in commit order
     running = Decimal(0)
     for e in entries.order_by("id"):

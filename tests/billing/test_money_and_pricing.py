@@ -1,5 +1,6 @@
 """Rounding rules and pricing arithmetic, in one place and exact."""
-from datetime import datetime, timedelta, timezone
+
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -14,12 +15,18 @@ from billing.money import (
     to_minor_units,
 )
 
-T0 = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
 def price(**overrides):
-    values = dict(input_per_1k=Decimal("0.0006"), output_per_1k=Decimal("0.0012"), cached_input_per_1k=None,
-                  long_context_threshold=None, long_input_per_1k=None, long_output_per_1k=None)
+    values = dict(
+        input_per_1k=Decimal("0.0006"),
+        output_per_1k=Decimal("0.0012"),
+        cached_input_per_1k=None,
+        long_context_threshold=None,
+        long_input_per_1k=None,
+        long_output_per_1k=None,
+    )
     values.update(overrides)
     return SimpleNamespace(**values)
 
@@ -54,7 +61,8 @@ def test_cached_tokens_pay_the_cached_price_or_the_input_price():
     p = price(cached_input_per_1k=Decimal("0.0001"))
     assert pricing.token_amount(p, prompt_tokens=1000, completion_tokens=0, cached_tokens=400) == Decimal("0.000400")
     assert pricing.token_amount(price(), prompt_tokens=1000, completion_tokens=0, cached_tokens=400) == Decimal(
-        "0.000600")
+        "0.000600"
+    )
     # cached can never exceed the prompt
     assert pricing.token_amount(p, prompt_tokens=10, completion_tokens=0, cached_tokens=99) == Decimal("0.000001")
 

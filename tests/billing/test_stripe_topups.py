@@ -1,4 +1,5 @@
 """Top-ups through the official stripe SDK against localstripe, credited only by the signed webhook."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,12 @@ def _free_port() -> int:
 @pytest.fixture
 def localstripe(tmp_path):
     port = _free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("localstripe")), "--port", str(port), "--from-scratch"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("localstripe")), "--port", str(port), "--from-scratch"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 15
     while True:
@@ -55,15 +60,18 @@ def stripe_settings(settings, localstripe, live_server):
     settings.STRIPE_SECRET_KEY = "sk_test_billing"
     settings.STRIPE_API_BASE = localstripe
     settings.STRIPE_WEBHOOK_SECRET = SECRET
-    httpx.post(f"{localstripe}/_config/webhooks/maas", data={
-        "url": f"{live_server.url}/billing/stripe/webhook/", "secret": SECRET}).raise_for_status()
+    httpx.post(
+        f"{localstripe}/_config/webhooks/maas",
+        data={"url": f"{live_server.url}/billing/stripe/webhook/", "secret": SECRET},
+    ).raise_for_status()
     return stripe.StripeClient("sk_test_billing", base_addresses={"api": localstripe})
 
 
 def _pay(client: stripe.StripeClient, topup: TopUp, card: str) -> None:
     """What Stripe.js does in the browser: attach a card to the PaymentIntent and confirm it."""
-    pm = client.v1.payment_methods.create(params={"type": "card", "card": {
-        "number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
+    pm = client.v1.payment_methods.create(
+        params={"type": "card", "card": {"number": card, "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+    )
     client.v1.payment_intents.update(topup.payment_intent_id, params={"payment_method": pm.id})
     try:
         client.v1.payment_intents.confirm(topup.payment_intent_id)
@@ -87,8 +95,9 @@ def _sign(payload: bytes, secret: str = SECRET) -> str:
 
 
 def _post_event(payload: bytes, signature: str):
-    return Client().post("/billing/stripe/webhook/", data=payload, content_type="application/json",
-                         HTTP_STRIPE_SIGNATURE=signature)
+    return Client().post(
+        "/billing/stripe/webhook/", data=payload, content_type="application/json", HTTP_STRIPE_SIGNATURE=signature
+    )
 
 
 def _balance(org) -> Decimal:
@@ -126,9 +135,19 @@ def test_paid_topup_is_credited_once_by_the_webhook(stripe_settings, org, alice,
 
 def test_bad_signature_is_rejected_and_credits_nothing(stripe_settings, org, alice):
     topup = services.topup_create(org=org, amount=Decimal("50"), actor=alice)
-    event = {"id": "evt_forged", "type": "payment_intent.succeeded", "data": {"object": {
-        "id": topup.payment_intent_id, "object": "payment_intent", "amount": 5000, "amount_received": 5000,
-        "currency": "cny"}}}
+    event = {
+        "id": "evt_forged",
+        "type": "payment_intent.succeeded",
+        "data": {
+            "object": {
+                "id": topup.payment_intent_id,
+                "object": "payment_intent",
+                "amount": 5000,
+                "amount_received": 5000,
+                "currency": "cny",
+            }
+        },
+    }
     payload = json.dumps(event).encode()
     assert _post_event(payload, _sign(payload, secret="whsec_wrong")).status_code == 400
     assert _post_event(payload, "").status_code == 400
@@ -159,8 +178,7 @@ def test_refund_debits_once_per_refunded_amount(stripe_settings, org, alice, adm
     assert charge.amount_refunded == 3000
     # localstripe does not emit charge.refunded; deliver Stripe's event for the real charge ourselves, signed.
     for event_id in ("evt_refund_1", "evt_refund_1", "evt_refund_2"):  # a replay and a duplicate event
-        payload = json.dumps({"id": event_id, "type": "charge.refunded",
-                              "data": {"object": charge.to_dict()}}).encode()
+        payload = json.dumps({"id": event_id, "type": "charge.refunded", "data": {"object": charge.to_dict()}}).encode()
         assert _post_event(payload, _sign(payload)).status_code == 200
     topup.refresh_from_db()
     assert topup.status == TopUpStatus.PARTIALLY_REFUNDED and topup.refunded_amount == Decimal("30")

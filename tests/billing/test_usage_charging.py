@@ -1,4 +1,5 @@
 """Per-token charging: exactly once, with the price in force when the request was made."""
+
 from datetime import timedelta
 from decimal import Decimal
 
@@ -47,19 +48,32 @@ def test_usage_is_priced_with_the_price_in_force_at_request_time(org, public_mod
     charges = {c.usage_record_id: c.amount for c in UsageCharge.objects.all()}
     assert charges[old.pk] == charges[late.pk] == Decimal("0.001200")
     assert charges[new.pk] == Decimal("0.001600")
-    assert usage_cost(catalog_model_id=public_model.pk, prompt_tokens=1000, completion_tokens=500,
-                      at=timezone.now() + timedelta(seconds=2)) == Decimal("0.001600")
+    assert usage_cost(
+        catalog_model_id=public_model.pk,
+        prompt_tokens=1000,
+        completion_tokens=500,
+        at=timezone.now() + timedelta(seconds=2),
+    ) == Decimal("0.001600")
 
 
 def test_cached_and_long_context_prices_from_the_price_history(org, public_model, admin_user):
     services.token_price_sync(catalog_model=public_model)
-    services.token_price_create(catalog_model=public_model, input_per_1k=Decimal("0.0006"),
-                                output_per_1k=Decimal("0.0012"), cached_input_per_1k=Decimal("0.0002"),
-                                long_context_threshold=8000, long_input_per_1k=Decimal("0.0012"),
-                                long_output_per_1k=Decimal("0.0024"), actor=admin_user)
-    cached = make_usage(org, public_model, prompt=1000, completion=0, cached=500,
-                        started_at=timezone.now() + timedelta(seconds=1))
-    long = make_usage(org, public_model, prompt=10000, completion=1000, started_at=timezone.now() + timedelta(seconds=1))
+    services.token_price_create(
+        catalog_model=public_model,
+        input_per_1k=Decimal("0.0006"),
+        output_per_1k=Decimal("0.0012"),
+        cached_input_per_1k=Decimal("0.0002"),
+        long_context_threshold=8000,
+        long_input_per_1k=Decimal("0.0012"),
+        long_output_per_1k=Decimal("0.0024"),
+        actor=admin_user,
+    )
+    cached = make_usage(
+        org, public_model, prompt=1000, completion=0, cached=500, started_at=timezone.now() + timedelta(seconds=1)
+    )
+    long = make_usage(
+        org, public_model, prompt=10000, completion=1000, started_at=timezone.now() + timedelta(seconds=1)
+    )
     services.usage_charge_pending()
     assert UsageCharge.objects.get(usage_record=cached).amount == Decimal("0.000400")
     assert UsageCharge.objects.get(usage_record=long).amount == Decimal("0.014400")

@@ -1,4 +1,5 @@
 """The billing center and usage pages: tenant-scoped, query counts pinned, CSV exports, outsiders get 404."""
+
 from datetime import timedelta
 from decimal import Decimal
 
@@ -89,7 +90,9 @@ def test_outsider_gets_404_on_object_urls(alice, charlie_client, org, public_mod
     sub = services.subscription_create(service=service, instances=1, actor=alice)
     topup = TopUp.objects.create(org=org, amount=Decimal("10"), currency="CNY", payment_intent_id="pi_x")
     assert charlie_client.get(f"/billing/subscriptions/{sub.pk}/").status_code == 404
-    assert charlie_client.post(f"/billing/subscriptions/{sub.pk}/", {"action": "add", "instances": 1}).status_code == 404
+    assert (
+        charlie_client.post(f"/billing/subscriptions/{sub.pk}/", {"action": "add", "instances": 1}).status_code == 404
+    )
     assert charlie_client.get(f"/billing/topup/{topup.pk}/").status_code == 404
     assert Subscription.objects.count() == 1
 
@@ -98,12 +101,14 @@ def test_subscription_pages_start_and_extend(alice, alice_client, org, public_mo
     service = make_service(org, public_model, region, name="monthly", mode="subscription", hourly="3.52")
     page = alice_client.get("/billing/subscriptions/").content.decode()
     assert "monthly" in page and "¥1,774.08" in page
-    refused = alice_client.post("/billing/subscriptions/", {"service": str(service.pk), "instances": 1,
-                                                            "auto_renew": "on"})
+    refused = alice_client.post(
+        "/billing/subscriptions/", {"service": str(service.pk), "instances": 1, "auto_renew": "on"}
+    )
     assert "top up first" in refused.content.decode()
     services.ledger_post(org=org, kind=EntryKind.TOPUP, amount=Decimal("5000"), key="t")
-    response = alice_client.post("/billing/subscriptions/", {"service": str(service.pk), "instances": 1,
-                                                             "auto_renew": "on"})
+    response = alice_client.post(
+        "/billing/subscriptions/", {"service": str(service.pk), "instances": 1, "auto_renew": "on"}
+    )
     assert response.status_code == 302
     detail = alice_client.get(response["Location"]).content.decode()
     assert "Add instances" in detail

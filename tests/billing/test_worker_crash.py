@@ -1,5 +1,6 @@
 """Proof: a real Celery worker charging usage and instance time is SIGKILLed mid-batch, the work is replayed, and
 the ledger ends up equal to the priced usage and instance-seconds — to the last micro-unit, nothing charged twice."""
+
 from __future__ import annotations
 
 import os
@@ -34,16 +35,38 @@ HOURLY = Decimal("3.60")
 
 def _worker(queue: str, name: str) -> subprocess.Popen:
     env = dict(os.environ)
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "maas.settings_test",
-        "DATABASE_URL": f"{subprocess_database_url()}?application_name={name}",
-        "REDIS_URL": settings.REDIS_URL,
-        "BILLING_CHARGE_BATCH_SIZE": "2500",
-    })
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "maas.settings_test",
+            "DATABASE_URL": f"{subprocess_database_url()}?application_name={name}",
+            "REDIS_URL": settings.REDIS_URL,
+            "BILLING_CHARGE_BATCH_SIZE": "2500",
+        }
+    )
     return subprocess.Popen(
-        [str(Path(sys.executable).with_name("celery")), "-A", "maas", "worker", "-Q", queue, "--concurrency", "2",
-         "--pool", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING"],
-        cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(Path(sys.executable).with_name("celery")),
+            "-A",
+            "maas",
+            "worker",
+            "-Q",
+            queue,
+            "--concurrency",
+            "2",
+            "--pool",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _worker_is_charging(name: str) -> bool:
@@ -52,7 +75,9 @@ def _worker_is_charging(name: str) -> bool:
         cursor.execute(
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE a.application_name = %s AND l.mode = 'RowExclusiveLock' "
-            "AND l.relation IN ('billing_ledgerentry'::regclass, 'billing_usagecharge'::regclass)", [name])
+            "AND l.relation IN ('billing_ledgerentry'::regclass, 'billing_usagecharge'::regclass)",
+            [name],
+        )
         return cursor.fetchone()[0] > 0
 
 
@@ -64,7 +89,7 @@ def _expected_token_amount(r: UsageRecord) -> Decimal:
 def _expected_instance_amount(steps: list[tuple], end) -> Decimal:
     """Instance-seconds per hour window × price, rounded per window (the documented rule)."""
     per_window: dict = defaultdict(Decimal)
-    for (at, n), (nxt, _n) in zip(steps, steps[1:] + [(end, 0)]):
+    for (at, n), (nxt, _n) in zip(steps, steps[1:] + [(end, 0)], strict=False):
         t = at
         while t < nxt:
             window = t.replace(minute=0, second=0, microsecond=0)
@@ -86,15 +111,28 @@ def _consistent(orgs) -> None:
 
 def _bulk_usage(orgs, model, n, seed) -> None:
     now = timezone.now()
-    UsageRecord.objects.bulk_create([
-        UsageRecord(id=uuid.uuid4(), org=orgs[i % len(orgs)], endpoint="chat.completions",
-                    model_id=f"public/{model.slug}", catalog_model=model, public=True,
-                    prompt_tokens=(i * 37 + seed) % 3000 + 1, completion_tokens=(i * 13 + seed) % 900,
-                    cached_tokens=0, latency_ms=100, ttft_ms=10,
-                    status=("aborted" if i % 17 == 0 else "error" if i % 23 == 0 else "ok"),
-                    started_at=now - timedelta(seconds=i % 600), finished_at=now)
-        for i in range(n)
-    ], batch_size=2000)
+    UsageRecord.objects.bulk_create(
+        [
+            UsageRecord(
+                id=uuid.uuid4(),
+                org=orgs[i % len(orgs)],
+                endpoint="chat.completions",
+                model_id=f"public/{model.slug}",
+                catalog_model=model,
+                public=True,
+                prompt_tokens=(i * 37 + seed) % 3000 + 1,
+                completion_tokens=(i * 13 + seed) % 900,
+                cached_tokens=0,
+                latency_ms=100,
+                ttft_ms=10,
+                status=("aborted" if i % 17 == 0 else "error" if i % 23 == 0 else "ok"),
+                started_at=now - timedelta(seconds=i % 600),
+                finished_at=now,
+            )
+            for i in range(n)
+        ],
+        batch_size=2000,
+    )
 
 
 def test_killed_worker_mid_batch_then_replay_charges_exactly_once(public_model, region, monkeypatch):
@@ -132,6 +170,7 @@ def test_killed_worker_mid_batch_then_replay_charges_exactly_once(public_model, 
     # Meanwhile: more traffic and service lifecycles (scale up, scale down, stop), written while a new worker runs.
     second = _worker(queue, "billing-proof-2")
     try:
+
         def traffic():
             try:
                 _bulk_usage(orgs, public_model, 3000, seed=7)
@@ -154,8 +193,11 @@ def test_killed_worker_mid_batch_then_replay_charges_exactly_once(public_model, 
         def done() -> bool:
             pending = UsageRecord.objects.filter(public=True, charge__isnull=True).exclude(status="error").exists()
             cursors = MeterCursor.objects.filter(service__in=list(lifecycles))
-            return not pending and cursors.count() == 2 and all(
-                c.charged_until >= start + timedelta(minutes=150) for c in cursors)
+            return (
+                not pending
+                and cursors.count() == 2
+                and all(c.charged_until >= start + timedelta(minutes=150) for c in cursors)
+            )
 
         deadline = time.monotonic() + 90
         while not done():
@@ -169,15 +211,22 @@ def test_killed_worker_mid_batch_then_replay_charges_exactly_once(public_model, 
     _consistent(orgs)
     assert UsageCharge.objects.count() > charged_at_crash
     records = list(UsageRecord.objects.filter(public=True).exclude(status="error"))
-    assert UsageCharge.objects.count() == len(records) == 15000 - sum(
-        1 for i in range(12000) if i % 23 == 0 and i % 17) - sum(1 for i in range(3000) if i % 23 == 0 and i % 17)
+    assert (
+        UsageCharge.objects.count()
+        == len(records)
+        == 15000
+        - sum(1 for i in range(12000) if i % 23 == 0 and i % 17)
+        - sum(1 for i in range(3000) if i % 23 == 0 and i % 17)
+    )
     assert not UsageCharge.objects.filter(usage_record__status="error").exists()
     for org in orgs:
         expected_tokens = sum((_expected_token_amount(r) for r in records if r.org_id == org.pk), Decimal(0))
-        charged_tokens = -sum((e.amount for e in LedgerEntry.objects.filter(org=org, kind=EntryKind.TOKEN_CHARGE)),
-                              Decimal(0))
+        charged_tokens = -sum(
+            (e.amount for e in LedgerEntry.objects.filter(org=org, kind=EntryKind.TOKEN_CHARGE)), Decimal(0)
+        )
         assert charged_tokens == expected_tokens
     for service, steps in lifecycles.items():
-        charged = -sum((e.amount for e in LedgerEntry.objects.filter(service=service,
-                                                                      kind=EntryKind.INSTANCE_CHARGE)), Decimal(0))
+        charged = -sum(
+            (e.amount for e in LedgerEntry.objects.filter(service=service, kind=EntryKind.INSTANCE_CHARGE)), Decimal(0)
+        )
         assert charged == _expected_instance_amount(steps, steps[-1][0]) > 0

@@ -1,12 +1,23 @@
 """Headless Chromium (Debian's package, never a downloaded build) driven by Playwright."""
+
 import os
 import shutil
 
 import pytest
 
+from deployments.models import Region
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 
 # Module scope: sync_playwright keeps an event loop running in this thread while open, which would break
@@ -32,3 +43,14 @@ def page(browser):
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+@pytest.fixture(autouse=True)
+def _own_gateway_keys(settings):
+    """Budgets, rate windows and the usage stream of this run stay apart from other runs sharing the Redis."""
+    settings.GATEWAY_REDIS_PREFIX = f"test-br-{os.getpid()}:"
+
+
+@pytest.fixture
+def region(db):
+    return Region.objects.create(code="cn-test-1", name_zh="测试一区", name_en="Test 1")

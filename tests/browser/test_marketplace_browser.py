@@ -1,4 +1,5 @@
 """The marketplace in a real browser: htmx filters update in place and land in the URL; both languages."""
+
 import pytest
 from django.core.management import call_command
 

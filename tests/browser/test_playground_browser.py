@@ -1,4 +1,5 @@
 """End to end in headless Chromium: log in, pick a model, send a prompt and watch the answer stream in."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -8,8 +9,8 @@ from django.conf import settings
 from django.test import Client
 
 from deployments.models import Replica
+from tests.playground.conftest import PUBLIC_SLUG, make_service
 from tests.support.servers import run_asgi
-from tests.playground.conftest import PUBLIC_SLUG, _own_gateway_keys, make_service, public_org, region  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -50,7 +51,8 @@ def test_prompt_streams_answer_with_metrics(page, live_asgi, alice, org, served_
     streaming.wait_for()
     page.wait_for_function(
         "() => { const b = document.querySelector('.pg-answer .pg-body.pg-streaming');"
-        " return b && b.textContent.trim().split(/\\s+/).length >= 3; }")
+        " return b && b.textContent.trim().split(/\\s+/).length >= 3; }"
+    )
     page.locator("#pg-stop").is_enabled()
     page.wait_for_selector(".pg-answer .pg-stats", timeout=20_000)
     assert page.locator(".pg-answer .pg-body.md").inner_text().strip()

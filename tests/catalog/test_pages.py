@@ -1,4 +1,5 @@
 """Marketplace pages: search, filters, sort and paging (full page and htmx fragment), detail, both languages."""
+
 import pytest
 from django.urls import reverse
 
@@ -47,7 +48,13 @@ def test_sort_by_price_and_context(client, catalog):
     prices = [m.input_price_per_1k for m in by_price]
     assert prices == sorted(prices)
     by_context = slugs_in(client.get(MARKET, {"sort": "context"}))
-    assert by_context[0] in {"deepseek-v3", "deepseek-r1", "deepseek-r1-distill-qwen-32b", "glm-4-9b-chat", "llama-3.1-8b-instruct"}
+    assert by_context[0] in {
+        "deepseek-v3",
+        "deepseek-r1",
+        "deepseek-r1-distill-qwen-32b",
+        "glm-4-9b-chat",
+        "llama-3.1-8b-instruct",
+    }
 
 
 @pytest.mark.django_db

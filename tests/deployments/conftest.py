@@ -1,8 +1,11 @@
-"""Fixtures for the Kubernetes integration: a running test API server, a client for it, a workload spec."""
+"""Fixtures for the control-plane tests: a region, clusters (a test Kubernetes API server, local), a workload spec."""
 
 import pytest
 
 from deployments.kube import WorkloadSpec, api_client
+from deployments.models import Cluster, Region
+from deployments.services import cluster_register, local_cluster_create
+from tests.factories import UserFactory
 from tests.support.kubeapi import run_kube_api
 
 
@@ -47,3 +50,29 @@ def make_workload_spec(**overrides) -> WorkloadSpec:
 @pytest.fixture
 def workload_spec():
     return make_workload_spec()
+
+
+@pytest.fixture
+def region(db):
+    return Region.objects.create(code="cn-shanghai-2", name_zh="上海二区", name_en="Shanghai 2", position=10)
+
+
+@pytest.fixture
+def admin_client(db):
+    from django.test import Client
+
+    user = UserFactory(email="root@example.com", is_staff=True, is_superuser=True)
+    c = Client()
+    c.force_login(user)
+    return c
+
+
+@pytest.fixture
+def kube_cluster(kube_api, region) -> Cluster:
+    """A cluster onboarded through the real kubeconfig probe against the test API server (2 nodes × 8 H100, LWS)."""
+    return cluster_register(actor=None, name="gpu-a", region=region, kubeconfig=kube_api.kubeconfig())
+
+
+@pytest.fixture
+def local_cluster(region) -> Cluster:
+    return local_cluster_create(name="local", region=region)

@@ -1,4 +1,5 @@
 """A real Celery worker (subprocess) picks up the reconcile enqueued on commit and brings a service to Running."""
+
 import os
 import signal
 import subprocess
@@ -11,8 +12,8 @@ from django.conf import settings
 from deployments import local
 from deployments.models import Replica, Service, ServiceStatus
 from deployments.services import service_create
+from tests.deployments.helpers import meters, qwen
 from tests.support.servers import subprocess_database_url
-from tests.deployments.helpers import local_cluster, meters, qwen, region  # noqa: F401
 
 # The worker and this test talk over their own Redis database so no other worker on the machine takes the tasks.
 TEST_REDIS_DB = 11
@@ -45,12 +46,33 @@ def _reset_pools(app):
 
 @pytest.fixture
 def worker(celery_broker, transactional_db):
-    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "REDIS_URL": celery_broker,
-           "DJANGO_SETTINGS_MODULE": "maas.settings_test"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": subprocess_database_url(),
+        "REDIS_URL": celery_broker,
+        "DJANGO_SETTINGS_MODULE": "maas.settings_test",
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "maas", "worker", "--pool", "solo", "-l", "WARNING", "--without-mingle",
-         "--without-gossip", "--without-heartbeat"],
-        env=env, cwd=str(settings.BASE_DIR), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "maas",
+            "worker",
+            "--pool",
+            "solo",
+            "-l",
+            "WARNING",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+        ],
+        env=env,
+        cwd=str(settings.BASE_DIR),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     yield process
     process.send_signal(signal.SIGTERM)
     try:
@@ -61,7 +83,9 @@ def worker(celery_broker, transactional_db):
 
 @pytest.mark.slow
 def test_worker_converges_an_enqueued_reconcile(worker, org, alice, catalog, local_cluster, region):
-    service = service_create(org=org, actor=alice, catalog_model=qwen("qwen2-0.5b-instruct"), region=region, name="via-worker")
+    service = service_create(
+        org=org, actor=alice, catalog_model=qwen("qwen2-0.5b-instruct"), region=region, name="via-worker"
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

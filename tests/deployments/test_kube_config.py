@@ -86,39 +86,69 @@ def test_unknown_context_when_building_a_client():
 
 
 def test_missing_server():
-    doc = kubeconfig(clusters=[{"name": "a", "cluster": {"certificate-authority-data": CA_DATA}}, {"name": "b", "cluster": {"server": "https://x"}}])
+    doc = kubeconfig(
+        clusters=[
+            {"name": "a", "cluster": {"certificate-authority-data": CA_DATA}},
+            {"name": "b", "cluster": {"server": "https://x"}},
+        ]
+    )
     assert invalid(doc) == "kubeconfig: cluster 'a' has no server URL"
 
 
 def test_server_must_be_http_url():
-    doc = kubeconfig(clusters=[{"name": "a", "cluster": {"server": "10.0.0.1:6443"}}, {"name": "b", "cluster": {"server": "https://x"}}])
+    doc = kubeconfig(
+        clusters=[
+            {"name": "a", "cluster": {"server": "10.0.0.1:6443"}},
+            {"name": "b", "cluster": {"server": "https://x"}},
+        ]
+    )
     assert invalid(doc) == "kubeconfig: cluster 'a' server '10.0.0.1:6443' is not an http(s) URL"
 
 
 def test_bad_base64_ca():
-    doc = kubeconfig(clusters=[{"name": "a", "cluster": {"server": "https://x", "certificate-authority-data": "not*base64!"}},
-                               {"name": "b", "cluster": {"server": "https://y"}}])
+    doc = kubeconfig(
+        clusters=[
+            {"name": "a", "cluster": {"server": "https://x", "certificate-authority-data": "not*base64!"}},
+            {"name": "b", "cluster": {"server": "https://y"}},
+        ]
+    )
     assert invalid(doc) == "kubeconfig: cluster 'a' certificate-authority-data is not valid base64"
 
 
 def test_base64_that_is_not_a_certificate():
-    doc = kubeconfig(clusters=[{"name": "a", "cluster": {"server": "https://x", "certificate-authority-data": base64.b64encode(b"hello").decode()}},
-                               {"name": "b", "cluster": {"server": "https://y"}}])
+    doc = kubeconfig(
+        clusters=[
+            {
+                "name": "a",
+                "cluster": {"server": "https://x", "certificate-authority-data": base64.b64encode(b"hello").decode()},
+            },
+            {"name": "b", "cluster": {"server": "https://y"}},
+        ]
+    )
     assert "does not contain a PEM certificate" in invalid(doc)
 
 
 def test_context_referring_to_missing_user():
     doc = kubeconfig(contexts=[{"name": "staging", "context": {"cluster": "a", "user": "ghost"}}])
-    assert invalid(doc) == "kubeconfig: context 'staging' refers to user 'ghost', which is not defined (available: admin)"
+    assert (
+        invalid(doc) == "kubeconfig: context 'staging' refers to user 'ghost', which is not defined (available: admin)"
+    )
 
 
 def test_exec_plugins_and_files_are_refused():
     exec_user = {"name": "admin", "user": {"exec": {"command": "aws", "args": ["eks", "get-token"]}}}
     assert "exec credential plugin" in invalid(kubeconfig(users=[exec_user]))
     file_user = {"name": "admin", "user": {"tokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token"}}
-    assert invalid(kubeconfig(users=[file_user])) == "kubeconfig: user 'admin' refers to a file (tokenFile); paste it inline as token"
-    file_ca = kubeconfig(clusters=[{"name": "a", "cluster": {"server": "https://x", "certificate-authority": "/etc/ca.crt"}},
-                                   {"name": "b", "cluster": {"server": "https://y"}}])
+    assert (
+        invalid(kubeconfig(users=[file_user]))
+        == "kubeconfig: user 'admin' refers to a file (tokenFile); paste it inline as token"
+    )
+    file_ca = kubeconfig(
+        clusters=[
+            {"name": "a", "cluster": {"server": "https://x", "certificate-authority": "/etc/ca.crt"}},
+            {"name": "b", "cluster": {"server": "https://y"}},
+        ]
+    )
     assert "refers to a file (certificate-authority)" in invalid(file_ca)
 
 
@@ -127,11 +157,16 @@ def test_user_without_credentials():
 
 
 def test_broken_non_current_context_is_reported_not_raised():
-    doc = kubeconfig(contexts=[
-        {"name": "staging", "context": {"cluster": "a", "user": "admin"}},
-        {"name": "eks", "context": {"cluster": "b", "user": "aws"}},
-    ], users=[{"name": "admin", "user": {"token": SECRET_TOKEN}},
-              {"name": "aws", "user": {"exec": {"command": "aws"}}}])
+    doc = kubeconfig(
+        contexts=[
+            {"name": "staging", "context": {"cluster": "a", "user": "admin"}},
+            {"name": "eks", "context": {"cluster": "b", "user": "aws"}},
+        ],
+        users=[
+            {"name": "admin", "user": {"token": SECRET_TOKEN}},
+            {"name": "aws", "user": {"exec": {"command": "aws"}}},
+        ],
+    )
     info = parse_kubeconfig(text(doc))
     assert list(info.unusable) == ["eks"]
     assert "exec credential plugin" in info.unusable["eks"]
@@ -140,8 +175,10 @@ def test_broken_non_current_context_is_reported_not_raised():
 
 
 def test_client_certificates_are_written_to_private_temp_files():
-    cert_user = {"name": "admin", "user": {"client-certificate-data": CA_DATA,
-                                           "client-key-data": base64.b64encode(KEY_PEM).decode()}}
+    cert_user = {
+        "name": "admin",
+        "user": {"client-certificate-data": CA_DATA, "client-key-data": base64.b64encode(KEY_PEM).decode()},
+    }
     client = api_client(text(kubeconfig(users=[cert_user])), "staging", timeout=3)
     creds = credentials_of(client)
     assert creds.server == "https://10.0.0.1:6443"

@@ -24,26 +24,43 @@ def test_schema_versions_are_two_shipped_official_versions():
 
 @pytest.mark.parametrize("runtime", ["vllm", "sglang"])
 def test_single_node_manifests_validate_against_official_schemas(runtime):
-    manifests = build_manifests(make_workload_spec(runtime=runtime, image="lmsysorg/sglang:v0.4.6" if runtime == "sglang" else "vllm/vllm-openai:v0.8.5"))
+    manifests = build_manifests(
+        make_workload_spec(
+            runtime=runtime, image="lmsysorg/sglang:v0.4.6" if runtime == "sglang" else "vllm/vllm-openai:v0.8.5"
+        )
+    )
     assert [m["kind"] for m in manifests] == ["Namespace", "Deployment", "Service"]
     validate_manifests(manifests)
     validate_manifests(manifests, versions=("1.32.0", "1.33.0"))
 
 
 def test_vllm_deployment_runs_the_openai_server_with_platform_flags():
-    spec = make_workload_spec(gpu_count=4, gpus_per_node=4, replicas=2, custom_args=["--enable-prefix-caching"],
-                              cache_volume={"host_path": "/mnt/hf-cache"})
+    spec = make_workload_spec(
+        gpu_count=4,
+        gpus_per_node=4,
+        replicas=2,
+        custom_args=["--enable-prefix-caching"],
+        cache_volume={"host_path": "/mnt/hf-cache"},
+    )
     objects = by_kind(build_manifests(spec))
     deployment = objects["Deployment"]
     container = container_of(deployment)
     assert container["command"] + container["args"] == [
-        "python3", "-m", "vllm.entrypoints.openai.api_server",
-        "--model", "Qwen/Qwen2.5-7B-Instruct",
-        "--served-model-name", "u-8105f7322477/my-qwen",
-        "--tensor-parallel-size", "4",
-        "--max-model-len", "8192",
-        "--host", "0.0.0.0",
-        "--port", "8000",
+        "python3",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "--served-model-name",
+        "u-8105f7322477/my-qwen",
+        "--tensor-parallel-size",
+        "4",
+        "--max-model-len",
+        "8192",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
         "--enable-prefix-caching",
     ]
     assert container["resources"]["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "4"}
@@ -68,7 +85,10 @@ def test_vllm_deployment_runs_the_openai_server_with_platform_flags():
         assert labels["app.kubernetes.io/managed-by"] == "maas"
         assert labels["app.kubernetes.io/name"] == "svc-3f2a9c1e"
         assert manifest["metadata"]["annotations"]["maas.io/served-model-name"] == "u-8105f7322477/my-qwen"
-    assert objects["Namespace"]["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "maas", "maas.io/org": "maas-u-8105f7322477"}
+    assert objects["Namespace"]["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "maas",
+        "maas.io/org": "maas-u-8105f7322477",
+    }
     assert objects["Service"]["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     validate_manifests(list(objects.values()))
 
@@ -79,20 +99,30 @@ def test_modelscope_source_switches_the_hub():
     container = container_of(deployment)
     assert container["args"][container["args"].index("--model") + 1] == "qwen/Qwen2.5-7B-Instruct"
     assert {"name": "VLLM_USE_MODELSCOPE", "value": "True"} in container["env"]
-    assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}} in deployment["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}} in deployment["spec"][
+        "template"
+    ]["spec"]["volumes"]
 
 
 def test_sglang_launch_server_arguments():
     spec = make_workload_spec(runtime="sglang", image="lmsysorg/sglang:v0.4.6", gpu_count=2, gpus_per_node=2)
     container = container_of(by_kind(build_manifests(spec))["Deployment"])
     assert container["command"] + container["args"] == [
-        "python3", "-m", "sglang.launch_server",
-        "--model-path", "Qwen/Qwen2.5-7B-Instruct",
-        "--served-model-name", "u-8105f7322477/my-qwen",
-        "--tp", "2",
-        "--context-length", "8192",
-        "--host", "0.0.0.0",
-        "--port", "8000",
+        "python3",
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "--served-model-name",
+        "u-8105f7322477/my-qwen",
+        "--tp",
+        "2",
+        "--context-length",
+        "8192",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
     ]
 
 
@@ -127,8 +157,10 @@ def test_leader_worker_set_sanity_checks_catch_broken_shapes():
         validate_manifests(manifests)
     text = str(caught.value)
     assert "LeaderWorkerSet/svc-3f2a9c1e: spec.leaderWorkerTemplate.size must be a positive integer" in text
-    assert ("spec.leaderWorkerTemplate.workerTemplate: Kubernetes 1.37.0: template.spec.containers.0: "
-            "Additional properties are not allowed ('gpus' was unexpected)") in text
+    assert (
+        "spec.leaderWorkerTemplate.workerTemplate: Kubernetes 1.37.0: template.spec.containers.0: "
+        "Additional properties are not allowed ('gpus' was unexpected)"
+    ) in text
 
 
 def test_schema_violations_are_reported_per_version():
@@ -138,8 +170,10 @@ def test_schema_violations_are_reported_per_version():
         validate_manifests(manifests)
     text = str(caught.value)
     for version in SCHEMA_VERSIONS:
-        assert (f"Deployment/svc-3f2a9c1e: Kubernetes {version}: spec.template.spec.containers.0: "
-                "Additional properties are not allowed ('gpu' was unexpected)") in text
+        assert (
+            f"Deployment/svc-3f2a9c1e: Kubernetes {version}: spec.template.spec.containers.0: "
+            "Additional properties are not allowed ('gpu' was unexpected)"
+        ) in text
 
 
 @pytest.mark.parametrize(

@@ -41,20 +41,44 @@ def test_healthy_gpu_cluster_inventory_counts_allocated_gpus_from_pods():
     assert result.server_url == server.url
     assert result.server_version == "v1.33.1"
     assert {n.name: n.gpu_allocated for n in result.nodes} == {
-        "h100-a": 6, "h100-b": 0, "l40s-a": 1, "h100-cordoned": 0, "cpu-a": 0,
+        "h100-a": 6,
+        "h100-b": 0,
+        "l40s-a": 1,
+        "h100-cordoned": 0,
+        "cpu-a": 0,
     }
     h100 = next(n for n in result.nodes if n.name == "h100-a")
     assert (h100.gpu_product, h100.gpu_memory_mb, h100.gpu_capacity, h100.gpu_allocatable) == (H100, 81559, 8, 8)
     assert h100.ready and not h100.unschedulable
     assert h100.taints == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
     assert result.gpu_inventory() == {
-        H100: {"total": 24, "allocatable": 16, "allocated": 6, "free": 10, "memory_mb": 81559, "nodes": 3,
-               "max_per_node": 8, "max_free_per_node": 8},
-        L40S: {"total": 4, "allocatable": 4, "allocated": 1, "free": 3, "memory_mb": 46068, "nodes": 1,
-               "max_per_node": 4, "max_free_per_node": 3},
+        H100: {
+            "total": 24,
+            "allocatable": 16,
+            "allocated": 6,
+            "free": 10,
+            "memory_mb": 81559,
+            "nodes": 3,
+            "max_per_node": 8,
+            "max_free_per_node": 8,
+        },
+        L40S: {
+            "total": 4,
+            "allocatable": 4,
+            "allocated": 1,
+            "free": 3,
+            "memory_mb": 46068,
+            "nodes": 1,
+            "max_per_node": 4,
+            "max_free_per_node": 3,
+        },
     }
     assert [(c.key, c.ok) for c in result.checks] == [
-        ("gpu_device_plugin", True), ("priority_class", True), ("rbac", True), ("lws_crd", True), ("storage_class", True),
+        ("gpu_device_plugin", True),
+        ("priority_class", True),
+        ("rbac", True),
+        ("lws_crd", True),
+        ("storage_class", True),
     ]
     assert result.has_lws and result.ready
 
@@ -100,11 +124,16 @@ def test_rejected_token_is_unauthorized():
 
 def test_forbidden_node_list():
     with run_kube_api() as server:
-        server.fail_next("GET", r"^/api/v1/nodes$", 403, message='nodes is forbidden: User "system:serviceaccount:default:maas" cannot list resource "nodes" in API group "" at the cluster scope')
+        server.fail_next(
+            "GET",
+            r"^/api/v1/nodes$",
+            403,
+            message='nodes is forbidden: User "system:serviceaccount:default:maas" cannot list resource "nodes" in API group "" at the cluster scope',  # noqa: E501
+        )
         error = failure(server)
     assert error.kind == "forbidden" and error.status == 403 and not error.retryable
     assert error.message == (
-        'the credentials are not allowed to GET /api/v1/nodes (403 Forbidden): nodes is forbidden: User '
+        "the credentials are not allowed to GET /api/v1/nodes (403 Forbidden): nodes is forbidden: User "
         '"system:serviceaccount:default:maas" cannot list resource "nodes" in API group "" at the cluster scope'
     )
 

@@ -78,7 +78,9 @@ def test_observe_goes_creating_starting_running_with_two_calls_each(kube_api, ku
         ("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}"),
         ("GET", f"/api/v1/namespaces/{NS}/pods"),
     ]
-    assert kube_api.request_log[1].query == {"labelSelector": f"app.kubernetes.io/name={NAME},app.kubernetes.io/managed-by=maas"}
+    assert kube_api.request_log[1].query == {
+        "labelSelector": f"app.kubernetes.io/name={NAME},app.kubernetes.io/managed-by=maas"
+    }
 
     kube_api.mark_running(NS, NAME)
     assert observe_workload(kube_client, spec).phase == "Starting"
@@ -114,12 +116,23 @@ def test_pods_turn_ready_on_their_own_after_the_configured_delay(workload_spec):
 @pytest.mark.parametrize(
     ("reason", "message", "expected"),
     [
-        ("Unschedulable", "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.", "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."),
-        ("ImagePullBackOff", 'Back-off pulling image "vllm/vllm-openai:v9"', 'Back-off pulling image "vllm/vllm-openai:v9"'),
+        (
+            "Unschedulable",
+            "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+            "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+        ),
+        (
+            "ImagePullBackOff",
+            'Back-off pulling image "vllm/vllm-openai:v9"',
+            'Back-off pulling image "vllm/vllm-openai:v9"',
+        ),
         ("OOMKilled", None, "container engine ran out of memory (limit 64Gi) and was killed; restarted 3 times"),
-        ("CrashLoopBackOff", "ValueError: The model's max seq len (32768) is larger than the maximum number of tokens "
-                             "that can be stored in KV cache (21104).",
-         "ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can be stored in KV cache (21104)."),
+        (
+            "CrashLoopBackOff",
+            "ValueError: The model's max seq len (32768) is larger than the maximum number of tokens "
+            "that can be stored in KV cache (21104).",
+            "ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can be stored in KV cache (21104).",  # noqa: E501
+        ),
     ],
 )
 def test_failure_reasons_carry_the_real_message(kube_api, kube_client, workload_spec, reason, message, expected):
@@ -190,8 +203,14 @@ def test_missing_workload_costs_one_call(kube_api, kube_client, workload_spec):
 
 @pytest.mark.parametrize(
     ("code", "kind", "retryable"),
-    [(409, "conflict", True), (422, "invalid", False), (500, "server_error", True), (503, "server_error", True),
-     (403, "forbidden", False), (404, "not_found", False)],
+    [
+        (409, "conflict", True),
+        (422, "invalid", False),
+        (500, "server_error", True),
+        (503, "server_error", True),
+        (403, "forbidden", False),
+        (404, "not_found", False),
+    ],
 )
 def test_api_errors_map_to_kube_error_kinds(kube_api, kube_client, workload_spec, code, kind, retryable):
     kube_api.fail_next("PATCH", "/deployments/", code)
@@ -199,8 +218,11 @@ def test_api_errors_map_to_kube_error_kinds(kube_api, kube_client, workload_spec
         apply_workload(kube_client, workload_spec)
     error = caught.value
     assert (error.kind, error.status, error.retryable) == (kind, code, retryable)
-    assert error.message.startswith(f"the credentials are not allowed to PATCH /apis/apps/v1/namespaces/{NS}/deployments/{NAME}"
-                                    if code == 403 else f"PATCH /apis/apps/v1/namespaces/{NS}/deployments/{NAME}: ")
+    assert error.message.startswith(
+        f"the credentials are not allowed to PATCH /apis/apps/v1/namespaces/{NS}/deployments/{NAME}"
+        if code == 403
+        else f"PATCH /apis/apps/v1/namespaces/{NS}/deployments/{NAME}: "
+    )
 
 
 def test_conflict_message_is_the_servers(kube_api, kube_client, workload_spec):
@@ -265,8 +287,11 @@ def test_requests_through_the_pod_proxy_reach_the_engine(kube_api, kube_client, 
             assert models.status_code == 200
             assert models.json()["data"] == [{"id": "u-8105f7322477/my-qwen"}]
             assert models.json()["path"] == "/v1/models?limit=1"
-            with http.stream("POST", f"{endpoint.base_url}/v1/chat/completions",
-                             json={"model": "u-8105f7322477/my-qwen", "stream": True}) as stream:
+            with http.stream(
+                "POST",
+                f"{endpoint.base_url}/v1/chat/completions",
+                json={"model": "u-8105f7322477/my-qwen", "stream": True},
+            ) as stream:
                 assert stream.headers["content-type"] == "text/event-stream"
                 events = [line for line in stream.iter_lines() if line]
         assert events == ['data: "Hello"', 'data: " from"', 'data: " u-8105f7322477/my-qwen"', 'data: "[DONE]"']
@@ -280,16 +305,22 @@ def test_pod_ip_and_ingress_access_modes(kube_api, kube_client, workload_spec):
     (direct,) = observe_workload(kube_client, workload_spec, access_mode="pod_ip").endpoints
     assert direct.base_url == f"http://{pod['status']['podIP']}:8000"
     assert direct.headers == {}
-    (ingress,) = observe_workload(kube_client, workload_spec, access_mode="ingress",
-                                  ingress_base_url="https://gpu.example.com/").endpoints
+    (ingress,) = observe_workload(
+        kube_client, workload_spec, access_mode="ingress", ingress_base_url="https://gpu.example.com/"
+    ).endpoints
     assert ingress.base_url == f"https://gpu.example.com/{NS}/{NAME}"
 
 
 def test_many_services_are_observed_with_a_constant_number_of_calls(kube_api, kube_client):
     specs = [
-        make_workload_spec(namespace=f"maas-u-{org:012x}", org_namespace=f"maas-u-{org:012x}", name=f"svc-{index:08x}",
-                           service_id=f"00000000-0000-4000-8000-{index:012x}")
-        for org in range(3) for index in range(org * 10, org * 10 + 4)
+        make_workload_spec(
+            namespace=f"maas-u-{org:012x}",
+            org_namespace=f"maas-u-{org:012x}",
+            name=f"svc-{index:08x}",
+            service_id=f"00000000-0000-4000-8000-{index:012x}",
+        )
+        for org in range(3)
+        for index in range(org * 10, org * 10 + 4)
     ]
     for spec in specs:
         apply_workload(kube_client, spec)
@@ -310,8 +341,10 @@ def test_many_services_are_observed_with_a_constant_number_of_calls(kube_api, ku
 
     kube_api.fail_next("GET", r"^/apis/apps/v1/deployments$", 403)
     statuses, calls = calls_during(kube_api, lambda: observe_workloads(kube_client, refs[:4]))
-    assert calls == [("GET", f"/apis/apps/v1/namespaces/{specs[0].namespace}/deployments"),
-                     ("GET", f"/api/v1/namespaces/{specs[0].namespace}/pods")]
+    assert calls == [
+        ("GET", f"/apis/apps/v1/namespaces/{specs[0].namespace}/deployments"),
+        ("GET", f"/api/v1/namespaces/{specs[0].namespace}/pods"),
+    ]
 
     kube_api.fail_next("GET", r"^/apis/apps/v1/deployments$", 403)
     statuses, calls = calls_during(kube_api, lambda: observe_workloads(kube_client, refs[:8]))
@@ -335,7 +368,9 @@ def test_multi_node_service_runs_as_leader_worker_set(kube_api, kube_client):
     assert len(calls) == 2
 
     assert {(o.kind, o.name) for o in list_platform_workloads(kube_client)} == {
-        ("Namespace", NS), ("LeaderWorkerSet", NAME), ("Service", NAME),
+        ("Namespace", NS),
+        ("LeaderWorkerSet", NAME),
+        ("Service", NAME),
     }
 
     # Back to one node per instance: the LeaderWorkerSet gives way to a Deployment.

@@ -1,4 +1,5 @@
 """The local driver: real simulator processes reach Running, dead ones are restarted, stop/delete end them."""
+
 import io
 import os
 import signal
@@ -12,7 +13,7 @@ from deployments import local
 from deployments.models import Cluster, Region, Replica, Service, ServiceStatus
 from deployments.services import service_create, service_delete, service_stop
 from maas.models import Organization
-from tests.deployments.helpers import local_cluster, meters, passes, qwen, region, statuses  # noqa: F401
+from tests.deployments.helpers import meters, passes, qwen, statuses
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +30,9 @@ def until_running(service, timeout=20.0) -> Service:
 
 @pytest.fixture
 def running(org, alice, catalog, local_cluster, region):
-    service = service_create(org=org, actor=alice, catalog_model=qwen("qwen2-0.5b-instruct"), region=region, name="tiny")
+    service = service_create(
+        org=org, actor=alice, catalog_model=qwen("qwen2-0.5b-instruct"), region=region, name="tiny"
+    )
     yield service
     local.stop_all(service)
 
@@ -78,13 +81,19 @@ def test_local_inventory_tracks_allocations(org, alice, catalog, local_cluster, 
 def test_seed_platform_is_idempotent(catalog):
     for _ in range(2):
         call_command("seed_platform", stdout=io.StringIO())
-    assert list(Region.objects.values_list("code", "name_zh")) == [("cn-shanghai-2", "上海二区"), ("cn-beijing-1", "北京一区")]
+    assert list(Region.objects.values_list("code", "name_zh")) == [
+        ("cn-shanghai-2", "上海二区"),
+        ("cn-beijing-1", "北京一区"),
+    ]
     cluster = Cluster.objects.get()
     assert (cluster.name, cluster.driver, cluster.region.code) == ("local", "local", "cn-shanghai-2")
     platform = Organization.objects.get(namespace="public")
     assert platform.name == "Platform"
     assert sorted(Service.objects.for_org(platform).values_list("catalog_model__slug", flat=True)) == [
-        "bge-m3", "qwen2-0.5b-instruct", "qwen2.5-7b-instruct"]
+        "bge-m3",
+        "qwen2-0.5b-instruct",
+        "qwen2.5-7b-instruct",
+    ]
 
 
 def test_platform_shutdown_stops_local_processes_and_the_next_pass_restarts_them(running):

@@ -1,4 +1,5 @@
 """Onboarding GPU clusters: the console form and register_cluster probe through the real kubernetes client."""
+
 import io
 import socket
 
@@ -8,15 +9,21 @@ from django.urls import reverse
 
 from deployments.models import Cluster, ClusterHealth
 from maas.crypto import decrypt
-from tests.deployments.helpers import H100, admin_client, region  # noqa: F401
+from tests.deployments.helpers import H100
 from tests.support.kubeapi import run_kube_api
 
 NEW = reverse("deployments:cluster-new")
 
 
 def post_cluster(client, region, kubeconfig, **extra):
-    data = {"name": "gpu-a", "region": region.pk, "kubeconfig": kubeconfig, "context": "", "access_mode": "proxy",
-            "ingress_base_url": ""}
+    data = {
+        "name": "gpu-a",
+        "region": region.pk,
+        "kubeconfig": kubeconfig,
+        "context": "",
+        "access_mode": "proxy",
+        "ingress_base_url": "",
+    }
     data.update(extra)
     return client.post(NEW, data)
 
@@ -41,7 +48,12 @@ def test_good_cluster_saves_inventory_checks_and_encrypted_kubeconfig(admin_clie
     assert cluster.inventory[H100]["free"] == 13 and cluster.inventory[H100]["max_per_node"] == 8
     assert cluster.has_lws
     assert {c["key"]: c["ok"] for c in cluster.checks} == {
-        "gpu_device_plugin": True, "priority_class": True, "rbac": True, "lws_crd": True, "storage_class": True}
+        "gpu_device_plugin": True,
+        "priority_class": True,
+        "rbac": True,
+        "lws_crd": True,
+        "storage_class": True,
+    }
     # The platform created its PriorityClass on onboarding.
     assert kube_api.get("priorityclasses", None, "maas-online-inference", group="scheduling.k8s.io") is not None
     assert "s3cret-token-value" not in cluster.kubeconfig_encrypted
@@ -73,14 +85,17 @@ def _closed_port() -> int:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("case, expected", [
-    ("unauthorized", "401 Unauthorized"),
-    ("forbidden", "403 Forbidden"),
-    ("unreachable", "connection refused"),
-    ("expired", "certificate has expired"),
-    ("bad_yaml", "kubeconfig"),
-    ("no_context", "has no context"),
-])
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("unauthorized", "401 Unauthorized"),
+        ("forbidden", "403 Forbidden"),
+        ("unreachable", "connection refused"),
+        ("expired", "certificate has expired"),
+        ("bad_yaml", "kubeconfig"),
+        ("no_context", "has no context"),
+    ],
+)
 def test_bad_connection_gives_a_precise_error_and_saves_nothing(admin_client, region, case, expected):
     tls = "expired" if case == "expired" else None
     with run_kube_api(tls=tls) as api:
@@ -89,7 +104,9 @@ def test_bad_connection_gives_a_precise_error_and_saves_nothing(admin_client, re
         if case == "unauthorized":
             api.set_tokens("another-token")
         elif case == "forbidden":
-            api.fail_next("GET", r"^/api/v1/nodes$", 403, message='nodes is forbidden: User "maas" cannot list resource "nodes"')
+            api.fail_next(
+                "GET", r"^/api/v1/nodes$", 403, message='nodes is forbidden: User "maas" cannot list resource "nodes"'
+            )
         elif case == "unreachable":
             kubeconfig = api.kubeconfig(server=f"http://127.0.0.1:{_closed_port()}")
         elif case == "bad_yaml":
@@ -107,8 +124,9 @@ def test_upload_of_kubeconfig_file_works(admin_client, region, kube_api):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     upload = SimpleUploadedFile("config", kube_api.kubeconfig().encode(), content_type="text/plain")
-    response = admin_client.post(NEW, {"name": "gpu-b", "region": region.pk, "kubeconfig": "", "kubeconfig_file": upload,
-                                       "access_mode": "proxy"})
+    response = admin_client.post(
+        NEW, {"name": "gpu-b", "region": region.pk, "kubeconfig": "", "kubeconfig_file": upload, "access_mode": "proxy"}
+    )
     assert response.status_code == 302
     assert Cluster.objects.get(name="gpu-b").inventory[H100]["total"] == 16
 
@@ -121,7 +139,9 @@ def test_replacing_the_kubeconfig_is_probed_first(admin_client, region, kube_api
     kube_api.set_tokens("rotated")
     refused = admin_client.post(url, {"kubeconfig": kube_api.kubeconfig(token="old"), "context": ""})
     assert "401 Unauthorized" in form_errors(refused)
-    assert admin_client.post(url, {"kubeconfig": kube_api.kubeconfig(token="rotated"), "context": ""}).status_code == 302
+    assert (
+        admin_client.post(url, {"kubeconfig": kube_api.kubeconfig(token="rotated"), "context": ""}).status_code == 302
+    )
     cluster.refresh_from_db()
     assert "rotated" in decrypt(cluster.kubeconfig_encrypted)
 
@@ -161,7 +181,9 @@ def test_register_cluster_command(region, kube_api, tmp_path):
     path = tmp_path / "kubeconfig"
     path.write_text(kube_api.kubeconfig())
     out = io.StringIO()
-    call_command("register_cluster", "--name", "gpu-cmd", "--region", "cn-shanghai-2", "--kubeconfig", str(path), stdout=out)
+    call_command(
+        "register_cluster", "--name", "gpu-cmd", "--region", "cn-shanghai-2", "--kubeconfig", str(path), stdout=out
+    )
     assert "cluster gpu-cmd registered in cn-shanghai-2" in out.getvalue()
     assert f"{H100}: 16 GPUs, 16 free, 2 node(s)" in out.getvalue()
     assert Cluster.objects.get(name="gpu-cmd").context == "maas-test"

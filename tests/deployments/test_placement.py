@@ -1,4 +1,5 @@
 """Variant fit against a region's GPUs, the exact "cannot place" messages, and instance prices."""
+
 from decimal import Decimal
 
 import pytest
@@ -7,7 +8,7 @@ from deployments.models import GpuPrice, Region
 from deployments.placement import instance_prices, place
 from deployments.services import cluster_register
 from maas.errors import ApplicationError
-from tests.deployments.helpers import H100, kube_cluster, local_cluster, qwen, region  # noqa: F401
+from tests.deployments.helpers import H100, qwen
 from tests.support.kubeapi import run_kube_api
 
 pytestmark = pytest.mark.django_db
@@ -20,7 +21,12 @@ def fresh(region_obj) -> Region:
 def test_small_model_takes_one_h100_as_a_deployment(catalog, kube_cluster, region):
     found = place(qwen(), fresh(region))
     assert (found.cluster, found.gpu_product, found.gpu_count, found.gpus_per_node, found.nodes_per_instance) == (
-        kube_cluster, H100, 1, 1, 1)
+        kube_cluster,
+        H100,
+        1,
+        1,
+        1,
+    )
     assert (found.variant.runtime, found.runtime_version, found.image) == ("vllm", "0.10.2", "vllm/vllm-openai:v0.10.2")
 
 
@@ -31,7 +37,8 @@ def test_deepseek_v3_without_lws_says_exactly_why(catalog, region):
         place(qwen("deepseek-v3"), fresh(region))
     assert caught.value.message == (
         "no variant of DeepSeek-V3 fits cn-shanghai-2: needs 16×80 GB GPUs or 8×141 GB GPUs; "
-        f"largest free: 8× {H100} per node and no LeaderWorkerSet CRD")
+        f"largest free: 8× {H100} per node and no LeaderWorkerSet CRD"
+    )
 
 
 def test_deepseek_v3_goes_multi_node_with_lws(catalog, kube_cluster, region):

@@ -1,11 +1,12 @@
 """The reconcile state machine against the Kubernetes API test server: statuses, failures, retries, meters."""
+
 import pytest
 
 from deployments import reconcile
 from deployments.kube import KubeError
 from deployments.models import Replica, Service, ServiceStatus
 from deployments.services import service_create, service_delete, service_scale, service_start, service_stop
-from tests.deployments.helpers import kube_cluster, meters, passes, qwen, region, statuses  # noqa: F401
+from tests.deployments.helpers import meters, passes, qwen, statuses
 
 pytestmark = pytest.mark.django_db
 NS, NAME = "maas-acme", "svc-chat"
@@ -122,8 +123,10 @@ def test_workload_deleted_behind_the_platforms_back_is_recreated(service, kube_a
 
 def test_cluster_pass_batches_reads(org, alice, catalog, kube_cluster, region, kube_api):
     kube_api.set_auto(start_after=0.0, ready_after=0.0)
-    services = [service_create(org=org, actor=alice, catalog_model=qwen("qwen2-0.5b-instruct"), region=region,
-                               name=f"b{i}") for i in range(6)]
+    services = [
+        service_create(org=org, actor=alice, catalog_model=qwen("qwen2-0.5b-instruct"), region=region, name=f"b{i}")
+        for i in range(6)
+    ]
     reconcile.reconcile_cluster(kube_cluster.pk)
     kube_api.reset_log()
     counts = reconcile.reconcile_cluster(kube_cluster.pk)

@@ -1,4 +1,5 @@
 """Deploy form with the live price, service pages and actions, tenant walls, query counts on list pages."""
+
 from decimal import Decimal
 
 import pytest
@@ -6,7 +7,7 @@ from django.urls import reverse
 
 from deployments.models import Service, ServiceStatus
 from deployments.services import service_create
-from tests.deployments.helpers import H100, kube_cluster, meters, qwen, region  # noqa: F401
+from tests.deployments.helpers import H100, meters, qwen
 
 pytestmark = pytest.mark.django_db
 NEW = reverse("deployments:service-new", args=["qwen2.5-7b-instruct"])
@@ -28,31 +29,44 @@ def test_deploy_form_lists_fitting_regions_and_the_price(alice_client, catalog, 
 
 
 def test_live_price_fragment_follows_the_instance_count(alice_client, catalog, kube_cluster):
-    response = alice_client.get(PRICE, {"region": "cn-shanghai-2", "replicas": "3", "billing_mode": "payg"},
-                                HTTP_HX_REQUEST="true")
+    response = alice_client.get(
+        PRICE, {"region": "cn-shanghai-2", "replicas": "3", "billing_mode": "payg"}, HTTP_HX_REQUEST="true"
+    )
     html = response.content.decode()
     assert "<html" not in html and "¥10.56" in html  # 3 × 3.52
-    monthly = alice_client.get(PRICE, {"region": "cn-shanghai-2", "replicas": "2", "billing_mode": "subscription"}).content.decode()
+    monthly = alice_client.get(
+        PRICE, {"region": "cn-shanghai-2", "replicas": "2", "billing_mode": "subscription"}
+    ).content.decode()
     assert "¥3,548.16" in monthly  # 2 × 3.52 × 720 × 0.7
     nothing = alice_client.get(PRICE, {"region": "cn-shanghai-2", "replicas": "abc"}).content.decode()
     assert "Pick a region" in nothing
 
 
 def test_deploy_creates_the_service_and_redirects(alice_client, alice, org, catalog, kube_cluster):
-    response = alice_client.post(NEW, {"name": "my-qwen", "region": "cn-shanghai-2", "replicas": "2", "billing_mode": "payg"})
+    response = alice_client.post(
+        NEW, {"name": "my-qwen", "region": "cn-shanghai-2", "replicas": "2", "billing_mode": "payg"}
+    )
     service = Service.objects.get(org=org, name="my-qwen")
     assert response.status_code == 302 and response.url == reverse("deployments:service-detail", args=[service.pk])
-    assert (service.model_id, service.replicas, service.status, service.cluster) == ("acme/my-qwen", 2, "Pending", kube_cluster)
+    assert (service.model_id, service.replicas, service.status, service.cluster) == (
+        "acme/my-qwen",
+        2,
+        "Pending",
+        kube_cluster,
+    )
     assert service.hourly_price == Decimal("3.52") and service.created_by == alice
     page = alice_client.get(response.url).content.decode()
     assert "acme/my-qwen" in page and "Pending" in page
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"name": "My_Qwen"}, "Lowercase letters"),
-    ({"replicas": "0"}, "greater than or equal to 1"),
-    ({"region": "mars-1"}, "Select a valid choice"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"name": "My_Qwen"}, "Lowercase letters"),
+        ({"replicas": "0"}, "greater than or equal to 1"),
+        ({"region": "mars-1"}, "Select a valid choice"),
+    ],
+)
 def test_deploy_form_rejects_bad_input(alice_client, catalog, kube_cluster, data, message):
     payload = {"name": "ok-name", "region": "cn-shanghai-2", "replicas": "1", "billing_mode": "payg", **data}
     response = alice_client.post(NEW, payload)
@@ -93,20 +107,25 @@ def test_stop_start_delete_from_the_console(alice_client, org, alice, catalog, k
     assert response.url == reverse("deployments:services") and service.status == ServiceStatus.DELETING
 
 
-def test_tenant_walls_in_the_console(alice_client, bob_client, charlie_client, org, alice, catalog, kube_cluster, region):
+def test_tenant_walls_in_the_console(
+    alice_client, bob_client, charlie_client, org, alice, catalog, kube_cluster, region
+):
     service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="private")
     detail = reverse("deployments:service-detail", args=[service.pk])
     assert bob_client.get(detail).status_code == 200  # a member sees the org's services
     assert charlie_client.get(detail).status_code == 404
     for name in ("service-stop", "service-start", "service-delete", "service-scale"):
-        assert charlie_client.post(reverse(f"deployments:{name}", args=[service.pk]), {"replicas": "2"}).status_code == 404
+        assert (
+            charlie_client.post(reverse(f"deployments:{name}", args=[service.pk]), {"replicas": "2"}).status_code == 404
+        )
     assert "private" not in charlie_client.get(reverse("deployments:services")).content.decode()
     service.refresh_from_db()
     assert service.status == ServiceStatus.PENDING and service.replicas == 1
 
 
-def test_services_list_query_count_is_pinned(alice_client, org, alice, catalog, kube_cluster, region,
-                                             django_assert_max_num_queries):
+def test_services_list_query_count_is_pinned(
+    alice_client, org, alice, catalog, kube_cluster, region, django_assert_max_num_queries
+):
     for i in range(6):
         service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name=f"svc-{i}")
     with django_assert_max_num_queries(9):

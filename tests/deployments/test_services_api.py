@@ -1,9 +1,9 @@
 """The /api/services management API: sk- keys and sessions, tenant scoping, actions, OpenAPI schema."""
+
 import pytest
 
 from deployments.models import Service, ServiceStatus
 from maas.services import apikey_create
-from tests.deployments.helpers import kube_cluster, region  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +37,12 @@ def test_create_list_retrieve_with_an_sk_key(api, org, catalog, kube_cluster):
     response = create(api)
     assert response.status_code == 201, response.content
     body = response.json()
-    assert (body["model_id"], body["instances"], body["status"], body["hourly_price"]) == ("acme/api-qwen", 2, "Pending", "3.520000")
+    assert (body["model_id"], body["instances"], body["status"], body["hourly_price"]) == (
+        "acme/api-qwen",
+        2,
+        "Pending",
+        "3.520000",
+    )
     listing = api.get("/api/services/").json()
     assert [s["name"] for s in listing["results"]] == ["api-qwen"]
     assert api.get(f"/api/services/{body['id']}/").json()["model"] == "qwen2.5-7b-instruct"
@@ -54,7 +59,11 @@ def test_scale_stop_start_delete(api, catalog, kube_cluster):
 
 
 def test_bad_requests_are_precise(api, catalog, kube_cluster):
-    assert create(api, model="no-such-model").json() == {"detail": "unknown model 'no-such-model'", "code": "invalid", "field": "model"}
+    assert create(api, model="no-such-model").json() == {
+        "detail": "unknown model 'no-such-model'",
+        "code": "invalid",
+        "field": "model",
+    }
     assert create(api, region="mars-1").json()["field"] == "region"
     assert create(api, name="Bad_Name").json()["field"] == "name"
     assert create(api, instances=0).status_code == 400
@@ -76,8 +85,11 @@ def test_another_orgs_service_is_a_404(api, rival_api, charlie_client, catalog, 
 
 
 def test_session_auth_and_anonymous(alice_client, client, catalog, kube_cluster):
-    response = alice_client.post("/api/services/", {"name": "sess", "model": "qwen2.5-7b-instruct",
-                                                   "region": "cn-shanghai-2"}, content_type="application/json")
+    response = alice_client.post(
+        "/api/services/",
+        {"name": "sess", "model": "qwen2.5-7b-instruct", "region": "cn-shanghai-2"},
+        content_type="application/json",
+    )
     assert response.status_code == 201
     assert client.get("/api/services/").status_code in (401, 403)
 
@@ -91,5 +103,10 @@ def test_list_query_count_is_pinned(api, org, catalog, kube_cluster, django_asse
 
 def test_services_are_in_the_openapi_schema(client):
     schema = client.get("/api/schema/").content.decode()
-    for path in ("/api/services/", "/api/services/{id}/scale/", "/api/services/{id}/stop/", "/api/services/{id}/start/"):
+    for path in (
+        "/api/services/",
+        "/api/services/{id}/scale/",
+        "/api/services/{id}/stop/",
+        "/api/services/{id}/start/",
+    ):
         assert path in schema

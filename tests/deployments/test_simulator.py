@@ -26,8 +26,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def simulator_url():
-    config = SimulatorConfig(served_model_names=(MODEL, ALIAS), ttft_ms=15, itl_ms=1, prefill_ms_per_1k_tokens=0,
-                             max_model_len=2048, embedding_dim=64, model_version="sim-test-7", seed=7)
+    config = SimulatorConfig(
+        served_model_names=(MODEL, ALIAS),
+        ttft_ms=15,
+        itl_ms=1,
+        prefill_ms_per_1k_tokens=0,
+        max_model_len=2048,
+        embedding_dim=64,
+        model_version="sim-test-7",
+        seed=7,
+    )
     with run_simulator(config) as base_url:
         yield base_url
 
@@ -41,7 +49,7 @@ def sse_events(body: str) -> list[str]:
     assert body.endswith("\n\n"), "every SSE event ends with a blank line"
     events = body.split("\n\n")[:-1]
     assert all(event.startswith("data: ") for event in events)
-    return [event[len("data: "):] for event in events]
+    return [event[len("data: ") :] for event in events]
 
 
 def stats(base_url: str) -> dict:
@@ -87,9 +95,24 @@ def test_loading_replica_answers_503_until_loaded():
 
 def test_cli_prints_listening_line_and_serves():
     process = subprocess.Popen(
-        [sys.executable, "-m", "deployments.simulator", "--port", "0", "--served-model-name", "cli-model",
-         "--replica-id", "replica-a", "--ttft-ms", "1", "--itl-ms", "1"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "deployments.simulator",
+            "--port",
+            "0",
+            "--served-model-name",
+            "cli-model",
+            "--replica-id",
+            "replica-a",
+            "--ttft-ms",
+            "1",
+            "--itl-ms",
+            "1",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         line = process.stdout.readline().strip()
@@ -107,9 +130,17 @@ def test_cli_prints_listening_line_and_serves():
 
 
 def test_chat_completion_has_full_openai_shape(client):
-    completion = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=12, temperature=0.7,
-                                                top_p=0.9, presence_penalty=0.5, frequency_penalty=-0.5, seed=3,
-                                                user="alice")
+    completion = client.chat.completions.create(
+        model=MODEL,
+        messages=PROMPT,
+        max_tokens=12,
+        temperature=0.7,
+        top_p=0.9,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        seed=3,
+        user="alice",
+    )
     assert completion.id.startswith("chatcmpl-")
     assert completion.object == "chat.completion"
     assert completion.model == MODEL
@@ -140,8 +171,13 @@ def test_without_max_tokens_the_answer_ends_naturally_with_stop(client):
 
 
 def test_stream_is_framed_like_openai_with_usage_chunk(simulator_url):
-    body = {"model": MODEL, "messages": PROMPT, "max_tokens": 8, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": MODEL,
+        "messages": PROMPT,
+        "max_tokens": 8,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     response = httpx.post(f"{simulator_url}/v1/chat/completions", json=body)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -149,7 +185,8 @@ def test_stream_is_framed_like_openai_with_usage_chunk(simulator_url):
     assert events[-1] == "[DONE]"
     chunks = [json.loads(event) for event in events[:-1]]
     assert {(c["id"], c["created"], c["model"], c["object"]) for c in chunks} == {
-        (chunks[0]["id"], chunks[0]["created"], MODEL, "chat.completion.chunk")}
+        (chunks[0]["id"], chunks[0]["created"], MODEL, "chat.completion.chunk")
+    }
     assert chunks[0]["id"].startswith("chatcmpl-")
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     tokens = chunks[1:-2]
@@ -169,14 +206,19 @@ def test_stream_without_include_usage_has_no_usage_chunk(simulator_url):
 def test_stream_and_non_stream_agree_on_text_and_usage(client):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Agreement check."}]
     whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=40, stop=["zzzz"])
-    stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=40, stop=["zzzz"],
-                                            stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=40,
+        stop=["zzzz"],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     usage = chunks[-1].usage
     assert text == whole.choices[0].message.content
-    assert (usage.prompt_tokens, usage.completion_tokens) == (whole.usage.prompt_tokens,
-                                                             whole.usage.completion_tokens)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (whole.usage.prompt_tokens, whole.usage.completion_tokens)
 
 
 def test_stop_string_cuts_the_answer_before_it(client):
@@ -198,8 +240,9 @@ def test_n_choices_each_get_an_index(client):
 @pytest.mark.asyncio
 async def test_async_client_streams_and_completes(simulator_url):
     client = openai.AsyncOpenAI(base_url=f"{simulator_url}/v1", api_key="unused", max_retries=0)
-    stream = await client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=6, stream=True,
-                                                  stream_options={"include_usage": True})
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=PROMPT, max_tokens=6, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [chunk async for chunk in stream]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].usage.completion_tokens == 6
@@ -214,8 +257,11 @@ async def test_async_client_streams_and_completes(simulator_url):
 def test_completions_stream_matches_non_stream(client):
     whole = client.completions.create(model=MODEL, prompt="The weather today", max_tokens=10)
     assert whole.id.startswith("cmpl-") and whole.choices[0].finish_reason == "length"
-    chunks = list(client.completions.create(model=MODEL, prompt="The weather today", max_tokens=10, stream=True,
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model=MODEL, prompt="The weather today", max_tokens=10, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert {c.object for c in chunks} == {"text_completion"}
     assert len({c.id for c in chunks}) == 1
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
@@ -235,14 +281,16 @@ def test_embeddings_have_requested_shape_in_both_encodings(client, simulator_url
     assert all(len(d.embedding) == 64 for d in result.data)
     assert result.usage.prompt_tokens == 4
     assert abs(sum(v * v for v in result.data[0].embedding) - 1.0) < 1e-4
-    raw = httpx.post(f"{simulator_url}/v1/embeddings",
-                     json={"model": MODEL, "input": "first text", "encoding_format": "float"}).json()
+    raw = httpx.post(
+        f"{simulator_url}/v1/embeddings", json={"model": MODEL, "input": "first text", "encoding_format": "float"}
+    ).json()
     assert raw["object"] == "list" and raw["data"][0]["object"] == "embedding"
     assert raw["data"][0]["embedding"] == pytest.approx(result.data[0].embedding)
     short = client.embeddings.create(model=MODEL, input="first text", dimensions=16)
     assert len(short.data[0].embedding) == 16
-    packed = httpx.post(f"{simulator_url}/v1/embeddings",
-                        json={"model": MODEL, "input": "x", "encoding_format": "base64"}).json()
+    packed = httpx.post(
+        f"{simulator_url}/v1/embeddings", json={"model": MODEL, "input": "x", "encoding_format": "base64"}
+    ).json()
     assert len(struct.unpack("<64f", base64.b64decode(packed["data"][0]["embedding"]))) == 64
 
 
@@ -254,8 +302,14 @@ def test_unknown_model_is_404_in_openai_shape(client, simulator_url):
         client.chat.completions.create(model="no-such-model", messages=PROMPT)
     response = httpx.post(f"{simulator_url}/v1/chat/completions", json={"model": "no-such-model", "messages": PROMPT})
     assert response.status_code == 404
-    assert response.json() == {"error": {"message": "The model `no-such-model` does not exist.",
-                                         "type": "NotFoundError", "param": "model", "code": 404}}
+    assert response.json() == {
+        "error": {
+            "message": "The model `no-such-model` does not exist.",
+            "type": "NotFoundError",
+            "param": "model",
+            "code": 404,
+        }
+    }
 
 
 @pytest.mark.parametrize(
@@ -279,8 +333,9 @@ def test_unknown_model_is_404_in_openai_shape(client, simulator_url):
     ],
 )
 def test_malformed_requests_are_400_in_openai_shape(simulator_url, body, param):
-    response = httpx.post(f"{simulator_url}/v1/chat/completions", content=body,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{simulator_url}/v1/chat/completions", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "BadRequestError" and error["code"] == 400 and error["param"] == param
@@ -310,28 +365,40 @@ def test_metrics_use_vllm_names_and_counters_move(client, simulator_url):
 
     label = f'{{model_name="{MODEL}"}}'
     before = scrape()
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                 "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:prefix_cache_queries_total",
-                 "vllm:prefix_cache_hits_total", "vllm:time_to_first_token_seconds_count",
-                 "vllm:time_to_first_token_seconds_sum", "vllm:inter_token_latency_seconds_count",
-                 "vllm:e2e_request_latency_seconds_count"):
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:time_to_first_token_seconds_sum",
+        "vllm:inter_token_latency_seconds_count",
+        "vllm:e2e_request_latency_seconds_count",
+    ):
         assert name + label in before, name
     assert f'vllm:time_to_first_token_seconds_bucket{{model_name="{MODEL}",le="+Inf"}}' in before
     client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=7, stream=True).close()
     completion = client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=7)
     after = scrape()
     assert after["vllm:generation_tokens_total" + label] >= before["vllm:generation_tokens_total" + label] + 7
-    assert after["vllm:prompt_tokens_total" + label] >= (before["vllm:prompt_tokens_total" + label]
-                                                         + completion.usage.prompt_tokens)
-    assert after["vllm:e2e_request_latency_seconds_count" + label] > before[
-        "vllm:e2e_request_latency_seconds_count" + label]
+    assert after["vllm:prompt_tokens_total" + label] >= (
+        before["vllm:prompt_tokens_total" + label] + completion.usage.prompt_tokens
+    )
+    assert (
+        after["vllm:e2e_request_latency_seconds_count" + label]
+        > before["vllm:e2e_request_latency_seconds_count" + label]
+    )
     assert 0.0 <= after["vllm:kv_cache_usage_perc" + label] <= 1.0
 
 
 def _first_token_seconds(client: openai.OpenAI, messages: list[dict]) -> tuple[float, int]:
     started = time.monotonic()
-    stream = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=MODEL, messages=messages, max_tokens=2, stream=True, stream_options={"include_usage": True}
+    )
     first = None
     cached = 0
     for chunk in stream:
@@ -344,8 +411,9 @@ def _first_token_seconds(client: openai.OpenAI, messages: list[dict]) -> tuple[f
 
 def test_prefix_cache_makes_a_shared_prefix_answer_sooner():
     system = {"role": "system", "content": " ".join(f"rule{i} applies." for i in range(300))}
-    with run_simulator(served_model_names=(MODEL,), ttft_ms=300, prefill_ms_per_1k_tokens=0,
-                       prefix_cache_speedup=0.9) as base_url:
+    with run_simulator(
+        served_model_names=(MODEL,), ttft_ms=300, prefill_ms_per_1k_tokens=0, prefix_cache_speedup=0.9
+    ) as base_url:
         client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
         cold, cold_cached = _first_token_seconds(client, [system, {"role": "user", "content": "First question"}])
         warm, warm_cached = _first_token_seconds(client, [system, {"role": "user", "content": "Other question"}])
@@ -437,8 +505,9 @@ def test_client_disconnect_mid_stream_frees_the_slot():
                 if number >= 4:
                     break
         started = time.monotonic()
-        completion = httpx.post(f"{base_url}/v1/chat/completions",
-                                json={"model": MODEL, "messages": PROMPT, "max_tokens": 3}).json()
+        completion = httpx.post(
+            f"{base_url}/v1/chat/completions", json={"model": MODEL, "messages": PROMPT, "max_tokens": 3}
+        ).json()
         # The abandoned stream had ~10 s left; the next request only waits for its own ~50 ms.
         assert time.monotonic() - started < 1.0
         assert completion["usage"]["completion_tokens"] == 3

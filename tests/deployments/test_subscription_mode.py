@@ -1,4 +1,5 @@
 """Deploying and scaling in subscription mode (包年包月) pays a month per instance up front, or deploys nothing."""
+
 from decimal import Decimal
 
 import pytest
@@ -27,8 +28,15 @@ def _model():
 @pytest.mark.django_db
 def test_subscription_deploy_without_funds_deploys_nothing(org, alice, local_region):
     with pytest.raises(ApplicationError):
-        service_create(org=org, actor=alice, catalog_model=_model(), region=local_region, name="subbed",
-                       replicas=1, billing_mode=BillingMode.SUBSCRIPTION)
+        service_create(
+            org=org,
+            actor=alice,
+            catalog_model=_model(),
+            region=local_region,
+            name="subbed",
+            replicas=1,
+            billing_mode=BillingMode.SUBSCRIPTION,
+        )
     assert not Service.objects.filter(name="subbed").exists()
     assert not Subscription.objects.exists() and not LedgerEntry.objects.filter(org=org).exists()
 
@@ -36,8 +44,15 @@ def test_subscription_deploy_without_funds_deploys_nothing(org, alice, local_reg
 @pytest.mark.django_db
 def test_subscription_deploy_pays_a_month_and_scale_up_buys_the_difference(org, alice, local_region):
     ledger_adjust(org=org, amount=Decimal("10000"), reason="test funds", actor=alice)
-    service = service_create(org=org, actor=alice, catalog_model=_model(), region=local_region, name="subbed",
-                             replicas=1, billing_mode=BillingMode.SUBSCRIPTION)
+    service = service_create(
+        org=org,
+        actor=alice,
+        catalog_model=_model(),
+        region=local_region,
+        name="subbed",
+        replicas=1,
+        billing_mode=BillingMode.SUBSCRIPTION,
+    )
     first = Subscription.objects.get(service=service, parent=None)
     assert first.instances == 1
     month = LedgerEntry.objects.get(key=f"subscription:{first.pk}")

@@ -1,5 +1,6 @@
 """Gateway fixtures: uvicorn servers running ``maas.asgi:application`` on the test database, engine simulators as
 replicas, public and dedicated models, and keys."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,12 @@ PREFIX = f"test-gw-{os.getpid()}:"
 settings.GATEWAY_REDIS_PREFIX = PREFIX
 # Billing may or may not be installed: balances here are only what a test publishes (otherwise unlimited).
 NO_LOADER = "tests.gateway.no_such_module.balance"
-SERVER_ENV = {"GATEWAY_BREAKER_COOLDOWN": "1", "GATEWAY_IDLE_TIMEOUT": "10", "GATEWAY_CONNECT_TIMEOUT": "2",
-              "MAAS_BALANCE_LOADER": NO_LOADER}
+SERVER_ENV = {
+    "GATEWAY_BREAKER_COOLDOWN": "1",
+    "GATEWAY_IDLE_TIMEOUT": "10",
+    "GATEWAY_CONNECT_TIMEOUT": "2",
+    "MAAS_BALANCE_LOADER": NO_LOADER,
+}
 
 
 def database_url() -> str:
@@ -33,8 +38,12 @@ def database_url() -> str:
 @contextmanager
 def run_gateway(http: str = "httptools", **env):
     """uvicorn serving maas.asgi:application on a free port, on the test database; yields its base URL."""
-    with run_asgi(env={"GATEWAY_REDIS_PREFIX": PREFIX, **SERVER_ENV, **env}, ready_path="/v1/models", ready_status=401,
-                  extra_args=("--loop", "uvloop", "--http", http)) as url:
+    with run_asgi(
+        env={"GATEWAY_REDIS_PREFIX": PREFIX, **SERVER_ENV, **env},
+        ready_path="/v1/models",
+        ready_status=401,
+        extra_args=("--loop", "uvloop", "--http", http),
+    ) as url:
         yield url
 
 
@@ -68,20 +77,51 @@ def v1(gateway_url):
 
 def make_catalog_model(slug: str, *, input_price="0.002", output_price="0.006") -> CatalogModel:
     return CatalogModel.objects.create(
-        slug=slug, name=slug, display_name=slug, publisher="test", description_zh="测试", description_en="test",
-        tasks=["chat"], parameters_b=Decimal("0.5"), context_length=8192, quantization="bf16", license="apache-2.0",
-        source_hub="huggingface", source_repo=f"test/{slug}", currency="CNY", input_price_per_1k=Decimal(input_price),
-        output_price_per_1k=Decimal(output_price), spec_updated=date(2026, 11, 1), spec_file=f"{slug}.yaml",
-        spec_hash="0" * 64)
+        slug=slug,
+        name=slug,
+        display_name=slug,
+        publisher="test",
+        description_zh="测试",
+        description_en="test",
+        tasks=["chat"],
+        parameters_b=Decimal("0.5"),
+        context_length=8192,
+        quantization="bf16",
+        license="apache-2.0",
+        source_hub="huggingface",
+        source_repo=f"test/{slug}",
+        currency="CNY",
+        input_price_per_1k=Decimal(input_price),
+        output_price_per_1k=Decimal(output_price),
+        spec_updated=date(2026, 11, 1),
+        spec_file=f"{slug}.yaml",
+        spec_hash="0" * 64,
+    )
 
 
 def make_service(*, org, model: CatalogModel, name: str, replicas: list[str], status=ServiceStatus.RUNNING) -> Service:
     region, _ = Region.objects.get_or_create(code="cn-test-1", defaults={"name_zh": "测试一区", "name_en": "Test 1"})
     service = Service.objects.create(
-        org=org, name=name, catalog_model=model, region=region, variant_position=0, runtime="vllm",
-        runtime_version="0.10.2", image="vllm/vllm-openai:v0.10.2", gpu_product="NVIDIA-H100", gpu_count=1,
-        per_gpu_memory_gb=80, cpu=8, memory_gb=64, max_model_len=8192, replicas=len(replicas) or 1,
-        ready_replicas=len(replicas), hourly_price=Decimal("12.50"), currency="CNY", status=status)
+        org=org,
+        name=name,
+        catalog_model=model,
+        region=region,
+        variant_position=0,
+        runtime="vllm",
+        runtime_version="0.10.2",
+        image="vllm/vllm-openai:v0.10.2",
+        gpu_product="NVIDIA-H100",
+        gpu_count=1,
+        per_gpu_memory_gb=80,
+        cpu=8,
+        memory_gb=64,
+        max_model_len=8192,
+        replicas=len(replicas) or 1,
+        ready_replicas=len(replicas),
+        hourly_price=Decimal("12.50"),
+        currency="CNY",
+        status=status,
+    )
     for i, base_url in enumerate(replicas):
         Replica.objects.create(service=service, name=f"{name}-{i}", base_url=base_url, ready=True)
     return service
@@ -91,8 +131,9 @@ def make_service(*, org, model: CatalogModel, name: str, replicas: list[str], st
 def simulator():
     from deployments.simulator import run_simulator
 
-    with run_simulator(served_model_names=("public/qwen-small", "acme/my-llama", "rival/their-llama"),
-                       ttft_ms=2, itl_ms=1) as base_url:
+    with run_simulator(
+        served_model_names=("public/qwen-small", "acme/my-llama", "rival/their-llama"), ttft_ms=2, itl_ms=1
+    ) as base_url:
         yield base_url
 
 

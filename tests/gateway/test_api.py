@@ -1,4 +1,5 @@
 """The /v1 API through the official openai SDK (sync, async, streaming) against a running uvicorn server."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +33,11 @@ def test_chat_completion_answers_with_the_client_model_id_and_usage(v1, api_key,
 
 def test_stream_without_include_usage_hides_the_usage_chunk(v1, api_key, org_service):
     client = openai.OpenAI(base_url=v1, api_key=api_key)
-    chunks = list(client.chat.completions.create(model="acme/my-llama", messages=CHAT, max_tokens=20, stream=True,
-                                                 extra_body={"ignore_eos": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="acme/my-llama", messages=CHAT, max_tokens=20, stream=True, extra_body={"ignore_eos": True}
+        )
+    )
     assert all(c.model == "acme/my-llama" for c in chunks)
     assert all(c.usage is None for c in chunks)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -42,9 +46,16 @@ def test_stream_without_include_usage_hides_the_usage_chunk(v1, api_key, org_ser
 
 def test_stream_with_include_usage_ends_with_usage(v1, api_key, public_model):
     client = openai.OpenAI(base_url=v1, api_key=api_key)
-    chunks = list(client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=8, stream=True,
-                                                 stream_options={"include_usage": True},
-                                                 extra_body={"ignore_eos": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="public/tiny-chat",
+            messages=CHAT,
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
     assert chunks[-1].usage.completion_tokens == 8 and not chunks[-1].choices
     assert sum(1 for c in chunks if c.usage is not None) == 1
 
@@ -54,9 +65,16 @@ def test_streams_are_the_same_through_the_plain_asgi_path(api_key, public_model)
     with run_gateway(http="h11") as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key=api_key)
         for _ in range(2):  # the second stream reuses the pooled replica connection the first one released
-            chunks = list(client.chat.completions.create(
-                model="public/tiny-chat", messages=CHAT, max_tokens=30, stream=True,
-                stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+            chunks = list(
+                client.chat.completions.create(
+                    model="public/tiny-chat",
+                    messages=CHAT,
+                    max_tokens=30,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_body={"ignore_eos": True},
+                )
+            )
             content = [c for c in chunks if c.choices and c.choices[0].delta.content]
             assert len(content) == 30 and all(c.model == "public/tiny-chat" for c in chunks)
             assert chunks[-1].usage.completion_tokens == 30 and not chunks[-1].choices
@@ -76,8 +94,12 @@ def test_async_sdk_streams_concurrently(v1, api_key, public_model):
 
         async def one(i):
             stream = await client.chat.completions.create(
-                model="public/tiny-chat", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=6,
-                stream=True, extra_body={"ignore_eos": True})
+                model="public/tiny-chat",
+                messages=[{"role": "user", "content": f"question {i}"}],
+                max_tokens=6,
+                stream=True,
+                extra_body={"ignore_eos": True},
+            )
             return [c async for c in stream]
 
         results = await asyncio.gather(*(one(i) for i in range(10)))

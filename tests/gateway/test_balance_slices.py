@@ -1,5 +1,6 @@
 """Balance slices: a worker admits requests from a part of the org's balance held in Redis for it, with no round
 trip before the upstream call, and the money still adds up to the micro-unit."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,9 @@ def _balance(org_id) -> int:
 
 
 async def _admit(org_id, n: int):
-    return await budget.admit(request_id=f"r{n}-{time.monotonic_ns()}", org_id=org_id, est_tokens=120, price=PRICE,
-                              reserve_tokens=WORST)
+    return await budget.admit(
+        request_id=f"r{n}-{time.monotonic_ns()}", org_id=org_id, est_tokens=120, price=PRICE, reserve_tokens=WORST
+    )
 
 
 @pytest.mark.asyncio
@@ -106,21 +108,28 @@ async def test_a_small_balance_gets_no_slice_and_idle_slices_are_given_back(org,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_parallel_requests_through_two_workers_never_overspend_a_balance_split_into_slices(v1, org, api_key,
-                                                                                            public_model):
+def test_parallel_requests_through_two_workers_never_overspend_a_balance_split_into_slices(
+    v1, org, api_key, public_model
+):
     sredis().delete(usage.stream_key())
     balance = Decimal("0.05")  # about 80 worst cases: the first admissions are granted slices, later ones are not
     budget.publish_balance(org.pk, balance)
     with run_gateway() as second:
+
         async def run():
-            clients = [openai.AsyncOpenAI(base_url=v1, api_key=api_key, max_retries=0),
-                       openai.AsyncOpenAI(base_url=second + "/v1", api_key=api_key, max_retries=0)]
+            clients = [
+                openai.AsyncOpenAI(base_url=v1, api_key=api_key, max_retries=0),
+                openai.AsyncOpenAI(base_url=second + "/v1", api_key=api_key, max_retries=0),
+            ]
 
             async def one(i):
                 try:
                     await clients[i % 2].chat.completions.create(
-                        model="public/tiny-chat", messages=[{"role": "user", "content": f"question {i}"}],
-                        max_tokens=100, extra_body={"ignore_eos": True})
+                        model="public/tiny-chat",
+                        messages=[{"role": "user", "content": f"question {i}"}],
+                        max_tokens=100,
+                        extra_body={"ignore_eos": True},
+                    )
                     return "ok"
                 except openai.RateLimitError as exc:
                     return exc.body["code"]
@@ -148,4 +157,5 @@ def test_parallel_requests_through_two_workers_never_overspend_a_balance_split_i
     # What is still held is only the session worker's slice (the second worker gave its back when it stopped).
     holds = _holds(org.pk)
     assert all(name.startswith("slice:") for name in holds) and sum(holds.values()) == _held(org.pk) <= (
-        budget.to_micro(balance - spent))
+        budget.to_micro(balance - spent)
+    )

@@ -1,4 +1,5 @@
 """The gateway's caches follow writes to services, replicas and catalog models (the serving epoch), not a TTL."""
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,12 @@ CHAT = [{"role": "user", "content": "hi"}]
 
 
 def _chat(v1, key, model):
-    return httpx.post(v1 + "/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=10,
-                      json={"model": model, "messages": CHAT, "max_tokens": 2})
+    return httpx.post(
+        v1 + "/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+        json={"model": model, "messages": CHAT, "max_tokens": 2},
+    )
 
 
 def _first_status_within(v1, key, model, wanted: int, seconds: float) -> float | None:

@@ -1,4 +1,5 @@
 """gateway.core.chat_stream, the playground's entry: chunks then a summary, errors before the first chunk, aborts."""
+
 from __future__ import annotations
 
 import asyncio
@@ -69,8 +70,9 @@ async def test_errors_come_before_the_first_chunk(org, other_org, public_model, 
 
 async def test_cancelling_the_consumer_aborts_upstream_and_meters_what_streamed(org, public_org):
     with run_simulator(served_model_names=("public/slow",), ttft_ms=2, itl_ms=30) as slow:
-        await sync_to_async(make_service)(org=public_org, model=await sync_to_async(make_catalog_model)("slow-chat"),
-                                          name="slow", replicas=[slow])
+        await sync_to_async(make_service)(
+            org=public_org, model=await sync_to_async(make_catalog_model)("slow-chat"), name="slow", replicas=[slow]
+        )
         seen = []
 
         async def consume():

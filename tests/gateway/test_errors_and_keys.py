@@ -1,4 +1,5 @@
 """Refusals in OpenAI's shape: bad keys, revoked and expired keys, malformed bodies, huge bodies."""
+
 from __future__ import annotations
 
 import time
@@ -56,29 +57,55 @@ def test_expired_key_is_refused(v1, org, public_model):
         client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=2)
 
 
-@pytest.mark.parametrize("body, param, code", [
-    (b"{not json", None, "invalid_json"),
-    (b"[1, 2]", None, "invalid_body"),
-    (b'{"messages": [{"role": "user", "content": "hi"}]}', "model", "missing_required_parameter"),
-    (b'{"model": 5, "messages": []}', "model", "invalid_type"),
-    (b'{"model": "public/tiny-chat"}', "messages", "missing_required_parameter"),
-    (b'{"model": "public/tiny-chat", "messages": "hi"}', "messages", "invalid_type"),
-    (b'{"model": "public/tiny-chat", "messages": []}', "messages", "empty_array"),
-    (b'{"model": "public/tiny-chat", "messages": [{"role": "wizard", "content": "x"}]}', "messages", "invalid_value"),
-    (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": 7}]}', "messages", "invalid_type"),
-    (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": "10"}',
-     "max_tokens", "invalid_type"),
-    (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
-     "max_tokens", "invalid_value"),
-    (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "temperature": 9}',
-     "temperature", "invalid_value"),
-    (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
-     "stream", "invalid_type"),
-    (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], '
-     b'"stream_options": {"include_usage": true}}', "stream_options", "invalid_value"),
-    (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}',
-     "frobnicate", "unknown_parameter"),
-])
+@pytest.mark.parametrize(
+    "body, param, code",
+    [
+        (b"{not json", None, "invalid_json"),
+        (b"[1, 2]", None, "invalid_body"),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}', "model", "missing_required_parameter"),
+        (b'{"model": 5, "messages": []}', "model", "invalid_type"),
+        (b'{"model": "public/tiny-chat"}', "messages", "missing_required_parameter"),
+        (b'{"model": "public/tiny-chat", "messages": "hi"}', "messages", "invalid_type"),
+        (b'{"model": "public/tiny-chat", "messages": []}', "messages", "empty_array"),
+        (
+            b'{"model": "public/tiny-chat", "messages": [{"role": "wizard", "content": "x"}]}',
+            "messages",
+            "invalid_value",
+        ),
+        (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": 7}]}', "messages", "invalid_type"),
+        (
+            b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": "10"}',
+            "max_tokens",
+            "invalid_type",
+        ),
+        (
+            b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}',
+            "max_tokens",
+            "invalid_value",
+        ),
+        (
+            b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "temperature": 9}',
+            "temperature",
+            "invalid_value",
+        ),
+        (
+            b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+            "stream",
+            "invalid_type",
+        ),
+        (
+            b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], '
+            b'"stream_options": {"include_usage": true}}',
+            "stream_options",
+            "invalid_value",
+        ),
+        (
+            b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}',
+            "frobnicate",
+            "unknown_parameter",
+        ),
+    ],
+)
 def test_invalid_bodies_get_a_precise_400(v1, api_key, public_model, body, param, code):
     response = _post(v1, api_key, body)
     assert response.status_code == 400, response.text
@@ -96,7 +123,8 @@ def test_too_long_prompt_is_the_upstreams_400_not_a_500(v1, api_key, public_mode
     long = " ".join(["word"] * 40000)  # the simulator serves 32768 tokens
     with pytest.raises(openai.BadRequestError) as caught:
         openai.OpenAI(base_url=v1, api_key=api_key).chat.completions.create(
-            model="public/tiny-chat", messages=[{"role": "user", "content": long}], max_tokens=10)
+            model="public/tiny-chat", messages=[{"role": "user", "content": long}], max_tokens=10
+        )
     assert "public/tiny-chat" in str(caught.value) or "context" in str(caught.value)
 
 
@@ -130,8 +158,12 @@ def test_requests_refused_for_their_body_still_leave_one_usage_record(v1, org, k
     sredis().delete(usage.stream_key())
     sent = [
         (b"{not json", 400, "invalid_json", ""),
-        (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}', 400,
-         "unknown_parameter", "public/tiny-chat"),
+        (
+            b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "frobnicate": 1}',
+            400,
+            "unknown_parameter",
+            "public/tiny-chat",
+        ),
         (b'{"model": "public/tiny-chat", "messages": "' + b"a" * (9 << 20) + b'"}', 413, "request_too_large", ""),
     ]
     ids = {}
@@ -147,7 +179,6 @@ def test_requests_refused_for_their_body_still_leave_one_usage_record(v1, org, k
     assert set(records) == set(ids)
     for request_id, (status, code, model) in ids.items():
         record = records[request_id]
-        assert (record.status, record.http_status, record.error_code, record.model_id) == ("error", status, code,
-                                                                                            model)
+        assert (record.status, record.http_status, record.error_code, record.model_id) == ("error", status, code, model)
         assert record.api_key_id == key_row.pk and record.prompt_tokens == record.completion_tokens == 0
         assert record.cost is None and record.endpoint == "chat.completions"

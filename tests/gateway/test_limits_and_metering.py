@@ -1,4 +1,5 @@
 """Rate limits across workers, budgets under concurrency, aborts, retries and the circuit breaker, metering."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,11 +46,14 @@ def test_requests_per_minute_hold_across_two_server_processes(v1, org, public_mo
     _not_at_a_minute_boundary()
     _key, raw = apikey_create(org=org, name="limited", rpm_limit=4)
     with run_gateway() as second:
-        clients = [openai.OpenAI(base_url=v1, api_key=raw, max_retries=0),
-                   openai.OpenAI(base_url=second + "/v1", api_key=raw, max_retries=0)]
+        clients = [
+            openai.OpenAI(base_url=v1, api_key=raw, max_retries=0),
+            openai.OpenAI(base_url=second + "/v1", api_key=raw, max_retries=0),
+        ]
         for i in range(4):
             response = clients[i % 2].chat.completions.with_raw_response.create(
-                model="public/tiny-chat", messages=CHAT, max_tokens=2)
+                model="public/tiny-chat", messages=CHAT, max_tokens=2
+            )
             assert response.headers["x-ratelimit-remaining-requests"] == str(3 - i)
         with pytest.raises(openai.RateLimitError) as caught:
             clients[1].chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=2)
@@ -78,8 +82,11 @@ def test_fifty_parallel_requests_never_overspend_a_small_balance(v1, org, api_ke
         async def one(i):
             try:
                 await client.chat.completions.create(
-                    model="public/tiny-chat", messages=[{"role": "user", "content": f"question {i}"}], max_tokens=100,
-                    extra_body={"ignore_eos": True})
+                    model="public/tiny-chat",
+                    messages=[{"role": "user", "content": f"question {i}"}],
+                    max_tokens=100,
+                    extra_body={"ignore_eos": True},
+                )
                 return "ok"
             except openai.RateLimitError as exc:
                 return exc.body["code"]
@@ -99,7 +106,8 @@ def test_fifty_parallel_requests_never_overspend_a_small_balance(v1, org, api_ke
     assert budget.published_balance(org.pk) == balance - spent >= 0
     with pytest.raises(openai.RateLimitError) as caught:  # what is left cannot cover another worst case
         openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0).chat.completions.create(
-            model="public/tiny-chat", messages=CHAT, max_tokens=100)
+            model="public/tiny-chat", messages=CHAT, max_tokens=100
+        )
     assert caught.value.body["code"] == "insufficient_quota"
 
 
@@ -107,7 +115,8 @@ def test_an_org_without_balance_gets_insufficient_quota_even_on_dedicated_servic
     budget.publish_balance(org.pk, Decimal("0"))
     with pytest.raises(openai.RateLimitError) as caught:
         openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0).chat.completions.create(
-            model="acme/my-llama", messages=CHAT, max_tokens=2)
+            model="acme/my-llama", messages=CHAT, max_tokens=2
+        )
     assert caught.value.body["type"] == "insufficient_quota"
 
 
@@ -115,14 +124,18 @@ def test_key_spend_cap_stops_the_key_not_the_org(v1, org, public_model):
     budget.publish_balance(org.pk, Decimal("100"))
     _key, capped = apikey_create(org=org, name="capped", spend_cap=Decimal("0.001"), spend_cap_period="daily")
     client = openai.OpenAI(base_url=v1, api_key=capped, max_retries=0)
-    client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=100,
-                                   extra_body={"ignore_eos": True})
+    client.chat.completions.create(
+        model="public/tiny-chat", messages=CHAT, max_tokens=100, extra_body={"ignore_eos": True}
+    )
     with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=100)
     assert caught.value.body["code"] == "insufficient_quota" and "spend cap" in caught.value.body["message"]
     _key, other = apikey_create(org=org, name="uncapped")
-    assert openai.OpenAI(base_url=v1, api_key=other).chat.completions.create(
-        model="public/tiny-chat", messages=CHAT, max_tokens=2).choices
+    assert (
+        openai.OpenAI(base_url=v1, api_key=other)
+        .chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=2)
+        .choices
+    )
 
 
 def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(v1, org, api_key, public_org):
@@ -130,8 +143,9 @@ def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(v1, org, a
         make_service(org=public_org, model=make_catalog_model("slow-chat"), name="slow", replicas=[slow])
         body = {"model": "public/slow-chat", "messages": CHAT, "max_tokens": 200, "stream": True, "ignore_eos": True}
         received = 0
-        with httpx.stream("POST", v1 + "/chat/completions", json=body, timeout=10,
-                          headers={"Authorization": f"Bearer {api_key}"}) as response:
+        with httpx.stream(
+            "POST", v1 + "/chat/completions", json=body, timeout=10, headers={"Authorization": f"Bearer {api_key}"}
+        ) as response:
             request_id = response.headers["x-request-id"]
             for line in response.iter_lines():
                 if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
@@ -152,13 +166,16 @@ def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(v1, org, a
 
 def test_failing_replicas_are_retried_and_ejected_then_probed_back(v1, api_key, public_org):
     dead = f"http://127.0.0.1:{free_port()}"
-    with run_simulator(served_model_names=("public/flaky",), ttft_ms=1, itl_ms=1) as good, \
-            run_simulator(served_model_names=("public/flaky",), ttft_ms=1, itl_ms=1, failure_rate=1.0) as bad:
+    with (
+        run_simulator(served_model_names=("public/flaky",), ttft_ms=1, itl_ms=1) as good,
+        run_simulator(served_model_names=("public/flaky",), ttft_ms=1, itl_ms=1, failure_rate=1.0) as bad,
+    ):
         make_service(org=public_org, model=make_catalog_model("flaky-chat"), name="flaky", replicas=[bad, dead, good])
         client = openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0)
         for i in range(12):
             answer = client.chat.completions.create(
-                model="public/flaky-chat", messages=[{"role": "user", "content": f"q{i} " * 3}], max_tokens=2)
+                model="public/flaky-chat", messages=[{"role": "user", "content": f"q{i} " * 3}], max_tokens=2
+            )
             assert answer.choices
         failed = httpx.get(bad + "/_sim/stats").json()["requests_total"]
         assert 1 <= failed <= 3  # ejected after GATEWAY_BREAKER_FAILURES consecutive failures
@@ -166,8 +183,9 @@ def test_failing_replicas_are_retried_and_ejected_then_probed_back(v1, api_key, 
         httpx.post(bad + "/_sim/config", json={"failure_rate": 0.0})
         time.sleep(1.2)  # the breaker cooldown in tests
         for i in range(20):
-            client.chat.completions.create(model="public/flaky-chat",
-                                           messages=[{"role": "user", "content": f"again {i} " * 3}], max_tokens=2)
+            client.chat.completions.create(
+                model="public/flaky-chat", messages=[{"role": "user", "content": f"again {i} " * 3}], max_tokens=2
+            )
         assert httpx.get(bad + "/_sim/stats").json()["requests_completed"] >= 1  # probed back into rotation
 
 
@@ -175,7 +193,8 @@ def test_no_ready_replica_is_503_with_retry_after(v1, api_key, public_org):
     make_service(org=public_org, model=make_catalog_model("cold-chat"), name="cold", replicas=[])
     with pytest.raises(openai.InternalServerError) as caught:
         openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0).chat.completions.create(
-            model="public/cold-chat", messages=CHAT)
+            model="public/cold-chat", messages=CHAT
+        )
     assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"]
     assert caught.value.body["code"] == "no_ready_replica"
 
@@ -183,8 +202,7 @@ def test_no_ready_replica_is_503_with_retry_after(v1, api_key, public_org):
 def test_usage_is_recorded_once_even_when_entries_are_replayed_or_a_consumer_dies(v1, org, key_row, public_model):
     client = openai.OpenAI(base_url=v1, api_key=key_row.raw)
     for i in range(3):
-        client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=4, temperature=0.5,
-                                       seed=i)
+        client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=4, temperature=0.5, seed=i)
     _wait_for_stream(3)
     r = sredis()
     entries = r.xrange(usage.stream_key())
@@ -203,8 +221,11 @@ def test_usage_is_recorded_once_even_when_entries_are_replayed_or_a_consumer_die
     assert record.replica == "qwen-small-0" and record.prompt_tokens > 0 and 0 < record.completion_tokens <= 4
     assert record.params == {"max_tokens": 4, "temperature": 0.5, "seed": 0} and len(record.prompt_hash) == 64
     assert record.served_model_version and record.ttft_ms is not None and record.status == "ok"
-    assert record.cost == (Decimal(record.prompt_tokens) * Decimal("0.002")
-                           + Decimal(record.completion_tokens) * Decimal("0.006")) / 1000
+    assert (
+        record.cost
+        == (Decimal(record.prompt_tokens) * Decimal("0.002") + Decimal(record.completion_tokens) * Decimal("0.006"))
+        / 1000
+    )
     assert ApiKey.objects.get(pk=key_row.pk).last_used_at is not None
     payload = orjson.loads(entries[0][1][b"r"])
     assert payload["id"] == str(UsageRecord.objects.get(pk=payload["id"]).pk)
@@ -221,15 +242,22 @@ def test_a_slow_reader_gets_every_byte_of_a_long_stream_in_order(v1, org, api_ke
         service = make_service(org=public_org, model=make_catalog_model("long-chat"), name="long", replicas=[long])
         service.max_model_len = 32768
         service.save()
-        body = orjson.dumps({"model": "public/long-chat", "messages": CHAT, "max_tokens": tokens, "stream": True,
-                             "ignore_eos": True})
+        body = orjson.dumps(
+            {"model": "public/long-chat", "messages": CHAT, "max_tokens": tokens, "stream": True, "ignore_eos": True}
+        )
         parts = urlsplit(v1)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect((parts.hostname, parts.port))
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Authorization: Bearer " + api_key.encode() + b"\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer "
+            + api_key.encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         time.sleep(3)  # the whole answer is generated by now; most of it waits on the gateway's side
         raw = b""
         sock.settimeout(20)
@@ -247,8 +275,8 @@ def test_a_slow_reader_gets_every_byte_of_a_long_stream_in_order(v1, org, api_ke
         if size == 0:
             break
         payload += rest[:size]
-        assert rest[size:size + 2] == b"\r\n"
-        rest = rest[size + 2:]
+        assert rest[size : size + 2] == b"\r\n"
+        rest = rest[size + 2 :]
     events = [e for e in payload.split(b"\n\n") if e]
     assert events[-1] == b"data: [DONE]"
     chunks = [orjson.loads(e[6:]) for e in events[:-1]]

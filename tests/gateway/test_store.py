@@ -1,4 +1,5 @@
 """The hot path's pipelined Redis client: commands written later in one batch keep their order with the others."""
+
 from __future__ import annotations
 
 import asyncio

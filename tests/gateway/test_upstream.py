@@ -1,5 +1,6 @@
 """gateway.upstream, the replica client: keep-alive reuse, chunked bodies, a stale pooled connection, the idle
 timeout, TLS with a CA bundle and closing the pool with its event loop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,10 @@ from cryptography.x509.oid import NameOID
 from deployments.selectors import Endpoint
 from gateway import upstream
 
-CHUNKED = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-           b"7\r\ndata: a\r\n6\r\n\n\ndata\r\n8\r\n: b\n\n!!!\r\n0\r\n\r\n")
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"7\r\ndata: a\r\n6\r\n\n\ndata\r\n8\r\n: b\n\n!!!\r\n0\r\n\r\n"
+)
 
 
 class Replica:
@@ -39,8 +42,13 @@ class Replica:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
+                length = int(
+                    next(
+                        line.split(b":")[1]
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    )
+                )
                 self.requests.append(head + await reader.readexactly(length))
                 n += 1
                 if not await self.behaviour(n, writer):
@@ -65,8 +73,9 @@ async def answer_chunked(n, writer):
 
 
 def endpoint(port, scheme="http", **kw):
-    return Endpoint(replica="r", base_url=f"{scheme}://127.0.0.1:{port}/prefix", headers={"Authorization": "Bearer x"},
-                    **kw)
+    return Endpoint(
+        replica="r", base_url=f"{scheme}://127.0.0.1:{port}/prefix", headers={"Authorization": "Bearer x"}, **kw
+    )
 
 
 @pytest.mark.asyncio
@@ -165,17 +174,24 @@ async def test_refused_connection_is_an_oserror():
 def self_signed(tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "replica")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_path), str(key_path)
 
 
@@ -186,8 +202,7 @@ async def test_tls_replica_with_a_ca_bundle_and_unverified(tmp_path):
     server_context.load_cert_chain(cert, key)
     async with Replica(answer_chunked, ssl_context=server_context) as port:
         for verify in (cert, False):
-            response = await upstream.request(endpoint(port, "https", tls_verify=verify), "/v1/completions", b"{}",
-                                              "r")
+            response = await upstream.request(endpoint(port, "https", tls_verify=verify), "/v1/completions", b"{}", "r")
             assert await response.read() == b"data: a\n\ndata: b\n\n!!!"
             response.release()
         with pytest.raises(ssl.SSLError):  # default verification does not trust a self-signed certificate
@@ -221,7 +236,7 @@ async def test_a_finished_answer_is_freed_without_the_cyclic_gc():
                 received = []
 
                 def sink(data, response=response):  # like gateway.asgi's relay: the sink knows its response
-                    received.append(data)
+                    received.append(data)  # noqa: B023
                     if response.complete:
                         response.wake()
 
@@ -281,8 +296,9 @@ def test_streams_under_uvicorn_take_the_direct_relay():
         await send({"type": "http.response.body", "body": b"ok"})
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, loop="uvloop", http="httptools", lifespan="off",
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, port=port, loop="uvloop", http="httptools", lifespan="off", log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -13,7 +13,9 @@ User = get_user_model()
 
 @pytest.mark.django_db
 def test_signup_creates_personal_org_and_logs_in(client):
-    response = client.post(reverse("signup"), {"name": "Dana", "email": "Dana@Example.com", "password": "a-long-passphrase-9"})
+    response = client.post(
+        reverse("signup"), {"name": "Dana", "email": "Dana@Example.com", "password": "a-long-passphrase-9"}
+    )
     assert response.status_code == 302
     user = User.objects.get(username="dana@example.com")
     membership = Membership.objects.get(user=user)
@@ -47,7 +49,10 @@ def test_password_reset_sends_a_working_link(client, alice):
     link = re.search(r"https?://[^/]+(/accounts/reset/\S+)", mail.outbox[0].body).group(1)
     form_page = client.get(link, follow=True)
     assert form_page.status_code == 200
-    done = client.post(form_page.redirect_chain[-1][0], {"new_password1": "fresh-passphrase-42", "new_password2": "fresh-passphrase-42"})
+    done = client.post(
+        form_page.redirect_chain[-1][0],
+        {"new_password1": "fresh-passphrase-42", "new_password2": "fresh-passphrase-42"},
+    )
     assert done.status_code == 302
     assert client.login(username="alice@example.com", password="fresh-passphrase-42")
 

@@ -9,7 +9,9 @@ from maas.selectors import apikey_by_plaintext
 
 @pytest.mark.django_db
 def test_key_is_shown_once_and_stored_only_as_hash(alice_client, org):
-    page = alice_client.post(reverse("apikeys"), {"name": "ci", "rpm_limit": "60", "allowed_models": "public/qwen3-8b, acme/chat"}).content.decode()
+    page = alice_client.post(
+        reverse("apikeys"), {"name": "ci", "rpm_limit": "60", "allowed_models": "public/qwen3-8b, acme/chat"}
+    ).content.decode()
     raw = re.search(r"(sk-[A-Za-z0-9_-]{40,})", page).group(1)
     key = ApiKey.objects.get(org=org)
     assert key.key_hash == hash_api_key(raw) and raw not in (key.prefix + key.name)

@@ -1,4 +1,5 @@
 """Tenant walls: every tenant-owned URL answers 404 to an outsider, and nothing changes."""
+
 import pytest
 from django.urls import reverse
 
@@ -58,6 +59,7 @@ def test_for_org_with_no_org_is_empty(alice_key):
 
 def test_viewsets_cannot_override_get_queryset():
     with pytest.raises(TypeError, match="must not override get_queryset"):
+
         class Leaky(OrgScopedViewSetMixin):  # noqa: F841
             def get_queryset(self):
                 return ApiKey.objects.all()

@@ -1,12 +1,13 @@
 """The playground socket against the real ASGI app, the real gateway core and engine simulators as upstream."""
+
 from __future__ import annotations
 
 import asyncio
 import functools
-import threading
-from decimal import Decimal
 import json
+import threading
 import urllib.request
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -33,6 +34,7 @@ def in_own_loop(test):
     A session-wide Playwright (browser tests) leaves a running loop in the main thread, where pytest-asyncio could
     not start one. At the end the consumer's database thread closes its connection so teardown can drop the DB.
     """
+
     @functools.wraps(test)
     def run(*args, **kwargs):
         async def body():
@@ -87,8 +89,16 @@ async def _until(communicator, kind: str, timeout: float = 10) -> list[dict]:
 
 
 def _send(model=PUBLIC_ID, content="Tell me about TCP.", **extra) -> dict:
-    return {"type": "send", "conversation": None, "model": model, "compare_model": "", "system": "Be brief.",
-            "params": {"temperature": 0.2, "max_tokens": 64}, "content": content, **extra}
+    return {
+        "type": "send",
+        "conversation": None,
+        "model": model,
+        "compare_model": "",
+        "system": "Be brief.",
+        "params": {"temperature": 0.2, "max_tokens": 64},
+        "content": content,
+        **extra,
+    }
 
 
 @pytest.fixture
@@ -160,8 +170,9 @@ async def test_someone_elses_conversation_is_not_found(alice, bob, org, public_m
 
 
 @in_own_loop
-async def test_answer_streams_token_by_token_and_is_recorded_billed_as_playground(alice, funded, org, public_model,
-                                                                                   simulator):
+async def test_answer_streams_token_by_token_and_is_recorded_billed_as_playground(
+    alice, funded, org, public_model, simulator
+):
     await sync_to_async(_with_replica)(public_model, simulator)
     communicator, _connected, _ = await _open(alice)
     await communicator.send_json_to(_send())
@@ -257,7 +268,9 @@ async def test_compare_mode_streams_both_models_in_parallel(alice, funded, org, 
     assert done[0]["status"] == done[1]["status"] == "ok"
     assert done[1]["stats"]["cost"] is None  # dedicated services are billed per instance-hour
     assert {f["lane"] for f in frames if f["type"] == "delta"} == {0, 1}
-    lanes = await sync_to_async(lambda: sorted(Message.objects.filter(role="assistant").values_list("lane", flat=True)))()
+    lanes = await sync_to_async(
+        lambda: sorted(Message.objects.filter(role="assistant").values_list("lane", flat=True))
+    )()
     assert lanes == [0, 1]
     await communicator.disconnect()
 
@@ -269,8 +282,15 @@ async def test_regenerate_replaces_the_last_answer(alice, funded, public_model, 
     await communicator.send_json_to(_send())
     first = await _until(communicator, "idle")
     conversation_id = first[0]["id"]
-    await communicator.send_json_to({"type": "regenerate", "conversation": conversation_id, "model": PUBLIC_ID,
-                                     "system": "Be brief.", "params": {"temperature": 1.2, "max_tokens": 32}})
+    await communicator.send_json_to(
+        {
+            "type": "regenerate",
+            "conversation": conversation_id,
+            "model": PUBLIC_ID,
+            "system": "Be brief.",
+            "params": {"temperature": 1.2, "max_tokens": 32},
+        }
+    )
     second = await _until(communicator, "idle")
     assert second[0]["type"] == "conversation" and second[0]["created"] is False
     assert [f["status"] for f in second if f["type"] == "done"] == ["ok"]
@@ -279,12 +299,15 @@ async def test_regenerate_replaces_the_last_answer(alice, funded, public_model, 
     await communicator.disconnect()
 
 
-@pytest.mark.parametrize("headers, expected", [
-    ([(b"cookie", b"django_language=zh-hans; sessionid=x")], "zh-hans"),
-    ([(b"accept-language", b"zh-CN,zh;q=0.9,en;q=0.8")], "zh-hans"),
-    ([(b"accept-language", b"fr-FR")], "en"),
-    ([], "en"),
-])
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ([(b"cookie", b"django_language=zh-hans; sessionid=x")], "zh-hans"),
+        ([(b"accept-language", b"zh-CN,zh;q=0.9,en;q=0.8")], "zh-hans"),
+        ([(b"accept-language", b"fr-FR")], "en"),
+        ([], "en"),
+    ],
+)
 def test_socket_language_follows_cookie_then_browser(headers, expected):
     from playground.consumers import _language_of
 

@@ -1,4 +1,5 @@
 """Model output is untrusted: rendered Markdown must never carry script, handlers or javascript: links."""
+
 from html.parser import HTMLParser
 
 from playground.rendering import render_markdown
@@ -22,8 +23,10 @@ def _elements(html: str) -> list[tuple[str, dict]]:
 
 
 def test_event_handlers_and_javascript_links_are_dropped():
-    html = render_markdown('<img src=x onerror="alert(1)"> [click](javascript:alert(1)) <a href="javascript:x">y</a>'
-                           "\n\n<div onclick=alert(1)>z</div>")
+    html = render_markdown(
+        '<img src=x onerror="alert(1)"> [click](javascript:alert(1)) <a href="javascript:x">y</a>'
+        "\n\n<div onclick=alert(1)>z</div>"
+    )
     elements = _elements(html)
     assert {tag for tag, _ in elements} <= {"p", "a", "br"}
     for _tag, attrs in elements:

@@ -1,4 +1,5 @@
 """'View code' snippets: runnable requests against the platform's /v1 with the conversation in them."""
+
 import ast
 import json
 
@@ -8,7 +9,7 @@ from playground.snippets import conversation_snippets
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "It's \"quoted\": true"},
+    {"role": "user", "content": 'It\'s "quoted": true'},
     {"role": "assistant", "content": "OK"},
     {"role": "user", "content": "和中文"},
 ]
@@ -19,7 +20,7 @@ PARAMS = {"temperature": 0.3, "max_tokens": 64}
 def test_curl_posts_the_conversation_to_the_platform_base_url():
     curl = conversation_snippets(model_id="public/qwen2-0.5b-instruct", messages=MESSAGES, params=PARAMS)["curl"]
     assert curl.startswith("curl https://maas.example.cn/v1/chat/completions")
-    assert 'Authorization: Bearer $MAAS_API_KEY' in curl
+    assert "Authorization: Bearer $MAAS_API_KEY" in curl
     payload = curl.split("-d '", 1)[1].rsplit("'", 1)[0].replace("'\"'\"'", "'")
     body = json.loads(payload)
     assert body["model"] == "public/qwen2-0.5b-instruct"
@@ -35,8 +36,13 @@ def test_python_snippet_is_valid_python_with_the_same_messages():
     assert 'api_key=os.environ["MAAS_API_KEY"]' in code
     call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "create")
     kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-    assert kwargs == {"model": "acme/my-llama", "messages": MESSAGES, "temperature": 0.3, "max_tokens": 64,
-                      "stream": True}
+    assert kwargs == {
+        "model": "acme/my-llama",
+        "messages": MESSAGES,
+        "temperature": 0.3,
+        "max_tokens": 64,
+        "stream": True,
+    }
 
 
 @override_settings(SITE_URL="https://maas.example.cn")

@@ -1,4 +1,5 @@
 """Console pages: the chat page, a user's conversations (private to them), rename/delete and View code."""
+
 from decimal import Decimal
 
 import pytest
@@ -15,11 +16,27 @@ INDEX = "/playground/"
 
 @pytest.fixture
 def conversation(alice, org, public_model):
-    conv, _prompt = services.conversation_start(org=org, user=alice, model_id=PUBLIC_ID, content="Explain **TCP**",
-                                                system_prompt="Be brief.", params={"temperature": 0.2})
-    services.answer_record(conversation=conv, lane=0, model_id=PUBLIC_ID, content="<script>x()</script> **SYN**",
-                           status=AnswerStatus.OK, prompt_tokens=12, completion_tokens=40, ttft_ms=100,
-                           latency_ms=900, cost=Decimal("0.000130"), currency="CNY")
+    conv, _prompt = services.conversation_start(
+        org=org,
+        user=alice,
+        model_id=PUBLIC_ID,
+        content="Explain **TCP**",
+        system_prompt="Be brief.",
+        params={"temperature": 0.2},
+    )
+    services.answer_record(
+        conversation=conv,
+        lane=0,
+        model_id=PUBLIC_ID,
+        content="<script>x()</script> **SYN**",
+        status=AnswerStatus.OK,
+        prompt_tokens=12,
+        completion_tokens=40,
+        ttft_ms=100,
+        latency_ms=900,
+        cost=Decimal("0.000130"),
+        currency="CNY",
+    )
     return conv
 
 
@@ -89,8 +106,11 @@ def test_outsider_gets_404_everywhere(charlie_client, conversation):
 
 
 def test_rename_via_htmx_returns_list_and_audits(alice_client, conversation):
-    response = alice_client.post(reverse("playground:conversation-rename", args=[conversation.pk]),
-                                 {"title": "  TCP   handshake "}, HTTP_HX_REQUEST="true")
+    response = alice_client.post(
+        reverse("playground:conversation-rename", args=[conversation.pk]),
+        {"title": "  TCP   handshake "},
+        HTTP_HX_REQUEST="true",
+    )
     assert response.status_code == 200
     assert "TCP handshake" in response.content.decode()
     conversation.refresh_from_db()
@@ -121,10 +141,18 @@ def test_malformed_conversation_id_is_404(alice_client, public_model):
 
 def test_view_code_contains_conversation_draft_and_settings(alice_client, conversation, settings):
     settings.SITE_URL = "https://maas.example.cn"
-    response = alice_client.get(reverse("playground:code"), {
-        "model": PUBLIC_ID, "conversation": str(conversation.pk), "system": "Be brief.", "content": "And UDP?",
-        "temperature": "0.2", "max_tokens": "256",
-    }, HTTP_HX_REQUEST="true")
+    response = alice_client.get(
+        reverse("playground:code"),
+        {
+            "model": PUBLIC_ID,
+            "conversation": str(conversation.pk),
+            "system": "Be brief.",
+            "content": "And UDP?",
+            "temperature": "0.2",
+            "max_tokens": "256",
+        },
+        HTTP_HX_REQUEST="true",
+    )
     html = response.content.decode()
     assert response.status_code == 200
     assert "https://maas.example.cn/v1/chat/completions" in html
@@ -139,8 +167,9 @@ def test_view_code_with_bad_parameter_explains_instead_of_failing(alice_client, 
     assert "temperature must be a number" in response.content.decode()
 
 
-def test_index_query_count_does_not_grow_with_conversations(alice_client, alice, org, public_model,
-                                                            django_assert_max_num_queries):
+def test_index_query_count_does_not_grow_with_conversations(
+    alice_client, alice, org, public_model, django_assert_max_num_queries
+):
     for i in range(15):
         services.conversation_start(org=org, user=alice, model_id=PUBLIC_ID, content=f"prompt {i}")
     with django_assert_max_num_queries(12):

@@ -52,24 +52,51 @@ RESOURCES = {
     (LWS_GROUP, "v1", "leaderworkersets"): ("LeaderWorkerSet", True),
     ("authorization.k8s.io", "v1", "selfsubjectaccessreviews"): ("SelfSubjectAccessReview", False),
 }
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-            409: "Conflict", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
-            500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-               "transfer-encoding", "upgrade", "host", "authorization", "content-length"}
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "authorization",
+    "content-length",
+}
 FAILURE_REASONS = ("Unschedulable", "ImagePullBackOff", "ErrImagePull", "OOMKilled", "CrashLoopBackOff")
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def status_body(code: int, message: str, *, reason: str | None = None, details: dict | None = None) -> dict:
     """A Kubernetes `Status` object, as the API server answers errors."""
     return {
-        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
         "status": "Success" if code < 300 else "Failure",
-        "message": message, "reason": reason or _REASONS.get(code, ""), "details": details or {}, "code": code,
+        "message": message,
+        "reason": reason or _REASONS.get(code, ""),
+        "details": details or {},
+        "code": code,
     }
 
 
@@ -184,7 +211,9 @@ def pod_gpus(spec: dict) -> int:
     total = 0
     for container in spec.get("containers") or []:
         resources = container.get("resources") or {}
-        total += max(_quantity((resources.get("requests") or {}).get(GPU)), _quantity((resources.get("limits") or {}).get(GPU)))
+        total += max(
+            _quantity((resources.get("requests") or {}).get(GPU)), _quantity((resources.get("limits") or {}).get(GPU))
+        )
     return total
 
 
@@ -205,7 +234,7 @@ def make_certificate(*, expired: bool = False, hostname: str = "127.0.0.1") -> t
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if expired:
         not_before, not_after = now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
     else:
@@ -226,7 +255,9 @@ def make_certificate(*, expired: bool = False, hostname: str = "127.0.0.1") -> t
         )
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
@@ -325,9 +356,19 @@ class KubeApiServer:
 
     # ------------------------------------------------------------------------------------------- test controls
 
-    def add_node(self, name: str, *, gpus: int = 8, product: str | None = "NVIDIA-H100-80GB-HBM3",
-                 memory_mb: int | None = 81559, ready: bool = True, unschedulable: bool = False,
-                 taints: list[dict] | None = None, allocatable: int | None = None, labels: dict | None = None) -> dict:
+    def add_node(
+        self,
+        name: str,
+        *,
+        gpus: int = 8,
+        product: str | None = "NVIDIA-H100-80GB-HBM3",
+        memory_mb: int | None = 81559,
+        ready: bool = True,
+        unschedulable: bool = False,
+        taints: list[dict] | None = None,
+        allocatable: int | None = None,
+        labels: dict | None = None,
+    ) -> dict:
         node_labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", **(labels or {})}
         capacity = {"cpu": "96", "memory": "1056Gi", "pods": "110"}
         if gpus:
@@ -340,32 +381,51 @@ class KubeApiServer:
         alloc = dict(capacity)
         if gpus:
             alloc[GPU] = str(gpus if allocatable is None else allocatable)
-        spec = {"taints": taints if taints is not None else ([{"key": GPU, "value": "present", "effect": "NoSchedule"}] if gpus else [])}
+        spec = {
+            "taints": taints
+            if taints is not None
+            else ([{"key": GPU, "value": "present", "effect": "NoSchedule"}] if gpus else [])
+        }
         if unschedulable:
             spec["unschedulable"] = True
         node = {
-            "apiVersion": "v1", "kind": "Node",
+            "apiVersion": "v1",
+            "kind": "Node",
             "metadata": {"name": name, "labels": node_labels},
             "spec": spec,
             "status": {
-                "capacity": capacity, "allocatable": alloc,
-                "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                "reason": "KubeletReady" if ready else "KubeletNotReady"}],
-                "addresses": [{"type": "InternalIP", "address": f"192.168.0.{len(self._store[('', 'v1', 'nodes')]) + 10}"}],
+                "capacity": capacity,
+                "allocatable": alloc,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True" if ready else "False",
+                        "reason": "KubeletReady" if ready else "KubeletNotReady",
+                    }
+                ],
+                "addresses": [
+                    {"type": "InternalIP", "address": f"192.168.0.{len(self._store[('', 'v1', 'nodes')]) + 10}"}
+                ],
             },
         }
         with self.lock:
             self._world += 1
             return self._put(("", "v1", "nodes"), node)
 
-    def add_pod(self, namespace: str, name: str, *, node: str, gpus: int = 0, phase: str = "Running",
-                labels: dict | None = None) -> dict:
+    def add_pod(
+        self, namespace: str, name: str, *, node: str, gpus: int = 0, phase: str = "Running", labels: dict | None = None
+    ) -> dict:
         """A pod that is not the platform's (e.g. another team's training job holding GPUs)."""
         pod = {
-            "apiVersion": "v1", "kind": "Pod",
+            "apiVersion": "v1",
+            "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
-            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox",
-                                                       "resources": {"limits": {GPU: str(gpus)}} if gpus else {}}]},
+            "spec": {
+                "nodeName": node,
+                "containers": [
+                    {"name": "main", "image": "busybox", "resources": {"limits": {GPU: str(gpus)}} if gpus else {}}
+                ],
+            },
             "status": {"phase": phase},
         }
         with self.lock:
@@ -376,28 +436,47 @@ class KubeApiServer:
 
     def install_lws(self) -> None:
         with self.lock:
-            self._put(("apiextensions.k8s.io", "v1", "customresourcedefinitions"), {
-                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                "metadata": {"name": LWS_CRD},
-                "spec": {"group": LWS_GROUP, "scope": "Namespaced",
-                         "names": {"plural": "leaderworkersets", "kind": "LeaderWorkerSet"},
-                         "versions": [{"name": "v1", "served": True, "storage": True,
-                                       "subresources": {"status": {}, "scale": {}}}]},
-            })
+            self._put(
+                ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+                {
+                    "apiVersion": "apiextensions.k8s.io/v1",
+                    "kind": "CustomResourceDefinition",
+                    "metadata": {"name": LWS_CRD},
+                    "spec": {
+                        "group": LWS_GROUP,
+                        "scope": "Namespaced",
+                        "names": {"plural": "leaderworkersets", "kind": "LeaderWorkerSet"},
+                        "versions": [
+                            {"name": "v1", "served": True, "storage": True, "subresources": {"status": {}, "scale": {}}}
+                        ],
+                    },
+                },
+            )
 
     def add_storage_class(self, name: str, *, default: bool = False) -> None:
         annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
         with self.lock:
-            self._put(("storage.k8s.io", "v1", "storageclasses"), {
-                "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                "metadata": {"name": name, "annotations": annotations}, "provisioner": "rancher.io/local-path",
-            })
+            self._put(
+                ("storage.k8s.io", "v1", "storageclasses"),
+                {
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "StorageClass",
+                    "metadata": {"name": name, "annotations": annotations},
+                    "provisioner": "rancher.io/local-path",
+                },
+            )
 
     def add_priority_class(self, name: str, value: int = 100000) -> None:
         with self.lock:
-            self._put(("scheduling.k8s.io", "v1", "priorityclasses"), {
-                "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": value,
-            })
+            self._put(
+                ("scheduling.k8s.io", "v1", "priorityclasses"),
+                {
+                    "apiVersion": "scheduling.k8s.io/v1",
+                    "kind": "PriorityClass",
+                    "metadata": {"name": name},
+                    "value": value,
+                },
+            )
 
     def set_tokens(self, *tokens: str) -> None:
         """Only these bearer tokens are accepted from now on."""
@@ -422,7 +501,7 @@ class KubeApiServer:
             self._delay_rules.append(_DelayRule(method.upper(), re.compile(path_regex), seconds, times))
 
     def set_pod_failure(self, namespace: str, name: str, reason: str, message: str | None = None) -> None:
-        """Every pod of workload `name` (now and later) fails the way Kubernetes shows `reason`, and an Event is recorded."""
+        """Every pod of workload `name` (now and later) fails the way Kubernetes shows `reason`, and an Event is recorded."""  # noqa: E501
         if reason not in FAILURE_REASONS:
             raise ValueError(f"reason must be one of {FAILURE_REASONS}")
         with self.lock:
@@ -454,14 +533,20 @@ class KubeApiServer:
 
     def calls(self, method: str | None = None, path_regex: str | None = None) -> list[LoggedRequest]:
         with self.lock:
-            return [r for r in self.request_log
-                    if (method is None or r.method == method.upper()) and (path_regex is None or re.search(path_regex, r.path))]
+            return [
+                r
+                for r in self.request_log
+                if (method is None or r.method == method.upper())
+                and (path_regex is None or re.search(path_regex, r.path))
+            ]
 
     def reset_log(self) -> None:
         with self.lock:
             self.request_log.clear()
 
-    def get(self, plural: str, namespace: str | None, name: str, *, group: str = "", version: str = "v1") -> dict | None:
+    def get(
+        self, plural: str, namespace: str | None, name: str, *, group: str = "", version: str = "v1"
+    ) -> dict | None:
         with self.lock:
             self._tick()
             found = self._store[(group, version, plural)].get((namespace or "", name))
@@ -470,22 +555,35 @@ class KubeApiServer:
     def pods(self, namespace: str, workload: str | None = None) -> list[dict]:
         with self.lock:
             self._tick()
-            return [copy.deepcopy(p) for (ns, _), p in sorted(self._store[("", "v1", "pods")].items())
-                    if ns == namespace and (workload is None or self._owner_of(p) == workload)]
+            return [
+                copy.deepcopy(p)
+                for (ns, _), p in sorted(self._store[("", "v1", "pods")].items())
+                if ns == namespace and (workload is None or self._owner_of(p) == workload)
+            ]
 
-    def kubeconfig(self, token: str = DEFAULT_TOKEN, context: str = "maas-test", *, user: str = "maas",
-                   ca: bool = True, server: str | None = None) -> str:
+    def kubeconfig(
+        self,
+        token: str = DEFAULT_TOKEN,
+        context: str = "maas-test",
+        *,
+        user: str = "maas",
+        ca: bool = True,
+        server: str | None = None,
+    ) -> str:
         """A kubeconfig (YAML text) for this server with a bearer-token user."""
         cluster = {"server": server or self.url}
         if self.ca_pem and ca:
             cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem).decode()
-        return yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "test-cluster", "cluster": cluster}],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": context, "context": {"cluster": "test-cluster", "user": user}}],
-            "current-context": context,
-        })
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "test-cluster", "cluster": cluster}],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": context, "context": {"cluster": "test-cluster", "user": user}}],
+                "current-context": context,
+            }
+        )
 
     # --------------------------------------------------------------------------------------------- the store
 
@@ -499,8 +597,15 @@ class KubeApiServer:
 
     def _ensure_namespace(self, namespace: str) -> None:
         if (("", namespace)) not in self._store[("", "v1", "namespaces")]:
-            self._put(("", "v1", "namespaces"), {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
-                                                 "status": {"phase": "Active"}})
+            self._put(
+                ("", "v1", "namespaces"),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": namespace},
+                    "status": {"phase": "Active"},
+                },
+            )
 
     def _owner_of(self, pod: dict) -> str | None:
         sim = self._pods.get((pod["metadata"].get("namespace", ""), pod["metadata"]["name"]))
@@ -512,8 +617,15 @@ class KubeApiServer:
     def _force(self, namespace: str, name: str, state: str, n: int | None) -> int:
         with self.lock:
             self._tick()
-            sims = sorted((s for kind in ("Deployment", "LeaderWorkerSet") for s in self._owned(namespace, kind, name)
-                           if s.terminating_since is None), key=lambda s: (s.created, s.name))
+            sims = sorted(
+                (
+                    s
+                    for kind in ("Deployment", "LeaderWorkerSet")
+                    for s in self._owned(namespace, kind, name)
+                    if s.terminating_since is None
+                ),
+                key=lambda s: (s.created, s.name),
+            )
             rank = {"running": 1, "ready": 2}
             changed = 0
             if any(s.group is not None for s in sims):
@@ -562,8 +674,10 @@ class KubeApiServer:
                 not_ready += 1
             elif any(labels.get(k) != v for k, v in selector.items()):
                 mismatch += 1
-            elif any(t.get("effect") in ("NoSchedule", "NoExecute") and t.get("key") not in tolerated
-                     for t in node["spec"].get("taints") or []):
+            elif any(
+                t.get("effect") in ("NoSchedule", "NoExecute") and t.get("key") not in tolerated
+                for t in node["spec"].get("taints") or []
+            ):
                 tainted += 1
             elif free[name] < wanted:
                 insufficient += 1
@@ -579,21 +693,54 @@ class KubeApiServer:
             parts.append(f"{tainted} node(s) had untolerated taint")
         if not_ready:
             parts.append(f"{not_ready} node(s) were unschedulable or not ready")
-        sim.unschedulable = (f"0/{len(nodes)} nodes are available: {', '.join(parts) or 'no nodes'}. "
-                                 "preemption: 0/{0} nodes are available: {0} No preemption victims found for incoming pod.".format(len(nodes)))
+        sim.unschedulable = (
+            f"0/{len(nodes)} nodes are available: {', '.join(parts) or 'no nodes'}. "
+            "preemption: 0/{0} nodes are available: {0} No preemption victims found for incoming pod.".format(
+                len(nodes)
+            )
+        )
         return None
 
-    def _new_pod(self, namespace: str, name: str, owner_kind: str, owner_name: str, template: dict, thash: str,
-                 extra_labels: dict, group: int | None) -> None:
+    def _new_pod(
+        self,
+        namespace: str,
+        name: str,
+        owner_kind: str,
+        owner_name: str,
+        template: dict,
+        thash: str,
+        extra_labels: dict,
+        group: int | None,
+    ) -> None:
         meta = template.get("metadata") or {}
         labels = {**(meta.get("labels") or {}), **extra_labels}
-        owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{owner_name}-{thash}", "controller": True,
-                 "uid": str(uuid.uuid4())} if owner_kind == "Deployment" else \
-            {"apiVersion": f"{LWS_GROUP}/v1", "kind": "LeaderWorkerSet", "name": owner_name, "controller": True, "uid": str(uuid.uuid4())}
+        owner = (
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": f"{owner_name}-{thash}",
+                "controller": True,
+                "uid": str(uuid.uuid4()),
+            }
+            if owner_kind == "Deployment"
+            else {
+                "apiVersion": f"{LWS_GROUP}/v1",
+                "kind": "LeaderWorkerSet",
+                "name": owner_name,
+                "controller": True,
+                "uid": str(uuid.uuid4()),
+            }
+        )
         pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels,
-                         "annotations": dict(meta.get("annotations") or {}), "ownerReferences": [owner]},
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": dict(meta.get("annotations") or {}),
+                "ownerReferences": [owner],
+            },
             "spec": copy.deepcopy(template.get("spec") or {}),
             "status": {"phase": "Pending"},
         }
@@ -640,8 +787,16 @@ class KubeApiServer:
             self._terminate(sim)
         for _ in range(want - len(current)):
             suffix = uuid.uuid4().hex[:5]
-            self._new_pod(namespace, f"{name}-{thash[:9]}-{suffix}", "Deployment", name, dep["spec"]["template"], thash,
-                          {"pod-template-hash": thash[:9]}, None)
+            self._new_pod(
+                namespace,
+                f"{name}-{thash[:9]}-{suffix}",
+                "Deployment",
+                name,
+                dep["spec"]["template"],
+                thash,
+                {"pod-template-hash": thash[:9]},
+                None,
+            )
 
     def _reconcile_lws(self, lws: dict) -> None:
         namespace, name = lws["metadata"]["namespace"], lws["metadata"]["name"]
@@ -658,7 +813,9 @@ class KubeApiServer:
             if group in existing:
                 continue
             for index in range(size):
-                template = lwt.get("leaderTemplate") if index == 0 and lwt.get("leaderTemplate") else lwt["workerTemplate"]
+                template = (
+                    lwt.get("leaderTemplate") if index == 0 and lwt.get("leaderTemplate") else lwt["workerTemplate"]
+                )
                 pod_name = f"{name}-{group}" if index == 0 else f"{name}-{group}-{index}"
                 labels = {LWS_NAME: name, LWS_GROUP_INDEX: str(group), LWS_WORKER_INDEX: str(index)}
                 self._new_pod(namespace, pod_name, "LeaderWorkerSet", name, template, thash, labels, group)
@@ -667,16 +824,32 @@ class KubeApiServer:
         if reason in sim.events_sent:
             return
         sim.events_sent.add(reason)
-        self._put(("", "v1", "events"), {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{sim.name}.{uuid.uuid4().hex[:16]}", "namespace": sim.namespace},
-            "involvedObject": {"kind": "Pod", "name": sim.name, "namespace": sim.namespace, "uid": pod["metadata"]["uid"]},
-            "reason": reason, "message": message, "type": "Warning", "count": 1,
-            "firstTimestamp": _now(), "lastTimestamp": _now(), "source": {"component": component},
-        })
+        self._put(
+            ("", "v1", "events"),
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": f"{sim.name}.{uuid.uuid4().hex[:16]}", "namespace": sim.namespace},
+                "involvedObject": {
+                    "kind": "Pod",
+                    "name": sim.name,
+                    "namespace": sim.namespace,
+                    "uid": pod["metadata"]["uid"],
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "count": 1,
+                "firstTimestamp": _now(),
+                "lastTimestamp": _now(),
+                "source": {"component": component},
+            },
+        )
 
     def _failure_of(self, sim: _PodSim) -> tuple[str, str | None] | None:
-        return self._failures.get((sim.namespace, sim.owner_name or "")) or self._failures.get((sim.namespace, sim.name))
+        return self._failures.get((sim.namespace, sim.owner_name or "")) or self._failures.get(
+            (sim.namespace, sim.name)
+        )
 
     def _state_of(self, sim: _PodSim, now: float) -> str:
         age = now - sim.created
@@ -705,8 +878,15 @@ class KubeApiServer:
                 sim.unschedulable = None
         if not spec.get("nodeName"):
             message = (failure[1] if failure and failure[1] else None) or sim.unschedulable or "0/0 nodes are available"
-            status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                     "message": message, "lastTransitionTime": _now()}]
+            status["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                    "lastTransitionTime": _now(),
+                }
+            ]
             self._event(sim, pod, "FailedScheduling", message, "default-scheduler")
             pod["status"] = status
             return
@@ -715,7 +895,14 @@ class KubeApiServer:
             ip = f"10.244.{serial // 250}.{serial % 250 + 2}"
         else:
             ip = pod["status"]["podIP"]
-        status.update({"podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "192.168.0.10", "startTime": pod["metadata"]["creationTimestamp"]})
+        status.update(
+            {
+                "podIP": ip,
+                "podIPs": [{"ip": ip}],
+                "hostIP": "192.168.0.10",
+                "startTime": pod["metadata"]["creationTimestamp"],
+            }
+        )
         ready = False
         restarts = 0
         container_state: dict = {"waiting": {"reason": "ContainerCreating"}}
@@ -725,7 +912,9 @@ class KubeApiServer:
             if reason in ("ImagePullBackOff", "ErrImagePull"):
                 text = message or f'Back-off pulling image "{first.get("image")}"'
                 container_state = {"waiting": {"reason": reason, "message": text}}
-                self._event(sim, pod, "Failed", message or f'Failed to pull image "{first.get("image")}": not found', "kubelet")
+                self._event(
+                    sim, pod, "Failed", message or f'Failed to pull image "{first.get("image")}": not found', "kubelet"
+                )
             else:
                 restarts = 3
                 status["phase"] = "Running"
@@ -734,9 +923,19 @@ class KubeApiServer:
                 if message:
                     terminated["message"] = message
                 last_state = {"terminated": terminated}
-                container_state = {"waiting": {"reason": "CrashLoopBackOff",
-                                               "message": f"back-off 40s restarting failed container={first['name']} pod={sim.name}_{sim.namespace}"}}
-                self._event(sim, pod, "BackOff", f"Back-off restarting failed container {first['name']} in pod {sim.name}_{sim.namespace}", "kubelet")
+                container_state = {
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off 40s restarting failed container={first['name']} pod={sim.name}_{sim.namespace}",  # noqa: E501
+                    }
+                }
+                self._event(
+                    sim,
+                    pod,
+                    "BackOff",
+                    f"Back-off restarting failed container {first['name']} in pod {sim.name}_{sim.namespace}",
+                    "kubelet",
+                )
         elif state in ("running", "ready"):
             status["phase"] = "Running"
             container_state = {"running": {"startedAt": _now()}}
@@ -748,11 +947,19 @@ class KubeApiServer:
             {"type": "ContainersReady", "status": condition, **({} if ready else {"reason": "ContainersNotReady"})},
             {"type": "Ready", "status": condition, **({} if ready else {"reason": "ContainersNotReady"})},
         ]
-        status["containerStatuses"] = [{
-            "name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": ready,
-            "started": "running" in container_state, "restartCount": restarts, "state": container_state,
-            "lastState": last_state,
-        } for c in containers]
+        status["containerStatuses"] = [
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": ready,
+                "started": "running" in container_state,
+                "restartCount": restarts,
+                "state": container_state,
+                "lastState": last_state,
+            }
+            for c in containers
+        ]
         pod["status"] = status
 
     def _tick(self) -> None:
@@ -772,8 +979,11 @@ class KubeApiServer:
             if sim.external:
                 continue
             state = self._state_of(sim, now)
-            inputs = (self._world if not pod["spec"].get("nodeName") or self._failure_of(sim) else None,
-                      state, self._failure_of(sim))
+            inputs = (
+                self._world if not pod["spec"].get("nodeName") or self._failure_of(sim) else None,
+                state,
+                self._failure_of(sim),
+            )
             if sim.rendered == inputs:
                 continue
             self._render_pod(sim, pod, state, free)
@@ -782,8 +992,11 @@ class KubeApiServer:
                 self._dirty.add((sim.namespace, sim.owner_kind, sim.owner_name))
         dirty, self._dirty = self._dirty, set()
         for namespace, kind, name in dirty:
-            owned = [(s, pods[(s.namespace, s.name)]) for s in self._owned(namespace, kind, name)
-                     if s.terminating_since is None and (s.namespace, s.name) in pods]
+            owned = [
+                (s, pods[(s.namespace, s.name)])
+                for s in self._owned(namespace, kind, name)
+                if s.terminating_since is None and (s.namespace, s.name) in pods
+            ]
             if kind == "Deployment":
                 dep = self._store[("apps", "v1", "deployments")].get((namespace, name))
                 if dep:
@@ -794,21 +1007,35 @@ class KubeApiServer:
                     self._lws_status(lws, owned)
 
     def _is_ready(self, pod: dict) -> bool:
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or [])
+        return any(
+            c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or []
+        )
 
     def _deployment_status(self, dep: dict, pods: list[tuple[_PodSim, dict]]) -> None:
         thash = _template_hash(dep["spec"].get("template"))
         ready = sum(1 for _, p in pods if self._is_ready(p))
         updated = sum(1 for s, _ in pods if s.template_hash == thash)
         want = dep["spec"].get("replicas", 1)
-        status = {"observedGeneration": dep["metadata"].get("generation", 1), "replicas": len(pods),
-                  "readyReplicas": ready, "updatedReplicas": updated, "availableReplicas": ready,
-                  "unavailableReplicas": max(want - ready, 0)}
+        status = {
+            "observedGeneration": dep["metadata"].get("generation", 1),
+            "replicas": len(pods),
+            "readyReplicas": ready,
+            "updatedReplicas": updated,
+            "availableReplicas": ready,
+            "unavailableReplicas": max(want - ready, 0),
+        }
         status = {k: v for k, v in status.items() if v}
         status["conditions"] = [
-            {"type": "Available", "status": "True" if ready >= want else "False",
-             "reason": "MinimumReplicasAvailable" if ready >= want else "MinimumReplicasUnavailable"},
-            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable" if ready >= want else "ReplicaSetUpdated"},
+            {
+                "type": "Available",
+                "status": "True" if ready >= want else "False",
+                "reason": "MinimumReplicasAvailable" if ready >= want else "MinimumReplicasUnavailable",
+            },
+            {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "NewReplicaSetAvailable" if ready >= want else "ReplicaSetUpdated",
+            },
         ]
         if status != dep.get("status"):
             dep["status"] = status
@@ -820,11 +1047,17 @@ class KubeApiServer:
         for sim, pod in pods:
             groups.setdefault(sim.group, []).append((sim, pod))
         size = lws["spec"]["leaderWorkerTemplate"].get("size", 1)
-        ready = sum(1 for members in groups.values() if len(members) == size and all(self._is_ready(p) for _, p in members))
+        ready = sum(
+            1 for members in groups.values() if len(members) == size and all(self._is_ready(p) for _, p in members)
+        )
         updated = sum(1 for members in groups.values() if all(s.template_hash == thash for s, _ in members))
         want = lws["spec"].get("replicas", 1)
-        status = {"replicas": len(groups), "readyReplicas": ready, "updatedReplicas": updated,
-                  "hpaPodSelector": f"{LWS_NAME}={name},{LWS_WORKER_INDEX}=0"}
+        status = {
+            "replicas": len(groups),
+            "readyReplicas": ready,
+            "updatedReplicas": updated,
+            "hpaPodSelector": f"{LWS_NAME}={name},{LWS_WORKER_INDEX}=0",
+        }
         status = {k: v for k, v in status.items() if v}
         status["conditions"] = [{"type": "Available", "status": "True" if ready >= want else "False"}]
         lws["status"] = status
@@ -860,12 +1093,24 @@ class KubeApiServer:
     def _discovery(self, group: str, version: str) -> dict:
         if group == LWS_GROUP and not self._lws_installed():
             raise ApiError(404, "the server could not find the requested resource")
-        resources = [{"name": plural, "namespaced": namespaced, "kind": kind, "verbs": ["get", "list", "create", "patch", "delete"]}
-                     for (g, v, plural), (kind, namespaced) in RESOURCES.items() if g == group and v == version]
+        resources = [
+            {
+                "name": plural,
+                "namespaced": namespaced,
+                "kind": kind,
+                "verbs": ["get", "list", "create", "patch", "delete"],
+            }
+            for (g, v, plural), (kind, namespaced) in RESOURCES.items()
+            if g == group and v == version
+        ]
         if not resources:
             raise ApiError(404, "the server could not find the requested resource")
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{group}/{version}" if group else version,
-                "resources": resources}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
 
     def _route(self, method: str, path: str, query: dict, content_type: str | None, body: bytes) -> tuple[int, dict]:
         if path == "/version":
@@ -875,9 +1120,18 @@ class KubeApiServer:
             return 200, {"kind": "APIVersions", "versions": ["v1"]}
         if path == "/apis":
             groups = sorted({g for g, _, _ in RESOURCES if g and (g != LWS_GROUP or self._lws_installed())})
-            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
-                 "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in groups]}
+            return 200, {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [
+                    {
+                        "name": g,
+                        "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
+                        "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"},
+                    }
+                    for g in groups
+                ],
+            }
         group, version, namespace, plural, name, sub = self._parse(path)
         if plural is None:
             if method != "GET":
@@ -909,7 +1163,9 @@ class KubeApiServer:
                 raise self._not_found(plural, group, name)
             return 200, self._delete(key, kind, store_key, existing)
         if method == "PATCH":
-            return self._patch(key, kind, namespace if namespaced else None, name, sub, existing, query, content_type, body)
+            return self._patch(
+                key, kind, namespace if namespaced else None, name, sub, existing, query, content_type, body
+            )
         if method == "PUT":
             if existing is None:
                 raise self._not_found(plural, group, name)
@@ -926,16 +1182,26 @@ class KubeApiServer:
 
     def _list(self, key: tuple, kind: str, namespace: str | None, query: dict) -> dict:
         labels, fields = query.get("labelSelector", ""), query.get("fieldSelector", "")
-        items = [obj for (ns, _), obj in sorted(self._store[key].items())
-                 if (namespace is None or ns == namespace)
-                 and label_match(labels, obj["metadata"].get("labels") or {}) and field_match(fields, obj)]
+        items = [
+            obj
+            for (ns, _), obj in sorted(self._store[key].items())
+            if (namespace is None or ns == namespace)
+            and label_match(labels, obj["metadata"].get("labels") or {})
+            and field_match(fields, obj)
+        ]
         group, version, _ = key
-        return {"kind": f"{kind}List", "apiVersion": f"{group}/{version}" if group else version,
-                "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
+        return {
+            "kind": f"{kind}List",
+            "apiVersion": f"{group}/{version}" if group else version,
+            "metadata": {"resourceVersion": str(next(self._rv))},
+            "items": items,
+        }
 
     def _review(self, review: dict) -> dict:
         attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
-        resource = attributes.get("resource", "") + (f"/{attributes['subresource']}" if attributes.get("subresource") else "")
+        resource = attributes.get("resource", "") + (
+            f"/{attributes['subresource']}" if attributes.get("subresource") else ""
+        )
         denied = f"{attributes.get('verb')} {resource}" in self.denied
         review["status"] = {"allowed": not denied}
         if denied:
@@ -956,7 +1222,9 @@ class KubeApiServer:
     def _validate(self, kind: str, obj: dict, name: str) -> None:
         meta = obj.get("metadata") or {}
         if meta.get("name") != name:
-            raise ApiError(400, f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})")
+            raise ApiError(
+                400, f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
         if obj.get("kind") != kind:
             raise ApiError(400, f"the kind of the object ({obj.get('kind')}) does not match the URL ({kind})")
         if kind == "Deployment":
@@ -964,10 +1232,15 @@ class KubeApiServer:
             selector = (spec.get("selector") or {}).get("matchLabels") or {}
             labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
             if not selector or any(labels.get(k) != v for k, v in selector.items()):
-                raise ApiError(422, f'Deployment.apps "{name}" is invalid: spec.template.metadata.labels: Invalid value: '
-                                    f"{json.dumps(labels)}: `selector` does not match template `labels`")
+                raise ApiError(
+                    422,
+                    f'Deployment.apps "{name}" is invalid: spec.template.metadata.labels: Invalid value: '
+                    f"{json.dumps(labels)}: `selector` does not match template `labels`",
+                )
             if not ((spec.get("template") or {}).get("spec") or {}).get("containers"):
-                raise ApiError(422, f'Deployment.apps "{name}" is invalid: spec.template.spec.containers: Required value')
+                raise ApiError(
+                    422, f'Deployment.apps "{name}" is invalid: spec.template.spec.containers: Required value'
+                )
 
     def _patch(self, key, kind, namespace, name, sub, existing, query, content_type, body) -> tuple[int, dict]:
         content_type = (content_type or "").split(";")[0].strip()
@@ -977,7 +1250,7 @@ class KubeApiServer:
             patch = json.loads(body or b"{}")
             replicas = (patch.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or replicas < 0:
-                raise ApiError(422, f"Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value")
+                raise ApiError(422, f'Scale.autoscaling "{name}" is invalid: spec.replicas: Invalid value')
             if existing["spec"].get("replicas") != replicas:
                 existing["spec"]["replicas"] = replicas
                 existing["metadata"]["generation"] = existing["metadata"].get("generation", 1) + 1
@@ -1007,14 +1280,25 @@ class KubeApiServer:
                 self._put(key, updated)
                 self._after_change(kind, updated)
             return 200, updated
-        raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
-                            f"application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml "
-                            f"(got {content_type or 'none'})")
+        raise ApiError(
+            415,
+            f"the body of the request was in an unknown format - accepted media types include: "
+            f"application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml "
+            f"(got {content_type or 'none'})",
+        )
 
     def _apply(self, key, kind, namespace, name, existing, applied, manager) -> tuple[int, dict]:
         store_key = (namespace or "", name)
-        managed = [{"manager": manager, "operation": "Apply", "apiVersion": applied.get("apiVersion"),
-                    "time": _now(), "fieldsType": "FieldsV1", "fieldsV1": {}}]
+        managed = [
+            {
+                "manager": manager,
+                "operation": "Apply",
+                "apiVersion": applied.get("apiVersion"),
+                "time": _now(),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {},
+            }
+        ]
         if existing is None:
             obj = copy.deepcopy(applied)
             obj["metadata"]["generation"] = 1
@@ -1045,10 +1329,17 @@ class KubeApiServer:
 
     def _scale_view(self, obj: dict) -> dict:
         meta = obj["metadata"]
-        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-                "metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "resourceVersion": meta["resourceVersion"]},
-                "spec": {"replicas": obj["spec"].get("replicas", 1)},
-                "status": {"replicas": (obj.get("status") or {}).get("replicas", 0)}}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta.get("namespace"),
+                "resourceVersion": meta["resourceVersion"],
+            },
+            "spec": {"replicas": obj["spec"].get("replicas", 1)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0)},
+        }
 
     def _after_change(self, kind: str, obj: dict) -> None:
         if obj["metadata"].get("namespace"):
@@ -1073,7 +1364,7 @@ class KubeApiServer:
             if sim:
                 self._terminate(sim)
         elif kind == "Namespace":
-            for other, (other_kind, namespaced) in RESOURCES.items():
+            for other, (_other_kind, namespaced) in RESOURCES.items():
                 if namespaced:
                     for item_key in [k for k in self._store[other] if k[0] == name]:
                         self._store[other].pop(item_key)
@@ -1091,7 +1382,8 @@ class KubeApiServer:
                 raise ApiError(404, f'pods "{pod_name}" not found')
             sim = self._pods.get((namespace, pod_name))
             return self._upstreams.get((namespace, pod_name)) or (
-                self._upstreams.get((namespace, sim.owner_name)) if sim and sim.owner_name else None)
+                self._upstreams.get((namespace, sim.owner_name)) if sim and sim.owner_name else None
+            )
 
     # ------------------------------------------------------------------------------------------- request gate
 
@@ -1101,7 +1393,11 @@ class KubeApiServer:
             self.request_log.append(LoggedRequest(method, path, query, content_type))
             stall = 0.0
             for rule in self._delay_rules:
-                if rule.method in ("*", method) and rule.pattern.search(path) and (rule.times is None or rule.times > 0):
+                if (
+                    rule.method in ("*", method)
+                    and rule.pattern.search(path)
+                    and (rule.times is None or rule.times > 0)
+                ):
                     stall = max(stall, rule.seconds)
                     if rule.times is not None:
                         rule.times -= 1
@@ -1121,7 +1417,7 @@ def _default_failure(status: int, method: str, path: str) -> str:
         401: "Unauthorized",
         403: f'User "system:serviceaccount:maas:maas" cannot {method.lower()} resource at {path}',
         404: f'"{name}" not found',
-        409: f'Operation cannot be fulfilled on "{name}": the object has been modified; please apply your changes to the latest version and try again',
+        409: f'Operation cannot be fulfilled on "{name}": the object has been modified; please apply your changes to the latest version and try again',  # noqa: E501
         422: f'"{name}" is invalid: spec: Invalid value',
         429: "Too many requests, please try again later.",
         500: "Internal error occurred: etcdserver: request timed out",
@@ -1134,7 +1430,7 @@ _PROXY = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/:]+)(?::(\d+))?/proxy
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_HTTPServer"
+    server: _HTTPServer
 
     def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
         return
@@ -1172,7 +1468,9 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         body = self._body()
         try:
-            stall = api.gate(self.command, path, query, self.headers.get("Content-Type"), self.headers.get("Authorization"))
+            stall = api.gate(
+                self.command, path, query, self.headers.get("Content-Type"), self.headers.get("Authorization")
+            )
             if stall:
                 time.sleep(stall)
             proxy = _PROXY.match(path)
@@ -1193,14 +1491,21 @@ class _Handler(BaseHTTPRequestHandler):
         namespace, pod_name, port, rest = match.group(1), match.group(2), match.group(3), match.group(4) or "/"
         upstream = api.upstream_for(namespace, pod_name)
         if not upstream:
-            raise ApiError(503, f"error trying to reach service: dial tcp 10.244.0.2:{port or 80}: connect: connection refused",
-                           reason="ServiceUnavailable")
+            raise ApiError(
+                503,
+                f"error trying to reach service: dial tcp 10.244.0.2:{port or 80}: connect: connection refused",
+                reason="ServiceUnavailable",
+            )
         target = urlsplit(upstream)
         connection = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         try:
-            connection.request(self.command, target.path.rstrip("/") + rest + (f"?{raw_query}" if raw_query else ""),
-                               body=body or None, headers=headers)
+            connection.request(
+                self.command,
+                target.path.rstrip("/") + rest + (f"?{raw_query}" if raw_query else ""),
+                body=body or None,
+                headers=headers,
+            )
             response = connection.getresponse()
         except OSError as exc:
             connection.close()

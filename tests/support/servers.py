@@ -1,4 +1,5 @@
 """Real servers for tests: uvicorn serving ``maas.asgi:application`` on the test database, in a subprocess."""
+
 from __future__ import annotations
 
 import os
@@ -36,15 +37,40 @@ def subprocess_database_url() -> str:
 
 
 @contextmanager
-def run_asgi(*, env: dict | None = None, ready_path: str = "/accounts/login/", ready_status: int | None = None,
-             extra_args: tuple[str, ...] = ()):
+def run_asgi(
+    *,
+    env: dict | None = None,
+    ready_path: str = "/accounts/login/",
+    ready_status: int | None = None,
+    extra_args: tuple[str, ...] = (),
+):
     """uvicorn on a free port against the test database; yields its base URL once ``ready_path`` answers."""
     port = free_port()
-    full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "REDIS_URL": settings.REDIS_URL,
-                "DJANGO_SETTINGS_MODULE": "maas.settings_test", **(env or {})}
+    full_env = {
+        **os.environ,
+        "DATABASE_URL": subprocess_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": "maas.settings_test",
+        **(env or {}),
+    }
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "maas.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning", *extra_args], cwd=REPO, env=full_env)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "maas.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            *extra_args,
+        ],
+        cwd=REPO,
+        env=full_env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

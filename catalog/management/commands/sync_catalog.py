@@ -10,7 +10,9 @@ class Command(BaseCommand):
     help = "Load the ModelHub-format model specs into the marketplace (idempotent, all or nothing)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--specs-dir", type=Path, default=None, help="Folder of *.yaml specs (default: catalog/specs)")
+        parser.add_argument(
+            "--specs-dir", type=Path, default=None, help="Folder of *.yaml specs (default: catalog/specs)"
+        )
 
     def handle(self, *args, specs_dir=None, **options):
         try:

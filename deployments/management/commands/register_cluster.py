@@ -1,4 +1,5 @@
 """`manage.py register_cluster --name N --region R --kubeconfig FILE [--context C]`: onboard a GPU cluster."""
+
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -29,12 +30,21 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {kubeconfig}: {exc.strerror}") from None
         try:
-            cluster = cluster_register(actor=None, name=name, region=found, kubeconfig=text, context=context,
-                                       access_mode=access_mode, ingress_base_url=ingress_base_url)
+            cluster = cluster_register(
+                actor=None,
+                name=name,
+                region=found,
+                kubeconfig=text,
+                context=context,
+                access_mode=access_mode,
+                ingress_base_url=ingress_base_url,
+            )
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
-        self.stdout.write(f"cluster {cluster.name} registered in {found.code}: {cluster.server_url} "
-                          f"({cluster.server_version}), health {cluster.health}")
+        self.stdout.write(
+            f"cluster {cluster.name} registered in {found.code}: {cluster.server_url} "
+            f"({cluster.server_version}), health {cluster.health}"
+        )
         for product, entry in sorted(cluster.inventory.items()):
             self.stdout.write(f"  {product}: {entry['total']} GPUs, {entry['free']} free, {entry['nodes']} node(s)")
         for check in cluster.checks:

@@ -1,4 +1,5 @@
 """`manage.py seed_platform`: regions, the local cluster, the platform org and its public services (idempotent)."""
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -20,17 +21,23 @@ class Command(BaseCommand):
     help = "Create regions, the local (process) cluster, the platform org and public services of small models."
 
     def add_arguments(self, parser):
-        parser.add_argument("--gpus", type=int, default=local.DEFAULT_LOCAL_GPUS, help="GPUs the local cluster advertises")
+        parser.add_argument(
+            "--gpus", type=int, default=local.DEFAULT_LOCAL_GPUS, help="GPUs the local cluster advertises"
+        )
         parser.add_argument("--gpu-memory-gb", type=int, default=local.DEFAULT_LOCAL_GPU_MEMORY_GB)
         parser.add_argument("--models", nargs="*", default=PUBLIC_MODELS, help="catalog slugs served as public/<slug>")
 
     def handle(self, *args, gpus, gpu_memory_gb, models, **options):
         with transaction.atomic():
             for code, zh, en, position in REGIONS:
-                Region.objects.update_or_create(code=code, defaults={"name_zh": zh, "name_en": en, "position": position})
+                Region.objects.update_or_create(
+                    code=code, defaults={"name_zh": zh, "name_en": en, "position": position}
+                )
             region = Region.objects.get(code=LOCAL_REGION)
             cluster = local_cluster_create(name=LOCAL_CLUSTER, region=region, gpus=gpus, gpu_memory_gb=gpu_memory_gb)
-            org, _created = Organization.objects.get_or_create(namespace=PUBLIC_NAMESPACE, defaults={"name": "Platform"})
+            org, _created = Organization.objects.get_or_create(
+                namespace=PUBLIC_NAMESPACE, defaults={"name": "Platform"}
+            )
         admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
         for slug in models:
             model = CatalogModel.objects.filter(slug=slug).first()
@@ -40,10 +47,14 @@ class Command(BaseCommand):
             if Service.objects.for_org(org).live().filter(name=slug.replace(".", "-")).exists():
                 continue
             try:
-                service_create(org=org, actor=admin, catalog_model=model, region=region, name=slug.replace(".", "-"),
-                               replicas=1)
+                service_create(
+                    org=org, actor=admin, catalog_model=model, region=region, name=slug.replace(".", "-"), replicas=1
+                )
             except ApplicationError as exc:
                 self.stderr.write(f"skipped {slug}: {exc.message}")
-        self.stdout.write(self.style.SUCCESS(
-            f"platform ready: regions {', '.join(r[0] for r in REGIONS)}, cluster {cluster.name} "
-            f"({gpus}× {local.LOCAL_GPU_PRODUCT}), public services in org '{PUBLIC_NAMESPACE}'"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"platform ready: regions {', '.join(r[0] for r in REGIONS)}, cluster {cluster.name} "
+                f"({gpus}× {local.LOCAL_GPU_PRODUCT}), public services in org '{PUBLIC_NAMESPACE}'"
+            )
+        )

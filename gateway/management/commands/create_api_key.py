@@ -1,4 +1,5 @@
 """``python manage.py create_api_key --org NS --name N``: create an ``sk-`` key for scripts and print it once."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -21,8 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--expires-days", type=int, help="expire after this many days")
         parser.add_argument("--rpm", type=int, help="requests per minute limit")
         parser.add_argument("--tpm", type=int, help="tokens per minute limit")
-        parser.add_argument("--model", action="append", default=[], dest="models",
-                            help="allowed model id (repeat for several; default: all the org may call)")
+        parser.add_argument(
+            "--model",
+            action="append",
+            default=[],
+            dest="models",
+            help="allowed model id (repeat for several; default: all the org may call)",
+        )
         parser.add_argument("--spend-cap", help="spend cap in the platform currency")
         parser.add_argument("--spend-cap-period", default="monthly", choices=["daily", "monthly"])
 
@@ -38,9 +44,13 @@ class Command(BaseCommand):
                 raise CommandError(f"--spend-cap: {spend_cap!r} is not a number.") from None
         try:
             _key, raw = apikey_create(
-                org=organization, name=name,
+                org=organization,
+                name=name,
                 expires_at=timezone.now() + timedelta(days=expires_days) if expires_days else None,
-                rpm_limit=rpm, tpm_limit=tpm, allowed_models=models, spend_cap=cap,
+                rpm_limit=rpm,
+                tpm_limit=tpm,
+                allowed_models=models,
+                spend_cap=cap,
                 spend_cap_period=spend_cap_period if cap is not None else "",
             )
         except ApplicationError as exc:

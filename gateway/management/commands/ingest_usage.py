@@ -1,4 +1,5 @@
 """``python manage.py ingest_usage``: the usage-stream consumer (run one or more; each claims dead peers' work)."""
+
 from __future__ import annotations
 
 import signal

@@ -1,5 +1,6 @@
 """Start the whole platform locally: servers (embedded unless DATABASE_URL/REDIS_URL are set), schema, catalog,
 demo data, then the ASGI web server, a Celery worker and Celery beat. Ctrl-C stops everything it started."""
+
 import os
 import signal
 import subprocess
@@ -29,23 +30,58 @@ class Command(BaseCommand):
             call_command(extra)
         if no_serve:
             return
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "maas.settings"),
-               "SITE_URL": f"http://{host}:{port}"}
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "maas.settings"),
+            "SITE_URL": f"http://{host}:{port}",
+        }
         py = sys.executable
         procs = [
-            subprocess.Popen([py, "-m", "uvicorn", "maas.asgi:application", "--host", host, "--port", str(port),
-                              "--no-access-log", "--timeout-graceful-shutdown", "5"], env=env),
-            subprocess.Popen([py, "-m", "celery", "-A", "maas", "worker", "-l", "INFO", "--concurrency", "2",
-                              "-Q", "celery"], env=env),
-            subprocess.Popen([py, "-m", "celery", "-A", "maas", "beat", "-l", "INFO",
-                              "-s", str(settings.EMBEDDED_DIR / "celerybeat-schedule")], env=env),
+            subprocess.Popen(
+                [
+                    py,
+                    "-m",
+                    "uvicorn",
+                    "maas.asgi:application",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--no-access-log",
+                    "--timeout-graceful-shutdown",
+                    "5",
+                ],
+                env=env,
+            ),
+            subprocess.Popen(
+                [py, "-m", "celery", "-A", "maas", "worker", "-l", "INFO", "--concurrency", "2", "-Q", "celery"],
+                env=env,
+            ),
+            subprocess.Popen(
+                [
+                    py,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "maas",
+                    "beat",
+                    "-l",
+                    "INFO",
+                    "-s",
+                    str(settings.EMBEDDED_DIR / "celerybeat-schedule"),
+                ],
+                env=env,
+            ),
         ]
         url = f"http://{host}:{port}/"
-        self.stdout.write(self.style.SUCCESS(
-            f"\n  MaaS is running at {url}\n"
-            f"  log in as {DEMO_EMAIL} or (platform admin) {ADMIN_EMAIL}, password {DEMO_PASSWORD}\n"
-            f"  servers: {'embedded PostgreSQL + Redis under ' + str(settings.EMBEDDED_DIR) if settings.EMBEDDED else 'external'}\n"
-            f"  Ctrl-C stops everything.\n"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\n  MaaS is running at {url}\n"
+                f"  log in as {DEMO_EMAIL} or (platform admin) {ADMIN_EMAIL}, password {DEMO_PASSWORD}\n"
+                f"  servers: {'embedded PostgreSQL + Redis under ' + str(settings.EMBEDDED_DIR) if settings.EMBEDDED else 'external'}\n"  # noqa: E501
+                f"  Ctrl-C stops everything.\n"
+            )
+        )
         stopping = False
 
         def stop(*_args):

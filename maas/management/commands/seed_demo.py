@@ -1,7 +1,7 @@
 from decimal import Decimal
 
-from django.contrib.auth import get_user_model
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -28,14 +28,25 @@ class Command(BaseCommand):
         admin.is_staff = admin.is_superuser = True
         admin.save(update_fields=["is_staff", "is_superuser"])
         demo = User.objects.filter(username=DEMO_EMAIL).first() or user_signup(
-            email=DEMO_EMAIL, password=DEMO_PASSWORD, name="Demo User")
+            email=DEMO_EMAIL, password=DEMO_PASSWORD, name="Demo User"
+        )
         org = Organization.objects.filter(namespace="demo").first() or org_create(
-            owner=demo, name="Demo Organization", namespace="demo")
+            owner=demo, name="Demo Organization", namespace="demo"
+        )
         Membership.objects.get_or_create(org=org, user=admin, defaults={"role": Role.ADMIN})
         # A demo credit so a newcomer can call paid public models and deploy at once (idempotent by its key).
         for demo_org in (org, demo.memberships.get(org__personal=True).org):
-            ledger_post(org=demo_org, kind=EntryKind.ADJUSTMENT, amount=DEMO_CREDIT, key=f"demo-credit:{demo_org.pk}",
-                        description="Demo credit", actor=admin)
-        self.stdout.write(self.style.SUCCESS(
-            f"demo data ready: admin {ADMIN_EMAIL} / user {DEMO_EMAIL} (password {DEMO_PASSWORD}), org 'demo' "
-            f"with a {DEMO_CREDIT} {settings.CURRENCY} demo credit"))
+            ledger_post(
+                org=demo_org,
+                kind=EntryKind.ADJUSTMENT,
+                amount=DEMO_CREDIT,
+                key=f"demo-credit:{demo_org.pk}",
+                description="Demo credit",
+                actor=admin,
+            )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"demo data ready: admin {ADMIN_EMAIL} / user {DEMO_EMAIL} (password {DEMO_PASSWORD}), org 'demo' "
+                f"with a {DEMO_CREDIT} {settings.CURRENCY} demo credit"
+            )
+        )
