@@ -9,7 +9,7 @@
 Needs PostgreSQL and Redis (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/maas_bench, created and
 migrated on first use; REDIS_URL). The bench org has a published balance, so requests reserve their worst case and
 settle as in production; ``GATEWAY_BALANCE_SLICE_FRACTION=0`` in the environment makes the gateway reserve each
-request in Redis instead of from its balance slices (gateway/budget.py). Starts engine simulators and uvicorn
+request in Redis instead of from its balance slices (gateway/admission.py). Starts engine simulators and uvicorn
 (``maas.asgi:application``, uvloop + httptools, no access log, ``--workers``) as subprocesses. In ``overhead`` the
 load generator (an aiohttp client on uvloop that reads streams in whole chunks, or with ``--client lean`` the
 gateway's own lean HTTP/1.1 client from gateway/upstream.py, which costs about a third less CPU per request) runs as
@@ -83,8 +83,8 @@ def setup_world(replica_urls: list[str]) -> str:
 
     from catalog.models import CatalogModel
     from deployments.models import Region, Replica, Service, ServiceStatus
-    from maas.models import Organization
-    from maas.services import apikey_create
+    from tenancy.models import Organization
+    from tenancy.services import apikey_create
 
     public, _ = Organization.objects.get_or_create(namespace="public", defaults={"name": "Platform"})
     org, _ = Organization.objects.get_or_create(namespace="bench", defaults={"name": "Bench"})
@@ -136,11 +136,11 @@ def setup_world(replica_urls: list[str]) -> str:
     for i, url in enumerate(replica_urls):
         Replica.objects.create(service=service, name=f"bench-{i}", base_url=url, ready=True)
     _key, raw = apikey_create(org=org, name=f"bench-{int(time.time())}")
-    from gateway import budget
+    from gateway import admission
     from gateway.store import k, sredis
 
     sredis().delete(k("held", org.pk), k("holds", org.pk), k("hold-deadlines", org.pk))  # left by an earlier run
-    budget.publish_balance(org.pk, Decimal(BENCH_BALANCE))
+    admission.publish_balance(org.pk, Decimal(BENCH_BALANCE))
     return raw
 
 
@@ -165,7 +165,7 @@ def start_simulator(port: int, **flags) -> subprocess.Popen:
     cmd = [
         sys.executable,
         "-m",
-        "deployments.simulator",
+        "simulator",
         "--port",
         str(port),
         "--served-model-name",
@@ -228,7 +228,7 @@ async def one_request(session, url, headers, body, stream: bool):
 
 
 class _Server:
-    """What gateway.upstream's client needs to know of a server: the bench's lean client (``--client lean``)."""
+    """What gateway.transport.http's client needs to know of a server: the bench's lean client (``--client lean``)."""
 
     def __init__(self, base_url: str, key: str):
         self.base_url = base_url
@@ -238,10 +238,10 @@ class _Server:
 
 
 async def one_lean_request(server: _Server, body: dict, stream: bool):
-    """(ok, ttft seconds, total seconds), on gateway.upstream's pooled keep-alive connections."""
+    """(ok, ttft seconds, total seconds), on gateway.transport.http's pooled keep-alive connections."""
     import orjson
 
-    from gateway import upstream
+    from gateway.transport import http as upstream
 
     async def pieces():
         while (data := await response.next_chunk()) is not None:
@@ -713,7 +713,7 @@ def main() -> None:
         choices=("aiohttp", "lean"),
         default="aiohttp",
         help="the load generator's client: "
-        "aiohttp, or gateway.upstream's lean client (about a third less CPU per request)",
+        "aiohttp, or gateway.transport.http's lean client (about a third less CPU per request)",
     )
     o.add_argument("--itl-ms", type=float, default=5.0, help="the simulator's inter-token latency")
     o.add_argument(

@@ -31,7 +31,7 @@ def run(size: int) -> list[tuple[str, float, int, str]]:
     from deployments import reconcile
     from deployments.models import Region, Service, ServiceStatus
     from deployments.services import cluster_register, service_create
-    from maas.models import Organization
+    from tenancy.models import Organization
     from tests.support.kubeapi import run_kube_api
 
     old_name = connection.settings_dict["NAME"]

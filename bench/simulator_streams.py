@@ -49,7 +49,7 @@ def start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     command = [
         sys.executable,
         "-m",
-        "deployments.simulator",
+        "simulator",
         "--host",
         "127.0.0.1",
         "--port",

@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from billing import services
 from billing.models import BillingAccount, LedgerEntry, StripeEvent, Subscription, TokenPrice, TopUp
-from maas.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 class BillingAccountForm(forms.ModelForm):

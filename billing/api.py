@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from billing import selectors
 from billing.models import EntryKind, LedgerEntry, TopUp
-from maas.tenancy import OrgScopedViewSetMixin
+from tenancy.api import OrgScopedViewSetMixin
 
 
 class LedgerEntrySerializer(serializers.ModelSerializer):

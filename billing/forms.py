@@ -37,20 +37,6 @@ class LedgerFilterForm(forms.Form):
         return data
 
 
-USAGE_WINDOWS = [(1, _("Last 24 hours")), (7, _("Last 7 days")), (30, _("Last 30 days")), (90, _("Last 90 days"))]
-
-
-class UsageFilterForm(forms.Form):
-    days = forms.TypedChoiceField(
-        label=_("Period"), coerce=int, choices=USAGE_WINDOWS, required=False, empty_value=7, initial=7
-    )
-    model = forms.ChoiceField(label=_("Model"), required=False)
-
-    def __init__(self, *args, model_ids: list[str] = (), **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["model"].choices = [("", _("All models"))] + [(m, m) for m in model_ids]
-
-
 class SubscriptionForm(forms.Form):
     service = forms.ChoiceField(label=_("Service"))
     instances = forms.IntegerField(label=_("Instances"), min_value=1, max_value=64, initial=1)

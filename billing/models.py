@@ -10,10 +10,10 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from maas.tenancy import OrgScopedQuerySet
+from core.querysets import OrgScopedQuerySet
 
 ZERO = Decimal("0")
-# Amounts keep rate precision (6 places) so that per-token charges add up exactly; see billing.money.
+# Amounts keep rate precision (6 places) so that per-token charges add up exactly; see core.money.
 AMOUNT = {"max_digits": 20, "decimal_places": 6}
 
 

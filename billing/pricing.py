@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from billing.money import per_1k, per_seconds, quantize_posted, quantize_rate
+from core.money import per_1k, per_seconds, quantize_posted, quantize_rate
 
 HOUR = timedelta(hours=1)
 # A subscription month, and the discount a month of prepaid instance time gets over pay-as-you-go.

@@ -38,9 +38,10 @@ from billing.models import (
     TopUpStatus,
     UsageCharge,
 )
-from billing.money import from_minor_units, quantize_posted
-from maas.errors import ApplicationError
-from maas.services import audit_record
+from core import signals
+from core.errors import ApplicationError
+from core.money import from_minor_units, quantize_posted
+from tenancy.services import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +70,9 @@ def _publish_after_commit(org_id) -> None:
 def balance_publish(*, org_id) -> None:
     """Tell the gateway's reservations what the org may spend now (balance + credit limit)."""
     from billing.selectors import org_spendable_balance
-    from gateway.budget import publish_balance
 
     try:
-        publish_balance(org_id, org_spendable_balance(org_id))
+        signals.balance_changed.send(sender=None, org_id=org_id, available=org_spendable_balance(org_id))
     except Exception:  # Redis down: the gateway falls back to the loader; the next ledger change republishes
         logger.exception("publishing the spendable balance of %s failed", org_id)
 
@@ -325,7 +325,7 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
     transaction — a worker killed mid-batch leaves nothing behind and the next run charges the same records.
     Error responses are never charged; aborted streams pay for the tokens that were streamed.
     """
-    from gateway.models import UsageRecord, UsageStatus
+    from metering.models import UsageRecord, UsageStatus
 
     limit = limit or settings.BILLING_CHARGE_BATCH_SIZE
     with transaction.atomic():

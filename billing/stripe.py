@@ -14,8 +14,8 @@ import stripe
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from billing.money import to_minor_units
-from maas.errors import ApplicationError
+from core.errors import ApplicationError
+from core.money import to_minor_units
 
 
 class StripeNotConfigured(ApplicationError):

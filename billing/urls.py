@@ -14,7 +14,5 @@ urlpatterns = [
     path("topup/<uuid:pk>/", views.topup_detail, name="topup-detail"),
     path("subscriptions/", views.subscriptions, name="subscriptions"),
     path("subscriptions/<uuid:pk>/", views.subscription_detail, name="subscription-detail"),
-    path("usage/", views.usage, name="usage"),
-    path("usage/csv/", views.usage_csv, name="usage-csv"),
     path("stripe/webhook/", views.stripe_webhook, name="stripe-webhook"),
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from datetime import date, timedelta
+from datetime import date
 
 from django.conf import settings
 from django.contrib import messages
@@ -17,29 +17,21 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from billing import charts, selectors, services
+from billing import selectors, services
 from billing import stripe as stripe_api
-from billing.forms import AddInstancesForm, LedgerFilterForm, SubscriptionForm, TopUpForm, UsageFilterForm
+from billing.forms import AddInstancesForm, LedgerFilterForm, SubscriptionForm, TopUpForm
 from billing.models import EntryKind, Subscription, TopUp
-from maas.errors import ApplicationError
-from maas.tenancy import get_for_org_or_404
+from core import charts
+from core.errors import ApplicationError
+from core.forms import Echo, apply_error, org_or_404
+from core.querysets import get_for_org_or_404
 
 logger = logging.getLogger(__name__)
 
 
-def _org(request):
-    if request.org is None:
-        raise Http404("No organization")
-    return request.org
-
-
-def _apply_error(form, exc: ApplicationError):
-    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-
-
 @login_required
 def overview(request):
-    org = _org(request)
+    org = org_or_404(request)
     state = selectors.balance_state(org)
     start, end = selectors.month_bounds(selectors.this_month())
     per_day = selectors.spend_per_day(org, days=30)
@@ -65,7 +57,7 @@ def overview(request):
 
 @login_required
 def ledger(request):
-    org = _org(request)
+    org = org_or_404(request)
     form = LedgerFilterForm(request.GET or None)
     flt = selectors.LedgerFilter()
     if form.is_bound and form.is_valid():
@@ -82,7 +74,7 @@ def ledger(request):
 
 @login_required
 def statements(request):
-    org = _org(request)
+    org = org_or_404(request)
     return render(request, "billing/statements.html", {"months": selectors.statement_months(org)})
 
 
@@ -94,25 +86,20 @@ def _month(year: int, month: int) -> date:
 
 @login_required
 def statement(request, year: int, month: int):
-    org = _org(request)
+    org = org_or_404(request)
     return render(
         request, "billing/statement.html", {"statement": selectors.statement(org, _month(year, month)), "org": org}
     )
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
 @login_required
 def statement_csv(request, year: int, month: int):
-    org = _org(request)
+    org = org_or_404(request)
     st = selectors.statement(org, _month(year, month))
     labels = dict(EntryKind.choices)
 
     def rows():
-        writer = csv.writer(_Echo())
+        writer = csv.writer(Echo())
         yield writer.writerow(
             ["created_at", "type", "description", "service", "amount", "balance_after", "currency", "key"]
         )
@@ -137,14 +124,14 @@ def statement_csv(request, year: int, month: int):
 
 @login_required
 def topup(request):
-    org = _org(request)
+    org = org_or_404(request)
     currency = settings.CURRENCY
     form = TopUpForm(request.POST or None, currency=currency)
     if request.method == "POST" and form.is_valid():
         try:
             created = services.topup_create(org=org, amount=form.cleaned_data["amount"], actor=request.user)
         except ApplicationError as exc:
-            _apply_error(form, exc)
+            apply_error(form, exc)
         else:
             return redirect("billing:topup-detail", pk=created.pk)
     return render(
@@ -160,7 +147,7 @@ def topup(request):
 
 @login_required
 def topup_detail(request, pk):
-    org = _org(request)
+    org = org_or_404(request)
     item = get_for_org_or_404(TopUp, org, pk=pk)
     template = "billing/partials/topup_status.html" if request.htmx else "billing/topup_detail.html"
     return render(
@@ -189,7 +176,7 @@ def stripe_webhook(request):
 
 @login_required
 def subscriptions(request):
-    org = _org(request)
+    org = org_or_404(request)
     candidates = selectors.services_without_subscription(org)
     form = SubscriptionForm(request.POST or None, services=candidates)
     if request.method == "POST" and form.is_valid():
@@ -202,7 +189,7 @@ def subscriptions(request):
                 actor=request.user,
             )
         except ApplicationError as exc:
-            _apply_error(form, exc)
+            apply_error(form, exc)
         else:
             messages.success(request, _("Subscription started for %(service)s.") % {"service": service.name})
             return redirect("billing:subscription-detail", pk=created.pk)
@@ -220,7 +207,7 @@ def subscriptions(request):
 
 @login_required
 def subscription_detail(request, pk):
-    org = _org(request)
+    org = org_or_404(request)
     sub = get_for_org_or_404(Subscription, org, pk=pk, parent=None)
     form = AddInstancesForm(request.POST or None)
     if request.method == "POST":
@@ -239,7 +226,7 @@ def subscription_detail(request, pk):
                 messages.success(request, _("Instances added."))
                 return redirect("billing:subscription-detail", pk=sub.pk)
         except ApplicationError as exc:
-            _apply_error(form, exc)
+            apply_error(form, exc)
     return render(
         request,
         "billing/subscription_detail.html",
@@ -253,109 +240,3 @@ def subscription_detail(request, pk):
             ],
         },
     )
-
-
-# --- usage (统计) ------------------------------------------------------------------------------------------------
-
-
-def _usage_query(request, org):
-    form = UsageFilterForm(request.GET or None, model_ids=selectors.usage_model_ids(org))
-    query = selectors.UsageQuery()
-    if form.is_bound and form.is_valid():
-        query = selectors.UsageQuery(days=form.cleaned_data["days"] or 7, model_id=form.cleaned_data["model"])
-    return form, query
-
-
-def _bucket_labels(query: selectors.UsageQuery) -> list:
-    now = timezone.localtime()
-    if query.bucket == "hour":
-        first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=24 * query.days - 1)
-        return [first + timedelta(hours=i) for i in range(24 * query.days)]
-    first = now.date() - timedelta(days=query.days - 1)
-    return [first + timedelta(days=i) for i in range(query.days)]
-
-
-def _usage_charts(series: list[dict], query: selectors.UsageQuery) -> dict:
-    buckets = _bucket_labels(query)
-    hourly = query.bucket == "hour"
-
-    def key(value):
-        return timezone.localtime(value).replace(minute=0, second=0, microsecond=0) if hourly else value
-
-    labels = [b.strftime("%H:00") if hourly else b.strftime("%m-%d") for b in buckets]
-    index = {b: i for i, b in enumerate(buckets)}
-    models = sorted({row["model_id"] for row in series})
-    tables = {
-        name: {m: [None] * len(buckets) for m in models}
-        for name in ("requests", "tokens", "ttft_p50", "ttft_p99", "latency_p50", "latency_p99")
-    }
-    for row in series:
-        i = index.get(key(row["bucket"]))
-        if i is None:
-            continue
-        for name, table in tables.items():
-            table[row["model_id"]][i] = float(row[name]) if row[name] is not None else None
-    for name in ("requests", "tokens"):
-        for line in tables[name].values():
-            line[:] = [v or 0 for v in line]
-    latency = {f"{m} p50": tables["latency_p50"][m] for m in models}
-    latency.update({f"{m} p99": tables["latency_p99"][m] for m in models})
-    ttft = {f"{m} p50": tables["ttft_p50"][m] for m in models}
-    ttft.update({f"{m} p99": tables["ttft_p99"][m] for m in models})
-    return {
-        "requests": charts.line_chart(labels, tables["requests"], title=_("Requests")),
-        "tokens": charts.line_chart(labels, tables["tokens"], title=_("Tokens")),
-        "ttft": charts.line_chart(labels, ttft, title=_("Time to first token (ms)")),
-        "latency": charts.line_chart(labels, latency, title=_("Latency (ms)")),
-    }
-
-
-@login_required
-def usage(request):
-    org = _org(request)
-    form, query = _usage_query(request, org)
-    series = selectors.usage_series(org, query)
-    return render(
-        request,
-        "billing/usage.html",
-        {
-            "form": form,
-            "query": query,
-            "models": selectors.usage_models(org, query),
-            "charts": _usage_charts(series, query),
-            "export_query": request.GET.urlencode(),
-        },
-    )
-
-
-@login_required
-def usage_csv(request):
-    org = _org(request)
-    _form, query = _usage_query(request, org)
-
-    def rows():
-        writer = csv.writer(_Echo())
-        yield writer.writerow(
-            [
-                "request_id",
-                "started_at",
-                "model",
-                "endpoint",
-                "source",
-                "status",
-                "prompt_tokens",
-                "cached_tokens",
-                "completion_tokens",
-                "ttft_ms",
-                "latency_ms",
-                "charge",
-            ]
-        )
-        for row in selectors.usage_export_rows(org, query).iterator(chunk_size=2000):
-            row = list(row)
-            row[1] = timezone.localtime(row[1]).isoformat()
-            yield writer.writerow(["" if v is None else v for v in row])
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="usage-{org.namespace}-{query.days}d.csv"'
-    return response

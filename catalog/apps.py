@@ -10,7 +10,7 @@ class CatalogConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from catalog.models import CatalogModel
-        from maas.signals import serving_changed_on_commit
+        from core.signals import serving_changed_on_commit
 
         post_save.connect(serving_changed_on_commit, sender=CatalogModel, dispatch_uid="serving-save-CatalogModel")
         post_delete.connect(serving_changed_on_commit, sender=CatalogModel, dispatch_uid="serving-delete-CatalogModel")

@@ -6,11 +6,11 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from catalog import selectors as catalog_selectors
+from core.errors import ApplicationError
 from deployments import services
 from deployments.models import Region, Service
 from deployments.serializers import ServiceCreateSerializer, ServiceScaleSerializer, ServiceSerializer
-from maas.errors import ApplicationError
-from maas.tenancy import OrgScopedViewSetMixin
+from tenancy.api import OrgScopedViewSetMixin
 
 
 def _org(request):

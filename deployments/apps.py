@@ -7,8 +7,8 @@ class DeploymentsConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import post_delete, post_save
 
+        from core.signals import serving_changed_on_commit
         from deployments.models import Cluster, Replica, Service
-        from maas.signals import serving_changed_on_commit
 
         for model in (Service, Replica, Cluster):
             post_save.connect(serving_changed_on_commit, sender=model, dispatch_uid=f"serving-save-{model.__name__}")

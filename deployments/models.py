@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
-from maas.tenancy import OrgScopedQuerySet
+from core.querysets import OrgScopedQuerySet
 
 dns1123_label = RegexValidator(
     r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$",
@@ -62,7 +62,7 @@ class Cluster(models.Model):
     name = models.SlugField(max_length=60, unique=True)
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="clusters")
     driver = models.CharField(max_length=16, choices=ClusterDriver.choices, default=ClusterDriver.KUBERNETES)
-    # Fernet-encrypted kubeconfig (maas.crypto); never rendered back.
+    # Fernet-encrypted kubeconfig (core.crypto); never rendered back.
     kubeconfig_encrypted = models.TextField(blank=True)
     context = models.CharField(max_length=200, blank=True)
     server_url = models.CharField(max_length=300, blank=True)

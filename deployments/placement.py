@@ -13,10 +13,10 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from billing.money import quantize_rate
 from catalog.semver import SemverError, parse_range
+from core.errors import ApplicationError
+from core.money import quantize_rate
 from deployments.models import Cluster, ClusterHealth, GpuPrice, Region
-from maas.errors import ApplicationError
 
 # GPU drivers report a little less memory than the marketing size (an "80 GB" H100 shows 81559 MiB, an "48 GB"
 # L40S 46068 MiB): a GPU counts as N GB when it has at least this share of N GiB.

@@ -16,8 +16,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from deployments import local
-from deployments.kube import (
+from core.crypto import SecretDecryptError, decrypt
+from deployments.drivers import local
+from deployments.drivers.kube import (
     KubeError,
     WorkloadSpec,
     api_client,
@@ -28,7 +29,6 @@ from deployments.kube import (
 )
 from deployments.models import Cluster, ClusterDriver, Replica, Service, ServiceStatus
 from deployments.services import meter_set, status_set
-from maas.crypto import SecretDecryptError, decrypt
 
 log = logging.getLogger(__name__)
 

@@ -131,7 +131,7 @@ def ready_endpoints(service_ids) -> list[Endpoint]:
         cluster = replica.service.cluster
         headers, verify, cert = {}, True, None
         if cluster is not None:
-            from deployments.access import replica_access
+            from deployments.drivers.kube.access import replica_access
 
             headers, verify, cert = replica_access(cluster)
         endpoints.append(

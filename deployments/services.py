@@ -14,8 +14,10 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing.services import subscription_cover
-from deployments import local
-from deployments.kube import KubeError, api_client, apply_priority_class, parse_kubeconfig, probe_cluster
+from core.crypto import encrypt
+from core.errors import ApplicationError
+from deployments.drivers import local
+from deployments.drivers.kube import KubeError, api_client, apply_priority_class, parse_kubeconfig, probe_cluster
 from deployments.models import (
     AccessMode,
     BillingMode,
@@ -28,9 +30,7 @@ from deployments.models import (
     ServiceStatus,
 )
 from deployments.placement import instance_prices, place
-from maas.crypto import encrypt
-from maas.errors import ApplicationError
-from maas.services import audit_record
+from tenancy.services import audit_record
 
 MAX_INSTANCES = 32
 PROBE_TIMEOUT_S = 10
@@ -311,7 +311,7 @@ def _refresh_local(cluster: Cluster) -> None:
 
 def cluster_check(*, cluster_id) -> Cluster:
     """Beat: reachable, nodes Ready, GPUs total/allocated/free per type. Never raises for an unreachable cluster."""
-    from maas.crypto import SecretDecryptError, decrypt
+    from core.crypto import SecretDecryptError, decrypt
 
     cluster = Cluster.objects.get(pk=cluster_id)
     if cluster.driver == ClusterDriver.LOCAL:

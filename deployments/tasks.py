@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 
 from deployments import reconcile
-from deployments.kube import KubeError
+from deployments.drivers.kube import KubeError
 from deployments.models import Cluster, ServiceStatus
 
 log = logging.getLogger(__name__)

@@ -14,16 +14,13 @@ from django.views.decorators.http import require_POST
 
 from catalog import selectors as catalog_selectors
 from catalog.models import CatalogModel
+from core.errors import ApplicationError
+from core.forms import apply_error
+from core.querysets import get_for_org_or_404
 from deployments import selectors, services
 from deployments.forms import ClusterForm, KubeconfigReplaceForm, ScaleForm, ServiceCreateForm
 from deployments.models import BillingMode, Cluster, Region, Service
 from deployments.placement import fitting_regions, instance_prices
-from maas.errors import ApplicationError
-from maas.tenancy import get_for_org_or_404
-
-
-def _apply_error(form, exc: ApplicationError):
-    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
 
 
 def staff_required(view):
@@ -102,7 +99,7 @@ def service_new(request, slug):
                 billing_mode=data["billing_mode"],
             )
         except ApplicationError as exc:
-            _apply_error(form, exc)
+            apply_error(form, exc)
         else:
             messages.success(request, _("Service %(id)s is being deployed.") % {"id": service.model_id})
             return redirect("deployments:service-detail", pk=service.pk)
@@ -251,7 +248,7 @@ def cluster_new(request):
                 ingress_base_url=data["ingress_base_url"],
             )
         except ApplicationError as exc:
-            _apply_error(form, exc)
+            apply_error(form, exc)
         else:
             messages.success(request, _("Cluster %(name)s registered.") % {"name": cluster.name})
             return redirect("deployments:cluster-detail", pk=cluster.pk)
@@ -278,7 +275,7 @@ def cluster_detail(request, pk):
                 context=form.cleaned_data["context"] or None,
             )
         except ApplicationError as exc:
-            _apply_error(form, exc)
+            apply_error(form, exc)
         else:
             messages.success(request, _("Kubeconfig replaced."))
             return redirect("deployments:cluster-detail", pk=cluster.pk)

@@ -15,10 +15,10 @@ import time
 import orjson
 from django.conf import settings
 
-from gateway import budget, core, errors, lookups
+from gateway import admission, core, errors, lookups
 from gateway.errors import GatewayError
 from gateway.validation import parse
-from maas.models import hash_api_key
+from tenancy.models import hash_api_key
 
 logger = logging.getLogger(__name__)
 
@@ -398,7 +398,7 @@ def freeze_heap() -> None:
 
 
 async def lifespan(receive, send) -> None:
-    from gateway.upstream import close_upstream_sessions
+    from gateway.transport.http import close_upstream_sessions
 
     while True:
         message = await receive()
@@ -407,7 +407,7 @@ async def lifespan(receive, send) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             try:
-                await budget.give_back_slices()
+                await admission.give_back_slices()
             except Exception as exc:  # Redis away: the slices expire like any hold
                 logger.warning("could not give back balance slices: %r", exc)
             await close_upstream_sessions()

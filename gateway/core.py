@@ -23,10 +23,12 @@ from decimal import Decimal
 import orjson
 from django.conf import settings
 
-from gateway import budget, errors, lookups, upstream, usage
+from gateway import admission, errors, lookups, usage
+from gateway.admission import Admission
 from gateway.errors import GatewayError
 from gateway.lookups import KeyInfo, OrgInfo, Target
 from gateway.router import affinity_key, router
+from gateway.transport import http as upstream
 from gateway.validation import Parsed, estimate_prompt_tokens, parse, typical_prompt_tokens
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class Call:
     started_at: float = field(default_factory=time.time)
     t0: float = field(default_factory=time.perf_counter)
     target: Target | None = None
-    admission: budget.Admission | None = None
+    admission: Admission | None = None
     replica: object | None = None
     ttft_ms: int | None = None
     latency_ms: int = 0
@@ -109,7 +111,7 @@ async def prepare(call: Call) -> list:
     else:
         room = max(1, target.context_length - typical)
         completion = (parsed.max_tokens or min(settings.GATEWAY_RESERVE_MAX_TOKENS, room)) * parsed.n
-    call.admission = await budget.admit(
+    call.admission = await admission.admit(
         request_id=call.request_id,
         org_id=call.org.id,
         key=call.key,
@@ -120,7 +122,7 @@ async def prepare(call: Call) -> list:
     try:
         endpoints = await lookups.endpoints_for(target.service_ids)
     except Exception:
-        await budget.release(call.admission)
+        await admission.release(call.admission)
         raise
     if not endpoints:
         raise errors.no_ready_replica(parsed.model_id)
@@ -268,7 +270,7 @@ async def finalize(call: Call) -> None:
         "finished_at": call.started_at + call.latency_ms / 1000,
     }
     try:
-        await budget.settle_and_record(
+        await admission.settle_and_record(
             call.admission,
             actual_tokens=prompt + completion,
             actual_cost=call.cost,

@@ -4,7 +4,7 @@ Each worker keeps them in process memory, invalidated by two epochs in Redis tha
 background every ``EPOCH_CHECK_SECONDS``; a request waits for that read only when it is older than
 ``EPOCH_MAX_AGE_SECONDS``. The auth epoch is bumped by a key revocation: every worker drops its cached keys within a
 second (keys are otherwise refreshed in the background after ``KEY_TTL``; expiry is checked on every use). The
-serving epoch is bumped (``maas.signals.serving_changed``) whenever a service, replica, cluster or catalog model is
+serving epoch is bumped (``core.signals.serving_changed``) whenever a service, replica, cluster or catalog model is
 written: model targets, replica lists and model lists are then refreshed in the background (the previous answer is
 served meanwhile; the router's retries and circuit breaker cover a replica that just went away; cached "no such
 model" answers are dropped at once). Their TTLs only back up writes that send no signal.
@@ -25,7 +25,7 @@ import redis
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
-from gateway.budget import Price, to_micro
+from gateway.admission import Price, to_micro
 from gateway.store import fredis, k, sredis
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def key_info_from_row(key, org=None) -> KeyInfo:
 
 
 def _load_key(key_hash: str) -> KeyInfo | None:
-    from maas.models import ApiKey
+    from tenancy.models import ApiKey
 
     key = ApiKey.objects.select_related("org").filter(key_hash=key_hash).first()
     return None if key is None else key_info_from_row(key)
@@ -116,7 +116,7 @@ def _load_key(key_hash: str) -> KeyInfo | None:
 def _load_target(model_id: str, org_id: str | None, namespace: str | None) -> Target | None:
     from catalog.models import CatalogModel
     from deployments.selectors import resolve_model_target
-    from maas.models import Organization
+    from tenancy.models import Organization
 
     org = Organization(pk=org_id, namespace=namespace) if org_id else None
     target = resolve_model_target(model_id, org)
@@ -150,7 +150,7 @@ def _load_endpoints(service_ids: tuple) -> list:
 
 def _load_models(org_id: str | None, namespace: str | None) -> list[dict]:
     from deployments.selectors import callable_models
-    from maas.models import Organization
+    from tenancy.models import Organization
 
     org = Organization(pk=org_id, namespace=namespace) if org_id else None
     return callable_models(org)
@@ -296,12 +296,12 @@ def _bump(key: str, what: str) -> None:
 
 
 def bump_auth_epoch(**_kwargs) -> None:
-    """Receiver of maas.signals.apikey_revoked: every worker drops its cached keys within a second."""
+    """Receiver of core.signals.apikey_revoked: every worker drops its cached keys within a second."""
     _bump(epoch_key(), "auth")
 
 
 def bump_serving_epoch(**_kwargs) -> None:
-    """Receiver of maas.signals.serving_changed: every worker refreshes targets, replicas and model lists."""
+    """Receiver of core.signals.serving_changed: every worker refreshes targets, replicas and model lists."""
     _bump(serving_epoch_key(), "serving")
 
 

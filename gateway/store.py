@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-import threading
 import weakref
 
 import hiredis
@@ -23,19 +22,18 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.asyncio.connection import parse_url
 
+from core.redis import client, key
+
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 _fast_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FastRedis] = weakref.WeakKeyDictionary()
-_sync_client: redis.Redis | None = None
-_sync_lock = threading.Lock()
 
 
 def prefix() -> str:
     return settings.GATEWAY_REDIS_PREFIX
 
 
-def k(*parts) -> str:
-    """A gateway key name: the configured prefix, then the parts joined by colons."""
-    return prefix() + ":".join(str(p) for p in parts)
+k = key  # a gateway key name: the configured prefix, then the parts joined by colons
+sredis = client  # the process's sync client, shared with the apps below the gateway
 
 
 def aredis() -> aioredis.Redis:
@@ -215,15 +213,6 @@ def fredis() -> FastRedis:
     if client is None:
         client = _fast_clients[loop] = FastRedis(settings.REDIS_URL)
     return client
-
-
-def sredis() -> redis.Redis:
-    global _sync_client
-    if _sync_client is None:
-        with _sync_lock:
-            if _sync_client is None:
-                _sync_client = redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
-    return _sync_client
 
 
 class LuaScript:

@@ -1,7 +1,26 @@
 from django.apps import AppConfig
-from django.utils.translation import gettext_lazy as _
 
 
-class MaasConfig(AppConfig):
+class ShellConfig(AppConfig):
+    """The project shell: settings, URLs, ASGI and Celery, and the commands that start the whole platform.
+
+    It has no models. Its label is ``shell`` because ``maas`` is the tenancy app's historical label. Its ``ready``
+    wires the gateway (a plain package, not an app) to the signals of the apps below it.
+    """
+
     name = "maas"
-    verbose_name = _("Tenancy")
+    label = "shell"
+
+    def ready(self) -> None:
+        from core import signals
+        from gateway.lookups import bump_auth_epoch, bump_serving_epoch
+
+        signals.apikey_revoked.connect(bump_auth_epoch, dispatch_uid="gateway-drop-revoked-keys")
+        signals.serving_changed.connect(bump_serving_epoch, dispatch_uid="gateway-refresh-serving")
+        signals.balance_changed.connect(_publish_balance, dispatch_uid="gateway-publish-balance")
+
+
+def _publish_balance(*, org_id, available, **_kwargs) -> None:
+    from gateway.admission import publish_balance
+
+    publish_balance(org_id, available)

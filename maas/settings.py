@@ -72,12 +72,13 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_htmx",
     "channels",
-    "maas",
+    "tenancy",
     "catalog",
     "deployments",
-    "gateway",
-    "playground",
+    "metering",
     "billing",
+    "playground",
+    "maas",
 ]
 
 MIDDLEWARE = [
@@ -91,7 +92,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "maas.tenancy.CurrentOrgMiddleware",
+    "tenancy.middleware.CurrentOrgMiddleware",
 ]
 
 ROOT_URLCONF = "maas.urls"
@@ -106,7 +107,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
-                "maas.context.console",
+                "tenancy.context.console",
                 "billing.context.billing_banner",
             ],
         },
@@ -165,14 +166,14 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # --- REST framework ------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "maas.authentication.ApiKeyAuthentication",
+        "tenancy.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "maas.api.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MaaS management API",
@@ -215,7 +216,7 @@ GATEWAY_RESERVE_MAX_TOKENS = env.integer("GATEWAY_RESERVE_MAX_TOKENS", 4096, min
 GATEWAY_BALANCE_SLICE_FRACTION = env.integer("GATEWAY_BALANCE_SLICE_FRACTION", 16, minimum=0)
 GATEWAY_BALANCE_SLICE_MAX = env.decimal("GATEWAY_BALANCE_SLICE_MAX", "20")
 MAAS_BALANCE_LOADER = env.string("MAAS_BALANCE_LOADER", "billing.selectors.org_spendable_balance")
-CELERY_BEAT_SCHEDULE["gateway-ingest-usage"] = {"task": "gateway.tasks.ingest_usage_task", "schedule": 5.0}
+CELERY_BEAT_SCHEDULE["metering-ingest-usage"] = {"task": "metering.tasks.ingest_usage_task", "schedule": 5.0}
 
 # --- deployments (GPU clusters, model services) ----------------------------------------------------------------
 # Price per GPU-hour when no GpuPrice row exists for the region and GPU product.

@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
-from maas import views
+from tenancy import views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="catalog:marketplace", permanent=False)),
@@ -21,6 +21,7 @@ urlpatterns = [
     path("keys/", views.apikeys, name="apikeys"),
     path("keys/<uuid:pk>/revoke/", views.apikey_revoke, name="apikey-revoke"),
     path("models/", include("catalog.urls")),
+    path("billing/usage/", include("metering.urls")),
     path("billing/", include("billing.urls")),
     path("playground/", include("playground.urls")),
     path("", include("deployments.urls")),

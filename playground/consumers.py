@@ -31,12 +31,12 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation.trans_real import parse_accept_lang_header
 
-from maas.errors import ApplicationError
-from maas.tenancy import SESSION_ORG_KEY, memberships_for
+from core.errors import ApplicationError
 from playground import selectors, services
 from playground.models import AnswerStatus, Conversation
 from playground.presenters import answer_stats, answer_stats_html
 from playground.rendering import render_markdown
+from tenancy.selectors import current_membership
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +62,7 @@ class LaneState:
 
 
 def _org_for(user, session):
-    wanted = session.get(SESSION_ORG_KEY) if session is not None else None
-    memberships = memberships_for(user)
-    membership = memberships.filter(org_id=wanted).first() if wanted else None
-    if membership is None:
-        membership = memberships.order_by("-org__personal", "created_at").first()
+    membership = current_membership(user, session)
     return membership.org if membership else None
 
 

@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from maas.tenancy import OrgScopedQuerySet
+from core.querysets import OrgScopedQuerySet
 
 # Sampling parameters the playground exposes: name -> (minimum, maximum, default, type).
 PARAMETERS: dict[str, tuple[float, float, float | int, type]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.template.loader import render_to_string
 
-from billing.money import format_money
+from core.money import format_money
 from playground.models import Message
 
 

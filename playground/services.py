@@ -8,9 +8,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from core.errors import ApplicationError
 from deployments.selectors import callable_models
-from maas.errors import ApplicationError
-from maas.services import audit_record
 from playground.models import (
     MESSAGE_MAX,
     PARAMETERS,
@@ -21,6 +20,7 @@ from playground.models import (
     Message,
     Role,
 )
+from tenancy.services import audit_record
 
 UNTITLED_LENGTH = 60
 

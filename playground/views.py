@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
-from maas.errors import ApplicationError
+from core.errors import ApplicationError
 from playground import selectors, services, snippets
 from playground.models import PARAMETERS, Conversation
 from playground.presenters import answer_stats

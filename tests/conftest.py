@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 
 from deployments.models import PUBLIC_NAMESPACE
-from maas.models import Role
+from tenancy.models import Role
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 
 PASSWORD = "correct-horse-battery"

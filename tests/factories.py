@@ -1,7 +1,7 @@
 import factory
 from django.contrib.auth import get_user_model
 
-from maas.models import Membership, Organization, Role
+from tenancy.models import Membership, Organization, Role
 
 
 class UserFactory(factory.django.DjangoModelFactory):

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from catalog.models import CatalogModel
 from deployments.models import Region, Service, ServiceEvent
-from gateway.models import UsageRecord
+from metering.models import UsageRecord
 
 
 @pytest.fixture

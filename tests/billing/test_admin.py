@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from billing import services
 from billing.models import BillingAccount, EntryKind, LedgerEntry, TokenPrice
-from maas.models import AuditEvent
+from tenancy.models import AuditEvent
 
 
 def test_admin_sets_credit_limit_and_posts_an_adjustment(admin_client, org):

@@ -10,8 +10,8 @@ from django.test import override_settings
 from billing import services
 from billing.models import BillingAccount, EntryKind, LedgerEntry, Subscription, SubscriptionStatus
 from billing.tasks import settle_instances_task
+from core.errors import ApplicationError
 from deployments.models import PUBLIC_NAMESPACE, ServiceStatus
-from maas.errors import ApplicationError
 from tests.billing.conftest import make_service, meter
 from tests.factories import OrganizationFactory
 

@@ -9,9 +9,9 @@ from django.db import connection
 from billing import services
 from billing.models import BillingAccount, EntryKind, LedgerEntry
 from billing.selectors import org_spendable_balance
-from gateway.budget import published_balance
-from maas.errors import ApplicationError
-from maas.models import AuditEvent
+from core.errors import ApplicationError
+from gateway.admission import published_balance
+from tenancy.models import AuditEvent
 
 
 def test_replayed_key_changes_nothing(org):

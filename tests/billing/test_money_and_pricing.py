@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from billing import pricing
-from billing.money import (
+from core.money import (
     format_money,
     from_minor_units,
     quantize_posted,

@@ -21,8 +21,8 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.models import BillingAccount, EntryKind, LedgerEntry, MeterCursor, UsageCharge
-from gateway.models import UsageRecord
 from maas.celery import app
+from metering.models import UsageRecord
 from tests.billing.conftest import make_service, meter
 from tests.factories import OrganizationFactory
 from tests.support.servers import subprocess_database_url

@@ -24,7 +24,7 @@ def live_asgi(transactional_db):
 
 @pytest.fixture
 def served_public_model(transactional_db, catalog, public_org, region):
-    from deployments.simulator import run_simulator
+    from simulator import run_simulator
 
     service = make_service(org=public_org, slug=PUBLIC_SLUG, name="qwen-small", region=region)
     with run_simulator(served_model_names=("public/qwen-small",), ttft_ms=20, itl_ms=15) as base_url:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deployments.kube import WorkloadSpec, api_client
+from deployments.drivers.kube import WorkloadSpec, api_client
 from deployments.models import Cluster, Region
 from deployments.services import cluster_register, local_cluster_create
 from tests.factories import UserFactory

@@ -9,7 +9,7 @@ import time
 import pytest
 from django.conf import settings
 
-from deployments import local
+from deployments.drivers import local
 from deployments.models import Replica, Service, ServiceStatus
 from deployments.services import service_create
 from tests.deployments.helpers import meters, qwen

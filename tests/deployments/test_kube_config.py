@@ -6,8 +6,8 @@ import os
 import pytest
 import yaml
 
-from deployments.kube import KubeError, api_client, parse_kubeconfig
-from deployments.kube.config import credentials_of
+from deployments.drivers.kube import KubeError, api_client, parse_kubeconfig
+from deployments.drivers.kube.config import credentials_of
 from tests.support.kubeapi import make_certificate
 
 CA_PEM, KEY_PEM = make_certificate()

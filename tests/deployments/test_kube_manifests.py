@@ -2,7 +2,7 @@
 
 import pytest
 
-from deployments.kube import SCHEMA_VERSIONS, build_manifests, validate_manifests
+from deployments.drivers.kube import SCHEMA_VERSIONS, build_manifests, validate_manifests
 from tests.deployments.conftest import make_workload_spec
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from deployments.kube import KubeError, probe_cluster
+from deployments.drivers.kube import KubeError, probe_cluster
 from tests.support.kubeapi import run_kube_api
 
 H100 = "NVIDIA-H100-80GB-HBM3"

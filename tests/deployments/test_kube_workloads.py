@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from deployments.kube import (
+from deployments.drivers.kube import (
     KubeError,
     WorkloadRef,
     api_client,

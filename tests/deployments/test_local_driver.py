@@ -9,10 +9,10 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-from deployments import local
+from deployments.drivers import local
 from deployments.models import Cluster, Region, Replica, Service, ServiceStatus
 from deployments.services import service_create, service_delete, service_stop
-from maas.models import Organization
+from tenancy.models import Organization
 from tests.deployments.helpers import meters, passes, qwen, statuses
 
 pytestmark = pytest.mark.django_db

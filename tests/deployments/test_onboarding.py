@@ -7,8 +7,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from core.crypto import decrypt
 from deployments.models import Cluster, ClusterHealth
-from maas.crypto import decrypt
 from tests.deployments.helpers import H100
 from tests.support.kubeapi import run_kube_api
 

@@ -4,10 +4,10 @@ from decimal import Decimal
 
 import pytest
 
+from core.errors import ApplicationError
 from deployments.models import GpuPrice, Region
 from deployments.placement import instance_prices, place
 from deployments.services import cluster_register
-from maas.errors import ApplicationError
 from tests.deployments.helpers import H100, qwen
 from tests.support.kubeapi import run_kube_api
 

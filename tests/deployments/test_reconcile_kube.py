@@ -3,7 +3,7 @@
 import pytest
 
 from deployments import reconcile
-from deployments.kube import KubeError
+from deployments.drivers.kube import KubeError
 from deployments.models import Replica, Service, ServiceStatus
 from deployments.services import service_create, service_delete, service_scale, service_start, service_stop
 from tests.deployments.helpers import meters, passes, qwen, statuses
@@ -112,7 +112,7 @@ def test_a_claimed_service_is_not_driven_twice(service):
 
 
 def test_workload_deleted_behind_the_platforms_back_is_recreated(service, kube_api, kube_client):
-    from deployments.kube import delete_workload
+    from deployments.drivers.kube import delete_workload
 
     kube_api.set_auto(start_after=0.0, ready_after=0.0)
     passes(service, 2)

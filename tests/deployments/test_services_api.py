@@ -3,7 +3,7 @@
 import pytest
 
 from deployments.models import Service, ServiceStatus
-from maas.services import apikey_create
+from tenancy.services import apikey_create
 
 pytestmark = pytest.mark.django_db
 

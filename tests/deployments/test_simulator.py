@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 
-from deployments.simulator import SimulatorConfig, run_simulator
-from deployments.simulator.text import tokenize
+from simulator import SimulatorConfig, run_simulator
+from simulator.text import tokenize
 
 MODEL = "sim-llama"
 ALIAS = "sim-llama-alias"
@@ -98,7 +98,7 @@ def test_cli_prints_listening_line_and_serves():
         [
             sys.executable,
             "-m",
-            "deployments.simulator",
+            "simulator",
             "--port",
             "0",
             "--served-model-name",

@@ -6,9 +6,9 @@ import pytest
 
 from billing.models import LedgerEntry, Subscription
 from billing.services import ledger_adjust
+from core.errors import ApplicationError
 from deployments.models import BillingMode, Region, Service
 from deployments.services import service_create, service_scale
-from maas.errors import ApplicationError
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from django.conf import settings
 from catalog.models import CatalogModel
 from deployments.models import PUBLIC_NAMESPACE, Region, Replica, Service, ServiceStatus
 from gateway.store import sredis
-from maas.services import apikey_create
+from tenancy.services import apikey_create
 from tests.factories import OrganizationFactory
 from tests.support.servers import free_port, run_asgi, subprocess_database_url  # noqa: F401
 
@@ -129,7 +129,7 @@ def make_service(*, org, model: CatalogModel, name: str, replicas: list[str], st
 
 @pytest.fixture
 def simulator():
-    from deployments.simulator import run_simulator
+    from simulator import run_simulator
 
     with run_simulator(
         served_model_names=("public/qwen-small", "acme/my-llama", "rival/their-llama"), ttft_ms=2, itl_ms=1

@@ -111,7 +111,7 @@ def test_async_sdk_streams_concurrently(v1, api_key, public_model):
 
 
 def test_another_orgs_service_is_unknown(v1, other_org, public_model, org_service):
-    from maas.services import apikey_create
+    from tenancy.services import apikey_create
 
     _key, theirs = apikey_create(org=other_org, name="rival")
     client = openai.OpenAI(base_url=v1, api_key=theirs)
@@ -128,7 +128,7 @@ def test_unknown_model_is_404(v1, api_key, public_model):
 
 
 def test_key_allow_list_refuses_other_models_with_403(v1, org, public_model, org_service):
-    from maas.services import apikey_create
+    from tenancy.services import apikey_create
 
     _key, raw = apikey_create(org=org, name="only-dedicated", allowed_models=["acme/my-llama"])
     client = openai.OpenAI(base_url=v1, api_key=raw)

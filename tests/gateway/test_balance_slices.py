@@ -11,13 +11,14 @@ import openai
 import pytest
 from asgiref.sync import sync_to_async
 
-from gateway import budget, usage
+from gateway import admission
 from gateway.errors import GatewayError
-from gateway.models import UsageRecord
 from gateway.store import k, sredis
+from metering import ingestion
+from metering.models import UsageRecord
 from tests.gateway.conftest import run_gateway
 
-PRICE = budget.Price(input_per_1k=Decimal("0.002"), output_per_1k=Decimal("0.006"), currency="CNY")
+PRICE = admission.Price(input_per_1k=Decimal("0.002"), output_per_1k=Decimal("0.006"), currency="CNY")
 WORST = (20, 100)  # prompt estimate, max_tokens: 0.00064 worst case
 
 
@@ -34,7 +35,7 @@ def _balance(org_id) -> int:
 
 
 async def _admit(org_id, n: int):
-    return await budget.admit(
+    return await admission.admit(
         request_id=f"r{n}-{time.monotonic_ns()}", org_id=org_id, est_tokens=120, price=PRICE, reserve_tokens=WORST
     )
 
@@ -42,8 +43,8 @@ async def _admit(org_id, n: int):
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_a_slice_admits_without_a_hold_per_request_and_settles_to_the_micro_unit(org):
-    await sync_to_async(budget.publish_balance)(org.pk, Decimal("10"))
-    worst = budget.to_micro(PRICE.cost(*WORST))
+    await sync_to_async(admission.publish_balance)(org.pk, Decimal("10"))
+    worst = admission.to_micro(PRICE.cost(*WORST))
     first = await _admit(org.pk, 1)  # reserved in Redis; the worker is granted a slice
     assert first.slice is None and first.reserved_micro == worst == 640
     holds = _holds(org.pk)
@@ -56,50 +57,50 @@ async def test_a_slice_admits_without_a_hold_per_request_and_settles_to_the_micr
     assert second.slice is not None and third.slice is second.slice
     assert _holds(org.pk) == holds and _held(org.pk) == worst + granted  # nothing asked of Redis
 
-    await budget.settle(second, actual_tokens=80, actual_cost=Decimal("0.000333"))
-    await budget.release(third)  # never reached a model: the slice gets its reservation back, Redis is not asked
-    await budget.settle(first, actual_tokens=90, actual_cost=Decimal("0.0004"))
+    await admission.settle(second, actual_tokens=80, actual_cost=Decimal("0.000333"))
+    await admission.release(third)  # never reached a model: the slice gets its reservation back, Redis is not asked
+    await admission.settle(first, actual_tokens=90, actual_cost=Decimal("0.0004"))
     assert _balance(org.pk) == 10_000_000 - 333 - 400
     assert _holds(org.pk) == {slice_ids[0]: granted - 333} and _held(org.pk) == granted - 333
     assert second.slice.remaining == granted - 333 and second.slice.outstanding == 0
 
-    await budget.give_back_slices()
+    await admission.give_back_slices()
     assert _holds(org.pk) == {} and _held(org.pk) == 0 and _balance(org.pk) == 10_000_000 - 733
 
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_a_balance_billing_lowers_stops_slice_admissions_within_a_second(org):
-    await sync_to_async(budget.publish_balance)(org.pk, Decimal("10"))
+    await sync_to_async(admission.publish_balance)(org.pk, Decimal("10"))
     first = await _admit(org.pk, 1)
     open_request = await _admit(org.pk, 2)
     assert open_request.slice is not None
-    await sync_to_async(budget.publish_balance)(org.pk, Decimal("0.001"))  # a charge from elsewhere: below the holds
-    await asyncio.sleep(budget.SLICE_MAX_AGE_SECONDS + 0.25)
+    await sync_to_async(admission.publish_balance)(org.pk, Decimal("0.001"))  # a charge from elsewhere: below the holds
+    await asyncio.sleep(admission.SLICE_MAX_AGE_SECONDS + 0.25)
     with pytest.raises(GatewayError) as caught:
         await _admit(org.pk, 3)
     assert caught.value.code == "insufficient_quota"
     # The slice was given back but for the open request's reservation, which its settlement then drops.
     assert _holds(org.pk)[open_request.slice.id] == open_request.reserved_micro
-    await budget.settle(open_request, actual_tokens=100, actual_cost=Decimal("0.0005"))
-    await budget.settle(first, actual_tokens=100, actual_cost=Decimal("0.0005"))
+    await admission.settle(open_request, actual_tokens=100, actual_cost=Decimal("0.0005"))
+    await admission.settle(first, actual_tokens=100, actual_cost=Decimal("0.0005"))
     assert _holds(org.pk) == {} and _held(org.pk) == 0 and _balance(org.pk) == 1000 - 500 - 500
 
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_a_small_balance_gets_no_slice_and_idle_slices_are_given_back(org, other_org, monkeypatch):
-    await sync_to_async(budget.publish_balance)(org.pk, Decimal("0.01"))  # less than 16 x 4 worst cases
+    await sync_to_async(admission.publish_balance)(org.pk, Decimal("0.01"))  # less than 16 x 4 worst cases
     for n in range(3):
-        admission = await _admit(org.pk, n)
-        assert admission.slice is None
-        await budget.settle(admission, actual_tokens=10, actual_cost=Decimal("0.0001"))
+        admitted = await _admit(org.pk, n)
+        assert admitted.slice is None
+        await admission.settle(admitted, actual_tokens=10, actual_cost=Decimal("0.0001"))
     assert _holds(org.pk) == {} and _balance(org.pk) == 10_000 - 300
 
-    monkeypatch.setattr(budget, "SLICE_IDLE_SECONDS", 0.3)
-    await sync_to_async(budget.publish_balance)(other_org.pk, Decimal("10"))
-    admission = await _admit(other_org.pk, 1)
-    await budget.settle(admission, actual_tokens=10, actual_cost=Decimal("0.0001"))
+    monkeypatch.setattr(admission, "SLICE_IDLE_SECONDS", 0.3)
+    await sync_to_async(admission.publish_balance)(other_org.pk, Decimal("10"))
+    admitted = await _admit(other_org.pk, 1)
+    await admission.settle(admitted, actual_tokens=10, actual_cost=Decimal("0.0001"))
     assert _held(other_org.pk) > 0  # the slice
     deadline = time.monotonic() + 3
     while _held(other_org.pk) and time.monotonic() < deadline:
@@ -111,9 +112,9 @@ async def test_a_small_balance_gets_no_slice_and_idle_slices_are_given_back(org,
 def test_parallel_requests_through_two_workers_never_overspend_a_balance_split_into_slices(
     v1, org, api_key, public_model
 ):
-    sredis().delete(usage.stream_key())
+    sredis().delete(ingestion.stream_key())
     balance = Decimal("0.05")  # about 80 worst cases: the first admissions are granted slices, later ones are not
-    budget.publish_balance(org.pk, balance)
+    admission.publish_balance(org.pk, balance)
     with run_gateway() as second:
 
         async def run():
@@ -147,15 +148,15 @@ def test_parallel_requests_through_two_workers_never_overspend_a_balance_split_i
     assert admitted >= 40 and results.count("insufficient_quota") == len(results) - admitted
     assert slices_seen  # the workers did admit from slices
     deadline = time.monotonic() + 5
-    while sredis().xlen(usage.stream_key()) < len(results) and time.monotonic() < deadline:
+    while sredis().xlen(ingestion.stream_key()) < len(results) and time.monotonic() < deadline:
         time.sleep(0.02)
-    usage.ingest_all()
+    ingestion.ingest_all()
     spent = sum(r.cost for r in UsageRecord.objects.filter(org=org, status="ok"))
     assert UsageRecord.objects.filter(org=org, status="ok").count() == admitted
     assert 0 < spent <= balance
-    assert budget.published_balance(org.pk) == balance - spent
+    assert admission.published_balance(org.pk) == balance - spent
     # What is still held is only the session worker's slice (the second worker gave its back when it stopped).
     holds = _holds(org.pk)
     assert all(name.startswith("slice:") for name in holds) and sum(holds.values()) == _held(org.pk) <= (
-        budget.to_micro(balance - spent)
+        admission.to_micro(balance - spent)
     )

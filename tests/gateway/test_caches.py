@@ -8,8 +8,8 @@ import httpx
 import pytest
 from django.db import transaction
 
+from core import signals
 from gateway import lookups
-from maas import signals
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

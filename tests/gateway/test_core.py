@@ -10,12 +10,13 @@ import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
 
-from deployments.simulator import run_simulator
-from gateway import budget, usage
+from gateway import admission
 from gateway.core import chat_stream
 from gateway.errors import GatewayError
-from gateway.models import UsageRecord
 from gateway.store import sredis
+from metering import ingestion
+from metering.models import UsageRecord
+from simulator import run_simulator
 from tests.gateway.conftest import make_catalog_model, make_service
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -25,17 +26,17 @@ BODY = {"messages": [{"role": "user", "content": "Tell me about UDP."}], "max_to
 
 async def _drain_usage(count: int) -> None:
     deadline = time.monotonic() + 5
-    while sredis().xlen(usage.stream_key()) < count:
+    while sredis().xlen(ingestion.stream_key()) < count:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
-    await sync_to_async(usage.ingest_all)()
+    await sync_to_async(ingestion.ingest_all)()
 
 
 @pytest_asyncio.fixture(autouse=True)
 async def _fresh_stream_and_session():
-    from gateway.upstream import close_session
+    from gateway.transport.http import close_session
 
-    sredis().delete(usage.stream_key())
+    sredis().delete(ingestion.stream_key())
     yield
     await close_session()  # the session belongs to this test's event loop
 
@@ -59,7 +60,7 @@ async def test_errors_come_before_the_first_chunk(org, other_org, public_model, 
     with pytest.raises(GatewayError) as caught:
         [x async for x in chat_stream(org=other_org, model_id="acme/my-llama", body=BODY)]
     assert caught.value.status == 404
-    await sync_to_async(budget.publish_balance)(org.pk, Decimal("0"))
+    await sync_to_async(admission.publish_balance)(org.pk, Decimal("0"))
     with pytest.raises(GatewayError) as caught:
         [x async for x in chat_stream(org=org, model_id="public/tiny-chat", body=BODY)]
     assert (caught.value.status, caught.value.code) == (429, "insufficient_quota")

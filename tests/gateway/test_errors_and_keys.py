@@ -11,8 +11,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from maas.models import ApiKey, hash_api_key
-from maas.services import apikey_create, apikey_revoke
+from tenancy.models import ApiKey, hash_api_key
+from tenancy.services import apikey_create, apikey_revoke
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,11 +151,11 @@ def test_create_api_key_command_refuses_an_unknown_org(db):
 
 
 def test_requests_refused_for_their_body_still_leave_one_usage_record(v1, org, key_row, public_model):
-    from gateway import usage
-    from gateway.models import UsageRecord
     from gateway.store import sredis
+    from metering import ingestion
+    from metering.models import UsageRecord
 
-    sredis().delete(usage.stream_key())
+    sredis().delete(ingestion.stream_key())
     sent = [
         (b"{not json", 400, "invalid_json", ""),
         (
@@ -172,9 +172,9 @@ def test_requests_refused_for_their_body_still_leave_one_usage_record(v1, org, k
         assert response.status_code == status and _error(response)["code"] == code
         ids[response.headers["x-request-id"]] = (status, code, model)
     deadline = time.monotonic() + 5
-    while sredis().xlen(usage.stream_key()) < len(sent) and time.monotonic() < deadline:
+    while sredis().xlen(ingestion.stream_key()) < len(sent) and time.monotonic() < deadline:
         time.sleep(0.02)
-    usage.ingest_all()
+    ingestion.ingest_all()
     records = {str(r.id): r for r in UsageRecord.objects.filter(org=org)}
     assert set(records) == set(ids)
     for request_id, (status, code, model) in ids.items():

@@ -11,12 +11,13 @@ import openai
 import orjson
 import pytest
 
-from deployments.simulator import run_simulator
-from gateway import budget, usage
-from gateway.models import UsageRecord
+from gateway import admission
 from gateway.store import sredis
-from maas.models import ApiKey
-from maas.services import apikey_create
+from metering import ingestion
+from metering.models import UsageRecord
+from simulator import run_simulator
+from tenancy.models import ApiKey
+from tenancy.services import apikey_create
 from tests.gateway.conftest import free_port, make_catalog_model, make_service, run_gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,14 +32,14 @@ def _not_at_a_minute_boundary():
 
 def _wait_for_stream(count: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while sredis().xlen(usage.stream_key()) < count:
+    while sredis().xlen(ingestion.stream_key()) < count:
         assert time.monotonic() < deadline, "usage records were not queued"
         time.sleep(0.02)
 
 
 @pytest.fixture(autouse=True)
 def _empty_usage_stream():
-    sredis().delete(usage.stream_key())
+    sredis().delete(ingestion.stream_key())
     yield
 
 
@@ -74,7 +75,7 @@ def test_tokens_per_minute_count_max_tokens_up_front(v1, org, public_model):
 
 def test_fifty_parallel_requests_never_overspend_a_small_balance(v1, org, api_key, public_model):
     balance = Decimal("0.005")
-    budget.publish_balance(org.pk, balance)
+    admission.publish_balance(org.pk, balance)
 
     async def run():
         client = openai.AsyncOpenAI(base_url=v1, api_key=api_key, max_retries=0)
@@ -99,11 +100,11 @@ def test_fifty_parallel_requests_never_overspend_a_small_balance(v1, org, api_ke
     admitted = results.count("ok")
     assert admitted >= 1 and results.count("insufficient_quota") == 50 - admitted
     _wait_for_stream(50)
-    usage.ingest_all()
+    ingestion.ingest_all()
     spent = sum(r.cost for r in UsageRecord.objects.filter(org=org, status="ok"))
     assert spent <= balance
-    assert budget.open_holds(org.pk) == 0
-    assert budget.published_balance(org.pk) == balance - spent >= 0
+    assert admission.open_holds(org.pk) == 0
+    assert admission.published_balance(org.pk) == balance - spent >= 0
     with pytest.raises(openai.RateLimitError) as caught:  # what is left cannot cover another worst case
         openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0).chat.completions.create(
             model="public/tiny-chat", messages=CHAT, max_tokens=100
@@ -112,7 +113,7 @@ def test_fifty_parallel_requests_never_overspend_a_small_balance(v1, org, api_ke
 
 
 def test_an_org_without_balance_gets_insufficient_quota_even_on_dedicated_services(v1, org, api_key, org_service):
-    budget.publish_balance(org.pk, Decimal("0"))
+    admission.publish_balance(org.pk, Decimal("0"))
     with pytest.raises(openai.RateLimitError) as caught:
         openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0).chat.completions.create(
             model="acme/my-llama", messages=CHAT, max_tokens=2
@@ -121,7 +122,7 @@ def test_an_org_without_balance_gets_insufficient_quota_even_on_dedicated_servic
 
 
 def test_key_spend_cap_stops_the_key_not_the_org(v1, org, public_model):
-    budget.publish_balance(org.pk, Decimal("100"))
+    admission.publish_balance(org.pk, Decimal("100"))
     _key, capped = apikey_create(org=org, name="capped", spend_cap=Decimal("0.001"), spend_cap_period="daily")
     client = openai.OpenAI(base_url=v1, api_key=capped, max_retries=0)
     client.chat.completions.create(
@@ -157,7 +158,7 @@ def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(v1, org, a
             assert time.monotonic() < deadline, "the upstream request was not aborted"
             time.sleep(0.05)
     _wait_for_stream(1)
-    usage.ingest_all()
+    ingestion.ingest_all()
     record = UsageRecord.objects.get(pk=request_id)
     assert record.status == "aborted" and record.stream
     assert 5 <= record.completion_tokens < 200 and record.prompt_tokens > 0
@@ -205,16 +206,16 @@ def test_usage_is_recorded_once_even_when_entries_are_replayed_or_a_consumer_die
         client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=4, temperature=0.5, seed=i)
     _wait_for_stream(3)
     r = sredis()
-    entries = r.xrange(usage.stream_key())
+    entries = r.xrange(ingestion.stream_key())
     # A consumer reads everything and dies before acknowledging.
-    usage._ensure_group(r)
-    r.xreadgroup(usage.GROUP, "doomed", {usage.stream_key(): ">"}, count=100)
-    assert usage.ingest_batch(consumer="survivor") == 0  # nothing new, and the dead one's entries are not idle yet
-    assert usage.ingest_batch(consumer="survivor", claim_idle_ms=0) == 3
+    ingestion._ensure_group(r)
+    r.xreadgroup(ingestion.GROUP, "doomed", {ingestion.stream_key(): ">"}, count=100)
+    assert ingestion.ingest_batch(consumer="survivor") == 0  # nothing new, and the dead one's entries are not idle yet
+    assert ingestion.ingest_batch(consumer="survivor", claim_idle_ms=0) == 3
     assert UsageRecord.objects.filter(org=org).count() == 3
     for _id, fields in entries:  # replay every entry
-        r.xadd(usage.stream_key(), fields)
-    assert usage.ingest_all() == 3
+        r.xadd(ingestion.stream_key(), fields)
+    assert ingestion.ingest_all() == 3
     assert UsageRecord.objects.filter(org=org).count() == 3
     record = UsageRecord.objects.filter(org=org).order_by("started_at").first()
     assert record.api_key_id == key_row.pk and record.model_id == "public/tiny-chat" and record.public

@@ -1,4 +1,4 @@
-"""gateway.upstream, the replica client: keep-alive reuse, chunked bodies, a stale pooled connection, the idle
+"""gateway.transport.http, the replica client: keep-alive reuse, chunked bodies, a stale pooled connection, the idle
 timeout, TLS with a CA bundle and closing the pool with its event loop."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from deployments.selectors import Endpoint
-from gateway import upstream
+from gateway.transport import http as upstream
 
 CHUNKED = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"

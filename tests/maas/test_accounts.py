@@ -5,8 +5,8 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.urls import reverse
 
-from maas.models import Invitation, Membership, Organization, Role
-from maas.tenancy import SESSION_ORG_KEY
+from tenancy.models import Invitation, Membership, Organization, Role
+from tenancy.selectors import SESSION_ORG_KEY
 
 User = get_user_model()
 

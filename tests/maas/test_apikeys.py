@@ -3,8 +3,8 @@ import re
 import pytest
 from django.urls import reverse
 
-from maas.models import ApiKey, hash_api_key
-from maas.selectors import apikey_by_plaintext
+from tenancy.models import ApiKey, hash_api_key
+from tenancy.selectors import apikey_by_plaintext
 
 
 @pytest.mark.django_db

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 
 from billing.models import LedgerEntry
-from maas.models import Organization
+from tenancy.models import Organization
 
 
 @pytest.mark.django_db
@@ -21,5 +21,5 @@ def test_seed_demo_is_idempotent_and_credits_once():
 def test_only_the_deepest_nav_entry_is_active(alice_client):
     from django.urls import reverse
 
-    html = alice_client.get(reverse("billing:usage")).content.decode()
+    html = alice_client.get(reverse("metering:usage")).content.decode()
     assert html.count('aria-current="page"') == 1

@@ -3,9 +3,9 @@
 import pytest
 from django.urls import reverse
 
-from maas.models import ApiKey, Invitation, Membership
-from maas.services import apikey_create, invitation_create
-from maas.tenancy import OrgScopedViewSetMixin
+from tenancy.api import OrgScopedViewSetMixin
+from tenancy.models import ApiKey, Invitation, Membership
+from tenancy.services import apikey_create, invitation_create
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 from django.test import Client
 
-from gateway import usage
-from gateway.models import UsageRecord, UsageSource
 from maas.asgi import application
+from metering import ingestion
+from metering.models import UsageRecord, UsageSource
 from playground.models import AnswerStatus, Conversation, Message
 from tests.playground.conftest import PUBLIC_SLUG
 
@@ -103,7 +103,7 @@ def _send(model=PUBLIC_ID, content="Tell me about TCP.", **extra) -> dict:
 
 @pytest.fixture
 def simulator():
-    from deployments.simulator import run_simulator
+    from simulator import run_simulator
 
     with run_simulator(served_model_names=SERVED_NAMES, ttft_ms=5, itl_ms=2) as base_url:
         yield base_url
@@ -111,7 +111,7 @@ def simulator():
 
 @pytest.fixture
 def slow_simulator():
-    from deployments.simulator import run_simulator
+    from simulator import run_simulator
 
     with run_simulator(served_model_names=SERVED_NAMES, ttft_ms=5, itl_ms=60) as base_url:
         yield base_url
@@ -190,7 +190,7 @@ async def test_answer_streams_token_by_token_and_is_recorded_billed_as_playgroun
 
     answer = await sync_to_async(Message.objects.get)(role="assistant")
     assert answer.content == "".join(deltas) and answer.status == AnswerStatus.OK
-    await sync_to_async(usage.ingest_all)()
+    await sync_to_async(ingestion.ingest_all)()
     record = await sync_to_async(UsageRecord.objects.get)(pk=answer.request_id)
     assert record.source == UsageSource.PLAYGROUND and record.org_id == org.pk and record.user_id == alice.pk
     assert record.completion_tokens == answer.completion_tokens

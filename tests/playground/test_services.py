@@ -2,7 +2,7 @@
 
 import pytest
 
-from maas.errors import ApplicationError
+from core.errors import ApplicationError
 from playground import selectors, services
 from playground.models import AnswerStatus, Conversation, Message
 from tests.playground.conftest import PUBLIC_SLUG

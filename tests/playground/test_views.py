@@ -5,9 +5,9 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from maas.models import AuditEvent
 from playground import services
 from playground.models import AnswerStatus, Conversation
+from tenancy.models import AuditEvent
 from tests.playground.conftest import PUBLIC_SLUG
 
 PUBLIC_ID = f"public/{PUBLIC_SLUG}"

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.errors import ApplicationError
 from deployments.models import AccessMode, Region
 from deployments.services import cluster_register
-from maas.errors import ApplicationError
 
 
 class Command(BaseCommand):

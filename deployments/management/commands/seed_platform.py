@@ -5,11 +5,11 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from catalog.models import CatalogModel
-from deployments import local
+from core.errors import ApplicationError
+from deployments.drivers import local
 from deployments.models import PUBLIC_NAMESPACE, Region, Service
 from deployments.services import local_cluster_create, service_create
-from maas.errors import ApplicationError
-from maas.models import Organization
+from tenancy.models import Organization
 
 REGIONS = [("cn-shanghai-2", "上海二区", "Shanghai 2", 10), ("cn-beijing-1", "北京一区", "Beijing 1", 20)]
 LOCAL_CLUSTER = "local"

@@ -102,7 +102,7 @@ class Command(BaseCommand):
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
-            from deployments.local import stop_machine_processes
+            from deployments.drivers.local import stop_machine_processes
 
             stopped = stop_machine_processes()
             if stopped:

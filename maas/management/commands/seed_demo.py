@@ -7,8 +7,8 @@ from django.db import transaction
 
 from billing.models import EntryKind
 from billing.services import ledger_post
-from maas.models import Membership, Organization, Role
-from maas.services import org_create, user_signup
+from tenancy.models import Membership, Organization, Role
+from tenancy.services import org_create, user_signup
 
 ADMIN_EMAIL = "admin@example.com"
 DEMO_EMAIL = "demo@example.com"

@@ -1,0 +1,1 @@
+"""Ground floor of the platform: no models; errors, money, querysets, crypto, signals, chart and form helpers."""

@@ -1,0 +1,30 @@
+"""Helpers for console forms and views shared by every app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.http import Http404, HttpRequest
+
+from core.errors import ApplicationError
+
+
+def apply_error(form: forms.Form, exc: ApplicationError) -> None:
+    """Show a service's domain error on the form: on its field when the form has one, else above the form."""
+    form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+
+
+def org_or_404(request: HttpRequest) -> Any:
+    """The organization the console request acts for (``request.org``); a user with none gets a 404."""
+    org = getattr(request, "org", None)
+    if org is None:
+        raise Http404("No organization")
+    return org
+
+
+class Echo:
+    """A file-like object whose write returns the line: lets ``csv.writer`` feed a streaming response."""
+
+    def write(self, value: str) -> str:
+        return value

@@ -1,0 +1,513 @@
+"""Apply, observe, scale and delete a service's workload; level-triggered, a small constant number of API calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from deployments.drivers.kube.config import APPLY_PATCH, FIELD_MANAGER, MERGE_PATCH, api_client, credentials_of, request
+from deployments.drivers.kube.errors import KubeError
+from deployments.drivers.kube.manifests import (
+    DEFAULT_PRIORITY_CLASS,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_ORG,
+    LABEL_SERVICE_ID,
+    LWS_NAME_LABEL,
+    LWS_WORKER_INDEX_LABEL,
+    MANAGED_BY,
+    WorkloadRef,
+    WorkloadSpec,
+    build_manifests,
+)
+
+PLATFORM_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+_APPLY_QUERY = {"fieldManager": FIELD_MANAGER, "force": "true"}
+_FAILING_WAIT_REASONS = {
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "InvalidImageName",
+    "RunContainerError",
+}
+
+
+@dataclass
+class ReplicaEndpoint:
+    pod_name: str
+    base_url: str  # root of the OpenAI server, without the trailing /v1
+    headers: dict = field(default_factory=dict)
+    tls_verify: bool | str = True  # or the path of a CA bundle
+    client_cert: tuple[str, str] | None = None
+
+
+@dataclass
+class WorkloadStatus:
+    exists: bool
+    desired: int
+    ready: int
+    updated: int
+    available: int
+    phase: str  # Creating | Starting | Running | Scaling | Failed | Stopped | Missing
+    reason: str | None = None
+    message: str | None = None
+    endpoints: list[ReplicaEndpoint] = field(default_factory=list)
+
+
+@dataclass
+class PlatformObject:
+    """An object in the cluster that carries app.kubernetes.io/managed-by=maas."""
+
+    kind: str
+    namespace: str | None
+    name: str
+    service_id: str | None
+    org: str | None
+    labels: dict
+
+
+def _plural(kind: str) -> tuple[str, str]:
+    if kind == "LeaderWorkerSet":
+        return "/apis/leaderworkerset.x-k8s.io/v1", "leaderworkersets"
+    if kind == "Deployment":
+        return "/apis/apps/v1", "deployments"
+    raise ValueError(f"unknown workload kind {kind!r}")
+
+
+def object_path(manifest: dict) -> str:
+    """The URL path of a manifest's object."""
+    kind, name = manifest["kind"], quote(manifest["metadata"]["name"])
+    namespace = manifest["metadata"].get("namespace")
+    if kind == "Namespace":
+        return f"/api/v1/namespaces/{name}"
+    if kind == "Service":
+        return f"/api/v1/namespaces/{namespace}/services/{name}"
+    if kind == "PriorityClass":
+        return f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}"
+    prefix, plural = _plural(kind)
+    return f"{prefix}/namespaces/{namespace}/{plural}/{name}"
+
+
+def _workload_path(ref: WorkloadRef) -> str:
+    prefix, plural = _plural(ref.kind)
+    return f"{prefix}/namespaces/{ref.namespace}/{plural}/{ref.name}"
+
+
+def _ref(spec_or_ref: WorkloadSpec | WorkloadRef) -> WorkloadRef:
+    return spec_or_ref.ref if isinstance(spec_or_ref, WorkloadSpec) else spec_or_ref
+
+
+def apply(client, manifest: dict) -> dict:
+    """Server-side apply one object as field manager "maas", taking over conflicting fields."""
+    return request(client, "PATCH", object_path(manifest), query=_APPLY_QUERY, body=manifest, content_type=APPLY_PATCH)
+
+
+def apply_workload(client, spec: WorkloadSpec) -> None:
+    """Apply namespace, workload and Service; idempotent. Removes the other workload kind if the topology changed."""
+    for manifest in build_manifests(spec):
+        apply(client, manifest)
+    # A service that moved between one node and several per instance leaves the old kind behind.
+    other = WorkloadRef(
+        spec.namespace, spec.name, "Deployment" if spec.kind == "LeaderWorkerSet" else "LeaderWorkerSet"
+    )
+    request(client, "DELETE", _workload_path(other), query={"propagationPolicy": "Background"}, not_found_ok=True)
+
+
+def apply_priority_class(client, name: str = DEFAULT_PRIORITY_CLASS, value: int = 100000) -> None:
+    """The PriorityClass the platform's pods run under (cluster-scoped; apply once per cluster)."""
+    apply(
+        client,
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
+            "value": value,
+            "preemptionPolicy": "PreemptLowerPriority",
+            "description": "MaaS online inference services",
+        },
+    )
+
+
+def scale_workload(client, spec: WorkloadSpec | WorkloadRef, replicas: int) -> None:
+    """Set the replica count through the scale subresource (one call)."""
+    if replicas < 0:
+        raise ValueError("replicas must not be negative")
+    ref = _ref(spec)
+    request(
+        client, "PATCH", _workload_path(ref) + "/scale", body={"spec": {"replicas": replicas}}, content_type=MERGE_PATCH
+    )
+
+
+def _still_there(answer: dict | None) -> bool:
+    return (
+        bool(answer)
+        and answer.get("kind") != "Status"
+        and bool((answer.get("metadata") or {}).get("deletionTimestamp"))
+    )
+
+
+def delete_workload(client, namespace: str, name: str) -> bool:
+    """Delete the workload (either kind) and its Service; True when nothing of it is left, pods included.
+
+    Call again until True: pods terminate gracefully after their owner is gone.
+    """
+    background = {"propagationPolicy": "Background"}
+    pending = False
+    for kind in ("Deployment", "LeaderWorkerSet"):
+        answer = request(
+            client, "DELETE", _workload_path(WorkloadRef(namespace, name, kind)), query=background, not_found_ok=True
+        )
+        pending |= _still_there(answer)
+    answer = request(client, "DELETE", f"/api/v1/namespaces/{namespace}/services/{name}", not_found_ok=True)
+    pending |= _still_there(answer)
+    pods = _list(client, f"/api/v1/namespaces/{namespace}/pods", _pod_selector(name))
+    return not pending and not pods
+
+
+def delete_namespace(client, namespace: str) -> bool:
+    """Delete an org's namespace (everything in it goes too); True once it is gone."""
+    answer = request(client, "DELETE", f"/api/v1/namespaces/{namespace}", not_found_ok=True)
+    return (
+        answer is None or answer.get("kind") == "Status" or not (answer.get("metadata") or {}).get("deletionTimestamp")
+    )
+
+
+def _list(
+    client, path: str, selector: str, *, not_found_ok: bool = False, fields: str | None = None
+) -> list[dict] | None:
+    query = {"labelSelector": selector} if selector else {}
+    if fields:
+        query["fieldSelector"] = fields
+    answer = request(client, "GET", path, query=query or None, not_found_ok=not_found_ok)
+    return None if answer is None else answer.get("items") or []
+
+
+def list_platform_workloads(client) -> list[PlatformObject]:
+    """Every namespace, Deployment, LeaderWorkerSet and Service the platform manages, cluster-wide (four calls)."""
+    found = []
+    sources = [
+        ("Namespace", "/api/v1/namespaces"),
+        ("Deployment", "/apis/apps/v1/deployments"),
+        ("LeaderWorkerSet", "/apis/leaderworkerset.x-k8s.io/v1/leaderworkersets"),
+        ("Service", "/api/v1/services"),
+    ]
+    for kind, path in sources:
+        items = _list(client, path, PLATFORM_SELECTOR, not_found_ok=kind == "LeaderWorkerSet") or []
+        for item in items:
+            meta = item.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            found.append(
+                PlatformObject(
+                    kind=kind,
+                    namespace=meta.get("namespace"),
+                    name=meta.get("name", ""),
+                    service_id=labels.get(LABEL_SERVICE_ID),
+                    org=labels.get(LABEL_ORG),
+                    labels=dict(labels),
+                )
+            )
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------- observing
+
+
+def _pod_selector(name: str) -> str:
+    return f"{LABEL_NAME}={name},{PLATFORM_SELECTOR}"
+
+
+def _is_ready(pod: dict) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
+def _is_leader(pod: dict) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return LWS_NAME_LABEL not in labels or labels.get(LWS_WORKER_INDEX_LABEL) == "0"
+
+
+def _memory_limit(pod: dict, container_name: str) -> str | None:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") == container_name:
+            return ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    return None
+
+
+def pod_failure(pod: dict) -> tuple[str, str | None] | None:
+    """Why a pod cannot serve, from its conditions and container states, or None."""
+    status = pod.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return condition.get("reason") or "Unschedulable", condition.get("message")
+    if status.get("phase") == "Failed":
+        return status.get("reason") or "Failed", status.get("message")
+    for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        state, last = container.get("state") or {}, container.get("lastState") or {}
+        waiting, terminated = state.get("waiting") or {}, state.get("terminated") or last.get("terminated") or {}
+        name = container.get("name", "")
+        if terminated.get("reason") == "OOMKilled" and (waiting or state.get("terminated")):
+            limit = _memory_limit(pod, name)
+            default = (
+                f"container {name} ran out of memory{f' (limit {limit})' if limit else ''} and was killed; "
+                f"restarted {container.get('restartCount', 0)} times"
+            )
+            return "OOMKilled", terminated.get("message") or default
+        if waiting.get("reason") in _FAILING_WAIT_REASONS:
+            if waiting["reason"] == "CrashLoopBackOff" and terminated.get("message"):
+                return "CrashLoopBackOff", terminated["message"].strip()
+            return waiting["reason"], waiting.get("message")
+    return None
+
+
+def _workload_failure(obj: dict) -> tuple[str, str | None] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return condition.get("reason") or "ReplicaFailure", condition.get("message")
+        if condition.get("type") == "Progressing" and condition.get("reason") == "ProgressDeadlineExceeded":
+            return "ProgressDeadlineExceeded", condition.get("message")
+    return None
+
+
+def _event_time(event: dict) -> str:
+    return (
+        event.get("lastTimestamp")
+        or event.get("eventTime")
+        or (event.get("metadata") or {}).get("creationTimestamp")
+        or ""
+    )
+
+
+def _event_for(ref: WorkloadRef, pods: list[dict], events: list[dict]) -> dict | None:
+    names = {(p.get("metadata") or {}).get("name") for p in pods}
+    relevant = [
+        e
+        for e in events
+        if (e.get("involvedObject") or {}).get("name") in names
+        or (e.get("involvedObject") or {}).get("name", "").startswith(ref.name + "-")
+        or (e.get("involvedObject") or {}).get("name") == ref.name
+    ]
+    return max(relevant, key=_event_time) if relevant else None
+
+
+@dataclass
+class _Access:
+    mode: str
+    ingress_base_url: str | None
+    server: str
+    headers: dict
+    tls_verify: bool | str
+    client_cert: tuple[str, str] | None
+
+
+def _access(
+    client, access_mode: str, ingress_base_url: str | None, kubeconfig_text: str | None, context: str | None
+) -> _Access:
+    if access_mode not in ("proxy", "pod_ip", "ingress"):
+        raise ValueError(f"access_mode {access_mode!r} is not one of proxy, pod_ip, ingress")
+    if access_mode == "ingress" and not ingress_base_url:
+        raise ValueError("access_mode 'ingress' needs ingress_base_url")
+    source = api_client(kubeconfig_text, context) if kubeconfig_text else client
+    creds = credentials_of(source)
+    if source is not client:
+        source.close()
+    return _Access(access_mode, ingress_base_url, creds.server, creds.headers, creds.tls_verify, creds.client_cert)
+
+
+def _endpoints(ref: WorkloadRef, pods: list[dict], ready: int, access: _Access) -> list[ReplicaEndpoint]:
+    if access.mode == "ingress":
+        if ready <= 0:
+            return []
+        return [
+            ReplicaEndpoint(
+                pod_name=ref.name, base_url=f"{access.ingress_base_url.rstrip('/')}/{ref.namespace}/{ref.name}"
+            )
+        ]
+    endpoints = []
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp") or not _is_ready(pod) or not _is_leader(pod):
+            continue
+        if access.mode == "pod_ip":
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip:
+                host = f"[{ip}]" if ":" in ip else ip
+                endpoints.append(
+                    ReplicaEndpoint(pod_name=meta["name"], base_url=f"http://{host}:{ref.port}", tls_verify=False)
+                )
+        else:
+            endpoints.append(
+                ReplicaEndpoint(
+                    pod_name=meta["name"],
+                    base_url=f"{access.server}/api/v1/namespaces/{ref.namespace}/pods/{meta['name']}:{ref.port}/proxy",
+                    headers=dict(access.headers),
+                    tls_verify=access.tls_verify,
+                    client_cert=access.client_cert,
+                )
+            )
+    return endpoints
+
+
+def _summarize(ref: WorkloadRef, obj: dict | None, pods: list[dict], access: _Access) -> WorkloadStatus:
+    if obj is None:
+        return WorkloadStatus(exists=False, desired=0, ready=0, updated=0, available=0, phase="Missing")
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    desired = spec.get("replicas", 1)
+    ready = status.get("readyReplicas") or 0
+    updated = status.get("updatedReplicas") or 0
+    available = status.get("availableReplicas", ready) if ref.kind == "Deployment" else ready
+    available = available or 0
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    failure = _workload_failure(obj)
+    for pod in sorted(live, key=lambda p: p["metadata"]["name"]):
+        failure = pod_failure(pod) or failure
+        if failure and failure[0] != "ProgressDeadlineExceeded":
+            break
+    if desired == 0:
+        phase = "Stopped" if not pods else "Scaling"
+    elif ready >= desired and updated >= desired:
+        phase = "Running"
+    elif failure and ready == 0:
+        phase = "Failed"
+    elif ready > 0:
+        phase = "Scaling"
+    elif any(
+        "running" in (c.get("state") or {})
+        for p in live
+        for c in (p.get("status") or {}).get("containerStatuses") or []
+    ):
+        phase = "Starting"  # containers run: the engine is loading weights
+    else:
+        phase = "Creating"  # scheduling, pulling the image
+    reason, message = failure if failure and desired > 0 else (None, None)
+    return WorkloadStatus(
+        exists=True,
+        desired=desired,
+        ready=ready,
+        updated=updated,
+        available=available,
+        phase=phase,
+        reason=reason,
+        message=message,
+        endpoints=_endpoints(ref, live, ready, access),
+    )
+
+
+def _needs_events(result: WorkloadStatus) -> bool:
+    return result.phase == "Failed" or bool(result.reason and not result.message)
+
+
+def _add_event(result: WorkloadStatus, ref: WorkloadRef, pods: list[dict], events: list[dict]) -> None:
+    event = _event_for(ref, pods, events)
+    if event is None:
+        return
+    if not result.message:
+        result.message = event.get("message")
+    if not result.reason:
+        result.reason = event.get("reason")
+
+
+def observe_workload(
+    client,
+    spec_or_ref: WorkloadSpec | WorkloadRef,
+    *,
+    access_mode: str = "proxy",
+    ingress_base_url: str | None = None,
+    kubeconfig_text: str | None = None,
+    context: str | None = None,
+) -> WorkloadStatus:
+    """Where one service's workload stands and how to reach its Ready replicas.
+
+    Two API calls (workload, pods); a third (Warning events) only when the workload is failing; one when missing.
+    """
+    ref = _ref(spec_or_ref)
+    access = _access(client, access_mode, ingress_base_url, kubeconfig_text, context)
+    obj = request(client, "GET", _workload_path(ref), not_found_ok=True)
+    if obj is None:
+        return _summarize(ref, None, [], access)
+    pods = _list(client, f"/api/v1/namespaces/{ref.namespace}/pods", _pod_selector(ref.name))
+    result = _summarize(ref, obj, pods, access)
+    if _needs_events(result):
+        events = _list(client, f"/api/v1/namespaces/{ref.namespace}/events", "", fields="type=Warning")
+        _add_event(result, ref, pods, events)
+    return result
+
+
+def _owner_name(pod: dict) -> str | None:
+    return ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_NAME)
+
+
+def observe_workloads(
+    client,
+    specs_or_refs: list[WorkloadSpec | WorkloadRef],
+    *,
+    access_mode: str = "proxy",
+    ingress_base_url: str | None = None,
+    kubeconfig_text: str | None = None,
+    context: str | None = None,
+    cluster_wide: bool | None = None,
+) -> list[WorkloadStatus]:
+    """observe_workload for many services at once, in input order, with label-selected LISTs.
+
+    Cluster-wide (default when the services span several namespaces): Deployments + pods (+ LeaderWorkerSets when
+    any service is multi-node) = 2–3 calls for any number of services, plus one Warning-events LIST per namespace
+    with a failing service. Falls back to the same LISTs per namespace when cluster-wide reads are forbidden.
+    """
+    refs = [_ref(item) for item in specs_or_refs]
+    if not refs:
+        return []
+    access = _access(client, access_mode, ingress_base_url, kubeconfig_text, context)
+    namespaces = sorted({r.namespace for r in refs})
+    kinds = sorted({r.kind for r in refs})
+    if cluster_wide is None:
+        cluster_wide = len(namespaces) > 1
+
+    objects: dict[tuple[str, str, str], dict] = {}
+    pods_by: dict[tuple[str, str], list[dict]] = {}
+
+    def load(scopes: list[str | None]) -> None:
+        for namespace in scopes:
+            where = f"/namespaces/{namespace}" if namespace else ""
+            for kind in kinds:
+                prefix, plural = _plural(kind)
+                items = _list(
+                    client, f"{prefix}{where}/{plural}", PLATFORM_SELECTOR, not_found_ok=kind == "LeaderWorkerSet"
+                )
+                for item in items or []:
+                    meta = item["metadata"]
+                    objects[(kind, meta.get("namespace", namespace), meta["name"])] = item
+            for pod in _list(client, f"/api/v1{where}/pods", PLATFORM_SELECTOR):
+                owner = _owner_name(pod)
+                if owner:
+                    pods_by.setdefault((pod["metadata"].get("namespace", namespace), owner), []).append(pod)
+
+    if cluster_wide:
+        try:
+            load([None])
+        except KubeError as exc:
+            if exc.kind != "forbidden":
+                raise
+            objects.clear()
+            pods_by.clear()
+            load(namespaces)
+    else:
+        load(namespaces)
+
+    results = []
+    failing_namespaces = set()
+    for ref in refs:
+        result = _summarize(
+            ref, objects.get((ref.kind, ref.namespace, ref.name)), pods_by.get((ref.namespace, ref.name), []), access
+        )
+        results.append(result)
+        if result.exists and _needs_events(result):
+            failing_namespaces.add(ref.namespace)
+    for namespace in sorted(failing_namespaces):
+        events = _list(client, f"/api/v1/namespaces/{namespace}/events", "", fields="type=Warning")
+        for ref, result in zip(refs, results, strict=False):
+            if ref.namespace == namespace and result.exists and _needs_events(result):
+                _add_event(result, ref, pods_by.get((ref.namespace, ref.name), []), events)
+    return results

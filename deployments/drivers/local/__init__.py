@@ -1,0 +1,315 @@
+"""The local cluster driver: each instance of a service is a process on 127.0.0.1.
+
+`vllm serve` when vLLM is installed and a GPU is present, else the engine simulator (`python -m simulator`).
+State lives in the Replica rows (pid, port), written the moment a process is spawned, so a restarted worker re-adopts
+live processes instead of starting duplicates; a pid is only trusted when /proc shows the same replica's command line
+(pids are reused).
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+LOCAL_GPU_PRODUCT = "Local-Simulated-GPU"
+DEFAULT_LOCAL_GPUS = 8
+DEFAULT_LOCAL_GPU_MEMORY_GB = 80
+HEALTH_TIMEOUT_S = 1.0
+STOP_GRACE_S = 5.0
+
+
+@dataclass
+class LocalReplica:
+    name: str
+    base_url: str
+    ready: bool
+    pid: int
+    port: int
+
+
+@dataclass
+class LocalObservation:
+    phase: str  # Creating | Starting | Running | Scaling | Stopped
+    ready: int
+    replicas: list[LocalReplica] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)  # replicas found dead and started again
+    reason: str = ""
+    message: str = ""
+
+
+def synthetic_nodes(
+    *, gpus: int = DEFAULT_LOCAL_GPUS, memory_gb: int = DEFAULT_LOCAL_GPU_MEMORY_GB, product: str = LOCAL_GPU_PRODUCT
+) -> list[dict]:
+    """The GPU inventory a local cluster advertises (one node)."""
+    return [
+        {
+            "name": "localhost",
+            "ready": True,
+            "schedulable": True,
+            "gpu_product": product,
+            "gpu_capacity": gpus,
+            "gpu_allocated": 0,
+            "gpu_memory_mb": memory_gb * 1024,
+        }
+    ]
+
+
+def inventory(nodes: list[dict], allocated: int) -> dict:
+    """Cluster.inventory for a local cluster whose services hold ``allocated`` GPUs."""
+    result: dict[str, dict] = {}
+    for node in nodes:
+        if not node.get("ready", True):
+            continue
+        count = int(node.get("gpu_capacity") or 0)
+        entry = result.setdefault(
+            node["gpu_product"],
+            {
+                "total": 0,
+                "allocatable": 0,
+                "allocated": 0,
+                "free": 0,
+                "memory_mb": node.get("gpu_memory_mb"),
+                "nodes": 0,
+                "max_per_node": 0,
+                "max_free_per_node": 0,
+            },
+        )
+        entry["total"] += count
+        entry["allocatable"] += count
+        entry["nodes"] += 1
+        entry["max_per_node"] = max(entry["max_per_node"], count)
+    for entry in result.values():
+        held = min(allocated, entry["allocatable"])
+        allocated -= held
+        entry["allocated"] = held
+        entry["free"] = entry["allocatable"] - held
+        entry["max_free_per_node"] = min(entry["max_per_node"], entry["free"])
+    return result
+
+
+def _gpu_present() -> bool:
+    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
+
+
+def engine_command(
+    *,
+    served_model_name: str,
+    model_source: str,
+    max_model_len: int,
+    port: int,
+    replica: str,
+    runtime_args: list[str] | None = None,
+) -> list[str]:
+    """The command line of one local instance."""
+    vllm = shutil.which("vllm")
+    if vllm and importlib.util.find_spec("vllm") is not None and _gpu_present():
+        return [
+            vllm,
+            "serve",
+            model_source,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--served-model-name",
+            served_model_name,
+            "--max-model-len",
+            str(max_model_len),
+            *(runtime_args or []),
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "simulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        served_model_name,
+        "--max-model-len",
+        str(max_model_len),
+        "--replica-id",
+        replica,
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _log_dir() -> Path:
+    path = Path(getattr(settings, "EMBEDDED_DIR", tempfile.gettempdir())) / "replicas"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        path = Path(tempfile.gettempdir())
+    return path
+
+
+def spawn(command: list[str], *, log_name: str) -> int:
+    """Start a detached process (its own session, so a worker restart does not take it down); returns its pid."""
+    log = open(_log_dir() / f"{log_name}.log", "ab")  # noqa: SIM115 - the child owns the descriptor
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(settings.BASE_DIR),
+            env={**os.environ},
+        )
+    finally:
+        log.close()
+    return process.pid
+
+
+def process_alive(pid: int | None, *, port: int | None) -> bool:
+    """True when ``pid`` runs and is the instance listening on ``port`` (not a reused pid, not a zombie)."""
+    if not pid:
+        return False
+    try:
+        reaped, _status = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            return False
+    except ChildProcessError:
+        pass  # started by another (possibly dead) worker: /proc decides
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
+    if state in ("Z", "X"):
+        return False
+    return port is not None and str(port).encode() in cmdline and b"--port" in cmdline
+
+
+def healthy(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=HEALTH_TIMEOUT_S)
+    try:
+        connection.request("GET", "/health")
+        return connection.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def stop(pid: int | None, *, port: int | None, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; a process that is not the instance is left alone."""
+    if not process_alive(pid, port=port):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not process_alive(pid, port=port):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(40):
+        if not process_alive(pid, port=port):
+            return
+        time.sleep(0.05)
+
+
+def converge(service, desired: int) -> LocalObservation:
+    """Make ``desired`` processes of ``service`` run; restart dead ones; stop extras. Replica rows are kept current."""
+    from deployments.models import Replica
+
+    known = {r.name: r for r in Replica.objects.filter(service=service)}
+    wanted = [f"{service.k8s_name}-{i}" for i in range(desired)]
+    live: list[LocalReplica] = []
+    restarted: list[str] = []
+    spawned = 0
+    for name, row in known.items():
+        if name not in wanted:
+            stop(row.pid, port=row.port)
+            row.delete()
+    for name in wanted:
+        row = known.get(name)
+        if row is not None and process_alive(row.pid, port=row.port):
+            live.append(LocalReplica(name, row.base_url, healthy(row.port), row.pid, row.port))
+            continue
+        if row is not None and row.pid:
+            restarted.append(name)
+        port = _free_port()
+        command = engine_command(
+            served_model_name=service.model_id,
+            model_source=service.catalog_model.source_repo,
+            max_model_len=service.max_model_len,
+            port=port,
+            replica=name,
+            runtime_args=list(service.runtime_args),
+        )
+        pid = spawn(command, log_name=name)
+        base_url = f"http://127.0.0.1:{port}"
+        # Recorded at once: if this worker dies now, the next one re-adopts the process instead of starting another.
+        Replica.objects.update_or_create(
+            service=service, name=name, defaults={"base_url": base_url, "ready": False, "pid": pid, "port": port}
+        )
+        live.append(LocalReplica(name, base_url, False, pid, port))
+        spawned += 1
+    ready = sum(1 for r in live if r.ready)
+    if desired == 0:
+        phase = "Stopped"
+    elif ready >= desired:
+        phase = "Running"
+    elif ready > 0:
+        phase = "Scaling"
+    elif spawned == len(wanted):
+        phase = "Creating"
+    else:
+        phase = "Starting"
+    observation = LocalObservation(phase=phase, ready=ready, replicas=live, restarted=restarted)
+    if restarted:
+        observation.reason = "ProcessRestarted"
+        observation.message = f"restarted {', '.join(restarted)}: the process had exited"
+    return observation
+
+
+def stop_all(service) -> bool:
+    """Stop every process of ``service``; True once none is left."""
+    from deployments.models import Replica
+
+    for row in Replica.objects.filter(service=service):
+        stop(row.pid, port=row.port)
+        row.delete()
+    return True
+
+
+def stop_machine_processes() -> int:
+    """Stop every local engine process this machine runs (when the platform itself shuts down).
+
+    Replica rows stay: the next reconcile finds the processes gone and starts them again.
+    """
+    from deployments.models import ClusterDriver, Replica
+
+    rows = Replica.objects.filter(service__cluster__driver=ClusterDriver.LOCAL, pid__isnull=False)
+    stopped = 0
+    for row in rows:
+        if process_alive(row.pid, port=row.port):
+            stop(row.pid, port=row.port, grace=3)
+            stopped += 1
+    return stopped

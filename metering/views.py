@@ -1,0 +1,120 @@
+"""Console pages of usage (统计): requests, tokens, TTFT and latency per model over time, and the CSV export."""
+
+from __future__ import annotations
+
+import csv
+from datetime import timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.http import StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from core import charts
+from core.forms import Echo, org_or_404
+from metering import selectors
+from metering.forms import UsageFilterForm
+
+
+def _usage_query(request, org):
+    form = UsageFilterForm(request.GET or None, model_ids=selectors.usage_model_ids(org))
+    query = selectors.UsageQuery()
+    if form.is_bound and form.is_valid():
+        query = selectors.UsageQuery(days=form.cleaned_data["days"] or 7, model_id=form.cleaned_data["model"])
+    return form, query
+
+
+def _bucket_labels(query: selectors.UsageQuery) -> list:
+    now = timezone.localtime()
+    if query.bucket == "hour":
+        first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=24 * query.days - 1)
+        return [first + timedelta(hours=i) for i in range(24 * query.days)]
+    first = now.date() - timedelta(days=query.days - 1)
+    return [first + timedelta(days=i) for i in range(query.days)]
+
+
+def _usage_charts(series: list[dict], query: selectors.UsageQuery) -> dict:
+    buckets = _bucket_labels(query)
+    hourly = query.bucket == "hour"
+
+    def key(value):
+        return timezone.localtime(value).replace(minute=0, second=0, microsecond=0) if hourly else value
+
+    labels = [b.strftime("%H:00") if hourly else b.strftime("%m-%d") for b in buckets]
+    index = {b: i for i, b in enumerate(buckets)}
+    models = sorted({row["model_id"] for row in series})
+    tables = {
+        name: {m: [None] * len(buckets) for m in models}
+        for name in ("requests", "tokens", "ttft_p50", "ttft_p99", "latency_p50", "latency_p99")
+    }
+    for row in series:
+        i = index.get(key(row["bucket"]))
+        if i is None:
+            continue
+        for name, table in tables.items():
+            table[row["model_id"]][i] = float(row[name]) if row[name] is not None else None
+    for name in ("requests", "tokens"):
+        for line in tables[name].values():
+            line[:] = [v or 0 for v in line]
+    latency = {f"{m} p50": tables["latency_p50"][m] for m in models}
+    latency.update({f"{m} p99": tables["latency_p99"][m] for m in models})
+    ttft = {f"{m} p50": tables["ttft_p50"][m] for m in models}
+    ttft.update({f"{m} p99": tables["ttft_p99"][m] for m in models})
+    return {
+        "requests": charts.line_chart(labels, tables["requests"], title=_("Requests")),
+        "tokens": charts.line_chart(labels, tables["tokens"], title=_("Tokens")),
+        "ttft": charts.line_chart(labels, ttft, title=_("Time to first token (ms)")),
+        "latency": charts.line_chart(labels, latency, title=_("Latency (ms)")),
+    }
+
+
+@login_required
+def usage(request):
+    org = org_or_404(request)
+    form, query = _usage_query(request, org)
+    series = selectors.usage_series(org, query)
+    return render(
+        request,
+        "metering/usage.html",
+        {
+            "form": form,
+            "query": query,
+            "models": selectors.usage_models(org, query),
+            "charts": _usage_charts(series, query),
+            "export_query": request.GET.urlencode(),
+        },
+    )
+
+
+@login_required
+def usage_csv(request):
+    org = org_or_404(request)
+    _form, query = _usage_query(request, org)
+
+    def rows():
+        writer = csv.writer(Echo())
+        yield writer.writerow(
+            [
+                "request_id",
+                "started_at",
+                "model",
+                "endpoint",
+                "source",
+                "status",
+                "prompt_tokens",
+                "cached_tokens",
+                "completion_tokens",
+                "ttft_ms",
+                "latency_ms",
+                "charge",
+            ]
+        )
+        for row in selectors.usage_export_rows(org, query).iterator(chunk_size=2000):
+            row = list(row)
+            row[1] = timezone.localtime(row[1]).isoformat()
+            yield writer.writerow(["" if v is None else v for v in row])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="usage-{org.namespace}-{query.days}d.csv"'
+    return response

@@ -1,0 +1,69 @@
+from django import forms
+from django.contrib.auth import password_validation
+from django.utils.translation import gettext_lazy as _
+
+from tenancy.models import Role, SpendPeriod, namespace_validator
+
+
+class SignupForm(forms.Form):
+    name = forms.CharField(label=_("Your name"), max_length=100, required=False)
+    email = forms.EmailField(label=_("E-mail"))
+    password = forms.CharField(label=_("Password"), widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def clean_password(self):
+        password = self.cleaned_data["password"]
+        password_validation.validate_password(password)
+        return password
+
+
+class OrgCreateForm(forms.Form):
+    name = forms.CharField(label=_("Organization name"), max_length=100)
+    namespace = forms.CharField(
+        label=_("Namespace"),
+        max_length=40,
+        validators=[namespace_validator],
+        help_text=_("Used in model ids such as <namespace>/<service>. Lowercase letters, digits, hyphens."),
+    )
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(label=_("E-mail"))
+    role = forms.ChoiceField(label=_("Role"), choices=Role.choices, initial=Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(label=_("Role"), choices=Role.choices)
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=100)
+    expires_at = forms.DateTimeField(
+        label=_("Expires at"),
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text=_("Leave empty for a key that does not expire."),
+    )
+    rpm_limit = forms.IntegerField(label=_("Requests per minute"), required=False, min_value=1)
+    tpm_limit = forms.IntegerField(label=_("Tokens per minute"), required=False, min_value=1)
+    allowed_models = forms.CharField(
+        label=_("Allowed models"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "public/qwen2.5-7b-instruct"}),
+        help_text=_("One model id per line or comma-separated; empty allows every model of the organization."),
+    )
+    spend_cap = forms.DecimalField(label=_("Spend cap"), required=False, min_value=0, max_digits=18, decimal_places=2)
+    spend_cap_period = forms.ChoiceField(
+        label=_("Cap resets"),
+        required=False,
+        choices=[("", "—")] + list(SpendPeriod.choices),
+    )
+
+    def clean_allowed_models(self):
+        raw = self.cleaned_data.get("allowed_models") or ""
+        return [m.strip() for m in raw.replace(",", "\n").splitlines() if m.strip()]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("spend_cap") is not None and not data.get("spend_cap_period"):
+            self.add_error("spend_cap_period", _("Choose when the spend cap resets."))
+        return data

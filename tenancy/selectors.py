@@ -1,0 +1,53 @@
+"""Reads for the tenancy core."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from tenancy.models import ApiKey, AuditEvent, Invitation, Membership, hash_api_key
+
+SESSION_ORG_KEY = "current_org_id"
+
+
+def current_membership(user, session) -> Membership | None:
+    """The membership a console session acts as (HTTP and WebSocket alike).
+
+    The session's chosen organization when the user still belongs to it, else the personal organization, else
+    the oldest membership; None for a user with no organization.
+    """
+    memberships = Membership.objects.filter(user=user).select_related("org")
+    wanted = session.get(SESSION_ORG_KEY) if session is not None else None
+    membership = memberships.filter(org_id=wanted).first() if wanted else None
+    if membership is None:
+        membership = memberships.order_by("-org__personal", "created_at").first()
+    return membership
+
+
+def memberships_of_user(user):
+    return Membership.objects.filter(user=user).select_related("org").order_by("-org__personal", "org__name")
+
+
+def org_members(org):
+    return Membership.objects.for_org(org).select_related("user").order_by("created_at")
+
+
+def org_pending_invitations(org):
+    return Invitation.objects.for_org(org).filter(accepted_at=None, revoked_at=None, expires_at__gt=timezone.now())
+
+
+def org_api_keys(org):
+    return ApiKey.objects.for_org(org).select_related("created_by").order_by("-created_at")
+
+
+def apikey_by_plaintext(raw: str) -> ApiKey | None:
+    """The active key for a plaintext ``sk-`` key, or None (unknown, revoked or expired)."""
+    if not raw or not raw.startswith("sk-"):
+        return None
+    key = ApiKey.objects.select_related("org").filter(key_hash=hash_api_key(raw)).first()
+    if key is None or not key.is_active():
+        return None
+    return key
+
+
+def org_audit_events(org, limit: int = 100):
+    return AuditEvent.objects.for_org(org).select_related("actor")[:limit]

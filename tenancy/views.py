@@ -1,0 +1,212 @@
+"""Console views for accounts, organizations, members and API keys."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from core.errors import ApplicationError
+from core.forms import apply_error
+from core.querysets import get_for_org_or_404
+from tenancy import selectors, services
+from tenancy.forms import ApiKeyForm, InviteForm, OrgCreateForm, RoleForm, SignupForm
+from tenancy.models import ApiKey, Invitation, Membership
+from tenancy.selectors import SESSION_ORG_KEY
+
+
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("catalog:marketplace")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.user_signup(
+                email=form.cleaned_data["email"], password=form.cleaned_data["password"], name=form.cleaned_data["name"]
+            )
+        except ApplicationError as exc:
+            apply_error(form, exc)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, _("Welcome! Your personal organization is ready."))
+            next_url = request.GET.get("next")
+            if next_url and url_has_allowed_host_and_scheme(next_url, {request.get_host()}):
+                return HttpResponseRedirect(next_url)
+            return redirect("catalog:marketplace")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+@require_POST
+def org_switch(request):
+    try:
+        org_id = uuid.UUID(request.POST.get("org", ""))
+    except ValueError:
+        raise Http404 from None
+    membership = Membership.objects.filter(user=request.user, org_id=org_id).first()
+    if membership is None:
+        raise Http404
+    request.session[SESSION_ORG_KEY] = str(membership.org_id)
+    next_url = request.POST.get("next") or "/"
+    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}):
+        next_url = "/"
+    return HttpResponseRedirect(next_url)
+
+
+@login_required
+def org_new(request):
+    form = OrgCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            org = services.org_create(
+                owner=request.user, name=form.cleaned_data["name"], namespace=form.cleaned_data["namespace"]
+            )
+        except ApplicationError as exc:
+            apply_error(form, exc)
+        else:
+            request.session[SESSION_ORG_KEY] = str(org.pk)
+            messages.success(request, _("Organization %(name)s created.") % {"name": org.name})
+            return redirect("org-members")
+    return render(request, "tenancy/org_new.html", {"form": form})
+
+
+@login_required
+def org_members(request):
+    org = request.org
+    if request.method == "POST" and not request.membership.can_manage:
+        raise PermissionDenied(_("Only owners and admins can manage members."))
+    invite_form = InviteForm(request.POST or None) if request.method == "POST" else InviteForm()
+    invite_url = None
+    if request.method == "POST" and invite_form.is_valid():
+        try:
+            _inv, invite_url = services.invitation_create(
+                org=org,
+                actor=request.user,
+                email=invite_form.cleaned_data["email"],
+                role=invite_form.cleaned_data["role"],
+            )
+        except ApplicationError as exc:
+            apply_error(invite_form, exc)
+        else:
+            messages.success(request, _("Invitation sent to %(email)s.") % {"email": invite_form.cleaned_data["email"]})
+            invite_form = InviteForm()
+    context = {
+        "members": selectors.org_members(org),
+        "invitations": selectors.org_pending_invitations(org),
+        "invite_form": invite_form,
+        "invite_url": invite_url,
+        "can_manage": request.membership.can_manage,
+        "role_choices": RoleForm.base_fields["role"].choices,
+    }
+    template = "tenancy/partials/members.html" if request.htmx else "tenancy/org_members.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def member_role(request, pk):
+    membership = get_for_org_or_404(Membership, request.org, pk=pk)
+    form = RoleForm(request.POST)
+    if form.is_valid():
+        try:
+            services.membership_set_role(membership=membership, actor=request.user, role=form.cleaned_data["role"])
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+    return redirect("org-members")
+
+
+@login_required
+@require_POST
+def member_remove(request, pk):
+    membership = get_for_org_or_404(Membership, request.org, pk=pk)
+    try:
+        services.membership_remove(membership=membership, actor=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        if membership.user_id == request.user.pk:
+            request.session.pop(SESSION_ORG_KEY, None)
+            return redirect("catalog:marketplace")
+    return redirect("org-members")
+
+
+@login_required
+@require_POST
+def invitation_revoke(request, pk):
+    invitation = get_for_org_or_404(Invitation, request.org, pk=pk)
+    try:
+        services.invitation_revoke(invitation=invitation, actor=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("org-members")
+
+
+def invitation_accept(request, token):
+    invitation = services.invitation_for_token(token)
+    if invitation is None:
+        raise Http404
+    if not request.user.is_authenticated:
+        return redirect(f"{reverse('login')}?next={request.path}")
+    error = None
+    if request.method == "POST":
+        try:
+            membership = services.invitation_accept(token=token, user=request.user)
+        except ApplicationError as exc:
+            error = exc.message
+        else:
+            request.session[SESSION_ORG_KEY] = str(membership.org_id)
+            messages.success(request, _("You joined %(org)s.") % {"org": membership.org.name})
+            return redirect("catalog:marketplace")
+    return render(request, "tenancy/invitation_accept.html", {"invitation": invitation, "error": error})
+
+
+@login_required
+def apikeys(request):
+    org = request.org
+    form = ApiKeyForm(request.POST or None)
+    created_key = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            _key, created_key = services.apikey_create(
+                org=org,
+                actor=request.user,
+                name=data["name"],
+                expires_at=data["expires_at"],
+                rpm_limit=data["rpm_limit"],
+                tpm_limit=data["tpm_limit"],
+                allowed_models=data["allowed_models"],
+                spend_cap=data["spend_cap"],
+                spend_cap_period=data["spend_cap_period"] or "",
+            )
+        except ApplicationError as exc:
+            apply_error(form, exc)
+        else:
+            form = ApiKeyForm()
+    context = {"keys": selectors.org_api_keys(org), "form": form, "created_key": created_key}
+    template = "tenancy/partials/apikeys.html" if request.htmx else "tenancy/apikeys.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def apikey_revoke(request, pk):
+    key = get_for_org_or_404(ApiKey, request.org, pk=pk)
+    services.apikey_revoke(key=key, actor=request.user)
+    messages.success(request, _("Key %(name)s revoked.") % {"name": key.name})
+    if request.htmx:
+        return render(
+            request,
+            "tenancy/partials/apikeys.html",
+            {"keys": selectors.org_api_keys(request.org), "form": ApiKeyForm(), "created_key": None},
+        )
+    return redirect("apikeys")
