@@ -1,0 +1,55 @@
+"""Writes for billing: the ledger, per-token and per-instance charging, subscriptions, top-ups, enforcement.
+
+Every balance change goes through ``ledger_post``: the account row is locked (``select_for_update``), the entry is
+inserted under its natural key (UNIQUE, so a replay changes nothing) and the balance is updated in the same
+transaction. After commit the new spendable balance is published to the gateway.
+"""
+
+from __future__ import annotations
+
+from billing.services.enforcement import overdrawn_services_stop
+from billing.services.instances import service_settle, services_to_settle
+from billing.services.ledger import (
+    account_get_or_create,
+    account_set_credit_limit,
+    balance_publish,
+    ledger_adjust,
+    ledger_post,
+)
+from billing.services.prices import _price_tables, price_in_force, token_price_create, token_price_sync
+from billing.services.subscriptions import (
+    subscription_add_instances,
+    subscription_cover,
+    subscription_create,
+    subscription_monthly_price,
+    subscription_renew_due,
+    subscription_set_auto_renew,
+)
+from billing.services.topups import stripe_event_handle, topup_create, topup_refund
+from billing.services.usage_charges import usage_batch_key, usage_charge_pending
+
+__all__ = [
+    "_price_tables",
+    "account_get_or_create",
+    "account_set_credit_limit",
+    "balance_publish",
+    "ledger_adjust",
+    "ledger_post",
+    "overdrawn_services_stop",
+    "price_in_force",
+    "service_settle",
+    "services_to_settle",
+    "stripe_event_handle",
+    "subscription_add_instances",
+    "subscription_cover",
+    "subscription_create",
+    "subscription_monthly_price",
+    "subscription_renew_due",
+    "subscription_set_auto_renew",
+    "token_price_create",
+    "token_price_sync",
+    "topup_create",
+    "topup_refund",
+    "usage_batch_key",
+    "usage_charge_pending",
+]

@@ -1,0 +1,131 @@
+"""Per-instance-hour charging of dedicated pay-as-you-go services, from their meter timeline."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from billing import pricing
+from billing.models import (
+    EntryKind,
+    LedgerEntry,
+    MeterCursor,
+    Subscription,
+    SubscriptionStatus,
+)
+from billing.services.ledger import ledger_post
+
+logger = logging.getLogger(__name__)
+
+ADJUSTMENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # names one admin adjustment submission
+# Usage before the first recorded price is charged with the first price (prices are seeded lazily).
+PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
+
+
+def _timeline(service) -> pricing.InstanceTimeline:
+    meter = list(
+        service.events.filter(kind="meter", billable_instances__isnull=False).values_list(
+            "created_at", "billable_instances"
+        )
+    )
+    coverage = [
+        pricing.Coverage(s.period_start, s.period_end, s.instances)
+        for s in Subscription.objects.filter(service=service).exclude(status=SubscriptionStatus.CANCELLED)
+    ]
+    return pricing.InstanceTimeline(meter, coverage)
+
+
+def _is_platform_service(service) -> bool:
+    from deployments.models import PUBLIC_NAMESPACE
+
+    return service.org.namespace == PUBLIC_NAMESPACE
+
+
+def service_settle(*, service_id, until: datetime | None = None) -> list[LedgerEntry]:
+    """Charge a service's instance time up to ``until`` (default now), one entry per hour window touched.
+
+    Idempotent and safe to call any time (hourly beat, scale, stop, delete): the cursor only moves forward under
+    its row lock, each (service, window, segment start) posts once, and a window's partial charges are differences
+    of the window's cumulative cost rounded once, so a settle-on-stop followed by the hourly run charges exactly
+    what one hourly run would have.
+    """
+    from deployments.models import Service
+
+    now = timezone.now()
+    until = min(until or now, now)
+    entries: list[LedgerEntry] = []
+    with transaction.atomic():
+        service = Service.objects.select_related("org").filter(pk=service_id).first()
+        if service is None or _is_platform_service(service):
+            return entries
+        first_meter = service.events.filter(kind="meter").order_by("created_at").values_list("created_at", flat=True)
+        first_meter = first_meter.first()
+        if first_meter is None:
+            return entries
+        MeterCursor.objects.get_or_create(service=service, defaults={"charged_until": first_meter})
+        cursor = MeterCursor.objects.select_for_update().get(service=service)
+        if cursor.charged_until >= until:
+            return entries
+        timeline = _timeline(service)
+        start = cursor.charged_until
+        while start < until:
+            window = pricing.hour_floor(start)
+            end = min(window + pricing.HOUR, until)
+            amount = timeline.window_cost(window, end, service.hourly_price) - timeline.window_cost(
+                window, start, service.hourly_price
+            )
+            if amount:
+                entry, _created = ledger_post(
+                    org=service.org,
+                    kind=EntryKind.INSTANCE_CHARGE,
+                    amount=-amount,
+                    key=f"instance:{service.pk}:{window:%Y%m%dT%H}:{start.isoformat()}",
+                    description=_("Instance time of %(service)s") % {"service": service.model_id},
+                    service=service,
+                    period_start=start,
+                    period_end=end,
+                    data={
+                        "instance_seconds": str(timeline.billable_seconds(start, end)),
+                        "hourly_price": str(service.hourly_price),
+                    },
+                )
+                entries.append(entry)
+            start = end
+        cursor.charged_until = until
+        cursor.save(update_fields=["charged_until", "updated_at"])
+    return entries
+
+
+def services_to_settle(until: datetime) -> list:
+    """Ids of services with instance time not yet charged up to ``until``."""
+    from deployments.models import PUBLIC_NAMESPACE, Service
+
+    metered = (
+        Service.objects.exclude(org__namespace=PUBLIC_NAMESPACE)
+        .filter(events__kind="meter")
+        .distinct()
+        .values_list("pk", flat=True)
+    )
+    cursors = dict(MeterCursor.objects.filter(service_id__in=metered).values_list("service_id", "charged_until"))
+    pending = []
+    for service_id in metered:
+        charged_until = cursors.get(service_id)
+        if charged_until is not None and charged_until >= until:
+            continue
+        if charged_until is not None:
+            # Nothing to charge when no instance ran since the cursor and none was running at it.
+            from deployments.models import ServiceEvent
+
+            meter = ServiceEvent.objects.filter(service_id=service_id, kind="meter")
+            last = meter.filter(created_at__lte=charged_until).order_by("-created_at", "-id").first()
+            if (last is None or not last.billable_instances) and not meter.filter(
+                created_at__gt=charged_until
+            ).exists():
+                continue
+        pending.append(service_id)
+    return pending

@@ -1,0 +1,103 @@
+"""Per-token charging: usage records of public models become ledger charges, in idempotent batches."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import defaultdict
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from billing import pricing
+from billing.models import (
+    ZERO,
+    EntryKind,
+    UsageCharge,
+)
+from billing.services.ledger import ledger_post
+from billing.services.prices import _price_tables, price_in_force
+
+logger = logging.getLogger(__name__)
+
+ADJUSTMENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # names one admin adjustment submission
+# Usage before the first recorded price is charged with the first price (prices are seeded lazily).
+PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
+
+
+def usage_batch_key(record_ids) -> str:
+    """The deterministic key of a batch: the same records always make the same key."""
+    digest = hashlib.sha256(",".join(sorted(str(i) for i in record_ids)).encode()).hexdigest()
+    return f"usage:{digest[:40]}"
+
+
+def usage_charge_pending(*, limit: int | None = None) -> int:
+    """Price and charge up to ``limit`` uncharged public usage records, exactly once; returns how many.
+
+    Records are claimed with ``FOR UPDATE SKIP LOCKED`` so concurrent workers take disjoint batches; each record gets
+    one UsageCharge (UNIQUE on the record) and each org one ledger entry keyed by the batch's record ids, all in one
+    transaction — a worker killed mid-batch leaves nothing behind and the next run charges the same records.
+    Error responses are never charged; aborted streams pay for the tokens that were streamed.
+    """
+    from metering.models import UsageRecord, UsageStatus
+
+    limit = limit or settings.BILLING_CHARGE_BATCH_SIZE
+    with transaction.atomic():
+        records = list(
+            UsageRecord.objects.filter(public=True, charge__isnull=True, catalog_model__isnull=False)
+            .exclude(status=UsageStatus.ERROR)
+            .order_by("created_at", "id")
+            .select_for_update(skip_locked=True, of=("self",))[:limit]
+        )
+        if not records:
+            return 0
+        # A record charged by a transaction that committed after our snapshot but before we locked it.
+        done = set(
+            UsageCharge.objects.filter(usage_record_id__in=[r.pk for r in records]).values_list(
+                "usage_record_id", flat=True
+            )
+        )
+        records = [r for r in records if r.pk not in done]
+        tables = _price_tables({r.catalog_model_id for r in records})
+        by_org: dict = defaultdict(list)
+        for record in records:
+            price = price_in_force(tables, record.catalog_model_id, record.started_at)
+            amount = pricing.token_amount(
+                price,
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                cached_tokens=record.cached_tokens,
+            )
+            by_org[record.org_id].append((record, price, amount))
+        charged = 0
+        for org_id in sorted(by_org, key=str):  # one lock order for every worker
+            items = by_org[org_id]
+            total = sum((amount for _r, _p, amount in items), ZERO)
+            first = min(r.started_at for r, _p, _a in items)
+            last = max(r.started_at for r, _p, _a in items)
+            entry, created = ledger_post(
+                org=org_id,
+                kind=EntryKind.TOKEN_CHARGE,
+                amount=-total,
+                key=usage_batch_key(r.pk for r, _p, _a in items),
+                description=_("Token usage: %(n)d requests") % {"n": len(items)},
+                period_start=first,
+                period_end=last,
+                data={
+                    "requests": len(items),
+                    "prompt_tokens": sum(r.prompt_tokens for r, _p, _a in items),
+                    "completion_tokens": sum(r.completion_tokens for r, _p, _a in items),
+                },
+            )
+            if not created:
+                # The same batch was committed before, so its records carry charges already: nothing to do.
+                continue
+            UsageCharge.objects.bulk_create(
+                [UsageCharge(usage_record=r, org_id=org_id, token_price=p, entry=entry, amount=a) for r, p, a in items]
+            )
+            charged += len(items)
+    return charged
