@@ -1,10 +1,11 @@
 """The reconcile loop: make each service's cluster match its desired state and record what is observed.
 
-Level-triggered: every pass reads the desired state from the database, drives the cluster idempotently (server-side
-apply, scale, delete; or local processes, through the cluster's driver) and writes the observation. A pass claims its service with a conditional
-UPDATE (``reconcile_claimed_until``) so two workers never drive the same service at once; a claim left behind by a
-killed worker expires. Retryable driver errors (an unreachable API server, a conflict) propagate so the Celery task
-retries with backoff; the others become the service's Failed status with the driver's reason.
+Level-triggered: every pass reads the desired state from the database, drives the cluster idempotently through the
+cluster's driver (server-side apply, scale, delete; or local processes) and writes the observation. A pass claims
+its service with a conditional UPDATE (``reconcile_claimed_until``) so two workers never drive the same service at
+once; a claim left behind by a killed worker expires. Retryable driver errors (an unreachable API server, a
+conflict) propagate so the Celery task retries with backoff; the others become the service's Failed status with the
+driver's reason.
 """
 
 from __future__ import annotations
