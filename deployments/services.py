@@ -218,7 +218,7 @@ def local_cluster_create(
     return cluster
 
 
-def cluster_check(*, cluster_id: UUID) -> Cluster:
+def cluster_check(*, cluster_id: UUID | str) -> Cluster:
     """Beat: reachable, nodes Ready, GPUs total/allocated/free per type. Never raises for an unreachable cluster."""
     cluster = Cluster.objects.get(pk=cluster_id)
     reading = driver_for(cluster).check(cluster)  # network I/O: no lock held
@@ -271,9 +271,9 @@ def _check_instances(replicas) -> int:
     return replicas
 
 
-def _reserve(cluster: Cluster, product: str, gpus: int) -> None:
+def _reserve(cluster_id: UUID, product: str, gpus: int) -> None:
     """Take GPUs off the cluster's inventory until the next check sees the pods (locks the cluster row)."""
-    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
+    cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
     driver_for(cluster).reserve(cluster, product, gpus)
     cluster.save(update_fields=["inventory", "health", "last_error", "last_checked_at"])
 
@@ -372,7 +372,7 @@ def service_create(
                 "product": placement.gpu_product,
             },
         )
-        _reserve(placement.cluster, placement.gpu_product, variant.gpu_count * replicas)
+        _reserve(placement.cluster.pk, placement.gpu_product, variant.gpu_count * replicas)
         if billing_mode == BillingMode.SUBSCRIPTION:
             # 包年包月: a month per instance is paid up front; without the funds nothing is deployed.
             subscription_cover(service=service, instances=replicas, actor=actor)
@@ -460,7 +460,7 @@ def service_scale(*, service: Service, actor, replicas: int) -> Service:
         if service.billing_mode == BillingMode.SUBSCRIPTION and replicas > before:
             subscription_cover(service=service, instances=replicas, actor=actor)  # prorated for the added ones
         if service.desired_running and service.cluster_id:
-            _reserve(service.cluster, service.gpu_product, service.gpu_count * max(replicas - before, 0))
+            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * max(replicas - before, 0))
         audit_record(
             org=service.org,
             actor=actor,
@@ -479,7 +479,7 @@ def _stop(service: Service, *, actor, reason: str, message: str = "") -> None:
     meter_set(service=service, instances=0)
     service.save()
     if service.cluster_id:
-        _reserve(service.cluster, service.gpu_product, 0)
+        _reserve(service.cluster_id, service.gpu_product, 0)
     _enqueue_reconcile(service.pk)
 
 
@@ -507,7 +507,7 @@ def service_start(*, service: Service, actor) -> Service:
         status_set(service=service, status=ServiceStatus.PENDING, reason="StartRequested", actor=actor)
         service.save()
         if service.cluster_id:
-            _reserve(service.cluster, service.gpu_product, service.gpu_count * service.replicas)
+            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * service.replicas)
         audit_record(org=service.org, actor=actor, action="service.start", target=service)
         _enqueue_reconcile(service.pk)
     return service
@@ -523,7 +523,7 @@ def service_delete(*, service: Service, actor) -> Service:
         meter_set(service=service, instances=0)
         service.save()
         if service.cluster_id:
-            _reserve(service.cluster, service.gpu_product, 0)
+            _reserve(service.cluster_id, service.gpu_product, 0)
         audit_record(org=service.org, actor=actor, action="service.delete", target=service, data={"name": service.name})
         _enqueue_reconcile(service.pk)
     return service

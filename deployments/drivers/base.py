@@ -9,7 +9,7 @@ retried with backoff by the Celery task, the others become the service's Failed 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -71,7 +71,7 @@ class Driver(Protocol):
 
     def drive_cluster(
         self, cluster: Cluster, services: list[Service], counts: dict[str, int]
-    ) -> Iterator[tuple[Service, Observed]]:
+    ) -> Generator[tuple[Service, Observed], None, None]:
         """``drive`` for every service of ``cluster``, batched where the driver can.
 
         ``counts`` gains what was done ("applied", "deleted"). Each observation is yielded as soon as it is made, so

@@ -6,7 +6,7 @@ cluster's kubeconfig is decrypted for each pass and never kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 
 from django.utils import timezone
@@ -152,7 +152,7 @@ class KubeDriver:
 
     def drive_cluster(
         self, cluster: Cluster, services: list[Service], counts: dict[str, int]
-    ) -> Iterator[tuple[Service, Observed]]:
+    ) -> Generator[tuple[Service, Observed], None, None]:
         client = kube_client(cluster)
         try:
             watched: list[tuple[Service, WorkloadSpec, bool]] = []

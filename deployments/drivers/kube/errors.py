@@ -6,6 +6,7 @@ import json
 import re
 import socket
 import ssl
+from collections.abc import Iterator
 
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
@@ -104,10 +105,10 @@ def from_http(status: int, body: str | bytes | None, *, method: str, path: str) 
     )
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     """Walk an exception, its causes and urllib3's wrapped `reason`s."""
     seen = set()
-    todo = [exc]
+    todo: list[object] = [exc]
     while todo:
         current = todo.pop(0)
         if not isinstance(current, BaseException) or id(current) in seen:

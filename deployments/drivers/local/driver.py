@@ -6,7 +6,7 @@ The inventory of a local cluster is not observed but computed: the GPUs its live
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 
 from django.db.models import F, Sum
 from django.utils import timezone
@@ -56,7 +56,7 @@ class LocalDriver:
 
     def drive_cluster(
         self, cluster: Cluster, services: list[Service], counts: dict[str, int]
-    ) -> Iterator[tuple[Service, Observed]]:
+    ) -> Generator[tuple[Service, Observed], None, None]:
         for service in services:
             yield service, self.drive(cluster, service)
 
