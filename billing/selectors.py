@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 from django.conf import settings
 from django.db.models import Count, F, Q, QuerySet, Sum
@@ -80,6 +81,12 @@ def balance_state(org) -> BalanceState:
         account.overdrawn_since + timedelta(hours=settings.BILLING_GRACE_HOURS) if account.overdrawn_since else None
     )
     return BalanceState(account.balance, account.credit_limit, account.currency, account.overdrawn_since, stop_at)
+
+
+def overdrawn_org_ids(*, now: datetime | None = None) -> list[UUID]:
+    """Orgs whose spendable balance has been at or below zero for longer than the grace period."""
+    deadline = (now or timezone.now()) - timedelta(hours=settings.BILLING_GRACE_HOURS)
+    return list(BillingAccount.objects.filter(overdrawn_since__lte=deadline).values_list("org_id", flat=True))
 
 
 def month_bounds(month: date) -> tuple[datetime, datetime]:

@@ -1,12 +1,19 @@
-"""Receivers that turn other apps' facts into billing work (the work itself lives in billing.services)."""
+"""Receivers that turn other apps' facts into billing work (the work itself lives in billing.services).
+
+``subscription_cover_requested`` runs inside the deploy's transaction: a refusal rolls the deploy back.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
+
+from deployments.models import EventKind, Service
+from deployments.signals import subscription_cover_requested
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +29,7 @@ def catalog_model_saved(sender, instance, **kwargs):
 @receiver(post_save, sender="deployments.ServiceEvent", dispatch_uid="billing.meter_settle")
 def service_event_saved(sender, instance, created, **kwargs):
     """A change of Running instances (scale, stop, delete) settles the service's instance time so far."""
-    if not created or instance.kind != "meter":
+    if not created or instance.kind != EventKind.METER:
         return
     service_id = instance.service_id
 
@@ -35,3 +42,13 @@ def service_event_saved(sender, instance, created, **kwargs):
             logger.exception("could not enqueue the settlement of service %s", service_id)
 
     transaction.on_commit(enqueue)
+
+
+@receiver(subscription_cover_requested, dispatch_uid="billing.subscription_cover")
+def subscription_cover_requested_received(
+    sender: type, *, service: Service, instances: int, actor: Any, **kwargs: Any
+) -> None:
+    """Pay for a subscription-mode service's instances in the deploy's own transaction (raises when funds lack)."""
+    from billing.services import subscription_cover
+
+    subscription_cover(service=service, instances=instances, actor=actor)

@@ -1,13 +1,15 @@
-"""Celery tasks: thin wrappers over billing.services."""
+"""Celery tasks: thin wrappers over billing.services (and, for enforcement, deployments.enforcement)."""
 
 from __future__ import annotations
 
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
-from billing import pricing, services
+from billing import pricing, selectors, services
+from deployments import enforcement
 
 logger = logging.getLogger(__name__)
 
@@ -51,4 +53,7 @@ def renew_subscriptions_task() -> list[int]:
 
 @shared_task(name="billing.tasks.stop_overdrawn_task")
 def stop_overdrawn_task() -> int:
-    return services.overdrawn_services_stop()
+    """Billing decides which orgs are overdrawn past the grace period; the control plane stops their services."""
+    return enforcement.overdrawn_services_stop(
+        org_ids=selectors.overdrawn_org_ids(), grace_hours=settings.BILLING_GRACE_HOURS
+    )

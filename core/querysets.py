@@ -9,7 +9,7 @@ overridden ``get_queryset``) lives in ``tenancy.middleware`` and ``tenancy.api``
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -21,7 +21,7 @@ M = TypeVar("M", bound=models.Model)
 class OrgScopedQuerySet(models.QuerySet[M]):
     org_field = "org"
 
-    def for_org(self, org: Any) -> OrgScopedQuerySet[M]:
+    def for_org(self, org: Any) -> Self:
         if org is None:
             return self.none()
         return self.filter(**{self.org_field: org})

@@ -1,5 +1,7 @@
 """Console forms of the deployments app (validation of shape only; the rules live in deployments.services)."""
 
+from typing import cast
+
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
@@ -25,7 +27,9 @@ class ServiceCreateForm(forms.Form):
     def __init__(self, *args, regions: list[Region], **kwargs):
         super().__init__(*args, **kwargs)
         self.regions = {r.code: r for r in regions}
-        self.fields["region"].choices = [(r.code, f"{r.display_name} · {r.code}") for r in regions]
+        cast(forms.ChoiceField, self.fields["region"]).choices = [
+            (r.code, f"{r.display_name} · {r.code}") for r in regions
+        ]
 
     def clean_region(self):
         return self.regions[self.cleaned_data["region"]]
@@ -49,7 +53,8 @@ class _KubeconfigFields(forms.Form):
     )
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         upload = data.get("kubeconfig_file")
         if upload is not None:
             if upload.size > KUBECONFIG_MAX_BYTES:

@@ -105,6 +105,14 @@ class ServiceStatus(models.TextChoices):
     DELETED = "Deleted", _("Deleted")
 
 
+class EventKind(models.TextChoices):
+    """What a ServiceEvent records; the stored values are read by billing (meter) and the console (timeline)."""
+
+    STATUS = "status", _("Status change")
+    SCALE = "scale", _("Scaling")
+    METER = "meter", _("Billable instances")
+
+
 class ServiceQuerySet(OrgScopedQuerySet):
     def live(self):
         return self.exclude(status=ServiceStatus.DELETED)
@@ -203,14 +211,14 @@ class ServiceEvent(models.Model):
 
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="events")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    kind = models.CharField(max_length=32)  # status, scale, action, error
+    kind = models.CharField(max_length=32, choices=EventKind.choices)
     status = models.CharField(max_length=16, blank=True)
     reason = models.CharField(max_length=100, blank=True)
     message = models.TextField(blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    # Meter events (kind="meter"): the number of billable (Running, ready) instances from ``created_at`` on.
+    # Meter events (EventKind.METER): the number of billable (Running, ready) instances from ``created_at`` on.
     # Billing integrates these into instance-seconds; every change of that number writes exactly one.
     billable_instances = models.PositiveSmallIntegerField(null=True, blank=True)
 

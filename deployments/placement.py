@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from catalog.models import DeploymentVariant
 from catalog.semver import SemverError, parse_range
 from core.errors import ApplicationError
 from core.money import quantize_rate
@@ -28,7 +29,7 @@ HOURS_PER_MONTH = 24 * 30
 @dataclass(frozen=True)
 class Placement:
     cluster: Cluster
-    variant: object  # catalog.DeploymentVariant
+    variant: DeploymentVariant
     runtime_version: str
     image: str
     gpu_product: str
@@ -162,7 +163,7 @@ def no_fit_reason(model, region: Region, variants, clusters: list[Cluster], inst
 
 def fitting_regions(model) -> list[tuple[Region, Placement | None, str]]:
     """Every region with (placement, "") when one instance fits there, else (None, the reason)."""
-    result = []
+    result: list[tuple[Region, Placement | None, str]] = []
     for region in Region.objects.prefetch_related("clusters"):
         try:
             result.append((region, place(model, region), ""))

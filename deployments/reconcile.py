@@ -1,39 +1,32 @@
 """The reconcile loop: make each service's cluster match its desired state and record what is observed.
 
-Level-triggered: every pass reads the desired state from the database, drives the cluster idempotently (server-side
-apply, scale, delete; or local processes) and writes the observation. A pass claims its service with a conditional
-UPDATE (``reconcile_claimed_until``) so two workers never drive the same service at once; a claim left behind by a
-killed worker expires. Retryable Kubernetes errors propagate so the Celery task retries with backoff.
+Level-triggered: every pass reads the desired state from the database, drives the cluster idempotently through the
+cluster's driver (server-side apply, scale, delete; or local processes) and writes the observation. A pass claims
+its service with a conditional UPDATE (``reconcile_claimed_until``) so two workers never drive the same service at
+once; a claim left behind by a killed worker expires. Retryable driver errors (an unreachable API server, a
+conflict) propagate so the Celery task retries with backoff; the others become the service's Failed status with the
+driver's reason.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from contextlib import closing
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from core.crypto import SecretDecryptError, decrypt
-from deployments.drivers import local
-from deployments.drivers.kube import (
-    KubeError,
-    WorkloadSpec,
-    api_client,
-    apply_workload,
-    delete_workload,
-    observe_workload,
-    observe_workloads,
-)
-from deployments.models import Cluster, ClusterDriver, Replica, Service, ServiceStatus
-from deployments.services import meter_set, status_set
+from deployments.drivers import ClusterUnavailable, DriverError, Observed, driver_for
+from deployments.events import meter_set, status_set
+from deployments.models import Cluster, Replica, Service, ServiceStatus
 
 log = logging.getLogger(__name__)
 
 CLAIM_SECONDS = 120
-KUBE_TIMEOUT_S = 10
 BILLABLE_STATUSES = (ServiceStatus.RUNNING, ServiceStatus.SCALING)
 _PHASE_STATUS = {
     "Creating": ServiceStatus.CREATING,
@@ -44,33 +37,6 @@ _PHASE_STATUS = {
     "Stopped": ServiceStatus.CREATING,  # desired > 0 but nothing runs yet
     "Missing": ServiceStatus.CREATING,
 }
-
-
-@dataclass
-class ObservedReplica:
-    name: str
-    base_url: str
-    ready: bool
-    pid: int | None = None
-    port: int | None = None
-
-
-@dataclass
-class Observed:
-    phase: str
-    ready: int = 0
-    reason: str = ""
-    message: str = ""
-    replicas: list[ObservedReplica] = field(default_factory=list)
-    gone: bool = False  # deleting: nothing of the service is left
-
-
-class ClusterUnavailable(Exception):
-    """The service's cluster cannot be driven now (no cluster, undecryptable kubeconfig)."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason, self.message = reason, message
 
 
 # --- claims -------------------------------------------------------------------------------------------------
@@ -92,88 +58,12 @@ def release(service_ids) -> None:
 # --- drivers ------------------------------------------------------------------------------------------------
 
 
-def workload_spec(service: Service) -> WorkloadSpec:
-    catalog = service.catalog_model
-    nodes = max(service.nodes_per_instance, 1)
-    return WorkloadSpec(
-        namespace=service.k8s_namespace,
-        name=service.k8s_name,
-        service_id=str(service.pk),
-        org_namespace=service.org.namespace,
-        served_model_name=service.model_id,
-        runtime=service.runtime,
-        image=service.image,
-        model_source=f"{catalog.source_hub}:{catalog.source_repo}",
-        gpu_count=service.gpu_count,
-        gpus_per_node=service.gpu_count // nodes,
-        nodes_per_instance=nodes,
-        gpu_product=service.gpu_product or None,
-        replicas=service.desired_instances,
-        max_model_len=service.max_model_len,
-        custom_args=[str(a) for a in service.runtime_args or []],
-        cpu=service.cpu,
-        memory_gb=service.memory_gb,
-        shm_gb=max(1, min(16, service.memory_gb // 4)),
-    )
-
-
-def kube_client(cluster: Cluster):
-    try:
-        text = decrypt(cluster.kubeconfig_encrypted)
-    except SecretDecryptError as exc:
-        raise ClusterUnavailable("KubeconfigUnreadable", str(exc)) from None
-    return api_client(text, cluster.context or None, timeout=KUBE_TIMEOUT_S)
-
-
-def _from_status(status) -> Observed:
-    return Observed(
-        phase=status.phase,
-        ready=status.ready,
-        reason=status.reason or "",
-        message=status.message or "",
-        replicas=[ObservedReplica(e.pod_name, e.base_url, True) for e in status.endpoints],
-    )
-
-
-def _observe_kube(client, service: Service, spec: WorkloadSpec, *, applied: bool) -> Observed:
-    cluster = service.cluster
-    options = {"access_mode": cluster.access_mode, "ingress_base_url": cluster.ingress_base_url or None}
-    status = observe_workload(client, spec, **options)
-    if not status.exists and not applied:
-        # Someone deleted the workload behind the platform's back: level-triggered, so put it back.
-        apply_workload(client, spec)
-        status = observe_workload(client, spec, **options)
-    return _from_status(status)
-
-
 def drive(service: Service) -> Observed:
     """One idempotent step towards the desired state, on whatever driver the service's cluster uses."""
     cluster = service.cluster
     if cluster is None:
         raise ClusterUnavailable("NoCluster", "the service has no cluster")
-    deleting = service.status == ServiceStatus.DELETING
-    if cluster.driver == ClusterDriver.LOCAL:
-        if deleting:
-            return Observed(phase="Deleting", gone=local.stop_all(service))
-        found = local.converge(service, service.desired_instances)
-        return Observed(
-            phase=found.phase,
-            ready=found.ready,
-            reason=found.reason,
-            message=found.message,
-            replicas=[ObservedReplica(r.name, r.base_url, r.ready, r.pid, r.port) for r in found.replicas],
-        )
-    client = kube_client(cluster)
-    try:
-        if deleting:
-            return Observed(phase="Deleting", gone=delete_workload(client, service.k8s_namespace, service.k8s_name))
-        spec = workload_spec(service)
-        applied = service.observed_generation != service.generation
-        if applied:
-            apply_workload(client, spec)
-        return _observe_kube(client, service, spec, applied=applied)
-    finally:
-        client.close()
+    return driver_for(cluster).drive(cluster, service)
 
 
 # --- recording ----------------------------------------------------------------------------------------------
@@ -242,10 +132,6 @@ def record_failure(service_id, generation: int, reason: str, message: str) -> No
         service.save()
 
 
-def _kube_reason(exc: KubeError) -> str:
-    return "Cluster" + "".join(part.title() for part in exc.kind.split("_"))
-
-
 @dataclass
 class PassResult:
     outcome: str  # done | busy | requeue | gone
@@ -253,7 +139,7 @@ class PassResult:
 
 
 def reconcile_service(service_id) -> PassResult:
-    """One reconcile pass for one service. Retryable KubeErrors propagate (the task retries with backoff)."""
+    """One reconcile pass for one service. Retryable DriverErrors propagate (the task retries with backoff)."""
     if not claim(service_id):
         return PassResult("busy")
     try:
@@ -263,13 +149,10 @@ def reconcile_service(service_id) -> PassResult:
         generation = service.generation
         try:
             observed = drive(service)
-        except ClusterUnavailable as exc:
-            record_failure(service_id, generation, exc.reason, exc.message)
-            return PassResult("done", ServiceStatus.FAILED)
-        except KubeError as exc:
+        except DriverError as exc:
             if exc.retryable:
                 raise
-            record_failure(service_id, generation, _kube_reason(exc), exc.message)
+            record_failure(service_id, generation, exc.reason, exc.message)
             return PassResult("done", ServiceStatus.FAILED)
         written = record(service_id, observed, generation)
         if written is None:
@@ -306,7 +189,7 @@ def _claim_cluster_services(cluster: Cluster) -> list[Service]:
     )
 
 
-def reconcile_cluster(cluster_id) -> dict:
+def reconcile_cluster(cluster_id: Any) -> dict[str, int]:
     """One pass over every service of a cluster; Kubernetes reads are batched (a constant number of LISTs)."""
     cluster = Cluster.objects.get(pk=cluster_id)
     services = _claim_cluster_services(cluster)
@@ -314,60 +197,15 @@ def reconcile_cluster(cluster_id) -> dict:
     if not services:
         return counts
     try:
-        if cluster.driver == ClusterDriver.LOCAL:
-            for service in services:
-                generation = service.generation
-                record(service.pk, drive(service), generation)
-            return counts
-        try:
-            client = kube_client(cluster)
-        except ClusterUnavailable as exc:
-            for service in services:
-                record_failure(service.pk, service.generation, exc.reason, exc.message)
-            counts["failed"] = len(services)
-            return counts
-        try:
-            _reconcile_kube_batch(client, cluster, services, counts)
-        except KubeError as exc:
-            if exc.retryable:
-                raise
-            for service in services:
-                record_failure(service.pk, service.generation, _kube_reason(exc), exc.message)
-            counts["failed"] = len(services)
-        finally:
-            client.close()
-        return counts
+        with closing(driver_for(cluster).drive_cluster(cluster, services, counts)) as observations:
+            for service, observed in observations:
+                record(service.pk, observed, service.generation)
+    except DriverError as exc:
+        if exc.retryable:
+            raise
+        for service in services:
+            record_failure(service.pk, service.generation, exc.reason, exc.message)
+        counts["failed"] = len(services)
     finally:
         release(s.pk for s in services)
-
-
-def _reconcile_kube_batch(client, cluster: Cluster, services: list[Service], counts: dict) -> None:
-    watched: list[tuple[Service, WorkloadSpec, int, bool]] = []
-    for service in services:
-        generation = service.generation
-        if service.status == ServiceStatus.DELETING:
-            gone = delete_workload(client, service.k8s_namespace, service.k8s_name)
-            counts["deleted"] += 1
-            record(service.pk, Observed(phase="Deleting", gone=gone), generation)
-            continue
-        spec = workload_spec(service)
-        applied = service.observed_generation != generation
-        if applied:
-            apply_workload(client, spec)
-            counts["applied"] += 1
-        watched.append((service, spec, generation, applied))
-    if not watched:
-        return
-    statuses = observe_workloads(
-        client,
-        [spec for _s, spec, _g, _a in watched],
-        access_mode=cluster.access_mode,
-        ingress_base_url=cluster.ingress_base_url or None,
-    )
-    for (service, spec, generation, applied), status in zip(watched, statuses, strict=False):
-        if not status.exists and not applied:
-            observed = _observe_kube(client, service, spec, applied=False)
-            counts["applied"] += 1
-        else:
-            observed = _from_status(status)
-        record(service.pk, observed, generation)
+    return counts

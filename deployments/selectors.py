@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deployments.drivers import driver_for
 from deployments.models import PUBLIC_NAMESPACE, Replica, Service, ServiceStatus
 
 CALLABLE_STATUSES = (ServiceStatus.RUNNING, ServiceStatus.SCALING)
@@ -129,11 +130,11 @@ def ready_endpoints(service_ids) -> list[Endpoint]:
     endpoints = []
     for replica in replicas:
         cluster = replica.service.cluster
-        headers, verify, cert = {}, True, None
+        headers: dict[str, str] = {}
+        verify: bool | str = True
+        cert: tuple[str, str] | None = None
         if cluster is not None:
-            from deployments.drivers.kube.access import replica_access
-
-            headers, verify, cert = replica_access(cluster)
+            headers, verify, cert = driver_for(cluster).replica_access(cluster)
         endpoints.append(
             Endpoint(
                 replica=replica.name, base_url=replica.base_url, headers=headers, tls_verify=verify, client_cert=cert

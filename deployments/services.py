@@ -7,91 +7,49 @@ loop (deployments.reconcile) makes the cluster match and records what it observe
 from __future__ import annotations
 
 import re
+from typing import Any
+from uuid import UUID
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from billing.services import subscription_cover
 from core.crypto import encrypt
 from core.errors import ApplicationError
-from deployments.drivers import local
-from deployments.drivers.kube import KubeError, api_client, apply_priority_class, parse_kubeconfig, probe_cluster
+from deployments.drivers import driver_for
+from deployments.drivers import local as local_driver
+from deployments.drivers.kube import (
+    ClusterProbe,
+    KubeError,
+    api_client,
+    apply_priority_class,
+    parse_kubeconfig,
+    probe_cluster,
+)
+from deployments.drivers.kube.driver import PROBE_TIMEOUT_S, apply_probe
+from deployments.drivers.local.driver import refresh as local_refresh
+from deployments.events import EventKind, event_record, meter_set, status_set
 from deployments.models import (
     AccessMode,
     BillingMode,
     Cluster,
     ClusterDriver,
-    ClusterHealth,
     Region,
     Service,
-    ServiceEvent,
     ServiceStatus,
 )
 from deployments.placement import instance_prices, place
+from deployments.signals import subscription_cover_requested
 from tenancy.services import audit_record
 
 MAX_INSTANCES = 32
-PROBE_TIMEOUT_S = 10
 SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 CLUSTER_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,58}[a-z0-9])?$")
 
 
-def _enqueue_reconcile(service_id) -> None:
+def _enqueue_reconcile(service_id: UUID) -> None:
     from deployments.tasks import reconcile_service_task
 
     transaction.on_commit(lambda: reconcile_service_task.delay(str(service_id)))
-
-
-# --- timeline -----------------------------------------------------------------------------------------------
-
-
-def event_record(
-    *,
-    service: Service,
-    kind: str,
-    status: str = "",
-    reason: str = "",
-    message: str = "",
-    actor=None,
-    billable_instances: int | None = None,
-) -> ServiceEvent:
-    return ServiceEvent.objects.create(
-        service=service,
-        kind=kind,
-        status=status,
-        reason=reason[:100],
-        message=message,
-        actor=actor if getattr(actor, "pk", None) else None,
-        billable_instances=billable_instances,
-    )
-
-
-def status_set(*, service: Service, status: str, reason: str = "", message: str = "", actor=None) -> bool:
-    """Move ``service`` (locked by the caller) to ``status``; one status event per change. True if anything changed."""
-    if service.status == status and service.status_reason == reason[:100] and service.status_message == message:
-        return False
-    changed = service.status != status or service.status_reason != reason[:100]
-    service.status, service.status_reason, service.status_message = status, reason[:100], message
-    if status == ServiceStatus.RUNNING and service.running_since is None:
-        service.running_since = timezone.now()
-    if status == ServiceStatus.DELETED and service.deleted_at is None:
-        service.deleted_at = timezone.now()
-    if changed:
-        event_record(service=service, kind="status", status=status, reason=reason, message=message, actor=actor)
-    return True
-
-
-def meter_set(*, service: Service, instances: int) -> bool:
-    """Write a meter event when the billable instance count changes (exactly one per change)."""
-    if service.billed_instances == instances:
-        return False
-    service.billed_instances = instances
-    event_record(
-        service=service, kind="meter", billable_instances=instances, message=f"{instances} billable instance(s)"
-    )
-    return True
 
 
 # --- clusters -----------------------------------------------------------------------------------------------
@@ -101,7 +59,7 @@ def _kube_error(exc: KubeError) -> ApplicationError:
     return ApplicationError(exc.message, code=exc.kind, field="kubeconfig")
 
 
-def _probe(kubeconfig: str, context: str | None):
+def _probe(kubeconfig: str, context: str | None) -> tuple[ClusterProbe, str]:
     """Validate the kubeconfig and probe the cluster; ApplicationError with the precise reason otherwise."""
     if not (kubeconfig or "").strip():
         raise ApplicationError(_("Paste or upload a kubeconfig."), code="invalid_kubeconfig", field="kubeconfig")
@@ -136,41 +94,7 @@ def _probe(kubeconfig: str, context: str | None):
     return probe, context
 
 
-def _nodes_summary(probe) -> list[dict]:
-    return [
-        {
-            "name": n.name,
-            "ready": n.ready,
-            "schedulable": n.schedulable,
-            "gpu_product": n.gpu_product or "",
-            "gpu_memory_mb": n.gpu_memory_mb,
-            "gpu_capacity": n.gpu_capacity,
-            "gpu_allocated": n.gpu_allocated,
-        }
-        for n in probe.nodes
-    ]
-
-
-def _apply_probe(cluster: Cluster, probe) -> None:
-    cluster.server_url = probe.server_url
-    cluster.server_version = probe.server_version
-    cluster.nodes = _nodes_summary(probe)
-    cluster.inventory = probe.gpu_inventory()
-    cluster.checks = [
-        {"key": c.key, "ok": c.ok, "message": c.message, "fix": c.fix, "blocking": c.blocking} for c in probe.checks
-    ]
-    cluster.has_lws = probe.has_lws
-    ready_nodes = any(n.ready for n in probe.nodes)
-    cluster.health = ClusterHealth.READY if probe.ready and ready_nodes else ClusterHealth.DEGRADED
-    cluster.last_error = (
-        ""
-        if cluster.health == ClusterHealth.READY
-        else "; ".join(c.message for c in probe.checks if c.blocking and not c.ok) or _("no node is Ready")
-    )
-    cluster.last_checked_at = timezone.now()
-
-
-def _ensure_priority_class(kubeconfig: str, context: str, probe) -> None:
+def _ensure_priority_class(kubeconfig: str, context: str, probe: ClusterProbe) -> None:
     check = probe.check("priority_class")
     if check and check.ok and "missing" in check.message:
         client = api_client(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
@@ -219,7 +143,7 @@ def cluster_register(
             access_mode=access_mode,
             ingress_base_url=ingress_base_url,
         )
-        _apply_probe(cluster, probe)
+        apply_probe(cluster, probe)
         try:
             with transaction.atomic():
                 cluster.save()
@@ -238,14 +162,14 @@ def cluster_register(
 
 
 def cluster_replace_kubeconfig(*, cluster: Cluster, actor, kubeconfig: str, context: str | None = None) -> Cluster:
-    if cluster.driver != ClusterDriver.KUBERNETES:
+    if not driver_for(cluster).has_kubeconfig:
         raise ApplicationError(_("Only Kubernetes clusters have a kubeconfig."), field="kubeconfig")
     probe, context = _probe(kubeconfig, context)
     with transaction.atomic():
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         cluster.kubeconfig_encrypted = encrypt(kubeconfig)
         cluster.context = context
-        _apply_probe(cluster, probe)
+        apply_probe(cluster, probe)
         cluster.save()
         audit_record(
             org=None,
@@ -259,28 +183,29 @@ def cluster_replace_kubeconfig(*, cluster: Cluster, actor, kubeconfig: str, cont
 
 def local_cluster_create(
     *,
-    actor=None,
+    actor: Any = None,
     name: str,
     region: Region,
-    gpus: int = local.DEFAULT_LOCAL_GPUS,
-    gpu_memory_gb: int = local.DEFAULT_LOCAL_GPU_MEMORY_GB,
+    gpus: int = local_driver.DEFAULT_LOCAL_GPUS,
+    gpu_memory_gb: int = local_driver.DEFAULT_LOCAL_GPU_MEMORY_GB,
 ) -> Cluster:
     """A cluster of local processes (no Kubernetes) advertising a synthetic GPU inventory; idempotent by name."""
     with transaction.atomic():
-        cluster, created = Cluster.objects.select_for_update().get_or_create(
-            name=name, defaults={"region": region, "driver": ClusterDriver.LOCAL}
-        )
-        if cluster.driver != ClusterDriver.LOCAL:
+        try:
+            cluster, created = Cluster.objects.select_for_update().get_or_create(
+                name=name, driver=ClusterDriver.LOCAL, defaults={"region": region}
+            )
+        except IntegrityError:  # the name is taken by a cluster of another driver
             raise ApplicationError(
                 _("Cluster %(name)s exists and is not a local cluster.") % {"name": name}, field="name"
-            )
-        cluster.nodes = local.synthetic_nodes(gpus=gpus, memory_gb=gpu_memory_gb)
+            ) from None
+        cluster.nodes = local_driver.synthetic_nodes(gpus=gpus, memory_gb=gpu_memory_gb)
         cluster.server_url = "local"
         cluster.server_version = "local"
         cluster.checks = [
             {"key": "local", "ok": True, "message": _("local processes on 127.0.0.1"), "fix": "", "blocking": True}
         ]
-        _refresh_local(cluster)
+        local_refresh(cluster)
         cluster.save()
         if created:
             audit_record(
@@ -288,53 +213,18 @@ def local_cluster_create(
                 actor=actor,
                 action="cluster.register",
                 target=cluster,
-                data={"name": name, "region": region.code, "driver": "local"},
+                data={"name": name, "region": region.code, "driver": ClusterDriver.LOCAL.value},
             )
     return cluster
 
 
-def _held_gpus(cluster: Cluster) -> int:
-    held = (
-        Service.objects.filter(cluster=cluster, desired_running=True)
-        .exclude(status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED))
-        .aggregate(n=Sum(F("gpu_count") * F("replicas")))["n"]
-    )
-    return int(held or 0)
-
-
-def _refresh_local(cluster: Cluster) -> None:
-    cluster.inventory = local.inventory(cluster.nodes, _held_gpus(cluster))
-    cluster.health = ClusterHealth.READY
-    cluster.last_error = ""
-    cluster.last_checked_at = timezone.now()
-
-
-def cluster_check(*, cluster_id) -> Cluster:
+def cluster_check(*, cluster_id: UUID | str) -> Cluster:
     """Beat: reachable, nodes Ready, GPUs total/allocated/free per type. Never raises for an unreachable cluster."""
-    from core.crypto import SecretDecryptError, decrypt
-
     cluster = Cluster.objects.get(pk=cluster_id)
-    if cluster.driver == ClusterDriver.LOCAL:
-        with transaction.atomic():
-            cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
-            _refresh_local(cluster)
-            cluster.save(update_fields=["inventory", "health", "last_error", "last_checked_at"])
-        return cluster
-    probe, error = None, ""
-    try:
-        probe = probe_cluster(decrypt(cluster.kubeconfig_encrypted), cluster.context, timeout=PROBE_TIMEOUT_S)
-    except KubeError as exc:
-        error = exc.message
-    except SecretDecryptError as exc:
-        error = str(exc)
+    reading = driver_for(cluster).check(cluster)  # network I/O: no lock held
     with transaction.atomic():
         cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
-        if probe is None:
-            cluster.health = ClusterHealth.UNREACHABLE
-            cluster.last_error = error
-            cluster.last_checked_at = timezone.now()
-        else:
-            _apply_probe(cluster, probe)
+        reading.apply(cluster)
         cluster.save()
     return cluster
 
@@ -381,18 +271,26 @@ def _check_instances(replicas) -> int:
     return replicas
 
 
-def _reserve(cluster: Cluster, product: str, gpus: int) -> None:
+def _reserve(cluster_id: UUID, product: str, gpus: int) -> None:
     """Take GPUs off the cluster's inventory until the next check sees the pods (locks the cluster row)."""
-    cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
-    if cluster.driver == ClusterDriver.LOCAL:
-        _refresh_local(cluster)
-    else:
-        entry = (cluster.inventory or {}).get(product)
-        if entry is not None and gpus:
-            entry["allocated"] = entry.get("allocated", 0) + gpus
-            entry["free"] = max(entry.get("free", 0) - gpus, 0)
-            entry["max_free_per_node"] = min(entry.get("max_free_per_node", 0), entry["free"])
+    cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
+    driver_for(cluster).reserve(cluster, product, gpus)
     cluster.save(update_fields=["inventory", "health", "last_error", "last_checked_at"])
+
+
+def subscription_cover(*, service: Service, instances: int, actor: Any) -> None:
+    """Have billing cover ``instances`` of a subscription-mode service, in the caller's transaction.
+
+    Billing's refusal (``ApplicationError``: the balance does not cover it) propagates and rolls the caller back;
+    with no billing connected, subscription mode is refused rather than given away.
+    """
+    answered = subscription_cover_requested.send(sender=Service, service=service, instances=instances, actor=actor)
+    if not answered:
+        raise ApplicationError(
+            _("Subscription billing is not available: a subscription-mode service cannot be deployed or scaled up."),
+            code="billing_unavailable",
+            field="billing_mode",
+        )
 
 
 def service_create(
@@ -461,7 +359,7 @@ def service_create(
             ) from None
         event_record(
             service=service,
-            kind="status",
+            kind=EventKind.STATUS,
             status=ServiceStatus.PENDING,
             reason="Created",
             actor=actor,
@@ -474,7 +372,7 @@ def service_create(
                 "product": placement.gpu_product,
             },
         )
-        _reserve(placement.cluster, placement.gpu_product, variant.gpu_count * replicas)
+        _reserve(placement.cluster.pk, placement.gpu_product, variant.gpu_count * replicas)
         if billing_mode == BillingMode.SUBSCRIPTION:
             # 包年包月: a month per instance is paid up front; without the funds nothing is deployed.
             subscription_cover(service=service, instances=replicas, actor=actor)
@@ -517,16 +415,7 @@ def _capacity_for(service: Service, extra_instances: int) -> None:
             code="no_capacity",
             field="replicas",
         )
-    entry = (cluster.inventory or {}).get(service.gpu_product) or {}
-    needed = service.gpu_count * extra_instances
-    free = entry.get("free", 0)
-    if cluster.driver == ClusterDriver.LOCAL:
-        free = (
-            entry.get("allocatable", 0)
-            - _held_gpus(cluster)
-            + (service.gpu_count * service.replicas if service.desired_running else 0)
-        )
-        needed = service.gpu_count * (extra_instances + (service.replicas if service.desired_running else 0))
+    needed, free = driver_for(cluster).gpu_room(cluster, service, extra_instances)
     if free < needed:
         raise ApplicationError(
             _("Not enough free GPUs on %(cluster)s: %(needed)d× %(product)s needed, %(free)d free.")
@@ -552,7 +441,7 @@ def service_scale(*, service: Service, actor, replicas: int) -> Service:
         service.generation += 1
         event_record(
             service=service,
-            kind="scale",
+            kind=EventKind.SCALE,
             reason="Scaled",
             actor=actor,
             message=_("%(a)d → %(b)d instances") % {"a": before, "b": replicas},
@@ -571,7 +460,7 @@ def service_scale(*, service: Service, actor, replicas: int) -> Service:
         if service.billing_mode == BillingMode.SUBSCRIPTION and replicas > before:
             subscription_cover(service=service, instances=replicas, actor=actor)  # prorated for the added ones
         if service.desired_running and service.cluster_id:
-            _reserve(service.cluster, service.gpu_product, service.gpu_count * max(replicas - before, 0))
+            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * max(replicas - before, 0))
         audit_record(
             org=service.org,
             actor=actor,
@@ -590,17 +479,18 @@ def _stop(service: Service, *, actor, reason: str, message: str = "") -> None:
     meter_set(service=service, instances=0)
     service.save()
     if service.cluster_id:
-        _reserve(service.cluster, service.gpu_product, 0)
+        _reserve(service.cluster_id, service.gpu_product, 0)
     _enqueue_reconcile(service.pk)
 
 
-def service_stop(*, service: Service, actor) -> Service:
+def service_stop(*, service: Service, actor: Any, reason: str = "StopRequested", message: str = "") -> Service:
+    """Stop the service's instances (it keeps its place and can start again); ``reason`` goes on its timeline."""
     with transaction.atomic():
         service = _locked(service)
         _require_live(service)
         if not service.desired_running:
             return service
-        _stop(service, actor=actor, reason="StopRequested")
+        _stop(service, actor=actor, reason=reason, message=message)
         audit_record(org=service.org, actor=actor, action="service.stop", target=service)
     return service
 
@@ -617,7 +507,7 @@ def service_start(*, service: Service, actor) -> Service:
         status_set(service=service, status=ServiceStatus.PENDING, reason="StartRequested", actor=actor)
         service.save()
         if service.cluster_id:
-            _reserve(service.cluster, service.gpu_product, service.gpu_count * service.replicas)
+            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * service.replicas)
         audit_record(org=service.org, actor=actor, action="service.start", target=service)
         _enqueue_reconcile(service.pk)
     return service
@@ -633,7 +523,7 @@ def service_delete(*, service: Service, actor) -> Service:
         meter_set(service=service, instances=0)
         service.save()
         if service.cluster_id:
-            _reserve(service.cluster, service.gpu_product, 0)
+            _reserve(service.cluster_id, service.gpu_product, 0)
         audit_record(org=service.org, actor=actor, action="service.delete", target=service, data={"name": service.name})
         _enqueue_reconcile(service.pk)
     return service

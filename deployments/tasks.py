@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 
 from deployments import reconcile
-from deployments.drivers.kube import KubeError
+from deployments.drivers import DriverError
 from deployments.models import Cluster, ServiceStatus
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ BUSY_RETRY_SECONDS = 2
 def reconcile_service_task(self, service_id: str) -> str:
     try:
         result = reconcile.reconcile_service(service_id)
-    except KubeError as exc:
+    except DriverError as exc:
         # Retryable (unreachable, timeout, conflict, 5xx): exponential backoff 2, 4, 8 … 256 s, then the beat pass.
         log.warning("reconcile %s: %s (retry %d)", service_id, exc.message, self.request.retries)
         raise self.retry(exc=exc, countdown=min(2 ** (self.request.retries + 1), 256)) from None
@@ -36,7 +36,7 @@ def reconcile_service_task(self, service_id: str) -> str:
 def reconcile_cluster_task(cluster_id: str) -> dict:
     try:
         return reconcile.reconcile_cluster(cluster_id)
-    except KubeError as exc:
+    except DriverError as exc:
         log.warning("reconcile cluster %s: %s", cluster_id, exc.message)  # the next beat pass tries again
         return {"error": exc.message}
 

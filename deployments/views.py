@@ -18,6 +18,7 @@ from core.errors import ApplicationError
 from core.forms import apply_error
 from core.querysets import get_for_org_or_404
 from deployments import selectors, services
+from deployments.drivers import driver_for
 from deployments.forms import ClusterForm, KubeconfigReplaceForm, ScaleForm, ServiceCreateForm
 from deployments.models import BillingMode, Cluster, Region, Service
 from deployments.placement import fitting_regions, instance_prices
@@ -281,6 +282,7 @@ def cluster_detail(request, pk):
             return redirect("deployments:cluster-detail", pk=cluster.pk)
     context = {
         "cluster": cluster,
+        "driver": driver_for(cluster),
         "services": list(selectors.cluster_services(cluster)),
         "form": form,
         "inventory": sorted((cluster.inventory or {}).items()),

@@ -1,4 +1,4 @@
-"""Writes for billing: the ledger, per-token and per-instance charging, subscriptions, top-ups, enforcement.
+"""Writes for billing: the ledger, per-token and per-instance charging, subscriptions, top-ups.
 
 Every balance change goes through ``ledger_post``: the account row is locked (``select_for_update``), the entry is
 inserted under its natural key (UNIQUE, so a replay changes nothing) and the balance is updated in the same
@@ -7,7 +7,6 @@ transaction. After commit the new spendable balance is published to the gateway.
 
 from __future__ import annotations
 
-from billing.services.enforcement import overdrawn_services_stop
 from billing.services.instances import service_settle, services_to_settle
 from billing.services.ledger import (
     account_get_or_create,
@@ -35,7 +34,6 @@ __all__ = [
     "balance_publish",
     "ledger_adjust",
     "ledger_post",
-    "overdrawn_services_stop",
     "price_in_force",
     "service_settle",
     "services_to_settle",

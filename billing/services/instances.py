@@ -19,6 +19,7 @@ from billing.models import (
     SubscriptionStatus,
 )
 from billing.services.ledger import ledger_post
+from deployments.models import EventKind
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
 def _timeline(service) -> pricing.InstanceTimeline:
     meter = list(
-        service.events.filter(kind="meter", billable_instances__isnull=False).values_list(
+        service.events.filter(kind=EventKind.METER, billable_instances__isnull=False).values_list(
             "created_at", "billable_instances"
         )
     )
@@ -63,7 +64,9 @@ def service_settle(*, service_id, until: datetime | None = None) -> list[LedgerE
         service = Service.objects.select_related("org").filter(pk=service_id).first()
         if service is None or _is_platform_service(service):
             return entries
-        first_meter = service.events.filter(kind="meter").order_by("created_at").values_list("created_at", flat=True)
+        first_meter = (
+            service.events.filter(kind=EventKind.METER).order_by("created_at").values_list("created_at", flat=True)
+        )
         first_meter = first_meter.first()
         if first_meter is None:
             return entries
@@ -107,7 +110,7 @@ def services_to_settle(until: datetime) -> list:
 
     metered = (
         Service.objects.exclude(org__namespace=PUBLIC_NAMESPACE)
-        .filter(events__kind="meter")
+        .filter(events__kind=EventKind.METER)
         .distinct()
         .values_list("pk", flat=True)
     )
@@ -121,7 +124,7 @@ def services_to_settle(until: datetime) -> list:
             # Nothing to charge when no instance ran since the cursor and none was running at it.
             from deployments.models import ServiceEvent
 
-            meter = ServiceEvent.objects.filter(service_id=service_id, kind="meter")
+            meter = ServiceEvent.objects.filter(service_id=service_id, kind=EventKind.METER)
             last = meter.filter(created_at__lte=charged_until).order_by("-created_at", "-id").first()
             if (last is None or not last.billable_instances) and not meter.filter(
                 created_at__gt=charged_until

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from catalog.models import CatalogModel
-from deployments.models import Region, Service, ServiceEvent
+from deployments.models import EventKind, Region, Service, ServiceEvent
 from metering.models import UsageRecord
 
 
@@ -82,4 +82,6 @@ def make_service(
 
 
 def meter(service, at, instances) -> ServiceEvent:
-    return ServiceEvent.objects.create(service=service, kind="meter", billable_instances=instances, created_at=at)
+    return ServiceEvent.objects.create(
+        service=service, kind=EventKind.METER, billable_instances=instances, created_at=at
+    )

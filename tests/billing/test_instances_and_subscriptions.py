@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from billing import services
 from billing.models import BillingAccount, EntryKind, LedgerEntry, Subscription, SubscriptionStatus
-from billing.tasks import settle_instances_task
+from billing.tasks import settle_instances_task, stop_overdrawn_task
 from core.errors import ApplicationError
 from deployments.models import PUBLIC_NAMESPACE, ServiceStatus
 from tests.billing.conftest import make_service, meter
@@ -126,9 +126,9 @@ def test_overdrawn_payg_services_stop_after_the_grace_period(org, public_model, 
     with time_machine.travel(T0, tick=False):
         services.ledger_post(org=org, kind=EntryKind.TOKEN_CHARGE, amount=Decimal("-1"), key="charge")
     with time_machine.travel(T0 + timedelta(hours=1, minutes=59), tick=False):
-        assert services.overdrawn_services_stop() == 0
+        assert stop_overdrawn_task() == 0
     with time_machine.travel(T0 + timedelta(hours=2, minutes=1), tick=False):
-        assert services.overdrawn_services_stop() == 1
+        assert stop_overdrawn_task() == 1
     payg.refresh_from_db()
     monthly.refresh_from_db()
     assert payg.status == ServiceStatus.STOPPING and not payg.desired_running

@@ -1,7 +1,7 @@
 """Helpers for the deployments control-plane tests (their fixtures live in conftest.py)."""
 
 from deployments import reconcile
-from deployments.models import Service
+from deployments.models import EventKind, Service
 
 H100 = "NVIDIA-H100-80GB-HBM3"
 
@@ -20,9 +20,13 @@ def passes(service: Service, n: int = 1) -> Service:
 
 def meters(service: Service) -> list[int]:
     return list(
-        service.events.filter(kind="meter").order_by("created_at", "id").values_list("billable_instances", flat=True)
+        service.events.filter(kind=EventKind.METER)
+        .order_by("created_at", "id")
+        .values_list("billable_instances", flat=True)
     )
 
 
 def statuses(service: Service) -> list[str]:
-    return list(service.events.filter(kind="status").order_by("created_at", "id").values_list("status", flat=True))
+    return list(
+        service.events.filter(kind=EventKind.STATUS).order_by("created_at", "id").values_list("status", flat=True)
+    )

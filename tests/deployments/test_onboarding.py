@@ -8,7 +8,9 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from core.crypto import decrypt
-from deployments.models import Cluster, ClusterHealth
+from core.errors import ApplicationError
+from deployments.models import Cluster, ClusterDriver, ClusterHealth
+from deployments.services import cluster_replace_kubeconfig, local_cluster_create
 from tests.deployments.helpers import H100
 from tests.support.kubeapi import run_kube_api
 
@@ -194,3 +196,33 @@ def test_register_cluster_command(region, kube_api, tmp_path):
     with pytest.raises(CommandError, match="unknown region"):
         call_command("register_cluster", "--name", "gpu-two", "--region", "mars-1", "--kubeconfig", str(path))
     assert not Cluster.objects.filter(name="gpu-two").exists()
+
+
+@pytest.mark.django_db
+def test_register_cluster_command_reads_the_kubeconfig_from_stdin(region, kube_api):
+    out = io.StringIO()
+    call_command(
+        "register_cluster",
+        *("--name", "gpu-stdin", "--region", "cn-shanghai-2", "--kubeconfig", "-"),
+        stdin=io.StringIO(kube_api.kubeconfig()),
+        stdout=out,
+    )
+    assert "cluster gpu-stdin registered in cn-shanghai-2" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_only_a_kubernetes_cluster_page_offers_a_kubeconfig(admin_client, kube_cluster, local_cluster):
+    page = admin_client.get(reverse("deployments:cluster-detail", args=[kube_cluster.pk])).content.decode()
+    assert "Replace the kubeconfig" in page and "Access mode" in page
+    page = admin_client.get(reverse("deployments:cluster-detail", args=[local_cluster.pk])).content.decode()
+    assert "local processes on 127.0.0.1" in page
+    assert "Replace the kubeconfig" not in page and "Access mode" not in page
+    with pytest.raises(ApplicationError, match="Only Kubernetes clusters have a kubeconfig"):
+        cluster_replace_kubeconfig(cluster=local_cluster, actor=None, kubeconfig="apiVersion: v1")
+
+
+@pytest.mark.django_db
+def test_a_kubernetes_cluster_name_is_not_taken_over_by_a_local_cluster(kube_cluster, region):
+    with pytest.raises(ApplicationError, match="exists and is not a local cluster"):
+        local_cluster_create(name=kube_cluster.name, region=region)
+    assert Cluster.objects.get(name=kube_cluster.name).driver == ClusterDriver.KUBERNETES

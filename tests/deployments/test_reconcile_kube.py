@@ -4,7 +4,7 @@ import pytest
 
 from deployments import reconcile
 from deployments.drivers.kube import KubeError
-from deployments.models import Replica, Service, ServiceStatus
+from deployments.models import EventKind, Replica, Service, ServiceStatus
 from deployments.services import service_create, service_delete, service_scale, service_start, service_stop
 from tests.deployments.helpers import meters, passes, qwen, statuses
 
@@ -51,7 +51,7 @@ def test_failure_reasons_are_surfaced(service, kube_api, reason):
     kube_api.set_pod_failure(NS, NAME, reason, message=f"simulated {reason}")
     service = passes(service)
     assert (service.status, service.status_reason) == (ServiceStatus.FAILED, reason)
-    assert service.events.filter(kind="status", status="Failed", reason=reason).exists()
+    assert service.events.filter(kind=EventKind.STATUS, status="Failed", reason=reason).exists()
     kube_api.clear_pod_failure(NS, NAME)
     kube_api.mark_ready(NS, NAME)
     assert passes(service).status == ServiceStatus.RUNNING

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from deployments.models import Service, ServiceStatus
+from deployments.models import EventKind, Service, ServiceStatus
 from deployments.services import service_create
 from tests.deployments.helpers import H100, meters, qwen
 
@@ -91,7 +91,7 @@ def test_scale_confirm_shows_the_new_price_then_scales(alice_client, org, alice,
     alice_client.post(url, {"replicas": "4"})
     service.refresh_from_db()
     assert service.replicas == 4 and service.generation == 2
-    assert service.events.filter(kind="scale", message="1 → 4 instances").exists()
+    assert service.events.filter(kind=EventKind.SCALE, message="1 → 4 instances").exists()
 
 
 def test_stop_start_delete_from_the_console(alice_client, org, alice, catalog, kube_cluster, region):

@@ -66,3 +66,29 @@ def test_subscription_deploy_pays_a_month_and_scale_up_buys_the_difference(org, 
 
     service_scale(service=service, actor=alice, replicas=2)  # scaling down buys nothing
     assert Subscription.objects.filter(service=service).count() == 2
+
+
+@pytest.mark.django_db
+def test_subscription_mode_is_refused_when_no_billing_is_connected(org, alice, local_region):
+    from billing.signals import subscription_cover_requested_received
+    from deployments.signals import subscription_cover_requested
+
+    ledger_adjust(org=org, amount=Decimal("10000"), reason="test funds", actor=alice)
+    create = dict(org=org, actor=alice, catalog_model=_model(), region=local_region, replicas=1)
+    service = service_create(name="subbed", billing_mode=BillingMode.SUBSCRIPTION, **create)
+    assert subscription_cover_requested.disconnect(dispatch_uid="billing.subscription_cover")
+    try:
+        with pytest.raises(ApplicationError) as refused:
+            service_create(name="free-ride", billing_mode=BillingMode.SUBSCRIPTION, **create)
+        assert refused.value.code == "billing_unavailable"
+        with pytest.raises(ApplicationError, match="Subscription billing is not available"):
+            service_scale(service=service, actor=alice, replicas=3)
+        payg = service_create(name="payg", **create)  # pay-as-you-go needs nothing up front
+    finally:
+        subscription_cover_requested.connect(
+            subscription_cover_requested_received, dispatch_uid="billing.subscription_cover"
+        )
+    assert not Service.objects.filter(name="free-ride").exists()
+    assert Service.objects.get(pk=service.pk).replicas == 1
+    assert Subscription.objects.filter(service=service).count() == 1
+    assert payg.billing_mode == BillingMode.PAYG

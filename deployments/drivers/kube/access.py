@@ -15,7 +15,7 @@ import threading
 import yaml
 
 from core.crypto import decrypt
-from deployments.models import AccessMode, Cluster, ClusterDriver
+from deployments.models import AccessMode, Cluster
 
 _cache: dict[tuple[str, str], tuple[dict, bool | str, tuple[str, str] | None]] = {}
 _lock = threading.Lock()
@@ -60,11 +60,7 @@ def _from_kubeconfig(text: str, context_name: str) -> tuple[dict, bool | str, tu
 
 def replica_access(cluster: Cluster) -> tuple[dict, bool | str, tuple[str, str] | None]:
     """(headers, tls_verify, client_cert) for requests to this cluster's replicas."""
-    if (
-        cluster.driver == ClusterDriver.LOCAL
-        or cluster.access_mode != AccessMode.PROXY
-        or not cluster.kubeconfig_encrypted
-    ):
+    if cluster.access_mode != AccessMode.PROXY or not cluster.kubeconfig_encrypted:
         return {}, True, None
     key = (str(cluster.pk), hashlib.sha256(cluster.kubeconfig_encrypted.encode()).hexdigest())
     with _lock:

@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from typing import Any, Literal, overload
 from urllib.parse import urlencode, urlsplit
 
 import kubernetes.client
@@ -109,16 +110,16 @@ def _check_user(name: str, user: dict) -> None:
         if user.get(key):
             inline = "token" if key == "tokenFile" else f"{key}-data"
             raise _fail(f"{owner} refers to a file ({key}); paste it inline as {inline}")
-    cert, key = user.get("client-certificate-data"), user.get("client-key-data")
-    if cert or key:
-        if not (cert and key):
+    cert_data, key_data = user.get("client-certificate-data"), user.get("client-key-data")
+    if cert_data or key_data:
+        if not (cert_data and key_data):
             raise _fail(f"{owner} needs both client-certificate-data and client-key-data")
-        _check_b64(owner, "client-certificate-data", cert, pem="CERTIFICATE")
-        _check_b64(owner, "client-key-data", key, pem="PRIVATE KEY")
+        _check_b64(owner, "client-certificate-data", cert_data, pem="CERTIFICATE")
+        _check_b64(owner, "client-key-data", key_data, pem="PRIVATE KEY")
     token = user.get("token")
     if token is not None and (not isinstance(token, str) or not token.strip()):
         raise _fail(f"{owner} has an empty token")
-    if not (token or cert or (user.get("username") and user.get("password"))):
+    if not (token or cert_data or (user.get("username") and user.get("password"))):
         raise _fail(f"{owner} has no credentials (token, client-certificate-data/client-key-data or username/password)")
 
 
@@ -278,6 +279,32 @@ def _timeout_of(client: kubernetes.client.ApiClient) -> float:
     return getattr(client, "timeout", 10)
 
 
+@overload
+def request(
+    client: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: dict | None = ...,
+    body: dict | None = ...,
+    content_type: str = ...,
+    not_found_ok: Literal[False] = ...,
+) -> dict[str, Any]: ...
+
+
+@overload
+def request(
+    client: kubernetes.client.ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: dict | None = ...,
+    body: dict | None = ...,
+    content_type: str = ...,
+    not_found_ok: bool,
+) -> dict[str, Any] | None: ...
+
+
 def request(
     client: kubernetes.client.ApiClient,
     method: str,
@@ -287,7 +314,7 @@ def request(
     body: dict | None = None,
     content_type: str = "application/json",
     not_found_ok: bool = False,
-) -> dict | None:
+) -> dict[str, Any] | None:
     """One API call; returns the decoded JSON body (None for a tolerated 404) or raises KubeError."""
     if isinstance(client, KubeClient):
         with client._count_lock:

@@ -6,9 +6,12 @@ import json
 import re
 import socket
 import ssl
+from collections.abc import Iterator
 
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
+
+from deployments.drivers.base import DriverError
 
 KINDS = frozenset(
     {
@@ -32,17 +35,19 @@ RETRYABLE_KINDS = frozenset({"unreachable", "timeout", "conflict", "server_error
 _HTTP_KINDS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict", 422: "invalid", 400: "invalid"}
 
 
-class KubeError(Exception):
+class KubeError(DriverError):
     """A failed conversation with a Kubernetes API server, in words an operator can act on."""
 
     def __init__(self, kind: str, message: str, *, status: int | None = None, retryable: bool | None = None):
         if kind not in KINDS:
             raise ValueError(f"unknown KubeError kind {kind!r}")
-        super().__init__(message)
+        super().__init__(
+            "Cluster" + "".join(part.title() for part in kind.split("_")),  # e.g. ClusterUnauthorized
+            message,
+            retryable=kind in RETRYABLE_KINDS if retryable is None else retryable,
+        )
         self.kind = kind
-        self.message = message
         self.status = status
-        self.retryable = kind in RETRYABLE_KINDS if retryable is None else retryable
 
     def __repr__(self) -> str:
         return f"KubeError(kind={self.kind!r}, status={self.status!r}, message={self.message!r})"
@@ -100,10 +105,10 @@ def from_http(status: int, body: str | bytes | None, *, method: str, path: str) 
     )
 
 
-def _chain(exc: BaseException):
+def _chain(exc: BaseException) -> Iterator[BaseException]:
     """Walk an exception, its causes and urllib3's wrapped `reason`s."""
     seen = set()
-    todo = [exc]
+    todo: list[object] = [exc]
     while todo:
         current = todo.pop(0)
         if not isinstance(current, BaseException) or id(current) in seen:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
 MANAGED_BY = "maas"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -249,7 +250,7 @@ def engine_args(spec: WorkloadSpec, *, node_rank: str | None = None) -> list[str
 
 def _env(spec: WorkloadSpec) -> list[dict]:
     _, modelscope = _model(spec)
-    env = [{"name": "HF_HOME", "value": CACHE_MOUNT}]
+    env: list[dict[str, Any]] = [{"name": "HF_HOME", "value": CACHE_MOUNT}]
     if modelscope:
         env.append(
             {"name": "VLLM_USE_MODELSCOPE" if spec.runtime == "vllm" else "SGLANG_USE_MODELSCOPE", "value": "True"}

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, overload
 from urllib.parse import quote
 
-from deployments.drivers.kube.config import APPLY_PATCH, FIELD_MANAGER, MERGE_PATCH, api_client, credentials_of, request
+from deployments.drivers.kube.config import (
+    APPLY_PATCH,
+    FIELD_MANAGER,
+    MERGE_PATCH,
+    KubeClient,
+    api_client,
+    credentials_of,
+    request,
+)
 from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.manifests import (
     DEFAULT_PRIORITY_CLASS,
@@ -142,7 +152,7 @@ def scale_workload(client, spec: WorkloadSpec | WorkloadRef, replicas: int) -> N
 
 def _still_there(answer: dict | None) -> bool:
     return (
-        bool(answer)
+        answer is not None
         and answer.get("kind") != "Status"
         and bool((answer.get("metadata") or {}).get("deletionTimestamp"))
     )
@@ -174,8 +184,20 @@ def delete_namespace(client, namespace: str) -> bool:
     )
 
 
+@overload
 def _list(
-    client, path: str, selector: str, *, not_found_ok: bool = False, fields: str | None = None
+    client: KubeClient, path: str, selector: str, *, not_found_ok: Literal[False] = ..., fields: str | None = ...
+) -> list[dict]: ...
+
+
+@overload
+def _list(
+    client: KubeClient, path: str, selector: str, *, not_found_ok: bool, fields: str | None = ...
+) -> list[dict] | None: ...
+
+
+def _list(
+    client: KubeClient, path: str, selector: str, *, not_found_ok: bool = False, fields: str | None = None
 ) -> list[dict] | None:
     query = {"labelSelector": selector} if selector else {}
     if fields:
@@ -323,7 +345,7 @@ def _endpoints(ref: WorkloadRef, pods: list[dict], ready: int, access: _Access) 
             return []
         return [
             ReplicaEndpoint(
-                pod_name=ref.name, base_url=f"{access.ingress_base_url.rstrip('/')}/{ref.namespace}/{ref.name}"
+                pod_name=ref.name, base_url=f"{(access.ingress_base_url or '').rstrip('/')}/{ref.namespace}/{ref.name}"
             )
         ]
     endpoints = []
@@ -468,7 +490,7 @@ def observe_workloads(
     objects: dict[tuple[str, str, str], dict] = {}
     pods_by: dict[tuple[str, str], list[dict]] = {}
 
-    def load(scopes: list[str | None]) -> None:
+    def load(scopes: Sequence[str | None]) -> None:
         for namespace in scopes:
             where = f"/namespaces/{namespace}" if namespace else ""
             for kind in kinds:

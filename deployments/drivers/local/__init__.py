@@ -213,7 +213,7 @@ def healthy(port: int) -> bool:
 
 def stop(pid: int | None, *, port: int | None, grace: float = STOP_GRACE_S) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds; a process that is not the instance is left alone."""
-    if not process_alive(pid, port=port):
+    if pid is None or not process_alive(pid, port=port):
         return
     try:
         os.kill(pid, signal.SIGTERM)
@@ -248,11 +248,11 @@ def converge(service, desired: int) -> LocalObservation:
             stop(row.pid, port=row.port)
             row.delete()
     for name in wanted:
-        row = known.get(name)
-        if row is not None and process_alive(row.pid, port=row.port):
-            live.append(LocalReplica(name, row.base_url, healthy(row.port), row.pid, row.port))
+        existing = known.get(name)
+        if existing is not None and existing.pid and existing.port and process_alive(existing.pid, port=existing.port):
+            live.append(LocalReplica(name, existing.base_url, healthy(existing.port), existing.pid, existing.port))
             continue
-        if row is not None and row.pid:
+        if existing is not None and existing.pid:
             restarted.append(name)
         port = _free_port()
         command = engine_command(

@@ -1,5 +1,6 @@
 """`manage.py register_cluster --name N --region R --kubeconfig FILE [--context C]`: onboard a GPU cluster."""
 
+import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,6 +12,7 @@ from deployments.services import cluster_register
 
 class Command(BaseCommand):
     help = "Onboard a Kubernetes GPU cluster from a kubeconfig: probe it, discover GPUs, run the preflight checks."
+    stealth_options = ("stdin",)
 
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
@@ -26,7 +28,7 @@ class Command(BaseCommand):
             known = ", ".join(Region.objects.values_list("code", flat=True)) or "none"
             raise CommandError(f"unknown region {region!r} (known: {known})")
         try:
-            text = self.stdin.read() if kubeconfig == "-" else Path(kubeconfig).read_text()
+            text = (options.get("stdin") or sys.stdin).read() if kubeconfig == "-" else Path(kubeconfig).read_text()
         except OSError as exc:
             raise CommandError(f"cannot read {kubeconfig}: {exc.strerror}") from None
         try:

@@ -1,0 +1,96 @@
+"""What the control plane asks of a cluster driver, in the platform's words.
+
+The reconcile loop and the services speak to clusters only through ``Driver`` (chosen by ``cluster.driver`` in
+``deployments.drivers.driver_for``): drive a service one step towards its desired state and say what was observed,
+do that for a whole cluster at once, probe the cluster, account for GPUs taken by new instances, and tell the
+gateway how to reach replicas. A driver that cannot do its work raises ``DriverError``; ``retryable`` errors are
+retried with backoff by the Celery task, the others become the service's Failed status with ``reason``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from deployments.models import Cluster, Service
+
+# (headers, tls_verify, client_cert) for the gateway's requests to a cluster's replicas.
+ReplicaAccess = tuple[dict[str, str], bool | str, tuple[str, str] | None]
+
+
+class DriverError(Exception):
+    """A cluster could not be driven; ``reason`` is a CamelCase word for the service's timeline."""
+
+    def __init__(self, reason: str, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.reason, self.message, self.retryable = reason, message, retryable
+
+
+class ClusterUnavailable(DriverError):
+    """The service's cluster cannot be driven now (no cluster, undecryptable kubeconfig); not retried."""
+
+
+@dataclass
+class ObservedReplica:
+    name: str
+    base_url: str
+    ready: bool
+    pid: int | None = None
+    port: int | None = None
+
+
+@dataclass
+class Observed:
+    """What one step of a driver found: the workload's phase and its ready replicas."""
+
+    phase: str  # Creating | Starting | Running | Scaling | Failed | Stopped | Missing | Deleting
+    ready: int = 0
+    reason: str = ""
+    message: str = ""
+    replicas: list[ObservedReplica] = field(default_factory=list)
+    gone: bool = False  # deleting: nothing of the service is left
+
+
+class ClusterReading(Protocol):
+    """The result of probing a cluster, written onto its row while the caller holds the row lock."""
+
+    def apply(self, cluster: Cluster) -> None: ...
+
+
+class Driver(Protocol):
+    """One way of running services (Kubernetes workloads, local processes)."""
+
+    # Reached through a stored kubeconfig: it can be replaced, and the access mode applies.
+    has_kubeconfig: bool
+
+    def drive(self, cluster: Cluster, service: Service) -> Observed:
+        """One idempotent step of ``service`` towards its desired state (removal while it is being deleted)."""
+        ...
+
+    def drive_cluster(
+        self, cluster: Cluster, services: list[Service], counts: dict[str, int]
+    ) -> Generator[tuple[Service, Observed], None, None]:
+        """``drive`` for every service of ``cluster``, batched where the driver can.
+
+        ``counts`` gains what was done ("applied", "deleted"). Each observation is yielded as soon as it is made, so
+        the caller records it before the next one; a non-retryable ``DriverError`` fails every service of the batch.
+        """
+        ...
+
+    def check(self, cluster: Cluster) -> ClusterReading:
+        """Probe ``cluster`` with no lock held (network I/O); never raises for an unreachable cluster."""
+        ...
+
+    def reserve(self, cluster: Cluster, gpu_product: str, gpus: int) -> None:
+        """Count ``gpus`` more as taken on the locked ``cluster`` row until the next check sees them."""
+        ...
+
+    def gpu_room(self, cluster: Cluster, service: Service, extra_instances: int) -> tuple[int, int]:
+        """(needed, free) GPUs of the service's product for ``extra_instances`` more instances on ``cluster``."""
+        ...
+
+    def replica_access(self, cluster: Cluster) -> ReplicaAccess:
+        """How the gateway reaches the replicas of ``cluster``: headers, TLS verification, client certificate."""
+        ...

@@ -1,0 +1,209 @@
+"""The Kubernetes driver: a service is a Deployment (or a LeaderWorkerSet) and a Service in its org's namespace.
+
+Every step is server-side apply and reads; a whole cluster is observed with a constant number of LISTs. The
+cluster's kubeconfig is decrypted for each pass and never kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from core.crypto import SecretDecryptError, decrypt
+from deployments.drivers.base import ClusterUnavailable, Observed, ObservedReplica, ReplicaAccess
+from deployments.drivers.kube.access import replica_access
+from deployments.drivers.kube.config import KubeClient, api_client
+from deployments.drivers.kube.errors import KubeError
+from deployments.drivers.kube.inventory import ClusterProbe, probe_cluster
+from deployments.drivers.kube.manifests import WorkloadSpec
+from deployments.drivers.kube.workloads import (
+    WorkloadStatus,
+    apply_workload,
+    delete_workload,
+    observe_workload,
+    observe_workloads,
+)
+from deployments.models import Cluster, ClusterHealth, Service, ServiceStatus
+
+KUBE_TIMEOUT_S = 10
+PROBE_TIMEOUT_S = 10
+
+
+def workload_spec(service: Service) -> WorkloadSpec:
+    catalog = service.catalog_model
+    nodes = max(service.nodes_per_instance, 1)
+    return WorkloadSpec(
+        namespace=service.k8s_namespace,
+        name=service.k8s_name,
+        service_id=str(service.pk),
+        org_namespace=service.org.namespace,
+        served_model_name=service.model_id,
+        runtime=service.runtime,
+        image=service.image,
+        model_source=f"{catalog.source_hub}:{catalog.source_repo}",
+        gpu_count=service.gpu_count,
+        gpus_per_node=service.gpu_count // nodes,
+        nodes_per_instance=nodes,
+        gpu_product=service.gpu_product or None,
+        replicas=service.desired_instances,
+        max_model_len=service.max_model_len,
+        custom_args=[str(a) for a in service.runtime_args or []],
+        cpu=service.cpu,
+        memory_gb=service.memory_gb,
+        shm_gb=max(1, min(16, service.memory_gb // 4)),
+    )
+
+
+def kube_client(cluster: Cluster) -> KubeClient:
+    try:
+        text = decrypt(cluster.kubeconfig_encrypted)
+    except SecretDecryptError as exc:
+        raise ClusterUnavailable("KubeconfigUnreadable", str(exc)) from None
+    return api_client(text, cluster.context or None, timeout=KUBE_TIMEOUT_S)
+
+
+def _from_status(status: WorkloadStatus) -> Observed:
+    return Observed(
+        phase=status.phase,
+        ready=status.ready,
+        reason=status.reason or "",
+        message=status.message or "",
+        replicas=[ObservedReplica(e.pod_name, e.base_url, True) for e in status.endpoints],
+    )
+
+
+def _observe(client: KubeClient, cluster: Cluster, spec: WorkloadSpec, *, applied: bool) -> Observed:
+    ingress = cluster.ingress_base_url or None
+    status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
+    if not status.exists and not applied:
+        # Someone deleted the workload behind the platform's back: level-triggered, so put it back.
+        apply_workload(client, spec)
+        status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
+    return _from_status(status)
+
+
+def nodes_summary(probe: ClusterProbe) -> list[dict]:
+    return [
+        {
+            "name": n.name,
+            "ready": n.ready,
+            "schedulable": n.schedulable,
+            "gpu_product": n.gpu_product or "",
+            "gpu_memory_mb": n.gpu_memory_mb,
+            "gpu_capacity": n.gpu_capacity,
+            "gpu_allocated": n.gpu_allocated,
+        }
+        for n in probe.nodes
+    ]
+
+
+def apply_probe(cluster: Cluster, probe: ClusterProbe) -> None:
+    """Write what ``probe`` found onto ``cluster`` (not saved)."""
+    cluster.server_url = probe.server_url
+    cluster.server_version = probe.server_version
+    cluster.nodes = nodes_summary(probe)
+    cluster.inventory = probe.gpu_inventory()
+    cluster.checks = [
+        {"key": c.key, "ok": c.ok, "message": c.message, "fix": c.fix, "blocking": c.blocking} for c in probe.checks
+    ]
+    cluster.has_lws = probe.has_lws
+    ready_nodes = any(n.ready for n in probe.nodes)
+    cluster.health = ClusterHealth.READY if probe.ready and ready_nodes else ClusterHealth.DEGRADED
+    cluster.last_error = (
+        ""
+        if cluster.health == ClusterHealth.READY
+        else "; ".join(c.message for c in probe.checks if c.blocking and not c.ok) or _("no node is Ready")
+    )
+    cluster.last_checked_at = timezone.now()
+
+
+@dataclass
+class KubeReading:
+    probe: ClusterProbe | None
+    error: str = ""
+
+    def apply(self, cluster: Cluster) -> None:
+        if self.probe is None:
+            cluster.health = ClusterHealth.UNREACHABLE
+            cluster.last_error = self.error
+            cluster.last_checked_at = timezone.now()
+        else:
+            apply_probe(cluster, self.probe)
+
+
+class KubeDriver:
+    has_kubeconfig = True
+
+    def drive(self, cluster: Cluster, service: Service) -> Observed:
+        client = kube_client(cluster)
+        try:
+            if service.status == ServiceStatus.DELETING:
+                return Observed(phase="Deleting", gone=delete_workload(client, service.k8s_namespace, service.k8s_name))
+            spec = workload_spec(service)
+            applied = service.observed_generation != service.generation
+            if applied:
+                apply_workload(client, spec)
+            return _observe(client, cluster, spec, applied=applied)
+        finally:
+            client.close()
+
+    def drive_cluster(
+        self, cluster: Cluster, services: list[Service], counts: dict[str, int]
+    ) -> Generator[tuple[Service, Observed], None, None]:
+        client = kube_client(cluster)
+        try:
+            watched: list[tuple[Service, WorkloadSpec, bool]] = []
+            for service in services:
+                if service.status == ServiceStatus.DELETING:
+                    gone = delete_workload(client, service.k8s_namespace, service.k8s_name)
+                    counts["deleted"] += 1
+                    yield service, Observed(phase="Deleting", gone=gone)
+                    continue
+                spec = workload_spec(service)
+                applied = service.observed_generation != service.generation
+                if applied:
+                    apply_workload(client, spec)
+                    counts["applied"] += 1
+                watched.append((service, spec, applied))
+            if not watched:
+                return
+            statuses = observe_workloads(
+                client,
+                [spec for _service, spec, _applied in watched],
+                access_mode=cluster.access_mode,
+                ingress_base_url=cluster.ingress_base_url or None,
+            )
+            for (service, spec, applied), status in zip(watched, statuses, strict=False):
+                if not status.exists and not applied:
+                    counts["applied"] += 1
+                    yield service, _observe(client, cluster, spec, applied=False)
+                else:
+                    yield service, _from_status(status)
+        finally:
+            client.close()
+
+    def check(self, cluster: Cluster) -> KubeReading:
+        try:
+            text = decrypt(cluster.kubeconfig_encrypted)
+            return KubeReading(probe_cluster(text, cluster.context, timeout=PROBE_TIMEOUT_S))
+        except KubeError as exc:
+            return KubeReading(None, exc.message)
+        except SecretDecryptError as exc:
+            return KubeReading(None, str(exc))
+
+    def reserve(self, cluster: Cluster, gpu_product: str, gpus: int) -> None:
+        entry = (cluster.inventory or {}).get(gpu_product)
+        if entry is not None and gpus:
+            entry["allocated"] = entry.get("allocated", 0) + gpus
+            entry["free"] = max(entry.get("free", 0) - gpus, 0)
+            entry["max_free_per_node"] = min(entry.get("max_free_per_node", 0), entry["free"])
+
+    def gpu_room(self, cluster: Cluster, service: Service, extra_instances: int) -> tuple[int, int]:
+        entry = (cluster.inventory or {}).get(service.gpu_product) or {}
+        return service.gpu_count * extra_instances, int(entry.get("free", 0))
+
+    def replica_access(self, cluster: Cluster) -> ReplicaAccess:
+        return replica_access(cluster)

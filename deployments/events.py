@@ -1,0 +1,66 @@
+"""A service's timeline: status changes, scaling and meter events, written under the service's row lock.
+
+Every write of a ``ServiceEvent`` goes through here. Meter events are billing's input: each change of the number
+of billable (Running, ready) instances writes exactly one, and billing integrates them into instance time. Callers
+hold the service row locked (``select_for_update``) and save the service themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from deployments.models import EventKind, Service, ServiceEvent, ServiceStatus
+
+__all__ = ["EventKind", "event_record", "meter_set", "status_set"]
+
+
+def event_record(
+    *,
+    service: Service,
+    kind: EventKind,
+    status: str = "",
+    reason: str = "",
+    message: str = "",
+    actor: Any = None,
+    billable_instances: int | None = None,
+) -> ServiceEvent:
+    return ServiceEvent.objects.create(
+        service=service,
+        kind=kind,
+        status=status,
+        reason=reason[:100],
+        message=message,
+        actor=actor if getattr(actor, "pk", None) else None,
+        billable_instances=billable_instances,
+    )
+
+
+def status_set(*, service: Service, status: str, reason: str = "", message: str = "", actor: Any = None) -> bool:
+    """Move ``service`` (locked by the caller) to ``status``; one status event per change. True if anything changed."""
+    if service.status == status and service.status_reason == reason[:100] and service.status_message == message:
+        return False
+    changed = service.status != status or service.status_reason != reason[:100]
+    service.status, service.status_reason, service.status_message = status, reason[:100], message
+    if status == ServiceStatus.RUNNING and service.running_since is None:
+        service.running_since = timezone.now()
+    if status == ServiceStatus.DELETED and service.deleted_at is None:
+        service.deleted_at = timezone.now()
+    if changed:
+        event_record(service=service, kind=EventKind.STATUS, status=status, reason=reason, message=message, actor=actor)
+    return True
+
+
+def meter_set(*, service: Service, instances: int) -> bool:
+    """Write a meter event when the billable instance count changes (exactly one per change)."""
+    if service.billed_instances == instances:
+        return False
+    service.billed_instances = instances
+    event_record(
+        service=service,
+        kind=EventKind.METER,
+        billable_instances=instances,
+        message=f"{instances} billable instance(s)",
+    )
+    return True
