@@ -51,7 +51,7 @@ def _expand(op: str, text: str) -> list[_Bound]:
     raw = list(match.groups())
     wild = [p is None or p in ("x", "X", "*") for p in raw]
     nums = [0 if w else int(p) for p, w in zip(raw, wild, strict=False)]
-    base = tuple(nums)
+    base: Version = (nums[0], nums[1], nums[2])
     if op == "^":
         if nums[0] > 0 or wild[1]:
             upper = (nums[0] + 1, 0, 0)
@@ -87,7 +87,7 @@ class Range:
 def parse_range(text: str) -> Range:
     if not isinstance(text, str) or not text.strip():
         raise SemverError("empty version range")
-    alternatives = []
+    alternatives: list[tuple[_Bound, ...]] = []
     for alt in text.split("||"):
         alt = alt.strip()
         if alt in ("*", "x", "X", ""):

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -21,6 +22,8 @@ SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,98}[a-z0-9]$")
 PARAMS_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([BbMm])$")
 HUBS = ("huggingface", "modelscope")
 CURRENCIES = ("CNY", "USD", "EUR")
+
+_T = TypeVar("_T")
 
 
 class SpecError(ValueError):
@@ -74,7 +77,9 @@ class _Checker:
     def error(self, path: str, reason: str) -> None:
         self.errors.append(f"{self.file}: {path}: {reason}")
 
-    def string(self, data: dict, key: str, path: str | None = None, *, required: bool = True, max_len: int = 200):
+    def string(
+        self, data: dict, key: str, path: str | None = None, *, required: bool = True, max_len: int = 200
+    ) -> str | None:
         path = path or key
         value = data.get(key)
         if value is None or value == "":
@@ -89,7 +94,7 @@ class _Checker:
             return None
         return value.strip()
 
-    def integer(self, data: dict, key: str, path: str, *, minimum: int = 0):
+    def integer(self, data: dict, key: str, path: str, *, minimum: int = 0) -> int | None:
         value = data.get(key)
         if value is None:
             self.error(path, "is required")
@@ -102,7 +107,7 @@ class _Checker:
             return None
         return value
 
-    def price(self, data: dict, key: str, path: str):
+    def price(self, data: dict, key: str, path: str) -> Decimal | None:
         value = data.get(key)
         if value is None:
             self.error(path, "is required")
@@ -125,10 +130,17 @@ class _Checker:
         if amount < 0:
             self.error(path, f"must not be negative, got {value}")
             return None
-        if amount.as_tuple().exponent < -6:
+        exponent = amount.as_tuple().exponent  # an int: the amount is finite
+        if isinstance(exponent, int) and exponent < -6:
             self.error(path, "at most 6 decimal places")
             return None
         return amount
+
+
+def _checked(value: _T | None) -> _T:
+    """A field the checker accepted: it is None only after an error was recorded, and recorded errors raise first."""
+    assert value is not None, "the spec checker let a missing field through"
+    return value
 
 
 def parse_spec_text(text: str, file: str) -> ModelSpec:
@@ -261,7 +273,7 @@ def parse_spec_text(text: str, file: str) -> ModelSpec:
                 args = []
             variants.append(
                 VariantSpec(
-                    runtime=runtime,
+                    runtime=runtime or "",
                     version_required=version_required if isinstance(version_required, str) else "",
                     gpu_type=gpu_type or "",
                     gpu_count=gpu_count or 0,
@@ -277,23 +289,23 @@ def parse_spec_text(text: str, file: str) -> ModelSpec:
     return ModelSpec(
         file=file,
         slug=slug,
-        name=name,
-        display_name=display_name,
-        publisher=publisher,
-        description_zh=desc_zh,
-        description_en=desc_en,
+        name=_checked(name),
+        display_name=_checked(display_name),
+        publisher=_checked(publisher),
+        description_zh=_checked(desc_zh),
+        description_en=_checked(desc_en),
         tasks=list(tasks),
-        parameters_b=parameters_b,
+        parameters_b=_checked(parameters_b),
         active_parameters_b=active_b,
-        context_length=context_length,
-        quantization=quantization,
-        license=license_,
-        source_hub=hub,
-        source_repo=repo,
-        currency=currency,
-        input_price_per_1k=in_price,
-        output_price_per_1k=out_price,
-        updated=updated,
+        context_length=_checked(context_length),
+        quantization=_checked(quantization),
+        license=_checked(license_),
+        source_hub=_checked(hub),
+        source_repo=_checked(repo),
+        currency=_checked(currency),
+        input_price_per_1k=_checked(in_price),
+        output_price_per_1k=_checked(out_price),
+        updated=_checked(updated),
         spec_hash=hashlib.sha256(text.encode()).hexdigest(),
         variants=variants,
     )
@@ -304,7 +316,9 @@ def load_spec_dir(directory: Path) -> list[ModelSpec]:
     directory = Path(directory)
     if not directory.is_dir():
         raise SpecError([f"{directory}: directory: does not exist"])
-    specs, errors, seen = [], [], {}
+    specs: list[ModelSpec] = []
+    errors: list[str] = []
+    seen: dict[str, str] = {}
     for path in sorted(directory.glob("*.y*ml")):
         try:
             spec = parse_spec_text(path.read_text(encoding="utf-8"), path.name)

@@ -148,6 +148,8 @@ def ingest_batch(
     dead = [e[0] for e in claimed[1] if e and not e[1]] + list(claimed[2] if len(claimed) > 2 else [])
     if not entries:
         response = client.xreadgroup(GROUP, consumer, {stream_key(): ">"}, count=count, block=block_ms)
+        if not isinstance(response, list | None):  # this client speaks RESP2: [[stream, [(id, fields), ...]]]
+            raise TypeError(f"unexpected XREADGROUP reply: {type(response).__name__}")
         entries = [e for e in (response[0][1] if response else []) if e[1]]
     payloads, ids = [], [e[0] for e in entries]
     for entry_id, fields in entries:

@@ -30,8 +30,8 @@ def _bucket_labels(query: selectors.UsageQuery) -> list:
     if query.bucket == "hour":
         first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=24 * query.days - 1)
         return [first + timedelta(hours=i) for i in range(24 * query.days)]
-    first = now.date() - timedelta(days=query.days - 1)
-    return [first + timedelta(days=i) for i in range(query.days)]
+    first_day = now.date() - timedelta(days=query.days - 1)
+    return [first_day + timedelta(days=i) for i in range(query.days)]
 
 
 def _usage_charts(series: list[dict], query: selectors.UsageQuery) -> dict:
@@ -44,7 +44,7 @@ def _usage_charts(series: list[dict], query: selectors.UsageQuery) -> dict:
     labels = [b.strftime("%H:00") if hourly else b.strftime("%m-%d") for b in buckets]
     index = {b: i for i, b in enumerate(buckets)}
     models = sorted({row["model_id"] for row in series})
-    tables = {
+    tables: dict[str, dict[str, list[float | None]]] = {
         name: {m: [None] * len(buckets) for m in models}
         for name in ("requests", "tokens", "ttft_p50", "ttft_p99", "latency_p50", "latency_p99")
     }

@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import TypedDict
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -43,6 +44,15 @@ logger = logging.getLogger(__name__)
 # Close codes for refused connections (4000–4999 are the application's).
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NO_ORG = 4403
+
+
+class _Choices(TypedDict):
+    """What a send or regenerate frame chose, as received: the services validate every value."""
+
+    model_id: str
+    compare_model_id: str
+    system_prompt: str
+    params: dict
 
 
 @dataclass
@@ -162,9 +172,10 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         self.turn = asyncio.ensure_future(self._run_turn(conversation, histories))
 
     def _prepare(self, kind: str, content: dict) -> tuple[Conversation, bool]:
-        choices = {
-            "model_id": content.get("model") if isinstance(content.get("model"), str) else "",
-            "compare_model_id": content.get("compare_model") if isinstance(content.get("compare_model"), str) else "",
+        model, compare_model = content.get("model"), content.get("compare_model")
+        choices: _Choices = {
+            "model_id": model if isinstance(model, str) else "",
+            "compare_model_id": compare_model if isinstance(compare_model, str) else "",
             "system_prompt": content.get("system") or "",
             "params": content.get("params") or {},
         }
@@ -184,10 +195,10 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
             return conversation, False
         if conversation is None:
             conversation, _prompt = services.conversation_start(
-                org=self.org, user=self.user, content=content.get("content"), **choices
+                org=self.org, user=self.user, content=content.get("content", ""), **choices
             )
             return conversation, True
-        services.conversation_continue(conversation=conversation, content=content.get("content"), **choices)
+        services.conversation_continue(conversation=conversation, content=content.get("content", ""), **choices)
         conversation.refresh_from_db()
         return conversation, False
 
@@ -215,7 +226,8 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         try:
             await stream
         except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
                 raise
             status = AnswerStatus.STOPPED
         except Exception as exc:  # noqa: BLE001 — every failure becomes a message the user can read
@@ -291,11 +303,9 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
 
 def _describe_error(exc: Exception) -> tuple[str, str]:
     """(code, message) for the user: gateway errors as the platform words them, anything else generic."""
-    try:
-        from gateway.errors import GatewayError
-    except ImportError:  # pragma: no cover — the gateway app ships with the platform
-        GatewayError = ()  # noqa: N806
-    if GatewayError and isinstance(exc, GatewayError):
+    from gateway.errors import GatewayError
+
+    if isinstance(exc, GatewayError):
         code = getattr(exc, "code", None) or getattr(exc, "type", None) or "gateway_error"
         return str(code), _gateway_message(exc)
     logger.exception("playground answer failed", exc_info=exc)

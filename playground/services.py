@@ -41,15 +41,16 @@ def clean_params(raw) -> dict:
         try:
             if isinstance(value, bool):
                 raise ValueError
-            number = Decimal(str(value))
-            if not number.is_finite():
+            amount = Decimal(str(value))
+            if not amount.is_finite():
                 raise ValueError
+            number: int | float
             if kind is int:
-                if number != number.to_integral_value():
+                if amount != amount.to_integral_value():
                     raise ValueError
-                number = int(number)
+                number = int(amount)
             else:
-                number = float(number)
+                number = float(amount)
         except (ValueError, InvalidOperation):
             raise ApplicationError(_("%(name)s must be a number.") % {"name": name}, field=name) from None
         if not (low <= number <= high):

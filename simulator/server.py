@@ -24,16 +24,6 @@ from .protocol import APIError, EmbeddingPlan, GenerationPlan, plan_chat, plan_c
 from .streaming import StreamEncoder, StreamJob
 from .text import embedding_vector, pack_float32
 
-try:
-    import orjson
-except ImportError:  # orjson is a declared dependency, but the simulator must run from a bare checkout too
-    orjson = None
-
-try:
-    import uvloop
-except ImportError:
-    uvloop = None
-
 ENGINE = web.AppKey("engine", Engine)
 REPLICA_HEADER = "x-simulator-replica"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -41,14 +31,9 @@ DONE = b"data: [DONE]\n\n"
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
-if orjson is not None:
-
-    def dumps(value: Any) -> bytes:
-        return orjson.dumps(value)
-
-    def loads(raw: bytes) -> Any:
-        return orjson.loads(raw)
-else:
+try:
+    import orjson
+except ImportError:  # orjson is a declared dependency, but the simulator must run from a bare checkout too
     _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
     def dumps(value: Any) -> bytes:
@@ -56,6 +41,13 @@ else:
 
     def loads(raw: bytes) -> Any:
         return json.loads(raw)
+else:
+
+    def dumps(value: Any) -> bytes:
+        return orjson.dumps(value)
+
+    def loads(raw: bytes) -> Any:
+        return orjson.loads(raw)
 
 
 def _json_response(engine: Engine, payload: Any, status: int = 200) -> web.Response:
@@ -234,9 +226,12 @@ class SimulatorHandlers:
             sequence.kv_tokens += 1
             cut_after = disconnect_after if disconnect_after is not None and disconnect_after < steps else None
             if steps > 1 and cut_after != 1:
+                transport = request.transport
+                if transport is None:  # aiohttp lets go of the transport once the client has gone
+                    raise ConnectionResetError("client disconnected")
                 job = StreamJob(
                     encoder=encoder,
-                    transport=request.transport,
+                    transport=transport,
                     chunked=chunked,
                     steps=steps,
                     first_at=first_at,
@@ -474,7 +469,11 @@ async def serve(config: SimulatorConfig) -> None:
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 class _SimulatorThread(threading.Thread):

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from deployments.models import Region
+from tests.factories import RegionFactory
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -53,4 +53,4 @@ def _own_gateway_keys(settings):
 
 @pytest.fixture
 def region(db):
-    return Region.objects.create(code="cn-test-1", name_zh="测试一区", name_en="Test 1")
+    return RegionFactory()

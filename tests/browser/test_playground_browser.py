@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from deployments.models import Replica
+from tests.factories import ReplicaFactory
 from tests.playground.conftest import PUBLIC_SLUG, make_service
 from tests.support.servers import run_asgi
 
@@ -28,7 +28,7 @@ def served_public_model(transactional_db, catalog, public_org, region):
 
     service = make_service(org=public_org, slug=PUBLIC_SLUG, name="qwen-small", region=region)
     with run_simulator(served_model_names=("public/qwen-small",), ttft_ms=20, itl_ms=15) as base_url:
-        Replica.objects.create(service=service, name="qwen-small-0", base_url=base_url, ready=True)
+        ReplicaFactory(service=service, name="qwen-small-0", base_url=base_url)
         yield service
 
 

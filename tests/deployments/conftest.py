@@ -3,9 +3,9 @@
 import pytest
 
 from deployments.drivers.kube import WorkloadSpec, api_client
-from deployments.models import Cluster, Region
+from deployments.models import Cluster
 from deployments.services import cluster_register, local_cluster_create
-from tests.factories import UserFactory
+from tests.factories import RegionFactory, UserFactory
 from tests.support.kubeapi import run_kube_api
 
 
@@ -54,7 +54,7 @@ def workload_spec():
 
 @pytest.fixture
 def region(db):
-    return Region.objects.create(code="cn-shanghai-2", name_zh="上海二区", name_en="Shanghai 2", position=10)
+    return RegionFactory(code="cn-shanghai-2", name_zh="上海二区", name_en="Shanghai 2", position=10)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from deployments.models import GpuPrice, Region
 from deployments.placement import instance_prices, place
 from deployments.services import cluster_register
 from tests.deployments.helpers import H100, qwen
+from tests.factories import RegionFactory
 from tests.support.kubeapi import run_kube_api
 
 pytestmark = pytest.mark.django_db
@@ -70,7 +71,7 @@ def test_cordoned_and_unreachable_clusters_take_no_placements(catalog, kube_clus
 
 
 def test_region_without_clusters(catalog, db):
-    empty = Region.objects.create(code="cn-beijing-1", name_zh="北京一区", name_en="Beijing 1")
+    empty = RegionFactory(code="cn-beijing-1", name_zh="北京一区", name_en="Beijing 1")
     with pytest.raises(ApplicationError, match="the region has no cluster"):
         place(qwen(), fresh(empty))
 

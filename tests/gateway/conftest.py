@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from datetime import date
-from decimal import Decimal
 
 import pytest
 from django.conf import settings
 
 from catalog.models import CatalogModel
-from deployments.models import PUBLIC_NAMESPACE, Region, Replica, Service, ServiceStatus
+from deployments.models import PUBLIC_NAMESPACE, Service, ServiceStatus
 from gateway.store import sredis
 from tenancy.services import apikey_create
-from tests.factories import OrganizationFactory
-from tests.support.servers import free_port, run_asgi, subprocess_database_url  # noqa: F401
+from tests.factories import CatalogModelFactory, OrganizationFactory, ServiceFactory
+from tests.support import servers
 
 # Keys of this run apart from other runs sharing the Redis; the servers get the same prefix.
 PREFIX = f"test-gw-{os.getpid()}:"
@@ -31,14 +29,10 @@ SERVER_ENV = {
 }
 
 
-def database_url() -> str:
-    return subprocess_database_url()
-
-
 @contextmanager
-def run_gateway(http: str = "httptools", **env):
+def gateway_server(http: str = "httptools", **env):
     """uvicorn serving maas.asgi:application on a free port, on the test database; yields its base URL."""
-    with run_asgi(
+    with servers.run_asgi(
         env={"GATEWAY_REDIS_PREFIX": PREFIX, **SERVER_ENV, **env},
         ready_path="/v1/models",
         ready_status=401,
@@ -49,7 +43,7 @@ def run_gateway(http: str = "httptools", **env):
 
 @pytest.fixture(scope="session")
 def gateway_url(django_db_setup):
-    with run_gateway() as url:
+    with gateway_server() as url:
         yield url
 
 
@@ -75,56 +69,44 @@ def v1(gateway_url):
     return gateway_url + "/v1"
 
 
-def make_catalog_model(slug: str, *, input_price="0.002", output_price="0.006") -> CatalogModel:
-    return CatalogModel.objects.create(
-        slug=slug,
-        name=slug,
-        display_name=slug,
-        publisher="test",
-        description_zh="测试",
-        description_en="test",
-        tasks=["chat"],
-        parameters_b=Decimal("0.5"),
-        context_length=8192,
-        quantization="bf16",
-        license="apache-2.0",
-        source_hub="huggingface",
-        source_repo=f"test/{slug}",
-        currency="CNY",
-        input_price_per_1k=Decimal(input_price),
-        output_price_per_1k=Decimal(output_price),
-        spec_updated=date(2026, 11, 1),
-        spec_file=f"{slug}.yaml",
-        spec_hash="0" * 64,
-    )
+@pytest.fixture
+def run_gateway():
+    """Another gateway server process, for tests about state shared between workers: ``with run_gateway() as url``."""
+    return gateway_server
 
 
-def make_service(*, org, model: CatalogModel, name: str, replicas: list[str], status=ServiceStatus.RUNNING) -> Service:
-    region, _ = Region.objects.get_or_create(code="cn-test-1", defaults={"name_zh": "测试一区", "name_en": "Test 1"})
-    service = Service.objects.create(
+@pytest.fixture
+def free_port():
+    """A port nothing listens on (for a replica that refuses connections)."""
+    return servers.free_port
+
+
+def _make_catalog_model(slug: str) -> CatalogModel:
+    return CatalogModelFactory(slug=slug)
+
+
+def _make_service(*, org, model: CatalogModel, name: str, replicas: list[str], status=ServiceStatus.RUNNING) -> Service:
+    return ServiceFactory(
         org=org,
-        name=name,
         catalog_model=model,
-        region=region,
-        variant_position=0,
-        runtime="vllm",
-        runtime_version="0.10.2",
-        image="vllm/vllm-openai:v0.10.2",
-        gpu_product="NVIDIA-H100",
-        gpu_count=1,
-        per_gpu_memory_gb=80,
-        cpu=8,
-        memory_gb=64,
-        max_model_len=8192,
+        name=name,
         replicas=len(replicas) or 1,
         ready_replicas=len(replicas),
-        hourly_price=Decimal("12.50"),
-        currency="CNY",
         status=status,
+        replica_urls=replicas,
     )
-    for i, base_url in enumerate(replicas):
-        Replica.objects.create(service=service, name=f"{name}-{i}", base_url=base_url, ready=True)
-    return service
+
+
+@pytest.fixture
+def make_catalog_model():
+    """``make_catalog_model(slug)``: a chat model priced per token (0.002 in, 0.006 out per 1K)."""
+    return _make_catalog_model
+
+
+@pytest.fixture
+def make_service():
+    """``make_service(org=, model=, name=, replicas=[base_url, ...])``: a running service with a ready replica each."""
+    return _make_service
 
 
 @pytest.fixture
@@ -145,15 +127,15 @@ def public_org(transactional_db):
 @pytest.fixture
 def public_model(public_org, simulator):
     """``public/tiny-chat`` served by the platform's ``public/qwen-small`` deployment (priced per token)."""
-    model = make_catalog_model("tiny-chat")
-    return make_service(org=public_org, model=model, name="qwen-small", replicas=[simulator])
+    model = _make_catalog_model("tiny-chat")
+    return _make_service(org=public_org, model=model, name="qwen-small", replicas=[simulator])
 
 
 @pytest.fixture
 def org_service(org, simulator):
     """The org's dedicated ``acme/my-llama``."""
-    model = make_catalog_model("llama-dedicated")
-    return make_service(org=org, model=model, name="my-llama", replicas=[simulator])
+    model = _make_catalog_model("llama-dedicated")
+    return _make_service(org=org, model=model, name="my-llama", replicas=[simulator])
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import asyncio
 import openai
 import pytest
 
-from tests.gateway.conftest import run_gateway
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me about TCP."}]
@@ -60,7 +58,7 @@ def test_stream_with_include_usage_ends_with_usage(v1, api_key, public_model):
     assert sum(1 for c in chunks if c.usage is not None) == 1
 
 
-def test_streams_are_the_same_through_the_plain_asgi_path(api_key, public_model):
+def test_streams_are_the_same_through_the_plain_asgi_path(api_key, public_model, run_gateway):
     """Under uvicorn's h11 protocol there is no direct relay: one ASGI message per upstream read, same bytes."""
     with run_gateway(http="h11") as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key=api_key)

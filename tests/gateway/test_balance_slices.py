@@ -16,7 +16,6 @@ from gateway.errors import GatewayError
 from gateway.store import k, sredis
 from metering import ingestion
 from metering.models import UsageRecord
-from tests.gateway.conftest import run_gateway
 
 PRICE = admission.Price(input_per_1k=Decimal("0.002"), output_per_1k=Decimal("0.006"), currency="CNY")
 WORST = (20, 100)  # prompt estimate, max_tokens: 0.00064 worst case
@@ -110,7 +109,7 @@ async def test_a_small_balance_gets_no_slice_and_idle_slices_are_given_back(org,
 
 @pytest.mark.django_db(transaction=True)
 def test_parallel_requests_through_two_workers_never_overspend_a_balance_split_into_slices(
-    v1, org, api_key, public_model
+    v1, org, api_key, public_model, run_gateway
 ):
     sredis().delete(ingestion.stream_key())
     balance = Decimal("0.05")  # about 80 worst cases: the first admissions are granted slices, later ones are not

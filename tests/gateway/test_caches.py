@@ -48,18 +48,18 @@ def test_a_replica_going_unready_stops_receiving_traffic_within_a_second(v1, api
     assert took is not None and took < 1.5
 
 
-def test_a_service_created_after_a_404_is_callable_at_once(v1, api_key, org, simulator):
-    from tests.gateway.conftest import make_catalog_model, make_service
-
+def test_a_service_created_after_a_404_is_callable_at_once(
+    v1, api_key, org, simulator, make_catalog_model, make_service
+):
     assert _chat(v1, api_key, "acme/my-llama").status_code == 404  # remembered as absent for a second
     make_service(org=org, model=make_catalog_model("llama-late"), name="my-llama", replicas=[simulator])
     took = _first_status_within(v1, api_key, "acme/my-llama", 200, seconds=3)
     assert took is not None and took < 0.8  # before the 1 s negative TTL would have expired
 
 
-def test_serving_changed_is_sent_once_per_transaction_and_not_on_rollback(org, simulator):
-    from tests.gateway.conftest import make_catalog_model, make_service
-
+def test_serving_changed_is_sent_once_per_transaction_and_not_on_rollback(
+    org, simulator, make_catalog_model, make_service
+):
     sent = []
 
     def receiver(**_kwargs):

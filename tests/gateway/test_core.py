@@ -17,7 +17,6 @@ from gateway.store import sredis
 from metering import ingestion
 from metering.models import UsageRecord
 from simulator import run_simulator
-from tests.gateway.conftest import make_catalog_model, make_service
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -69,7 +68,9 @@ async def test_errors_come_before_the_first_chunk(org, other_org, public_model, 
     assert (caught.value.status, caught.value.param) == (400, "temperature")
 
 
-async def test_cancelling_the_consumer_aborts_upstream_and_meters_what_streamed(org, public_org):
+async def test_cancelling_the_consumer_aborts_upstream_and_meters_what_streamed(
+    org, public_org, make_catalog_model, make_service
+):
     with run_simulator(served_model_names=("public/slow",), ttft_ms=2, itl_ms=30) as slow:
         await sync_to_async(make_service)(
             org=public_org, model=await sync_to_async(make_catalog_model)("slow-chat"), name="slow", replicas=[slow]

@@ -18,7 +18,6 @@ from metering.models import UsageRecord
 from simulator import run_simulator
 from tenancy.models import ApiKey
 from tenancy.services import apikey_create
-from tests.gateway.conftest import free_port, make_catalog_model, make_service, run_gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,7 +42,7 @@ def _empty_usage_stream():
     yield
 
 
-def test_requests_per_minute_hold_across_two_server_processes(v1, org, public_model):
+def test_requests_per_minute_hold_across_two_server_processes(v1, org, public_model, run_gateway):
     _not_at_a_minute_boundary()
     _key, raw = apikey_create(org=org, name="limited", rpm_limit=4)
     with run_gateway() as second:
@@ -139,7 +138,9 @@ def test_key_spend_cap_stops_the_key_not_the_org(v1, org, public_model):
     )
 
 
-def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(v1, org, api_key, public_org):
+def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(
+    v1, org, api_key, public_org, make_catalog_model, make_service
+):
     with run_simulator(served_model_names=("public/slow",), ttft_ms=2, itl_ms=40) as slow:
         make_service(org=public_org, model=make_catalog_model("slow-chat"), name="slow", replicas=[slow])
         body = {"model": "public/slow-chat", "messages": CHAT, "max_tokens": 200, "stream": True, "ignore_eos": True}
@@ -165,7 +166,9 @@ def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(v1, org, a
     assert record.cost > 0
 
 
-def test_failing_replicas_are_retried_and_ejected_then_probed_back(v1, api_key, public_org):
+def test_failing_replicas_are_retried_and_ejected_then_probed_back(
+    v1, api_key, public_org, free_port, make_catalog_model, make_service
+):
     dead = f"http://127.0.0.1:{free_port()}"
     with (
         run_simulator(served_model_names=("public/flaky",), ttft_ms=1, itl_ms=1) as good,
@@ -190,7 +193,7 @@ def test_failing_replicas_are_retried_and_ejected_then_probed_back(v1, api_key, 
         assert httpx.get(bad + "/_sim/stats").json()["requests_completed"] >= 1  # probed back into rotation
 
 
-def test_no_ready_replica_is_503_with_retry_after(v1, api_key, public_org):
+def test_no_ready_replica_is_503_with_retry_after(v1, api_key, public_org, make_catalog_model, make_service):
     make_service(org=public_org, model=make_catalog_model("cold-chat"), name="cold", replicas=[])
     with pytest.raises(openai.InternalServerError) as caught:
         openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0).chat.completions.create(
@@ -232,7 +235,9 @@ def test_usage_is_recorded_once_even_when_entries_are_replayed_or_a_consumer_die
     assert payload["id"] == str(UsageRecord.objects.get(pk=payload["id"]).pk)
 
 
-def test_a_slow_reader_gets_every_byte_of_a_long_stream_in_order(v1, org, api_key, public_org):
+def test_a_slow_reader_gets_every_byte_of_a_long_stream_in_order(
+    v1, org, api_key, public_org, make_catalog_model, make_service
+):
     """A client that stops reading fills its socket buffer: the relay holds pieces, stops reading from the
     replica, and resumes when the client drains; nothing is lost, reordered or doubled."""
     import socket

@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from tenancy.models import Invitation, Membership, Organization, Role
 from tenancy.selectors import SESSION_ORG_KEY
+from tests.factories import MembershipFactory, OrganizationFactory
 
 User = get_user_model()
 
@@ -66,8 +67,8 @@ def test_switching_to_an_org_you_do_not_belong_to_is_404(alice_client, other_org
 
 @pytest.mark.django_db
 def test_user_in_two_orgs_switches_current_org(alice, alice_client, org):
-    second = Organization.objects.create(name="Side project", namespace="side")
-    Membership.objects.create(org=second, user=alice, role=Role.MEMBER)
+    second = OrganizationFactory(name="Side project", namespace="side")
+    MembershipFactory(org=second, user=alice, role=Role.MEMBER)
     alice_client.post(reverse("org-switch"), {"org": str(second.pk)})
     page = alice_client.get(reverse("apikeys")).content.decode()
     assert "side" in page

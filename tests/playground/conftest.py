@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from decimal import Decimal
 
 import pytest
 
 from catalog.models import CatalogModel
-from deployments.models import Region, Replica, Service, ServiceStatus
+from deployments.models import Service, ServiceStatus
+from tests.factories import RegionFactory, ReplicaFactory, ServiceFactory
 
 PUBLIC_SLUG = "qwen2-0.5b-instruct"
 COMPARE_SLUG = "llama-3.1-8b-instruct"
@@ -22,36 +22,22 @@ def _own_gateway_keys(settings):
 
 @pytest.fixture
 def region(db):
-    return Region.objects.create(code="cn-test-1", name_zh="测试一区", name_en="Test 1")
+    return RegionFactory()
 
 
 def make_service(
     *, org, slug: str, name: str, region, status=ServiceStatus.RUNNING, base_url: str | None = None, ready: bool = True
 ) -> Service:
-    model = CatalogModel.objects.get(slug=slug)
-    service = Service.objects.create(
+    service = ServiceFactory(
         org=org,
         name=name,
-        catalog_model=model,
+        catalog_model=CatalogModel.objects.get(slug=slug),
         region=region,
-        variant_position=0,
-        runtime="vllm",
-        runtime_version="0.10.2",
-        image="vllm/vllm-openai:v0.10.2",
-        gpu_product="NVIDIA-H100",
-        gpu_count=1,
-        per_gpu_memory_gb=80,
-        cpu=8,
-        memory_gb=64,
-        max_model_len=8192,
-        replicas=1,
         ready_replicas=1 if ready else 0,
-        hourly_price=Decimal("12.50"),
-        currency="CNY",
         status=status,
     )
     if base_url is not None:
-        Replica.objects.create(service=service, name=f"{name}-0", base_url=base_url, ready=ready)
+        ReplicaFactory(service=service, name=f"{name}-0", base_url=base_url, ready=ready)
     return service
 
 

@@ -19,6 +19,7 @@ from maas.asgi import application
 from metering import ingestion
 from metering.models import UsageRecord, UsageSource
 from playground.models import AnswerStatus, Conversation, Message
+from tests.factories import ReplicaFactory
 from tests.playground.conftest import PUBLIC_SLUG
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -127,9 +128,7 @@ def funded(org, alice):
 
 
 def _with_replica(service, base_url):
-    from deployments.models import Replica
-
-    Replica.objects.create(service=service, name=f"{service.name}-0", base_url=base_url, ready=True)
+    ReplicaFactory(service=service, name=f"{service.name}-0", base_url=base_url)
     return service
 
 
