@@ -1,9 +1,10 @@
 """Throwaway embedded PostgreSQL and Redis for a test run with DATABASE_URL/REDIS_URL unset.
 
-Loaded with ``-p tests.plugins.embedded`` (pyproject's addopts). Settings start nothing, so the servers must run
-before pytest-django reads them: this hook wraps ``pytest_load_initial_conftests``, where pytest-django sets Django
-up, starts the servers in a temporary folder and exports their URLs to this process (and so to the servers and
-workers the tests start). The folder and the servers go away when pytest ends, also when the set-up fails.
+Loaded with ``-p tests.plugins.embedded`` (pyproject's addopts); run pytest as ``python -m pytest`` from the
+checkout (as ``./dev test`` does) so that ``tests`` is importable that early. Settings start nothing, so the servers
+must run before pytest-django reads them: this hook wraps ``pytest_load_initial_conftests``, where pytest-django sets
+Django up, starts the servers in a temporary folder and exports their URLs to this process (and so to the servers
+and workers the tests start). The folder and the servers go away when pytest ends, also when the set-up fails.
 """
 
 from __future__ import annotations
