@@ -5,8 +5,13 @@ import os
 import sys
 
 
-def main():
+def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "maas.settings")
+    from maas import embedded
+
+    # Before Django reads settings: quickstart starts the embedded servers when DATABASE_URL/REDIS_URL are unset,
+    # other commands use those of a running `./dev up`.
+    embedded.prepare_environment(sys.argv[1] if len(sys.argv) > 1 else None)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -28,7 +28,8 @@ def format_money(amount: Decimal, currency: str, *, rate: bool = False) -> str:
     symbol = CURRENCY_SYMBOLS.get(currency)
     if rate:
         value = quantize_rate(amount).normalize()
-        if value.as_tuple().exponent > -2:
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent > -2:
             value = value.quantize(POSTED_PLACES)
         text = f"{value:,f}"
     else:

@@ -13,7 +13,8 @@ _lock = threading.Lock()
 
 def key(*parts: object) -> str:
     """A platform key name: the configured prefix (``GATEWAY_REDIS_PREFIX``), then the parts joined by colons."""
-    return settings.GATEWAY_REDIS_PREFIX + ":".join(str(p) for p in parts)
+    prefix: str = settings.GATEWAY_REDIS_PREFIX
+    return prefix + ":".join(str(p) for p in parts)
 
 
 def client() -> redis.Redis:

@@ -22,7 +22,7 @@ def _send_serving_changed() -> None:
     serving_changed.send(sender=None)
 
 
-def serving_changed_on_commit(**_kwargs) -> None:
+def serving_changed_on_commit(**_kwargs: object) -> None:
     """A post_save / post_delete receiver: ``serving_changed`` once, when the current transaction commits."""
     connection = transaction.get_connection()
     if connection.in_atomic_block and any(item[1] is _send_serving_changed for item in connection.run_on_commit):

@@ -12,6 +12,7 @@ class ShellConfig(AppConfig):
     label = "shell"
 
     def ready(self) -> None:
+        import maas.celery  # noqa: F401  (the Celery app: shared tasks sent from this process use its broker)
         from core import signals
         from gateway.lookups import bump_auth_epoch, bump_serving_epoch
 

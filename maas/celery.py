@@ -1,4 +1,4 @@
-"""The Celery app: tasks are thin wrappers over services (see each app's tasks.py)."""
+"""The Celery app, an entry point (``celery -A maas``): tasks are thin wrappers over services (see tasks.py)."""
 
 import os
 

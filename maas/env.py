@@ -1,19 +1,37 @@
 """Environment parsing that fails loudly: a bad value raises ImproperlyConfigured naming the variable.
 
-Every variable can also be read from a file named by ``<NAME>_FILE`` (Docker/Kubernetes secrets).
+Every variable can also be read from a file named by ``<NAME>_FILE`` (Docker/Kubernetes secrets). ``fallbacks``
+lets a settings module that builds on another (the test settings) supply values for unset variables without
+writing them into ``os.environ``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-_UNSET = object()
+_UNSET: Any = object()
+_fallbacks: dict[str, str] = {}
 
 
-def raw(name: str, default=_UNSET):
+@contextmanager
+def fallbacks(**values: str) -> Iterator[None]:
+    """Within the block, an unset variable named here reads as the given value instead of its default."""
+    saved = dict(_fallbacks)
+    _fallbacks.update(values)
+    try:
+        yield
+    finally:
+        _fallbacks.clear()
+        _fallbacks.update(saved)
+
+
+def raw(name: str, default: Any = _UNSET) -> Any:
     file_name = os.environ.get(f"{name}_FILE")
     if file_name:
         try:
@@ -21,7 +39,7 @@ def raw(name: str, default=_UNSET):
                 return fh.read().strip()
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE: cannot read {file_name}: {exc.strerror}") from exc
-    value = os.environ.get(name)
+    value = os.environ.get(name) or _fallbacks.get(name)
     if value is None or value == "":
         if default is _UNSET:
             raise ImproperlyConfigured(f"{name} must be set")
@@ -29,7 +47,7 @@ def raw(name: str, default=_UNSET):
     return value
 
 
-def string(name: str, default=_UNSET) -> str:
+def string(name: str, default: Any = _UNSET) -> Any:
     return raw(name, default)
 
 

@@ -1,20 +1,21 @@
 """Settings for the MaaS platform, read from the environment.
 
-With ``DATABASE_URL`` and ``REDIS_URL`` unset the platform starts its embedded PostgreSQL and Redis under
-``MAAS_EMBEDDED_DIR`` (default ``.local/embedded``) and uses them exactly like external servers.
+Importing them starts nothing and changes no environment variable. ``DATABASE_URL`` and ``REDIS_URL`` are required;
+``./dev up`` (``manage.py quickstart``) and the test suite start embedded servers first and set them, marking their
+processes with ``MAAS_EMBEDDED`` (see ``maas/embedded.py``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from maas import env
+from maas import embedded, env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -25,23 +26,20 @@ CSRF_TRUSTED_ORIGINS = env.listing("CSRF_TRUSTED_ORIGINS", [])
 SITE_URL = env.string("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # --- servers -------------------------------------------------------------------------------------------------
-EMBEDDED_DIR = Path(env.string("MAAS_EMBEDDED_DIR", str(BASE_DIR / ".local" / "embedded")))
+_NO_SERVER = (
+    "{name} is not set. Start the platform with `./dev up` (embedded PostgreSQL and Redis; while it runs, manage.py "
+    "in another terminal uses the same servers), or set DATABASE_URL and REDIS_URL to your own servers."
+)
 _database_url = env.string("DATABASE_URL", None)
+if _database_url is None:
+    raise ImproperlyConfigured(_NO_SERVER.format(name="DATABASE_URL"))
 _redis_url = env.string("REDIS_URL", None)
-# MAAS_EMBEDDED marks child processes (web, workers) of a process that started the embedded servers.
-EMBEDDED = env.boolean("MAAS_EMBEDDED", False) or _database_url is None or _redis_url is None
-if _database_url is None or _redis_url is None:
-    from maas import embedded
+if _redis_url is None:
+    raise ImproperlyConfigured(_NO_SERVER.format(name="REDIS_URL"))
+# Set by the process that started the embedded servers (quickstart, the test plugin) for itself and its children.
+EMBEDDED = env.boolean("MAAS_EMBEDDED", False)
+EMBEDDED_DIR = Path(env.string("MAAS_EMBEDDED_DIR", str(embedded.DEFAULT_ROOT)))
 
-    _servers = embedded.start(EMBEDDED_DIR, redis_port=env.integer("MAAS_EMBEDDED_REDIS_PORT", 6390))
-    _database_url = _database_url or _servers.database_url
-    _redis_url = _redis_url or _servers.redis_url
-    # Child processes (workers, simulators) must reuse these servers rather than start their own.
-    os.environ["DATABASE_URL"], os.environ["REDIS_URL"] = _database_url, _redis_url
-    os.environ["MAAS_EMBEDDED"] = "1"
-
-if not _database_url.startswith(("postgres://", "postgresql://")):
-    raise ImproperlyConfigured("DATABASE_URL: only PostgreSQL is supported (postgres://...)")
 # Production (external servers, DEBUG off) must set SECRET_KEY; the embedded default runs with a dev key.
 SECRET_KEY = env.string("SECRET_KEY", "dev-insecure-secret-key-change-me" if (DEBUG or EMBEDDED) else None)
 if not SECRET_KEY:
@@ -161,7 +159,7 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = env.boolean("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, Any]] = {}
 
 # --- REST framework ------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -1,23 +1,16 @@
-"""Test settings: real PostgreSQL and Redis, from DATABASE_URL/REDIS_URL or throwaway embedded servers."""
+"""Test settings: real PostgreSQL and Redis from DATABASE_URL/REDIS_URL, fixed secrets, fast hashing.
 
-import atexit
+The servers come from the environment like in production; with DATABASE_URL/REDIS_URL unset the test suite's plugin
+(``tests/plugins/embedded.py``) starts throwaway embedded ones before these settings are read.
+"""
+
 import os
-import tempfile
 
-_owns_embedded = not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
-if _owns_embedded:
-    os.environ["MAAS_EMBEDDED_DIR"] = tempfile.mkdtemp(prefix="maas-test-")
-    os.environ.setdefault("MAAS_EMBEDDED_REDIS_PORT", "0")
-os.environ.setdefault("SECRET_KEY", "test-secret-key")
-os.environ.setdefault("ENCRYPTION_KEYS", "T0QxSuNjfWQB0ZzyEnELBSoBQy7Ic4sNf2DTDx1P2Js=")
+from maas import env
 
-from maas.settings import *  # noqa: E402,F401,F403
-from maas.settings import EMBEDDED_DIR, REDIS_URL  # noqa: E402
-
-if _owns_embedded:
-    from maas import embedded
-
-    atexit.register(embedded.stop, EMBEDDED_DIR, delete=True)
+with env.fallbacks(SECRET_KEY="test-secret-key", ENCRYPTION_KEYS="T0QxSuNjfWQB0ZzyEnELBSoBQy7Ic4sNf2DTDx1P2Js="):
+    from maas.settings import *  # noqa: F403
+    from maas.settings import REDIS_URL
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

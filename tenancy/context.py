@@ -1,6 +1,9 @@
 """Template context for every console page: navigation, current org, org switcher."""
 
+from typing import Any
+
 from django.conf import settings
+from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext_lazy as _
 
@@ -25,15 +28,17 @@ def _resolvable(name: str) -> str | None:
         return None
 
 
-def console(request):
+def console(request: HttpRequest) -> dict[str, Any]:
     user = getattr(request, "user", None)
-    logged_in = bool(user and user.is_authenticated)
-    nav = []
+    if user is not None and not user.is_authenticated:
+        user = None
+    logged_in = user is not None
+    nav: list[dict[str, Any]] = []
     path = request.path
     for name, label, needs_login, admin_only in NAVIGATION:
         if needs_login and not logged_in:
             continue
-        if admin_only and not (logged_in and user.is_staff):
+        if admin_only and not (user is not None and user.is_staff):
             continue
         url = _resolvable(name)
         if url:
@@ -49,5 +54,5 @@ def console(request):
         "currency": settings.CURRENCY,
         "current_org": getattr(request, "org", None),
         "current_membership": getattr(request, "membership", None),
-        "user_memberships": memberships_of_user(user) if logged_in else [],
+        "user_memberships": memberships_of_user(user) if user is not None else [],
     }

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django import forms
 from django.contrib.auth import password_validation
 from django.utils.translation import gettext_lazy as _
@@ -10,8 +12,8 @@ class SignupForm(forms.Form):
     email = forms.EmailField(label=_("E-mail"))
     password = forms.CharField(label=_("Password"), widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
 
-    def clean_password(self):
-        password = self.cleaned_data["password"]
+    def clean_password(self) -> str:
+        password: str = self.cleaned_data["password"]
         password_validation.validate_password(password)
         return password
 
@@ -58,12 +60,12 @@ class ApiKeyForm(forms.Form):
         choices=[("", "—")] + list(SpendPeriod.choices),
     )
 
-    def clean_allowed_models(self):
-        raw = self.cleaned_data.get("allowed_models") or ""
+    def clean_allowed_models(self) -> list[str]:
+        raw: str = self.cleaned_data.get("allowed_models") or ""
         return [m.strip() for m in raw.replace(",", "\n").splitlines() if m.strip()]
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         if data.get("spend_cap") is not None and not data.get("spend_cap_period"):
             self.add_error("spend_cap_period", _("Choose when the spend cap resets."))
         return data

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from django.contrib.sessions.backends.base import SessionBase
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from tenancy.models import ApiKey, AuditEvent, Invitation, Membership, hash_api_key
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from tenancy.models import Organization
+
 SESSION_ORG_KEY = "current_org_id"
 
 
-def current_membership(user, session) -> Membership | None:
+def current_membership(user: User, session: SessionBase | None) -> Membership | None:
     """The membership a console session acts as (HTTP and WebSocket alike).
 
     The session's chosen organization when the user still belongs to it, else the personal organization, else
@@ -23,19 +32,19 @@ def current_membership(user, session) -> Membership | None:
     return membership
 
 
-def memberships_of_user(user):
+def memberships_of_user(user: User) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("org").order_by("-org__personal", "org__name")
 
 
-def org_members(org):
+def org_members(org: Organization) -> QuerySet[Membership]:
     return Membership.objects.for_org(org).select_related("user").order_by("created_at")
 
 
-def org_pending_invitations(org):
+def org_pending_invitations(org: Organization) -> QuerySet[Invitation]:
     return Invitation.objects.for_org(org).filter(accepted_at=None, revoked_at=None, expires_at__gt=timezone.now())
 
 
-def org_api_keys(org):
+def org_api_keys(org: Organization) -> QuerySet[ApiKey]:
     return ApiKey.objects.for_org(org).select_related("created_by").order_by("-created_at")
 
 
@@ -49,5 +58,5 @@ def apikey_by_plaintext(raw: str) -> ApiKey | None:
     return key
 
 
-def org_audit_events(org, limit: int = 100):
+def org_audit_events(org: Organization, limit: int = 100) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.for_org(org).select_related("actor")[:limit]

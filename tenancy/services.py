@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Model
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -30,15 +32,20 @@ from tenancy.models import (
     new_personal_namespace,
 )
 
-User = get_user_model()
 
-
-def audit_record(*, org: Organization | None, actor, action: str, target=None, data: dict | None = None) -> AuditEvent:
+def audit_record(
+    *,
+    org: Organization | None,
+    actor: User | None,
+    action: str,
+    target: Model | None = None,
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
     return AuditEvent.objects.create(
         org=org,
         actor=actor if getattr(actor, "pk", None) else None,
         action=action,
-        target_type=target._meta.model_name if target is not None else "",
+        target_type=(target._meta.model_name or "") if target is not None else "",
         target_id=str(target.pk) if target is not None else "",
         data=data or {},
     )
@@ -63,7 +70,7 @@ def _unused_personal_namespace() -> str:
 
 
 @transaction.atomic
-def org_create(*, owner, name: str, namespace: str | None = None, personal: bool = False) -> Organization:
+def org_create(*, owner: User, name: str, namespace: str | None = None, personal: bool = False) -> Organization:
     name = name.strip()
     if not name:
         raise ApplicationError(_("An organization needs a name."), field="name")
@@ -84,7 +91,7 @@ def org_create(*, owner, name: str, namespace: str | None = None, personal: bool
     return org
 
 
-def _require_manager(org: Organization, actor) -> Membership:
+def _require_manager(org: Organization, actor: User | None) -> Membership:
     membership = Membership.objects.for_org(org).filter(user=actor).first()
     if membership is None or not membership.can_manage:
         raise ApplicationError(_("Only owners and admins can manage members."), code="forbidden", status=403)
@@ -96,7 +103,7 @@ def _invite_token_hash(token: str) -> str:
 
 
 @transaction.atomic
-def invitation_create(*, org: Organization, actor, email: str, role: str) -> tuple[Invitation, str]:
+def invitation_create(*, org: Organization, actor: User, email: str, role: str) -> tuple[Invitation, str]:
     """Invite someone by e-mail; returns the invitation and the accept URL (also e-mailed)."""
     manager = _require_manager(org, actor)
     email = User.objects.normalize_email(email).strip().lower()
@@ -137,7 +144,7 @@ def invitation_for_token(token: str) -> Invitation | None:
 
 
 @transaction.atomic
-def invitation_accept(*, token: str, user) -> Membership:
+def invitation_accept(*, token: str, user: User) -> Membership:
     invitation = Invitation.objects.select_for_update().filter(token_hash=_invite_token_hash(token)).first()
     if invitation is None or not invitation.pending:
         raise ApplicationError(_("This invitation is invalid, expired or already used."), code="invalid_invitation")
@@ -158,7 +165,7 @@ def invitation_accept(*, token: str, user) -> Membership:
 
 
 @transaction.atomic
-def invitation_revoke(*, invitation: Invitation, actor) -> None:
+def invitation_revoke(*, invitation: Invitation, actor: User | None) -> None:
     _require_manager(invitation.org, actor)
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
@@ -166,7 +173,7 @@ def invitation_revoke(*, invitation: Invitation, actor) -> None:
 
 
 @transaction.atomic
-def membership_set_role(*, membership: Membership, actor, role: str) -> Membership:
+def membership_set_role(*, membership: Membership, actor: User | None, role: str) -> Membership:
     manager = _require_manager(membership.org, actor)
     if role not in Role.values:
         raise ApplicationError(_("Unknown role."), field="role")
@@ -180,7 +187,7 @@ def membership_set_role(*, membership: Membership, actor, role: str) -> Membersh
 
 
 @transaction.atomic
-def membership_remove(*, membership: Membership, actor) -> None:
+def membership_remove(*, membership: Membership, actor: User) -> None:
     if membership.user_id != actor.pk:
         manager = _require_manager(membership.org, actor)
         if membership.role == Role.OWNER and manager.role != Role.OWNER:
@@ -215,9 +222,9 @@ def _generate_api_key() -> str:
 def apikey_create(
     *,
     org: Organization,
-    actor=None,
+    actor: User | None = None,
     name: str,
-    expires_at=None,
+    expires_at: datetime | None = None,
     rpm_limit: int | None = None,
     tpm_limit: int | None = None,
     allowed_models: list[str] | None = None,
@@ -260,7 +267,7 @@ def apikey_create(
 
 
 @transaction.atomic
-def apikey_revoke(*, key: ApiKey, actor=None) -> ApiKey:
+def apikey_revoke(*, key: ApiKey, actor: User | None = None) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])

@@ -7,8 +7,9 @@ import uuid
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -20,11 +21,12 @@ from core.forms import apply_error
 from core.querysets import get_for_org_or_404
 from tenancy import selectors, services
 from tenancy.forms import ApiKeyForm, InviteForm, OrgCreateForm, RoleForm, SignupForm
-from tenancy.models import ApiKey, Invitation, Membership
+from tenancy.http import ConsoleRequest, membership_or_404
+from tenancy.models import ApiKey, Invitation, Membership, Role
 from tenancy.selectors import SESSION_ORG_KEY
 
 
-def signup(request):
+def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("catalog:marketplace")
     form = SignupForm(request.POST or None)
@@ -47,7 +49,7 @@ def signup(request):
 
 @login_required
 @require_POST
-def org_switch(request):
+def org_switch(request: ConsoleRequest) -> HttpResponse:
     try:
         org_id = uuid.UUID(request.POST.get("org", ""))
     except ValueError:
@@ -63,7 +65,7 @@ def org_switch(request):
 
 
 @login_required
-def org_new(request):
+def org_new(request: ConsoleRequest) -> HttpResponse:
     form = OrgCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -80,9 +82,10 @@ def org_new(request):
 
 
 @login_required
-def org_members(request):
-    org = request.org
-    if request.method == "POST" and not request.membership.can_manage:
+def org_members(request: ConsoleRequest) -> HttpResponse:
+    membership = membership_or_404(request)
+    org = membership.org
+    if request.method == "POST" and not membership.can_manage:
         raise PermissionDenied(_("Only owners and admins can manage members."))
     invite_form = InviteForm(request.POST or None) if request.method == "POST" else InviteForm()
     invite_url = None
@@ -104,8 +107,8 @@ def org_members(request):
         "invitations": selectors.org_pending_invitations(org),
         "invite_form": invite_form,
         "invite_url": invite_url,
-        "can_manage": request.membership.can_manage,
-        "role_choices": RoleForm.base_fields["role"].choices,
+        "can_manage": membership.can_manage,
+        "role_choices": Role.choices,
     }
     template = "tenancy/partials/members.html" if request.htmx else "tenancy/org_members.html"
     return render(request, template, context)
@@ -113,7 +116,7 @@ def org_members(request):
 
 @login_required
 @require_POST
-def member_role(request, pk):
+def member_role(request: ConsoleRequest, pk: int) -> HttpResponse:
     membership = get_for_org_or_404(Membership, request.org, pk=pk)
     form = RoleForm(request.POST)
     if form.is_valid():
@@ -126,7 +129,7 @@ def member_role(request, pk):
 
 @login_required
 @require_POST
-def member_remove(request, pk):
+def member_remove(request: ConsoleRequest, pk: int) -> HttpResponse:
     membership = get_for_org_or_404(Membership, request.org, pk=pk)
     try:
         services.membership_remove(membership=membership, actor=request.user)
@@ -141,7 +144,7 @@ def member_remove(request, pk):
 
 @login_required
 @require_POST
-def invitation_revoke(request, pk):
+def invitation_revoke(request: ConsoleRequest, pk: uuid.UUID) -> HttpResponse:
     invitation = get_for_org_or_404(Invitation, request.org, pk=pk)
     try:
         services.invitation_revoke(invitation=invitation, actor=request.user)
@@ -150,11 +153,11 @@ def invitation_revoke(request, pk):
     return redirect("org-members")
 
 
-def invitation_accept(request, token):
+def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     invitation = services.invitation_for_token(token)
     if invitation is None:
         raise Http404
-    if not request.user.is_authenticated:
+    if not isinstance(request.user, User):  # anonymous
         return redirect(f"{reverse('login')}?next={request.path}")
     error = None
     if request.method == "POST":
@@ -170,8 +173,8 @@ def invitation_accept(request, token):
 
 
 @login_required
-def apikeys(request):
-    org = request.org
+def apikeys(request: ConsoleRequest) -> HttpResponse:
+    org = membership_or_404(request).org
     form = ApiKeyForm(request.POST or None)
     created_key = None
     if request.method == "POST" and form.is_valid():
@@ -199,7 +202,7 @@ def apikeys(request):
 
 @login_required
 @require_POST
-def apikey_revoke(request, pk):
+def apikey_revoke(request: ConsoleRequest, pk: uuid.UUID) -> HttpResponse:
     key = get_for_org_or_404(ApiKey, request.org, pk=pk)
     services.apikey_revoke(key=key, actor=request.user)
     messages.success(request, _("Key %(name)s revoked.") % {"name": key.name})
@@ -207,6 +210,6 @@ def apikey_revoke(request, pk):
         return render(
             request,
             "tenancy/partials/apikeys.html",
-            {"keys": selectors.org_api_keys(request.org), "form": ApiKeyForm(), "created_key": None},
+            {"keys": selectors.org_api_keys(key.org), "form": ApiKeyForm(), "created_key": None},
         )
     return redirect("apikeys")

@@ -1,35 +1,52 @@
 """Start the whole platform locally: servers (embedded unless DATABASE_URL/REDIS_URL are set), schema, catalog,
-demo data, then the ASGI web server, a Celery worker and Celery beat. Ctrl-C stops everything it started."""
+demo data, then the ASGI web server, a Celery worker and Celery beat. Ctrl-C stops everything it started.
+
+The embedded servers are started by ``manage.py`` before settings are read (``maas.embedded.prepare_environment``),
+so this command owns them: its children inherit their URLs, and it stops them when it ends.
+"""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from argparse import ArgumentParser
+from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from maas import embedded
 from maas.management.commands.seed_demo import ADMIN_EMAIL, DEMO_EMAIL, DEMO_PASSWORD
 
 
 class Command(BaseCommand):
     help = "Install schema, catalog and demo data, then run web + worker + beat until interrupted."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-serve", action="store_true", help="Prepare everything, start no process.")
 
-    def handle(self, *args, host, port, no_serve, **options):
+    def handle(self, *args: Any, host: str, port: int, no_serve: bool, **options: Any) -> None:
+        try:
+            self.prepare()
+            if not no_serve:
+                self.serve(host, port)
+        finally:
+            if embedded.started is not None:
+                embedded.stop(embedded.started.root)
+                self.stdout.write("embedded servers stopped")
+
+    def prepare(self) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         call_command("sync_catalog")
         call_command("seed_demo")
         for extra in getattr(settings, "QUICKSTART_STEPS", []):
             call_command(extra)
-        if no_serve:
-            return
+
+    def serve(self, host: str, port: int) -> None:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "maas.settings"),
@@ -74,17 +91,23 @@ class Command(BaseCommand):
             ),
         ]
         url = f"http://{host}:{port}/"
+        servers = "external"
+        if settings.EMBEDDED:
+            servers = (
+                f"embedded PostgreSQL + Redis under {settings.EMBEDDED_DIR}; "
+                f"other terminals: `python manage.py ...` uses them, or `set -a; . {settings.EMBEDDED_DIR}/env`"
+            )
         self.stdout.write(
             self.style.SUCCESS(
                 f"\n  MaaS is running at {url}\n"
                 f"  log in as {DEMO_EMAIL} or (platform admin) {ADMIN_EMAIL}, password {DEMO_PASSWORD}\n"
-                f"  servers: {'embedded PostgreSQL + Redis under ' + str(settings.EMBEDDED_DIR) if settings.EMBEDDED else 'external'}\n"  # noqa: E501
+                f"  servers: {servers}\n"
                 f"  Ctrl-C stops everything.\n"
             )
         )
         stopping = False
 
-        def stop(*_args):
+        def stop(*_args: object) -> None:
             nonlocal stopping
             stopping = True
 
@@ -107,8 +130,3 @@ class Command(BaseCommand):
             stopped = stop_machine_processes()
             if stopped:
                 self.stdout.write(f"stopped {stopped} local engine process(es)")
-            if settings.EMBEDDED:
-                from maas import embedded
-
-                embedded.stop(settings.EMBEDDED_DIR)
-                self.stdout.write("embedded servers stopped")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from argparse import ArgumentParser
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -16,7 +18,7 @@ from tenancy.services import apikey_create
 class Command(BaseCommand):
     help = "Create an API key for an organization and print it (it is shown only this once)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--org", required=True, help="namespace of the organization")
         parser.add_argument("--name", required=True, help="name of the key")
         parser.add_argument("--expires-days", type=int, help="expire after this many days")
@@ -32,7 +34,19 @@ class Command(BaseCommand):
         parser.add_argument("--spend-cap", help="spend cap in the platform currency")
         parser.add_argument("--spend-cap-period", default="monthly", choices=["daily", "monthly"])
 
-    def handle(self, *args, org, name, expires_days, rpm, tpm, models, spend_cap, spend_cap_period, **options):
+    def handle(
+        self,
+        *args: Any,
+        org: str,
+        name: str,
+        expires_days: int | None,
+        rpm: int | None,
+        tpm: int | None,
+        models: list[str],
+        spend_cap: str | None,
+        spend_cap_period: str,
+        **options: Any,
+    ) -> None:
         organization = Organization.objects.filter(namespace=org).first()
         if organization is None:
             raise CommandError(f"No organization with namespace {org!r}.")
