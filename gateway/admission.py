@@ -41,6 +41,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from billing.pricing import Rates, token_worst_case
 from gateway import errors
 from gateway.store import LuaScript, aredis, fredis, k, sredis
 
@@ -403,16 +404,6 @@ def _remember_unlimited(org_id, now: float) -> None:
     _unlimited_until[org_id] = now + UNLIMITED_RECHECK_SECONDS
 
 
-@dataclass
-class Price:
-    input_per_1k: Decimal
-    output_per_1k: Decimal
-    currency: str
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
-        return (Decimal(prompt_tokens) * self.input_per_1k + Decimal(completion_tokens) * self.output_per_1k) / 1000
-
-
 def _period(key_period: str, now: datetime) -> tuple[str, int]:
     local = timezone.localtime(now)
     if key_period == "daily":
@@ -464,14 +455,14 @@ async def admit(
     org_id: str,
     key=None,
     est_tokens: int,
-    price: Price | None,
+    price: Rates | None,
     reserve_tokens: tuple[int, int] = (0, 0),
     check_balance: bool = True,
 ) -> Admission:
     """Count the request against the rate limits and reserve its worst-case cost; raise GatewayError if refused.
 
     ``key`` is the gateway's cached key info (rpm_limit, tpm_limit, spend_cap_micro, spend_cap_period) or None.
-    ``reserve_tokens`` is (prompt estimate, completion tokens) to price the worst case with.
+    ``reserve_tokens`` is (prompt estimate, completion tokens) to price the worst case with (billing's rule).
     """
     now = time.time()
     minute = int(now // WINDOW_SECONDS)
@@ -481,7 +472,11 @@ async def admit(
     key_tpm = (key.tpm_limit or 0) if key is not None else 0
     org_rpm, org_tpm = settings.GATEWAY_ORG_RPM, settings.GATEWAY_ORG_TPM
     kid = key_id or "-"
-    cost_micro = to_micro(price.cost(*reserve_tokens), ROUND_CEILING) if price is not None else 0
+    cost_micro = 0
+    if price is not None:
+        prompt_tokens, completion_tokens = reserve_tokens
+        worst = token_worst_case(price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        cost_micro = to_micro(worst, ROUND_CEILING)
     cap_micro = key.spend_cap_micro if (key is not None and key.spend_cap_micro is not None and cost_micro) else -1
     state = piece = None
     if (
