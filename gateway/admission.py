@@ -423,9 +423,9 @@ class _Slices:
     async def check(self) -> None:
         """Give back idle slices and those of orgs whose balance no longer covers their holds."""
         now = time.time()
-        for piece in list(self.by_org.values()):
-            if piece.outstanding == 0 and (now - piece.last_used > SLICE_IDLE_SECONDS or now > piece.valid_until):
-                await self.give_back(piece)
+        for idle in list(self.by_org.values()):
+            if idle.outstanding == 0 and (now - idle.last_used > SLICE_IDLE_SECONDS or now > idle.valid_until):
+                await self.give_back(idle)
         orgs = list(self.by_org)
         if not orgs:
             return
@@ -516,13 +516,13 @@ def open_holds(org_id) -> Decimal:
     return from_micro(int(sredis().get(k("held", org_id)) or 0))
 
 
-_loader_state: dict = {}
+_loader_state: dict[str, Any] = {}
 
 
 def _load_balance(org_id) -> Decimal | object:
     """The loader's answer for an org, or _UNLIMITED when billing is not installed (logged once)."""
     path = settings.MAAS_BALANCE_LOADER
-    loader = _loader_state.get(path)
+    loader: Any = _loader_state.get(path)
     if loader is None:
         try:
             loader = import_string(path)
@@ -627,7 +627,8 @@ async def admit(
         worst = token_worst_case(price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         cost_micro = to_micro(worst, ROUND_CEILING)
     cap_micro = key.spend_cap_micro if (key is not None and key.spend_cap_micro is not None and cost_micro) else -1
-    state = piece = None
+    state: _Slices | None = None
+    piece: Slice | None = None
     if (
         check_balance
         and cap_micro < 0
@@ -703,7 +704,7 @@ async def admit(
                 slice_min=max(SLICE_MIN_REQUESTS * cost_micro, 1),
             )
     sent = time.monotonic()
-    result = None
+    result: Any = None
     try:
         for _attempt in range(2):
             result = await _ADMIT.acall(keys, [*args, *grant])
@@ -711,13 +712,13 @@ async def admit(
             if status != 2:
                 break
             loaded = _UNLIMITED if _loader_missing() else await sync_to_async(_load_balance)(org_id)
-            if loaded is _UNLIMITED:
+            if not isinstance(loaded, Decimal):  # _UNLIMITED
                 _remember_unlimited(org_id, now)
                 args[_CHECK_BALANCE] = "2"
             else:
                 await aredis().set(_balance_key(org_id), to_micro(loaded, ROUND_FLOOR), nx=True)
     finally:
-        if growing is not None:
+        if growing is not None and state is not None:  # a slice grows only with state
             growing.growing = False
             granted = int(result[6]) if result is not None and int(result[0]) == 0 else 0
             if granted:

@@ -19,10 +19,12 @@ in a thread, and while it holds the GIL every stream of the worker waits (bench/
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 from asgiref.sync import sync_to_async
@@ -132,7 +134,7 @@ def _load_target(model_id: str, org_id: str | None, namespace: str | None) -> Ta
     from deployments.selectors import resolve_model_target
     from tenancy.models import Organization
 
-    org = Organization(pk=org_id, namespace=namespace) if org_id else None
+    org = Organization(pk=org_id, namespace=namespace or "") if org_id else None
     target = resolve_model_target(model_id, org)
     if target is None:
         return None
@@ -161,7 +163,7 @@ def _load_models(org_id: str | None, namespace: str | None) -> list[dict]:
     from deployments.selectors import callable_models
     from tenancy.models import Organization
 
-    org = Organization(pk=org_id, namespace=namespace) if org_id else None
+    org = Organization(pk=org_id, namespace=namespace or "") if org_id else None
     return callable_models(org)
 
 
@@ -218,6 +220,10 @@ class TTLCache:
         finally:
             entry.refreshing = False
 
+    def _loaded(self, key: tuple[Any, ...], task: asyncio.Future[Any]) -> None:
+        if self.inflight.get(key) is task:
+            self.inflight.pop(key, None)
+
     async def get(self, *key):
         entry = self.entries.get(key)
         if entry is not None:
@@ -232,9 +238,7 @@ class TTLCache:
         if task is None or task.get_loop() is not asyncio.get_running_loop():
             task = asyncio.ensure_future(self._load(key))
             self.inflight[key] = task
-            task.add_done_callback(
-                lambda t, key=key: self.inflight.pop(key, None) if self.inflight.get(key) is t else None
-            )
+            task.add_done_callback(functools.partial(self._loaded, key))
         return await asyncio.shield(task)
 
 
@@ -243,7 +247,7 @@ targets = TTLCache(_load_target, TARGET_TTL, negative_ttl=1.0)
 endpoints = TTLCache(_load_endpoints, ENDPOINTS_TTL)
 models = TTLCache(_load_models, MODELS_TTL)
 
-_epoch = {"auth": None, "serving": None, "read_at": float("-inf"), "task": None}
+_epoch: dict[str, Any] = {"auth": None, "serving": None, "read_at": float("-inf"), "task": None}
 
 
 def epoch_key() -> str:

@@ -19,7 +19,6 @@ from billing.models import (
     EntryKind,
     UsageCharge,
 )
-from billing.pricing import TokenRates
 from billing.selectors import token_price_histories
 from billing.services.ledger import ledger_post
 from billing.services.prices import token_prices_seed
@@ -66,11 +65,12 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
         model_ids = {r.catalog_model_id for r in records if r.catalog_model_id is not None}
         token_prices_seed(catalog_model_ids=model_ids)  # a charge points at a price row
         histories = token_price_histories(model_ids)
-        by_org: dict[UUID, list[tuple[UsageRecord, TokenRates, Decimal]]] = defaultdict(list)
+        by_org: dict[UUID, list[tuple[UsageRecord, int, Decimal]]] = defaultdict(list)
         corrected: list[UsageRecord] = []
         for record in records:
             assert record.catalog_model_id is not None  # filtered above
             rates = histories[record.catalog_model_id].at(record.started_at)
+            assert rates.token_price_id is not None  # seeded above
             amount = pricing.token_amount(
                 rates,
                 prompt_tokens=record.prompt_tokens,
@@ -80,7 +80,7 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
             if record.cost != amount or record.currency != rates.currency:
                 record.cost, record.currency = amount, rates.currency
                 corrected.append(record)
-            by_org[record.org_id].append((record, rates, amount))
+            by_org[record.org_id].append((record, rates.token_price_id, amount))
         charged = 0
         for org_id in sorted(by_org, key=str):  # one lock order for every worker
             items = by_org[org_id]
@@ -106,7 +106,7 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
                 continue
             UsageCharge.objects.bulk_create(
                 [
-                    UsageCharge(usage_record=r, org_id=org_id, token_price_id=p.token_price_id, entry=entry, amount=a)
+                    UsageCharge(usage_record=r, org_id=org_id, token_price_id=p, entry=entry, amount=a)
                     for r, p, a in items
                 ]
             )
