@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from billing import services
 from billing.models import UsageCharge
@@ -20,7 +22,7 @@ from gateway.store import sredis
 from metering import ingestion
 from metering.models import UsageRecord
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 MODEL = "public/tiny-chat"
 SHORT = {"messages": [{"role": "user", "content": "Tell me about UDP."}], "max_tokens": 5, "ignore_eos": True}
@@ -69,6 +71,7 @@ def _charges(records: list[UsageRecord]) -> list[UsageCharge]:
     return [UsageCharge.objects.select_related("token_price").get(usage_record=r) for r in records]
 
 
+@pytest.mark.asyncio
 async def test_after_a_price_change_playground_record_and_ledger_agree(org, alice, public_model, admin_user):
     before = await _answer(org, alice, SHORT)  # the gateway caches the first price
     price = await sync_to_async(services.token_price_create)(
@@ -102,6 +105,7 @@ async def test_after_a_price_change_playground_record_and_ledger_agree(org, alic
     assert long.cost != cached.cost
 
 
+@pytest.mark.asyncio
 async def test_a_request_costing_half_a_micro_unit_shows_and_is_charged_0_000001(org, alice, public_model):
     # 5 completion tokens × 0.0001 per 1K = 0.0000005: half up at 6 places, as core.money rounds every charge
     price = await sync_to_async(services.token_price_create)(
@@ -114,3 +118,19 @@ async def test_a_request_costing_half_a_micro_unit_shows_and_is_charged_0_000001
     assert record.cost == Decimal("0.000001")
     [charge] = await sync_to_async(_charges)([record])
     assert charge.amount == Decimal("0.000001")
+
+
+def test_a_price_scheduled_ahead_applies_from_its_start_without_a_refresh(public_model):
+    from billing.models import TokenPrice
+
+    model = public_model.catalog_model
+    start = timezone.now() + timedelta(hours=1)
+    later = services.token_price_create(
+        catalog_model=model, input_per_1k=Decimal("0.004"), output_per_1k=Decimal("0.008"), valid_from=start
+    )
+    rows = TokenPrice.objects.count()
+    target = lookups._load_target(MODEL, None, None)  # what the gateway caches
+    assert TokenPrice.objects.count() == rows  # reading prices writes none
+    now = time.time()
+    assert target.price_at(now).input_per_1k == model.input_price_per_1k
+    assert target.price_at(start.timestamp()).token_price_id == later.pk
