@@ -8,9 +8,9 @@ serving epoch is bumped (``core.signals.serving_changed``) whenever a service, r
 written: model targets, replica lists and model lists are then refreshed in the background (the previous answer is
 served meanwhile; the router's retries and circuit breaker cover a replica that just went away; cached "no such
 model" answers are dropped at once). Their TTLs only back up writes that send no signal. A model target carries its
-token price history (``billing.selectors.token_price_histories``: the price in force and any later ones, so a price
-scheduled ahead applies from its start with no refresh); a new price bumps the serving epoch too, so the request
-path never queries a price.
+token price history (``billing.selectors.token_price_histories``: the prices in force since ``PRICE_LOOKBACK`` before
+the load and any later ones, so a price scheduled ahead applies from its start with no refresh); a new price bumps
+the serving epoch too, so the request path never queries a price.
 
 Refreshing on change instead of every second matters for latency, not only for the database: a refresh runs the ORM
 in a thread, and while it holds the GIL every stream of the worker waits (bench/README.md, Gateway).
