@@ -1,15 +1,21 @@
 """Platform admin for billing: credit limits and manual adjustments go through services (audited)."""
 
+from __future__ import annotations
+
 import secrets
 from decimal import Decimal
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from billing import services
 from billing.models import BillingAccount, LedgerEntry, StripeEvent, Subscription, TokenPrice, TopUp
 from core.errors import ApplicationError
+from core.forms import actor_of
 
 
 class BillingAccountForm(forms.ModelForm):
@@ -24,7 +30,7 @@ class BillingAccountForm(forms.ModelForm):
     # names this rendering of the form: submitting it twice (a double click, a resent POST) posts one adjustment
     adjust_token = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["adjust_token"].initial = secrets.token_urlsafe(16)
 
@@ -32,8 +38,8 @@ class BillingAccountForm(forms.ModelForm):
         model = BillingAccount
         fields = ["credit_limit"]
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         if data.get("adjust_amount") and not (data.get("adjust_reason") or "").strip():
             self.add_error("adjust_reason", _("Give a reason for the adjustment."))
         return data
@@ -47,14 +53,14 @@ class BillingAccountAdmin(admin.ModelAdmin):
     readonly_fields = ["org", "balance", "currency", "stripe_customer_id", "overdrawn_since"]
     list_select_related = ["org"]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: BillingAccount, form: BillingAccountForm, change: bool) -> None:
         try:
             if "credit_limit" in form.changed_data:
                 services.account_set_credit_limit(
-                    org=obj.org, credit_limit=form.cleaned_data["credit_limit"], actor=request.user
+                    org=obj.org, credit_limit=form.cleaned_data["credit_limit"], actor=actor_of(request)
                 )
             amount = form.cleaned_data.get("adjust_amount")
             if amount:
@@ -62,7 +68,7 @@ class BillingAccountAdmin(admin.ModelAdmin):
                     org=obj.org,
                     amount=Decimal(amount),
                     reason=form.cleaned_data["adjust_reason"],
-                    actor=request.user,
+                    actor=actor_of(request),
                     token=form.cleaned_data.get("adjust_token") or None,
                 )
         except ApplicationError as exc:
@@ -76,13 +82,13 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     search_fields = ["org__namespace", "key", "description"]
     list_select_related = ["org"]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -118,13 +124,13 @@ class TokenPriceAdmin(admin.ModelAdmin):
     list_filter = ["catalog_model"]
     list_select_related = ["catalog_model"]
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return obj is None
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: TokenPrice, form: TokenPriceForm, change: bool) -> None:
         data = form.cleaned_data
         try:
             price = services.token_price_create(
@@ -136,7 +142,7 @@ class TokenPriceAdmin(admin.ModelAdmin):
                 long_input_per_1k=data["long_input_per_1k"],
                 long_output_per_1k=data["long_output_per_1k"],
                 valid_from=data["valid_from"],
-                actor=request.user,
+                actor=actor_of(request),
             )
         except ApplicationError as exc:
             messages.error(request, exc.message)
@@ -152,14 +158,14 @@ class TopUpAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in TopUp._meta.fields]
     actions = ["refund_in_full"]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     @admin.action(description=_("Refund the rest of the selected top-ups through Stripe"))
-    def refund_in_full(self, request, queryset):
+    def refund_in_full(self, request: HttpRequest, queryset: QuerySet[TopUp]) -> None:
         for topup in queryset:
             try:
-                services.topup_refund(topup=topup, amount=topup.amount - topup.refunded_amount, actor=request.user)
+                services.topup_refund(topup=topup, amount=topup.amount - topup.refunded_amount, actor=actor_of(request))
             except ApplicationError as exc:
                 messages.error(request, f"{topup.payment_intent_id}: {exc.message}")
             else:
@@ -172,7 +178,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
     list_filter = ["status", "auto_renew"]
     readonly_fields = [f.name for f in Subscription._meta.fields]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
 
@@ -182,5 +188,5 @@ class StripeEventAdmin(admin.ModelAdmin):
     search_fields = ["event_id", "type"]
     readonly_fields = ["event_id", "type", "payload", "received_at"]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.request import Request
 from rest_framework.response import Response
 
 from billing import selectors
@@ -67,7 +69,7 @@ class LedgerEntryViewSet(OrgScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
     scoped_model = LedgerEntry
     serializer_class = LedgerEntrySerializer
 
-    def queryset_hook(self, queryset):
+    def queryset_hook(self, queryset: QuerySet[LedgerEntry]) -> QuerySet[LedgerEntry]:
         kind = self.request.query_params.get("kind")
         if kind:
             queryset = queryset.filter(kind=kind)
@@ -77,8 +79,8 @@ class LedgerEntryViewSet(OrgScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
         summary="Balance, credit limit and spendable amount of the organization", responses=BalanceSerializer
     )
     @action(detail=False, methods=["get"], serializer_class=BalanceSerializer)
-    def balance(self, request):
-        state = selectors.balance_state(getattr(request, "api_org", None) or request.org)
+    def balance(self, request: Request) -> Response:
+        state = selectors.balance_state(getattr(request, "api_org", None) or getattr(request, "org", None))
         return Response(
             BalanceSerializer(
                 {
@@ -100,5 +102,5 @@ class TopUpViewSet(OrgScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
     scoped_model = TopUp
     serializer_class = TopUpSerializer
 
-    def queryset_hook(self, queryset):
+    def queryset_hook(self, queryset: QuerySet[TopUp]) -> QuerySet[TopUp]:
         return queryset.order_by("-created_at")

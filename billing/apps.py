@@ -6,5 +6,5 @@ class BillingConfig(AppConfig):
     name = "billing"
     verbose_name = _("Billing")
 
-    def ready(self):
+    def ready(self) -> None:
         from billing import signals  # noqa: F401

@@ -1,10 +1,17 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from billing.models import EntryKind
+
+if TYPE_CHECKING:
+    from deployments.models import Service
 
 
 class TopUpForm(forms.Form):
@@ -16,7 +23,7 @@ class TopUpForm(forms.Form):
         widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal"}),
     )
 
-    def __init__(self, *args, currency: str = "", **kwargs):
+    def __init__(self, *args: Any, currency: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["amount"].help_text = _("Between %(min)s and %(max)s %(currency)s.") % {
             "min": settings.BILLING_TOPUP_MIN,
@@ -30,8 +37,8 @@ class LedgerFilterForm(forms.Form):
     start = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
         if data.get("start") and data.get("end") and data["start"] > data["end"]:
             raise forms.ValidationError(_("The start date must not be after the end date."))
         return data
@@ -42,9 +49,9 @@ class SubscriptionForm(forms.Form):
     instances = forms.IntegerField(label=_("Instances"), min_value=1, max_value=64, initial=1)
     auto_renew = forms.BooleanField(label=_("Renew automatically every month"), required=False, initial=True)
 
-    def __init__(self, *args, services=(), **kwargs):
+    def __init__(self, *args: Any, services: Iterable[Service] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["service"].choices = [(str(s.pk), s.name) for s in services]
+        cast(forms.ChoiceField, self.fields["service"]).choices = [(str(s.pk), s.name) for s in services]
 
 
 class AddInstancesForm(forms.Form):

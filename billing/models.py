@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -14,7 +15,7 @@ from core.querysets import OrgScopedQuerySet
 
 ZERO = Decimal("0")
 # Amounts keep rate precision (6 places) so that per-token charges add up exactly; see core.money.
-AMOUNT = {"max_digits": 20, "decimal_places": 6}
+AMOUNT_DIGITS, AMOUNT_PLACES = 20, 6
 
 
 class BillingAccount(models.Model):
@@ -22,7 +23,7 @@ class BillingAccount(models.Model):
 
     org = models.OneToOneField("maas.Organization", on_delete=models.CASCADE, related_name="billing_account")
     currency = models.CharField(max_length=3)
-    balance = models.DecimalField(_("balance"), default=ZERO, **AMOUNT)
+    balance = models.DecimalField(_("balance"), default=ZERO, max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
     credit_limit = models.DecimalField(
         _("credit limit"),
         max_digits=14,
@@ -71,8 +72,8 @@ class LedgerEntry(models.Model):
     account = models.ForeignKey(BillingAccount, on_delete=models.CASCADE, related_name="entries")
     kind = models.CharField(max_length=24, choices=EntryKind.choices)
     # Credits are positive, charges negative.
-    amount = models.DecimalField(**AMOUNT)
-    balance_after = models.DecimalField(**AMOUNT)
+    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    balance_after = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
     currency = models.CharField(max_length=3)
     # The natural idempotency key: usage batch, service + meter window, subscription period, Stripe object.
     key = models.CharField(max_length=200, unique=True)
@@ -99,7 +100,7 @@ class LedgerEntry(models.Model):
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} {self.currency} ({self.key})"
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise ValueError("Ledger entries are append-only")
         super().save(*args, **kwargs)
@@ -150,7 +151,7 @@ class UsageCharge(models.Model):
     org = models.ForeignKey("maas.Organization", on_delete=models.CASCADE, related_name="+")
     token_price = models.ForeignKey(TokenPrice, on_delete=models.PROTECT, related_name="+")
     entry = models.ForeignKey(LedgerEntry, on_delete=models.PROTECT, related_name="usage_charges")
-    amount = models.DecimalField(**AMOUNT)
+    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = OrgScopedQuerySet.as_manager()

@@ -1,29 +1,80 @@
-"""Pure pricing arithmetic: token charges, instance-time integration, subscription prices. No database writes."""
+"""Pure pricing arithmetic: token charges, instance-time integration, subscription prices. No database writes.
+
+A token's price has one rule, :func:`token_amount`, used for the three figures that must agree: the gateway's usage
+record (and the playground's answer), the ledger's charge for that record, and (through :func:`token_worst_case`)
+the gateway's reservation. Its rates come from one place, the ``TokenPrice`` history read by
+``billing.selectors.token_price_histories``; the gateway holds that history in its serving caches.
+"""
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
+from typing import Protocol
 
-from core.money import per_1k, per_seconds, quantize_posted, quantize_rate
+from django.utils import timezone
+
+from core.money import RATE_PLACES, per_1k, per_seconds, quantize_posted, quantize_rate
 
 HOUR = timedelta(hours=1)
 # A subscription month, and the discount a month of prepaid instance time gets over pay-as-you-go.
 SUBSCRIPTION_PERIOD = timedelta(days=30)
 SUBSCRIPTION_HOURS = 24 * 30
 SUBSCRIPTION_DISCOUNT = Decimal("0.7")
+# Usage before a model's first recorded price is charged with that first price.
+PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
 
-def token_amount(price, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
-    """What one request costs at ``price`` (a TokenPrice), rounded once to rate precision.
+class Rates(Protocol):
+    """What pricing reads of a price: a ``TokenPrice`` row or :class:`TokenRates`."""
+
+    @property
+    def input_per_1k(self) -> Decimal: ...
+    @property
+    def output_per_1k(self) -> Decimal: ...
+    @property
+    def cached_input_per_1k(self) -> Decimal | None: ...
+    @property
+    def long_context_threshold(self) -> int | None: ...
+    @property
+    def long_input_per_1k(self) -> Decimal | None: ...
+    @property
+    def long_output_per_1k(self) -> Decimal | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRates:
+    """The rates of one token price, detached from the database (what the gateway caches)."""
+
+    currency: str
+    input_per_1k: Decimal
+    output_per_1k: Decimal
+    cached_input_per_1k: Decimal | None = None
+    long_context_threshold: int | None = None
+    long_input_per_1k: Decimal | None = None
+    long_output_per_1k: Decimal | None = None
+    # The TokenPrice row these rates are; None for a model with no row yet (its catalog price, from PRICE_EPOCH).
+    token_price_id: int | None = None
+
+
+def _tier(price: Rates, prompt_tokens: int) -> tuple[Decimal, Decimal]:
+    """(input, output) rates: a prompt longer than the long-context threshold pays the long ones for everything."""
+    threshold, long_input, long_output = price.long_context_threshold, price.long_input_per_1k, price.long_output_per_1k
+    if threshold is not None and prompt_tokens > threshold and long_input is not None and long_output is not None:
+        return long_input, long_output  # a threshold always has both (token_price_long_tier_complete)
+    return price.input_per_1k, price.output_per_1k
+
+
+def token_amount(price: Rates, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
+    """What one request costs at ``price``, rounded once to rate precision (half up, ``core.money``).
 
     Cached prompt tokens pay the cached price when there is one; a prompt longer than the long-context threshold
     pays the long-context prices for the whole request.
     """
-    long_context = price.long_context_threshold is not None and prompt_tokens > price.long_context_threshold
-    input_rate = price.long_input_per_1k if long_context else price.input_per_1k
-    output_rate = price.long_output_per_1k if long_context else price.output_per_1k
+    input_rate, output_rate = _tier(price, prompt_tokens)
     cached = min(max(cached_tokens, 0), prompt_tokens)
     cached_rate = price.cached_input_per_1k if price.cached_input_per_1k is not None else input_rate
     raw = (
@@ -32,6 +83,40 @@ def token_amount(price, *, prompt_tokens: int, completion_tokens: int, cached_to
         + per_1k(completion_tokens, output_rate)
     )
     return quantize_rate(raw)
+
+
+def token_worst_case(price: Rates, *, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """The most :func:`token_amount` can be for at most these tokens (rounded up): what admission reserves.
+
+    ``prompt_tokens`` is an upper bound, so its tier is the highest the request can reach; no cached discount is
+    assumed (and a cached price above the input price is taken as the worst).
+    """
+    input_rate, output_rate = _tier(price, prompt_tokens)
+    if price.cached_input_per_1k is not None:
+        input_rate = max(input_rate, price.cached_input_per_1k)
+    raw = per_1k(prompt_tokens, input_rate) + per_1k(completion_tokens, output_rate)
+    return raw.quantize(RATE_PLACES, rounding=ROUND_CEILING)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceHistory:
+    """One model's prices over time: ``rates[i]`` is in force from ``starts[i]`` (ascending) to the next start.
+
+    A moment before the first start gets the first price (usage recorded before a model's first price row).
+    """
+
+    starts: tuple[datetime, ...]
+    rates: tuple[TokenRates, ...]
+
+    @classmethod
+    def of(cls, entries: Sequence[tuple[datetime, TokenRates]]) -> PriceHistory:
+        ordered = sorted(entries, key=lambda entry: entry[0])
+        return cls(tuple(start for start, _r in ordered), tuple(rates for _s, rates in ordered))
+
+    def at(self, moment: datetime) -> TokenRates:
+        if len(self.rates) == 1:
+            return self.rates[0]
+        return self.rates[max(bisect.bisect_right(self.starts, moment) - 1, 0)]
 
 
 def hour_floor(moment: datetime) -> datetime:
@@ -50,7 +135,7 @@ class Coverage:
 class InstanceTimeline:
     """The number of billable instances of a service over time, from its meter events, less subscribed instances."""
 
-    def __init__(self, meter: list[tuple[datetime, int]], coverage: list[Coverage] = ()):
+    def __init__(self, meter: list[tuple[datetime, int]], coverage: Sequence[Coverage] = ()) -> None:
         self.meter = sorted(meter, key=lambda item: item[0])
         self.coverage = list(coverage)
 

@@ -1,10 +1,13 @@
-"""Reads for billing: spendable balance (the gateway's loader), spend summaries and statements."""
+"""Reads for billing: token prices (also the gateway's), spendable balance (the gateway's loader), spend summaries
+and statements. Nothing here writes: in particular reading a price never creates a ``TokenPrice`` row."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.conf import settings
@@ -20,17 +23,67 @@ from billing.models import (
     LedgerEntry,
     Subscription,
     SubscriptionStatus,
+    TokenPrice,
     TopUp,
     UsageCharge,
 )
+from billing.pricing import PRICE_EPOCH, PriceHistory, TokenRates, token_amount
+from catalog.models import CatalogModel
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
+    from deployments.models import Service
+    from tenancy.models import Organization
 
 
-def org_spendable_balance(org_id) -> Decimal:
-    """What the org may still spend: balance + credit limit (zero for an org that never had an account)."""
-    row = BillingAccount.objects.filter(org_id=org_id).values_list("balance", "credit_limit").first()
-    if row is None:
-        return ZERO
-    return row[0] + row[1]
+def token_rates(price: TokenPrice) -> TokenRates:
+    return TokenRates(
+        currency=price.currency,
+        input_per_1k=price.input_per_1k,
+        output_per_1k=price.output_per_1k,
+        cached_input_per_1k=price.cached_input_per_1k,
+        long_context_threshold=price.long_context_threshold,
+        long_input_per_1k=price.long_input_per_1k,
+        long_output_per_1k=price.long_output_per_1k,
+        token_price_id=price.pk,
+    )
+
+
+def token_price_histories(
+    catalog_model_ids: Iterable[int], *, since: datetime | None = None
+) -> dict[int, PriceHistory]:
+    """Each model's token prices over time (models that do not exist are left out); two queries at most.
+
+    A model with no ``TokenPrice`` row yet is priced at its catalog price from ``PRICE_EPOCH``: the very row that
+    ``billing.services.token_prices_seed`` writes before such a model's usage is charged. With ``since``, only the
+    price in force at ``since`` and the later ones.
+    """
+    ids = set(catalog_model_ids)
+    entries: dict[int, list[tuple[datetime, TokenRates]]] = {}
+    for price in TokenPrice.objects.filter(catalog_model_id__in=ids).order_by("catalog_model_id", "valid_from"):
+        entries.setdefault(price.catalog_model_id, []).append((price.valid_from, token_rates(price)))
+    missing = ids - entries.keys()
+    if missing:
+        for model in CatalogModel.objects.filter(pk__in=missing).only(
+            "pk", "currency", "input_price_per_1k", "output_price_per_1k"
+        ):
+            rates = TokenRates(
+                currency=model.currency,
+                input_per_1k=model.input_price_per_1k,
+                output_per_1k=model.output_price_per_1k,
+            )
+            entries[model.pk] = [(PRICE_EPOCH, rates)]
+    if since is not None:
+        for pk, rows in entries.items():
+            in_force = max((i for i, (start, _r) in enumerate(rows) if start <= since), default=0)
+            entries[pk] = rows[in_force:]
+    return {pk: PriceHistory.of(rows) for pk, rows in entries.items()}
+
+
+def token_price_history(catalog_model_id: int, *, since: datetime | None = None) -> PriceHistory | None:
+    """One model's token prices (see :func:`token_price_histories`); None when there is no such model."""
+    return token_price_histories({catalog_model_id}, since=since).get(catalog_model_id)
 
 
 def usage_cost(
@@ -42,17 +95,27 @@ def usage_cost(
     at: datetime | None = None,
 ) -> Decimal:
     """What billing will charge for this usage of a public model (the price in force ``at``, default now)."""
-    from billing.pricing import token_amount
-    from billing.services import _price_tables, price_in_force
-
-    tables = _price_tables({catalog_model_id})
-    price = price_in_force(tables, catalog_model_id, at or timezone.now())
+    history = token_price_history(catalog_model_id)
+    if history is None:
+        raise CatalogModel.DoesNotExist(f"no catalog model {catalog_model_id}")
     return token_amount(
-        price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
+        history.at(at or timezone.now()),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
     )
 
 
-def account_of(org) -> BillingAccount | None:
+def org_spendable_balance(org_id: UUID | str) -> Decimal:
+    """What the org may still spend: balance + credit limit (zero for an org that never had an account)."""
+    org_pk = org_id if isinstance(org_id, UUID) else UUID(org_id)  # the gateway passes ids as strings
+    row = BillingAccount.objects.filter(org_id=org_pk).values_list("balance", "credit_limit").first()
+    if row is None:
+        return ZERO
+    return row[0] + row[1]
+
+
+def account_of(org: Organization | None) -> BillingAccount | None:
     return BillingAccount.objects.for_org(org).first() if org is not None else None
 
 
@@ -73,7 +136,7 @@ class BalanceState:
         return self.spendable < settings.BILLING_LOW_BALANCE
 
 
-def balance_state(org) -> BalanceState:
+def balance_state(org: Organization | None) -> BalanceState:
     account = account_of(org)
     if account is None:
         return BalanceState(ZERO, ZERO, settings.CURRENCY, None, None)
@@ -101,18 +164,18 @@ def this_month() -> date:
     return timezone.localdate().replace(day=1)
 
 
-def charges(org) -> QuerySet[LedgerEntry]:
+def charges(org: Organization) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.for_org(org).filter(kind__in=CHARGE_KINDS)
 
 
-def spend_between(org, start: datetime, end: datetime) -> Decimal:
-    total = (
+def spend_between(org: Organization, start: datetime, end: datetime) -> Decimal:
+    total: Decimal = (
         charges(org).filter(created_at__gte=start, created_at__lt=end).aggregate(t=Coalesce(Sum("amount"), ZERO))["t"]
     )
     return -total
 
 
-def spend_per_day(org, *, days: int = 30) -> list[tuple[date, Decimal]]:
+def spend_per_day(org: Organization, *, days: int = 30) -> list[tuple[date, Decimal]]:
     """Charges per local day for the last ``days`` days, zero-filled, oldest first."""
     today = timezone.localdate()
     first = today - timedelta(days=days - 1)
@@ -128,9 +191,9 @@ def spend_per_day(org, *, days: int = 30) -> list[tuple[date, Decimal]]:
     return [(first + timedelta(days=i), by_day.get(first + timedelta(days=i), ZERO)) for i in range(days)]
 
 
-def spend_by_model(org, start: datetime, end: datetime) -> list[dict]:
+def spend_by_model(org: Organization, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Per-token spend per model id in [start, end), by when the usage was charged."""
-    return list(
+    rows = (
         UsageCharge.objects.for_org(org)
         .filter(entry__created_at__gte=start, entry__created_at__lt=end)
         .values(model_id=F("usage_record__model_id"))
@@ -142,9 +205,10 @@ def spend_by_model(org, start: datetime, end: datetime) -> list[dict]:
         )
         .order_by("-amount", "model_id")
     )
+    return [dict(row) for row in rows]
 
 
-def spend_by_service(org, start: datetime, end: datetime) -> list[dict]:
+def spend_by_service(org: Organization, start: datetime, end: datetime) -> list[dict[str, Any]]:
     """Instance-hour and subscription spend per service in [start, end)."""
     rows = (
         charges(org)
@@ -176,7 +240,7 @@ class LedgerFilter:
     end: date | None = None  # inclusive
 
 
-def ledger_entries(org, flt: LedgerFilter = LedgerFilter()) -> QuerySet[LedgerEntry]:
+def ledger_entries(org: Organization, flt: LedgerFilter = LedgerFilter()) -> QuerySet[LedgerEntry]:
     qs = LedgerEntry.objects.for_org(org).select_related("service").order_by("-created_at", "-id")
     if flt.kind:
         qs = qs.filter(kind=flt.kind)
@@ -196,12 +260,12 @@ class Statement:
     closing: Decimal
     credits: Decimal
     charges: Decimal
-    by_kind: list[tuple[str, str, Decimal]]
+    by_kind: Sequence[tuple[str, StrOrPromise, Decimal]]
     entries: list[LedgerEntry]
     currency: str
 
 
-def statement_months(org) -> list[date]:
+def statement_months(org: Organization) -> list[date]:
     """Months with ledger entries, newest first."""
     months = (
         LedgerEntry.objects.for_org(org).annotate(day=TruncDate("created_at")).values_list("day", flat=True).distinct()
@@ -209,7 +273,7 @@ def statement_months(org) -> list[date]:
     return sorted({d.replace(day=1) for d in months}, reverse=True)
 
 
-def statement(org, month: date) -> Statement:
+def statement(org: Organization, month: date) -> Statement:
     start, end = month_bounds(month)
     qs = LedgerEntry.objects.for_org(org)
     opening = qs.filter(created_at__lt=start).aggregate(t=Coalesce(Sum("amount"), ZERO))["t"]
@@ -235,11 +299,11 @@ def statement(org, month: date) -> Statement:
     )
 
 
-def org_topups(org) -> QuerySet[TopUp]:
+def org_topups(org: Organization) -> QuerySet[TopUp]:
     return TopUp.objects.for_org(org).select_related("created_by").order_by("-created_at")
 
 
-def org_subscriptions(org) -> QuerySet[Subscription]:
+def org_subscriptions(org: Organization) -> QuerySet[Subscription]:
     return (
         Subscription.objects.for_org(org)
         .filter(parent=None)
@@ -257,14 +321,14 @@ def covered_instances(subscription: Subscription, at: datetime | None = None) ->
     )
 
 
-def services_without_subscription(org) -> list:
+def services_without_subscription(org: Organization) -> list[Service]:
     from deployments.models import BillingMode, Service
 
     now = timezone.now()
     covered = Subscription.objects.for_org(org).filter(status=SubscriptionStatus.ACTIVE, period_end__gt=now)
     return list(
-        Service.objects.for_org(org)
-        .live()
+        Service.objects.live()
+        .for_org(org)
         .filter(billing_mode=BillingMode.SUBSCRIPTION)
         .exclude(pk__in=covered.values("service_id"))
         .order_by("name")

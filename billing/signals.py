@@ -6,20 +6,24 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
+from catalog.models import CatalogModel
 from deployments.models import EventKind, Service
 from deployments.signals import subscription_cover_requested
+
+if TYPE_CHECKING:
+    from deployments.models import ServiceEvent
 
 logger = logging.getLogger(__name__)
 
 
 @receiver(post_save, sender="catalog.CatalogModel", dispatch_uid="billing.catalog_price_history")
-def catalog_model_saved(sender, instance, **kwargs):
+def catalog_model_saved(sender: type[CatalogModel], instance: CatalogModel, **kwargs: Any) -> None:
     """Admin edits and catalog syncs of a model's prices start a new price from now on."""
     from billing.services import token_price_sync
 
@@ -27,13 +31,13 @@ def catalog_model_saved(sender, instance, **kwargs):
 
 
 @receiver(post_save, sender="deployments.ServiceEvent", dispatch_uid="billing.meter_settle")
-def service_event_saved(sender, instance, created, **kwargs):
+def service_event_saved(sender: type[ServiceEvent], instance: ServiceEvent, created: bool, **kwargs: Any) -> None:
     """A change of Running instances (scale, stop, delete) settles the service's instance time so far."""
     if not created or instance.kind != EventKind.METER:
         return
     service_id = instance.service_id
 
-    def enqueue():
+    def enqueue() -> None:
         from billing.tasks import settle_service_task
 
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import stripe
 from django.conf import settings
@@ -16,6 +17,10 @@ from django.utils.translation import gettext as _
 
 from core.errors import ApplicationError
 from core.money import to_minor_units
+
+if TYPE_CHECKING:
+    from stripe._base_address import BaseAddresses
+    from stripe.params import CustomerCreateParams, PaymentIntentCreateParams, RefundCreateParams
 
 
 class StripeNotConfigured(ApplicationError):
@@ -38,17 +43,17 @@ def _client() -> stripe.StripeClient:
         raise StripeNotConfigured(
             _("Online payment is not configured on this platform."), code="stripe_not_configured", status=503
         )
-    addresses = {"api": settings.STRIPE_API_BASE} if settings.STRIPE_API_BASE else None
+    addresses: BaseAddresses | None = {"api": settings.STRIPE_API_BASE} if settings.STRIPE_API_BASE else None
     return stripe.StripeClient(settings.STRIPE_SECRET_KEY, base_addresses=addresses, max_network_retries=2)
 
 
-def _fail(exc: stripe.StripeError):
+def _fail(exc: stripe.StripeError) -> NoReturn:
     message = getattr(exc, "user_message", None) or _("The payment provider refused the request.")
     raise ApplicationError(message, code="payment_provider_error", status=502) from exc
 
 
 def customer_create(*, org_id: str, name: str, email: str = "") -> str:
-    params = {"name": name[:200], "metadata": {"org_id": org_id}}
+    params: CustomerCreateParams = {"name": name[:200], "metadata": {"org_id": org_id}}
     if email:
         params["email"] = email
     try:
@@ -57,8 +62,10 @@ def customer_create(*, org_id: str, name: str, email: str = "") -> str:
         _fail(exc)
 
 
-def payment_intent_create(*, customer_id: str, amount: Decimal, currency: str, metadata: dict) -> PaymentIntent:
-    params = {
+def payment_intent_create(
+    *, customer_id: str, amount: Decimal, currency: str, metadata: dict[str, Any]
+) -> PaymentIntent:
+    params: PaymentIntentCreateParams = {
         "amount": to_minor_units(amount, currency),
         "currency": currency.lower(),
         "customer": customer_id,
@@ -68,11 +75,11 @@ def payment_intent_create(*, customer_id: str, amount: Decimal, currency: str, m
         intent = _client().v1.payment_intents.create(params=params)
     except stripe.StripeError as exc:
         _fail(exc)
-    return PaymentIntent(id=intent.id, client_secret=intent.client_secret, status=intent.status)
+    return PaymentIntent(id=intent.id, client_secret=intent.client_secret or "", status=intent.status)
 
 
 def refund_create(*, payment_intent_id: str, amount: Decimal | None, currency: str) -> str:
-    params = {"payment_intent": payment_intent_id}
+    params: RefundCreateParams = {"payment_intent": payment_intent_id}
     if amount is not None:
         params["amount"] = to_minor_units(amount, currency)
     try:
@@ -85,7 +92,7 @@ class BadSignature(Exception):
     pass
 
 
-def webhook_event(payload: bytes, signature: str | None) -> dict:
+def webhook_event(payload: bytes, signature: str | None) -> dict[str, Any]:
     """The event, as a plain dict, if ``signature`` proves Stripe sent ``payload``; raises BadSignature otherwise."""
     secret = settings.STRIPE_WEBHOOK_SECRET
     if not secret or not signature:

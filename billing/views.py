@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Iterator
 from datetime import date
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from django_htmx.middleware import HtmxDetails
 
 from billing import selectors, services
 from billing import stripe as stripe_api
@@ -23,14 +25,18 @@ from billing.forms import AddInstancesForm, LedgerFilterForm, SubscriptionForm, 
 from billing.models import EntryKind, Subscription, TopUp
 from core import charts
 from core.errors import ApplicationError
-from core.forms import Echo, apply_error, org_or_404
+from core.forms import Echo, actor_of, apply_error, org_or_404
 from core.querysets import get_for_org_or_404
 
 logger = logging.getLogger(__name__)
 
 
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails  # set by django_htmx's middleware
+
+
 @login_required
-def overview(request):
+def overview(request: HttpRequest) -> HttpResponse:
     org = org_or_404(request)
     state = selectors.balance_state(org)
     start, end = selectors.month_bounds(selectors.this_month())
@@ -56,7 +62,7 @@ def overview(request):
 
 
 @login_required
-def ledger(request):
+def ledger(request: HtmxHttpRequest) -> HttpResponse:
     org = org_or_404(request)
     form = LedgerFilterForm(request.GET or None)
     flt = selectors.LedgerFilter()
@@ -73,7 +79,7 @@ def ledger(request):
 
 
 @login_required
-def statements(request):
+def statements(request: HttpRequest) -> HttpResponse:
     org = org_or_404(request)
     return render(request, "billing/statements.html", {"months": selectors.statement_months(org)})
 
@@ -85,7 +91,7 @@ def _month(year: int, month: int) -> date:
 
 
 @login_required
-def statement(request, year: int, month: int):
+def statement(request: HttpRequest, year: int, month: int) -> HttpResponse:
     org = org_or_404(request)
     return render(
         request, "billing/statement.html", {"statement": selectors.statement(org, _month(year, month)), "org": org}
@@ -93,12 +99,12 @@ def statement(request, year: int, month: int):
 
 
 @login_required
-def statement_csv(request, year: int, month: int):
+def statement_csv(request: HttpRequest, year: int, month: int) -> StreamingHttpResponse:
     org = org_or_404(request)
     st = selectors.statement(org, _month(year, month))
     labels = dict(EntryKind.choices)
 
-    def rows():
+    def rows() -> Iterator[str]:
         writer = csv.writer(Echo())
         yield writer.writerow(
             ["created_at", "type", "description", "service", "amount", "balance_after", "currency", "key"]
@@ -123,13 +129,13 @@ def statement_csv(request, year: int, month: int):
 
 
 @login_required
-def topup(request):
+def topup(request: HttpRequest) -> HttpResponse:
     org = org_or_404(request)
     currency = settings.CURRENCY
     form = TopUpForm(request.POST or None, currency=currency)
     if request.method == "POST" and form.is_valid():
         try:
-            created = services.topup_create(org=org, amount=form.cleaned_data["amount"], actor=request.user)
+            created = services.topup_create(org=org, amount=form.cleaned_data["amount"], actor=actor_of(request))
         except ApplicationError as exc:
             apply_error(form, exc)
         else:
@@ -146,7 +152,7 @@ def topup(request):
 
 
 @login_required
-def topup_detail(request, pk):
+def topup_detail(request: HtmxHttpRequest, pk: str) -> HttpResponse:
     org = org_or_404(request)
     item = get_for_org_or_404(TopUp, org, pk=pk)
     template = "billing/partials/topup_status.html" if request.htmx else "billing/topup_detail.html"
@@ -163,7 +169,7 @@ def topup_detail(request, pk):
 
 @csrf_exempt
 @require_POST
-def stripe_webhook(request):
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
     """Stripe's webhook: a verified event is applied once; a bad signature is a 400 and changes nothing."""
     try:
         event = stripe_api.webhook_event(request.body, request.headers.get("Stripe-Signature"))
@@ -175,7 +181,7 @@ def stripe_webhook(request):
 
 
 @login_required
-def subscriptions(request):
+def subscriptions(request: HttpRequest) -> HttpResponse:
     org = org_or_404(request)
     candidates = selectors.services_without_subscription(org)
     form = SubscriptionForm(request.POST or None, services=candidates)
@@ -186,7 +192,7 @@ def subscriptions(request):
                 service=service,
                 instances=form.cleaned_data["instances"],
                 auto_renew=form.cleaned_data["auto_renew"],
-                actor=request.user,
+                actor=actor_of(request),
             )
         except ApplicationError as exc:
             apply_error(form, exc)
@@ -206,7 +212,7 @@ def subscriptions(request):
 
 
 @login_required
-def subscription_detail(request, pk):
+def subscription_detail(request: HttpRequest, pk: str) -> HttpResponse:
     org = org_or_404(request)
     sub = get_for_org_or_404(Subscription, org, pk=pk, parent=None)
     form = AddInstancesForm(request.POST or None)
@@ -215,13 +221,13 @@ def subscription_detail(request, pk):
         try:
             if action == "auto_renew":
                 services.subscription_set_auto_renew(
-                    subscription=sub, auto_renew=request.POST.get("value") == "on", actor=request.user
+                    subscription=sub, auto_renew=request.POST.get("value") == "on", actor=actor_of(request)
                 )
                 messages.success(request, _("Renewal setting saved."))
                 return redirect("billing:subscription-detail", pk=sub.pk)
             if action == "add" and form.is_valid():
                 services.subscription_add_instances(
-                    subscription=sub, instances=form.cleaned_data["instances"], actor=request.user
+                    subscription=sub, instances=form.cleaned_data["instances"], actor=actor_of(request)
                 )
                 messages.success(request, _("Instances added."))
                 return redirect("billing:subscription-detail", pk=sub.pk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest
 
 from core.errors import ApplicationError
@@ -13,6 +14,11 @@ from core.errors import ApplicationError
 def apply_error(form: forms.Form, exc: ApplicationError) -> None:
     """Show a service's domain error on the form: on its field when the form has one, else above the form."""
     form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+
+
+def actor_of(request: HttpRequest) -> User | None:
+    """The signed-in user acting in ``request``; None for an anonymous one."""
+    return request.user if isinstance(request.user, User) else None
 
 
 def org_or_404(request: HttpRequest) -> Any:

@@ -28,19 +28,23 @@ ever published, the loader named by ``settings.MAAS_BALANCE_LOADER`` is asked on
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from billing.pricing import Rates, token_worst_case
 from gateway import errors
 from gateway.store import LuaScript, aredis, fredis, k, sredis
 
@@ -51,21 +55,158 @@ WINDOW_SECONDS = 60
 HOLD_SECONDS = 15 * 60  # a reservation outlives any request; one left by a dead worker expires then
 _UNLIMITED = object()
 
-_ADMIT = LuaScript("""
-local function purge(held, holds, deadlines, now)
-  local expired = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now)
+# The scripts' KEYS and ARGV slots, named. Each builder below is one list of a script: its keyword-only parameters
+# are the slots in order, it returns them as the list to send (as cheap as a list literal: this is the hot path), and
+# the script's prologue (``_lua``) reads every slot into a local of the same name, so a script body never says
+# KEYS[n] or ARGV[n].
+
+
+def admit_keys(
+    *,
+    key_requests: str,  # this minute's requests and tokens of the key, then of the org
+    key_tokens: str,
+    org_requests: str,
+    org_tokens: str,
+    balance: str,  # the org's spendable balance as billing published it
+    held: str,  # the sum of the org's holds, each in ``holds`` (id → amount) and ``hold_deadlines`` (id by expiry)
+    holds: str,
+    hold_deadlines: str,
+    key_spent: str,  # the key's spend in its cap period, and its holds
+    key_held: str,
+    key_holds: str,
+    key_hold_deadlines: str,
+) -> list[str]:
+    """KEYS of the admission and settlement scripts (settlement with a usage entry appends ``usage_stream``)."""
+    return [
+        key_requests,
+        key_tokens,
+        org_requests,
+        org_tokens,
+        balance,
+        held,
+        holds,
+        hold_deadlines,
+        key_spent,
+        key_held,
+        key_holds,
+        key_hold_deadlines,
+    ]
+
+
+def admit_args(
+    *,
+    key_rpm: int,  # a limit of 0 is no limit
+    key_tpm: int,
+    org_rpm: int,
+    org_tpm: int,
+    est_tokens: int,
+    window_ttl: int,
+    request_id: str,
+    cost: int,  # the worst case to reserve, in micro-units
+    check_balance: str,  # '1' check the balance (none published yet: ask the loader), '2' if published, '0' never
+    cap: int,  # the key's spend cap in micro-units, -1 for none
+    now: str,
+    deadline: str,  # when the holds taken here expire
+    period_ttl: int,
+) -> list[str | int]:
+    """ARGV of the admission script (then ``slice_grant`` when the worker asks for a balance slice)."""
+    return [
+        key_rpm,
+        key_tpm,
+        org_rpm,
+        org_tpm,
+        est_tokens,
+        window_ttl,
+        request_id,
+        cost,
+        check_balance,
+        cap,
+        now,
+        deadline,
+        period_ttl,
+    ]
+
+
+def slice_grant(
+    *,
+    slice_id: str,
+    slice_fraction: float,  # the slice takes at most this fraction of what is available...
+    slice_max: int,  # ...and this much...
+    slice_min: int,  # ...and at least this much, else nothing
+) -> list[str | int | float]:
+    """ARGV after ``admit_args``: a balance slice to grant (or grow) for this worker."""
+    return [slice_id, slice_fraction, slice_max, slice_min]
+
+
+def settle_args(
+    *,
+    request_id: str,
+    tokens_delta: int,  # actual tokens less those counted at admission
+    cost: int,  # the actual cost in micro-units
+    period_ttl: int,
+    key_tpm: str,  # '1': the key's token window counted this request
+    org_tpm: str,
+    balance_hold: str,  # '1' a hold of its own, '2' reserved from the slice ``slice_id``, '0' none
+    cap_hold: str,  # '1': held against the key's spend cap
+) -> list[str | int]:
+    """ARGV of the settlement scripts; then the ``usage_entry`` for ``usage_stream`` ('' for none) and
+    ``slice_settle``, each only when needed."""
+    return [request_id, tokens_delta, cost, period_ttl, key_tpm, org_tpm, balance_hold, cap_hold]
+
+
+def slice_settle(
+    *,
+    slice_id: str,
+    slice_deadline: str,  # the slice's hold is renewed to this
+    slice_last: str,  # '1': the slice was given back and this was its last request: drop its hold
+) -> list[str]:
+    return [slice_id, slice_deadline, slice_last]
+
+
+def give_back_keys(*, held: str, holds: str, hold_deadlines: str) -> list[str]:
+    return [held, holds, hold_deadlines]
+
+
+def give_back_args(*, slice_id: str, give: int | str) -> list[str | int]:
+    """``give``: micro-units of the slice's hold to give back, or '*' for all of it."""
+    return [slice_id, give]
+
+
+def slots(builder: Callable[..., list[Any]]) -> tuple[str, ...]:
+    """The slot names of a builder, in order."""
+    return tuple(inspect.signature(builder).parameters)
+
+
+def _lua(keys: tuple[str, ...], args: tuple[str, ...], body: str) -> str:
+    """``body`` after a prologue that reads each KEYS and ARGV slot into a local named for it."""
+    prologue = [f"local {name} = KEYS[{i}]" for i, name in enumerate(keys, 1)]
+    prologue += [f"local {name} = ARGV[{i}]" for i, name in enumerate(args, 1)]
+    return "\n".join(prologue) + "\n" + body
+
+
+_CHECK_BALANCE = slots(admit_args).index("check_balance")  # rewritten when the loader says unlimited
+
+_ADMIT = LuaScript(
+    _lua(
+        slots(admit_keys),
+        slots(admit_args) + slots(slice_grant),
+        """
+local function purge(held_key, holds_key, deadlines_key, at)
+  local expired = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', at)
   for _, id in ipairs(expired) do
-    local amount = tonumber(redis.call('HGET', holds, id) or '0')
-    redis.call('HDEL', holds, id)
-    redis.call('ZREM', deadlines, id)
-    if amount > 0 then redis.call('DECRBY', held, amount) end
+    local amount = tonumber(redis.call('HGET', holds_key, id) or '0')
+    redis.call('HDEL', holds_key, id)
+    redis.call('ZREM', deadlines_key, id)
+    if amount > 0 then redis.call('DECRBY', held_key, amount) end
   end
 end
-local est = tonumber(ARGV[5])
+local est = tonumber(est_tokens)
+local limits = {key_rpm, key_tpm, org_rpm, org_tpm}
+local windows = {key_requests, key_tokens, org_requests, org_tokens}
 local counts = {}
 for i = 1, 4 do
-  local limit = tonumber(ARGV[i])
-  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local limit = tonumber(limits[i])
+  local current = tonumber(redis.call('GET', windows[i]) or '0')
   counts[i] = current
   if limit > 0 then
     local want = 1
@@ -73,134 +214,139 @@ for i = 1, 4 do
     if current + want > limit then return {1, i, current, limit} end
   end
 end
-local cost = tonumber(ARGV[8])
-local now = tonumber(ARGV[11])
--- ARGV[9]: '1' check the balance (none published yet: ask the loader), '2' check it if published, '0' never
+local cost_micro = tonumber(cost)
+local now_ts = tonumber(now)
 local tracked = 0
-local balance = false
-if ARGV[9] ~= '0' then
-  balance = redis.call('GET', KEYS[5])
-  if balance then tracked = 1 elseif ARGV[9] == '1' then return {2} end
+local published = false
+if check_balance ~= '0' then
+  published = redis.call('GET', balance)
+  if published then tracked = 1 elseif check_balance == '1' then return {2} end
 end
 if tracked == 1 then
-  purge(KEYS[6], KEYS[7], KEYS[8], now)
-  local available = tonumber(balance) - tonumber(redis.call('GET', KEYS[6]) or '0')
-  if available <= 0 or available < cost then return {3, tostring(available)} end
+  purge(held, holds, hold_deadlines, now_ts)
+  local available = tonumber(published) - tonumber(redis.call('GET', held) or '0')
+  if available <= 0 or available < cost_micro then return {3, tostring(available)} end
 end
-local cap = tonumber(ARGV[10])
-if cost > 0 and cap >= 0 then
-  purge(KEYS[10], KEYS[11], KEYS[12], now)
-  local used = tonumber(redis.call('GET', KEYS[9]) or '0') + tonumber(redis.call('GET', KEYS[10]) or '0')
-  if used + cost > cap then return {4, tostring(cap - used)} end
+local cap_micro = tonumber(cap)
+if cost_micro > 0 and cap_micro >= 0 then
+  purge(key_held, key_holds, key_hold_deadlines, now_ts)
+  local used = tonumber(redis.call('GET', key_spent) or '0') + tonumber(redis.call('GET', key_held) or '0')
+  if used + cost_micro > cap_micro then return {4, tostring(cap_micro - used)} end
 end
-local ttl = tonumber(ARGV[6])
+local ttl = tonumber(window_ttl)
 for i = 1, 4 do
-  if tonumber(ARGV[i]) > 0 then
+  if tonumber(limits[i]) > 0 then
     local n = 1
     if i % 2 == 0 then n = est end
-    counts[i] = redis.call('INCRBY', KEYS[i], n)
-    redis.call('EXPIRE', KEYS[i], ttl)
+    counts[i] = redis.call('INCRBY', windows[i], n)
+    redis.call('EXPIRE', windows[i], ttl)
   end
 end
-if cost > 0 then
+if cost_micro > 0 then
   if tracked == 1 then
-    redis.call('HSET', KEYS[7], ARGV[7], cost)
-    redis.call('ZADD', KEYS[8], ARGV[12], ARGV[7])
-    redis.call('INCRBY', KEYS[6], cost)
+    redis.call('HSET', holds, request_id, cost_micro)
+    redis.call('ZADD', hold_deadlines, deadline, request_id)
+    redis.call('INCRBY', held, cost_micro)
   end
-  if cap >= 0 then
-    redis.call('HSET', KEYS[11], ARGV[7], cost)
-    redis.call('ZADD', KEYS[12], ARGV[12], ARGV[7])
-    redis.call('INCRBY', KEYS[10], cost)
+  if cap_micro >= 0 then
+    redis.call('HSET', key_holds, request_id, cost_micro)
+    redis.call('ZADD', key_hold_deadlines, deadline, request_id)
+    redis.call('INCRBY', key_held, cost_micro)
   end
 end
--- ARGV[14]: a balance slice to grant (or grow) for this worker (absent: none); ARGV[15] the fraction of what is
--- available it may take, ARGV[16] its most, ARGV[17] its least (else no slice)
 local granted = 0
-if tracked == 1 and ARGV[14] then
-  local available = tonumber(balance) - tonumber(redis.call('GET', KEYS[6]) or '0')
-  local want = math.floor(available / tonumber(ARGV[15]))
-  if want > tonumber(ARGV[16]) then want = tonumber(ARGV[16]) end
-  if want >= tonumber(ARGV[17]) then
-    redis.call('HINCRBY', KEYS[7], ARGV[14], want)
-    redis.call('ZADD', KEYS[8], ARGV[12], ARGV[14])
-    redis.call('INCRBY', KEYS[6], want)
+if tracked == 1 and slice_id then
+  local available = tonumber(published) - tonumber(redis.call('GET', held) or '0')
+  local want = math.floor(available / tonumber(slice_fraction))
+  if want > tonumber(slice_max) then want = tonumber(slice_max) end
+  if want >= tonumber(slice_min) then
+    redis.call('HINCRBY', holds, slice_id, want)
+    redis.call('ZADD', hold_deadlines, deadline, slice_id)
+    redis.call('INCRBY', held, want)
     granted = want
   end
 end
 return {0, counts[1], counts[2], counts[3], counts[4], tracked, granted}
-""")
+""",
+    )
+)
 
-_SETTLE_SOURCE = """
-local function unhold(held, holds, deadlines, id)
-  local amount = redis.call('HGET', holds, id)
+_SETTLE_BODY = """
+local function unhold(held_key, holds_key, deadlines_key, id)
+  local amount = redis.call('HGET', holds_key, id)
   if not amount then return false end
-  redis.call('HDEL', holds, id)
-  redis.call('ZREM', deadlines, id)
-  redis.call('DECRBY', held, tonumber(amount))
+  redis.call('HDEL', holds_key, id)
+  redis.call('ZREM', deadlines_key, id)
+  redis.call('DECRBY', held_key, tonumber(amount))
   return true
 end
-local delta = tonumber(ARGV[2])
+local delta = tonumber(tokens_delta)
 if delta ~= 0 then
-  if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('INCRBY', KEYS[2], delta) end
-  if ARGV[6] == '1' and redis.call('EXISTS', KEYS[4]) == 1 then redis.call('INCRBY', KEYS[4], delta) end
+  if key_tpm == '1' and redis.call('EXISTS', key_tokens) == 1 then redis.call('INCRBY', key_tokens, delta) end
+  if org_tpm == '1' and redis.call('EXISTS', org_tokens) == 1 then redis.call('INCRBY', org_tokens, delta) end
 end
-local actual = tonumber(ARGV[3])
-if ARGV[7] == '1' and unhold(KEYS[6], KEYS[7], KEYS[8], ARGV[1]) then
-  if actual > 0 and redis.call('EXISTS', KEYS[5]) == 1 then redis.call('DECRBY', KEYS[5], actual) end
+local actual = tonumber(cost)
+if balance_hold == '1' and unhold(held, holds, hold_deadlines, request_id) then
+  if actual > 0 and redis.call('EXISTS', balance) == 1 then redis.call('DECRBY', balance, actual) end
 end
--- ARGV[7] '2': reserved from the balance slice ARGV[10]: its hold gives the real cost to the balance (and is
--- renewed to ARGV[11]); ARGV[12] '1': the slice was given back and this was its last request: drop its hold
-if ARGV[7] == '2' then
-  local amount = redis.call('HGET', KEYS[7], ARGV[10])
+-- reserved from a balance slice: the slice's hold gives the real cost to the balance (and is renewed)
+if balance_hold == '2' then
+  local amount = redis.call('HGET', holds, slice_id)
   if amount then
     amount = tonumber(amount)
     local take = actual
     if take > amount then take = amount end
-    if ARGV[12] == '1' then take = amount end
-    if take > 0 then redis.call('DECRBY', KEYS[6], take) end
-    if ARGV[12] == '1' then
-      redis.call('HDEL', KEYS[7], ARGV[10])
-      redis.call('ZREM', KEYS[8], ARGV[10])
+    if slice_last == '1' then take = amount end
+    if take > 0 then redis.call('DECRBY', held, take) end
+    if slice_last == '1' then
+      redis.call('HDEL', holds, slice_id)
+      redis.call('ZREM', hold_deadlines, slice_id)
     else
-      if take > 0 then redis.call('HINCRBY', KEYS[7], ARGV[10], -take) end
-      redis.call('ZADD', KEYS[8], ARGV[11], ARGV[10])
+      if take > 0 then redis.call('HINCRBY', holds, slice_id, -take) end
+      redis.call('ZADD', hold_deadlines, slice_deadline, slice_id)
     end
   end
-  if actual > 0 and redis.call('EXISTS', KEYS[5]) == 1 then redis.call('DECRBY', KEYS[5], actual) end
+  if actual > 0 and redis.call('EXISTS', balance) == 1 then redis.call('DECRBY', balance, actual) end
 end
-if ARGV[8] == '1' and unhold(KEYS[10], KEYS[11], KEYS[12], ARGV[1]) then
+if cap_hold == '1' and unhold(key_held, key_holds, key_hold_deadlines, request_id) then
   if actual > 0 then
-    redis.call('INCRBY', KEYS[9], actual)
-    redis.call('EXPIRE', KEYS[9], tonumber(ARGV[4]))
+    redis.call('INCRBY', key_spent, actual)
+    redis.call('EXPIRE', key_spent, tonumber(period_ttl))
   end
 end
-return 1
 """
-_SETTLE = LuaScript(_SETTLE_SOURCE)
-# Settlement plus the request's usage entry (KEYS[13] the usage stream, ARGV[9] the entry): one round trip.
-# (Without the entry ARGV[9] is empty.)
+_SETTLE_KEYS = (*slots(admit_keys), "usage_stream")
+_SETTLE_ARGS = (*slots(settle_args), "usage_entry", *slots(slice_settle))
+_SETTLE = LuaScript(_lua(_SETTLE_KEYS, _SETTLE_ARGS, _SETTLE_BODY + "return 1\n"))
+# Settlement plus the request's usage entry: one round trip.
 _SETTLE_RECORD = LuaScript(
-    _SETTLE_SOURCE.replace("\nreturn 1\n", "\nredis.call('XADD', KEYS[13], '*', 'r', ARGV[9])\nreturn 1\n")
+    _lua(
+        _SETTLE_KEYS, _SETTLE_ARGS, _SETTLE_BODY + "redis.call('XADD', usage_stream, '*', 'r', usage_entry)\nreturn 1\n"
+    )
 )
 
-
-# Give back (part of) a balance slice: ARGV[2] micro-units of its hold, or all of it with '*'.
-_GIVE_BACK = LuaScript("""
-local amount = redis.call('HGET', KEYS[2], ARGV[1])
+# Give back (part of) a balance slice.
+_GIVE_BACK = LuaScript(
+    _lua(
+        slots(give_back_keys),
+        slots(give_back_args),
+        """
+local amount = redis.call('HGET', holds, slice_id)
 if not amount then return 0 end
 amount = tonumber(amount)
-local give = amount
-if ARGV[2] ~= '*' and tonumber(ARGV[2]) < amount then give = tonumber(ARGV[2]) end
-if give == amount then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
+local given = amount
+if give ~= '*' and tonumber(give) < amount then given = tonumber(give) end
+if given == amount then
+  redis.call('HDEL', holds, slice_id)
+  redis.call('ZREM', hold_deadlines, slice_id)
 else
-  redis.call('HINCRBY', KEYS[2], ARGV[1], -give)
+  redis.call('HINCRBY', holds, slice_id, -given)
 end
-if give > 0 then redis.call('DECRBY', KEYS[1], give) end
-return give
-""")
+if given > 0 then redis.call('DECRBY', held, given) end
+return given
+""",
+    )
+)
 
 SLICE_CHECK_SECONDS = 0.25  # how often a worker holding slices checks its orgs' balances against their holds
 SLICE_MAX_AGE_SECONDS = 0.75  # a slice is used only while that check is younger than this
@@ -277,9 +423,9 @@ class _Slices:
     async def check(self) -> None:
         """Give back idle slices and those of orgs whose balance no longer covers their holds."""
         now = time.time()
-        for piece in list(self.by_org.values()):
-            if piece.outstanding == 0 and (now - piece.last_used > SLICE_IDLE_SECONDS or now > piece.valid_until):
-                await self.give_back(piece)
+        for idle in list(self.by_org.values()):
+            if idle.outstanding == 0 and (now - idle.last_used > SLICE_IDLE_SECONDS or now > idle.valid_until):
+                await self.give_back(idle)
         orgs = list(self.by_org)
         if not orgs:
             return
@@ -303,11 +449,15 @@ class _Slices:
             del self.by_org[piece.org_id]
         piece.closed = True
         give, piece.remaining = piece.remaining, 0
-        keys = [k("held", piece.org_id), k("holds", piece.org_id), k("hold-deadlines", piece.org_id)]
+        keys = give_back_keys(
+            held=k("held", piece.org_id),
+            holds=k("holds", piece.org_id),
+            hold_deadlines=k("hold-deadlines", piece.org_id),
+        )
         if piece.outstanding == 0:
-            await _GIVE_BACK.acall(keys, [piece.id, "*"])
+            await _GIVE_BACK.acall(keys, give_back_args(slice_id=piece.id, give="*"))
         elif give > 0:
-            await _GIVE_BACK.acall(keys, [piece.id, give])
+            await _GIVE_BACK.acall(keys, give_back_args(slice_id=piece.id, give=give))
 
     async def give_back_all(self) -> None:
         for piece in list(self.by_org.values()):
@@ -366,13 +516,13 @@ def open_holds(org_id) -> Decimal:
     return from_micro(int(sredis().get(k("held", org_id)) or 0))
 
 
-_loader_state: dict = {}
+_loader_state: dict[str, Any] = {}
 
 
 def _load_balance(org_id) -> Decimal | object:
     """The loader's answer for an org, or _UNLIMITED when billing is not installed (logged once)."""
     path = settings.MAAS_BALANCE_LOADER
-    loader = _loader_state.get(path)
+    loader: Any = _loader_state.get(path)
     if loader is None:
         try:
             loader = import_string(path)
@@ -401,16 +551,6 @@ def _remember_unlimited(org_id, now: float) -> None:
     if len(_unlimited_until) > 100_000:
         _unlimited_until.clear()
     _unlimited_until[org_id] = now + UNLIMITED_RECHECK_SECONDS
-
-
-@dataclass
-class Price:
-    input_per_1k: Decimal
-    output_per_1k: Decimal
-    currency: str
-
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
-        return (Decimal(prompt_tokens) * self.input_per_1k + Decimal(completion_tokens) * self.output_per_1k) / 1000
 
 
 def _period(key_period: str, now: datetime) -> tuple[str, int]:
@@ -464,14 +604,14 @@ async def admit(
     org_id: str,
     key=None,
     est_tokens: int,
-    price: Price | None,
+    price: Rates | None,
     reserve_tokens: tuple[int, int] = (0, 0),
     check_balance: bool = True,
 ) -> Admission:
     """Count the request against the rate limits and reserve its worst-case cost; raise GatewayError if refused.
 
     ``key`` is the gateway's cached key info (rpm_limit, tpm_limit, spend_cap_micro, spend_cap_period) or None.
-    ``reserve_tokens`` is (prompt estimate, completion tokens) to price the worst case with.
+    ``reserve_tokens`` is (prompt estimate, completion tokens) to price the worst case with (billing's rule).
     """
     now = time.time()
     minute = int(now // WINDOW_SECONDS)
@@ -481,9 +621,14 @@ async def admit(
     key_tpm = (key.tpm_limit or 0) if key is not None else 0
     org_rpm, org_tpm = settings.GATEWAY_ORG_RPM, settings.GATEWAY_ORG_TPM
     kid = key_id or "-"
-    cost_micro = to_micro(price.cost(*reserve_tokens), ROUND_CEILING) if price is not None else 0
+    cost_micro = 0
+    if price is not None:
+        prompt_tokens, completion_tokens = reserve_tokens
+        worst = token_worst_case(price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        cost_micro = to_micro(worst, ROUND_CEILING)
     cap_micro = key.spend_cap_micro if (key is not None and key.spend_cap_micro is not None and cost_micro) else -1
-    state = piece = None
+    state: _Slices | None = None
+    piece: Slice | None = None
     if (
         check_balance
         and cap_micro < 0
@@ -509,37 +654,39 @@ async def admit(
     period, period_ttl = ("", 0)
     if cap_micro >= 0:
         period, period_ttl = _period(key.spend_cap_period, timezone.now())
-    keys = [
-        k("rl", "key", kid, "r", minute),
-        k("rl", "key", kid, "t", minute),
-        k("rl", "org", org_id, "r", minute),
-        k("rl", "org", org_id, "t", minute),
-        _balance_key(org_id),
-        k("held", org_id),
-        k("holds", org_id),
-        k("hold-deadlines", org_id),
-        k("kspent", kid, period),
-        k("kheld", kid),
-        k("kholds", kid),
-        k("khold-deadlines", kid),
-    ]
-    args = [
-        key_rpm,
-        key_tpm,
-        org_rpm,
-        org_tpm,
-        est_tokens,
-        WINDOW_SECONDS * 2,
-        request_id,
-        cost_micro,
-        "1" if check_balance else "0",
-        cap_micro,
-        f"{now:.3f}",
-        f"{now + HOLD_SECONDS:.3f}",
-        period_ttl,
-    ]
+    keys = admit_keys(
+        key_requests=k("rl", "key", kid, "r", minute),
+        key_tokens=k("rl", "key", kid, "t", minute),
+        org_requests=k("rl", "org", org_id, "r", minute),
+        org_tokens=k("rl", "org", org_id, "t", minute),
+        balance=_balance_key(org_id),
+        held=k("held", org_id),
+        holds=k("holds", org_id),
+        hold_deadlines=k("hold-deadlines", org_id),
+        key_spent=k("kspent", kid, period),
+        key_held=k("kheld", kid),
+        key_holds=k("kholds", kid),
+        key_hold_deadlines=k("khold-deadlines", kid),
+    )
+    check = "1" if check_balance else "0"
     if check_balance and _unlimited_until.get(org_id, 0.0) > now:
-        args[8] = "2"  # the loader said unlimited: check a balance only once billing publishes one
+        check = "2"  # the loader said unlimited: check a balance only once billing publishes one
+    args = admit_args(
+        key_rpm=key_rpm,
+        key_tpm=key_tpm,
+        org_rpm=org_rpm,
+        org_tpm=org_tpm,
+        est_tokens=est_tokens,
+        window_ttl=WINDOW_SECONDS * 2,
+        request_id=request_id,
+        cost=cost_micro,
+        check_balance=check,
+        cap=cap_micro,
+        now=f"{now:.3f}",
+        deadline=f"{now + HOLD_SECONDS:.3f}",
+        period_ttl=period_ttl,
+    )
+    grant: list[str | int | float] = []
     growing = None  # the slice this admission asks Redis to grant or grow
     if state is not None:
         if piece is not None and now >= piece.valid_until:
@@ -550,29 +697,28 @@ async def admit(
         if not piece.growing:
             growing = piece
             piece.growing = True
-            fraction = settings.GATEWAY_BALANCE_SLICE_FRACTION
-            args += [
-                piece.id,
-                fraction,
-                to_micro(settings.GATEWAY_BALANCE_SLICE_MAX, ROUND_FLOOR),
-                max(SLICE_MIN_REQUESTS * cost_micro, 1),
-            ]
+            grant = slice_grant(
+                slice_id=piece.id,
+                slice_fraction=settings.GATEWAY_BALANCE_SLICE_FRACTION,
+                slice_max=to_micro(settings.GATEWAY_BALANCE_SLICE_MAX, ROUND_FLOOR),
+                slice_min=max(SLICE_MIN_REQUESTS * cost_micro, 1),
+            )
     sent = time.monotonic()
-    result = None
+    result: Any = None
     try:
         for _attempt in range(2):
-            result = await _ADMIT.acall(keys, args)
+            result = await _ADMIT.acall(keys, [*args, *grant])
             status = int(result[0])
             if status != 2:
                 break
             loaded = _UNLIMITED if _loader_missing() else await sync_to_async(_load_balance)(org_id)
-            if loaded is _UNLIMITED:
+            if not isinstance(loaded, Decimal):  # _UNLIMITED
                 _remember_unlimited(org_id, now)
-                args[8] = "2"
+                args[_CHECK_BALANCE] = "2"
             else:
                 await aredis().set(_balance_key(org_id), to_micro(loaded, ROUND_FLOOR), nx=True)
     finally:
-        if growing is not None:
+        if growing is not None and state is not None:  # a slice grows only with state
             growing.growing = False
             granted = int(result[6]) if result is not None and int(result[0]) == 0 else 0
             if granted:
@@ -642,23 +788,23 @@ async def admit(
     )
 
 
-def _settle_args(admission: Admission, actual_tokens: int, cost_micro: int) -> list:
-    return [
-        admission.request_id,
-        actual_tokens - admission.est_tokens,
-        cost_micro,
-        admission.period_ttl,
-        "1" if admission.key_tpm else "0",
-        "1" if admission.org_tpm else "0",
-        ("2" if admission.slice is not None else "1") if admission.balance_tracked else "0",
-        "1" if admission.cap_tracked else "0",
-    ]
+def _settle_args(admission: Admission, actual_tokens: int, cost_micro: int) -> list[str | int]:
+    return settle_args(
+        request_id=admission.request_id,
+        tokens_delta=actual_tokens - admission.est_tokens,
+        cost=cost_micro,
+        period_ttl=admission.period_ttl,
+        key_tpm="1" if admission.key_tpm else "0",
+        org_tpm="1" if admission.org_tpm else "0",
+        balance_hold=("2" if admission.slice is not None else "1") if admission.balance_tracked else "0",
+        cap_hold="1" if admission.cap_tracked else "0",
+    )
 
 
-def _settle_slice(admission: Admission, cost_micro: int) -> list | None:
+def _settle_slice(admission: Admission, piece: Slice, cost_micro: int) -> list[str] | None:
     """Account a slice-reserved request in the worker's slice; the settlement script's slice arguments, or None
     when Redis has nothing to change (nothing was spent and the slice's hold stays)."""
-    piece, reserved = admission.slice, admission.reserved_micro
+    reserved = admission.reserved_micro
     piece.outstanding -= reserved
     if not piece.closed:
         piece.remaining += reserved - cost_micro
@@ -669,7 +815,7 @@ def _settle_slice(admission: Admission, cost_micro: int) -> list | None:
         return None
     now = time.time()
     piece.valid_until = now + HOLD_SECONDS - 60
-    return [piece.id, f"{now + HOLD_SECONDS:.3f}", "1" if last else "0"]
+    return slice_settle(slice_id=piece.id, slice_deadline=f"{now + HOLD_SECONDS:.3f}", slice_last="1" if last else "0")
 
 
 async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decimal | None) -> None:
@@ -679,7 +825,7 @@ async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decim
     admission.settled = True
     cost_micro = to_micro(actual_cost) if actual_cost else 0
     if admission.slice is not None:
-        extra = _settle_slice(admission, cost_micro)
+        extra = _settle_slice(admission, admission.slice, cost_micro)
         if extra is not None:
             await _SETTLE.acall(admission.keys, [*_settle_args(admission, actual_tokens, cost_micro), "", *extra])
     elif admission.needs_settle:
@@ -693,7 +839,9 @@ async def settle_and_record(
     if admission is not None and not admission.settled:
         admission.settled = True
         cost_micro = to_micro(actual_cost) if actual_cost else 0
-        extra = _settle_slice(admission, cost_micro) if admission.slice is not None else []
+        extra: list[str] | None = []
+        if admission.slice is not None:
+            extra = _settle_slice(admission, admission.slice, cost_micro)
         if extra is not None and admission.needs_settle:
             await _SETTLE_RECORD.acall(
                 [*admission.keys, stream],

@@ -23,6 +23,7 @@ from decimal import Decimal
 import orjson
 from django.conf import settings
 
+from billing.pricing import token_amount
 from gateway import admission, errors, lookups, usage
 from gateway.admission import Admission
 from gateway.errors import GatewayError
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 PATHS = {"chat.completions": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
 UPSTREAM_ERRORS = (asyncio.TimeoutError, OSError)  # upstream.UpstreamError is an OSError
-COST_QUANTUM = Decimal("0.000001")
 
 
 @dataclass(eq=False)
@@ -116,7 +116,7 @@ async def prepare(call: Call) -> list:
         org_id=call.org.id,
         key=call.key,
         est_tokens=typical + (parsed.max_tokens or 0) * parsed.n,
-        price=target.price if target.public else None,
+        price=target.price_at(call.started_at) if target.public else None,
         reserve_tokens=(estimate_prompt_tokens(parsed.prompt_text), completion),
     )
     try:
@@ -234,8 +234,9 @@ async def finalize(call: Call) -> None:
     call.latency_ms = call.elapsed_ms()
     prompt, completion, cached = _usage_tokens(call)
     target = call.target
-    if target is not None and target.public and target.price is not None:
-        call.cost = target.price.cost(prompt, completion).quantize(COST_QUANTUM)
+    price = target.price_at(call.started_at) if target is not None and target.public else None
+    if price is not None:
+        call.cost = token_amount(price, prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
     parsed = call.parsed
     service_id = target.service_ids[0] if target is not None and len(target.service_ids) == 1 else None
     record = {
@@ -265,7 +266,7 @@ async def finalize(call: Call) -> None:
         "params": parsed.params,
         "served_model_version": call.served_version,
         "cost": str(call.cost) if call.cost is not None else None,
-        "currency": target.price.currency if call.cost is not None else "",
+        "currency": price.currency if price is not None else "",
         "started_at": call.started_at,
         "finished_at": call.started_at + call.latency_ms / 1000,
     }

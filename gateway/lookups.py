@@ -7,7 +7,10 @@ second (keys are otherwise refreshed in the background after ``KEY_TTL``; expiry
 serving epoch is bumped (``core.signals.serving_changed``) whenever a service, replica, cluster or catalog model is
 written: model targets, replica lists and model lists are then refreshed in the background (the previous answer is
 served meanwhile; the router's retries and circuit breaker cover a replica that just went away; cached "no such
-model" answers are dropped at once). Their TTLs only back up writes that send no signal.
+model" answers are dropped at once). Their TTLs only back up writes that send no signal. A model target carries its
+token price history (``billing.selectors.token_price_histories``: the prices in force since ``PRICE_LOOKBACK`` before
+the load and any later ones, so a price scheduled ahead applies from its start with no refresh); a new price bumps
+the serving epoch too, so the request path never queries a price.
 
 Refreshing on change instead of every second matters for latency, not only for the database: a refresh runs the ORM
 in a thread, and while it holds the GIL every stream of the worker waits (bench/README.md, Gateway).
@@ -16,16 +19,19 @@ in a thread, and while it holds the GIL every stream of the worker waits (bench/
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
-from gateway.admission import Price, to_micro
+from billing.pricing import PriceHistory, TokenRates
+from gateway.admission import to_micro
 from gateway.store import fredis, k, sredis
 
 logger = logging.getLogger(__name__)
@@ -38,6 +44,8 @@ TARGET_TTL = 30.0
 ENDPOINTS_TTL = 30.0
 MODELS_TTL = 30.0
 RETRY_SECONDS = 1.0  # a failed background refresh is retried this soon (the previous answer is served meanwhile)
+# A target keeps the prices in force this long before it was loaded, for requests that started before the load.
+PRICE_LOOKBACK = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,15 @@ class Target:
     upstream_model: str
     catalog_model_id: int
     context_length: int
-    price: Price | None  # per-token price for public models; dedicated services are billed per instance-hour
+    prices: PriceHistory | None  # per-token prices of public models; dedicated services are billed per instance-hour
+
+    def price_at(self, started_at: float) -> TokenRates | None:
+        """The price in force when a request started (a ``time.time()``), as billing will charge it."""
+        if self.prices is None:
+            return None
+        if len(self.prices.rates) == 1:
+            return self.prices.rates[0]
+        return self.prices.at(datetime.fromtimestamp(started_at, tz=UTC))  # as metering stores started_at
 
 
 def org_info(org) -> OrgInfo:
@@ -114,23 +130,18 @@ def _load_key(key_hash: str) -> KeyInfo | None:
 
 
 def _load_target(model_id: str, org_id: str | None, namespace: str | None) -> Target | None:
-    from catalog.models import CatalogModel
+    from billing.selectors import token_price_history
     from deployments.selectors import resolve_model_target
     from tenancy.models import Organization
 
-    org = Organization(pk=org_id, namespace=namespace) if org_id else None
+    org = Organization(pk=org_id, namespace=namespace or "") if org_id else None
     target = resolve_model_target(model_id, org)
     if target is None:
         return None
-    price = None
+    prices = None
     if target.public:
-        row = (
-            CatalogModel.objects.filter(pk=target.catalog_model_id)
-            .values("input_price_per_1k", "output_price_per_1k", "currency")
-            .first()
-        )
-        if row is not None:
-            price = Price(row["input_price_per_1k"], row["output_price_per_1k"], row["currency"])
+        since = datetime.now(tz=UTC) - PRICE_LOOKBACK
+        prices = token_price_history(target.catalog_model_id, since=since)
     return Target(
         model_id=target.model_id,
         public=target.public,
@@ -138,7 +149,7 @@ def _load_target(model_id: str, org_id: str | None, namespace: str | None) -> Ta
         upstream_model=target.upstream_model,
         catalog_model_id=target.catalog_model_id,
         context_length=target.context_length,
-        price=price,
+        prices=prices,
     )
 
 
@@ -152,7 +163,7 @@ def _load_models(org_id: str | None, namespace: str | None) -> list[dict]:
     from deployments.selectors import callable_models
     from tenancy.models import Organization
 
-    org = Organization(pk=org_id, namespace=namespace) if org_id else None
+    org = Organization(pk=org_id, namespace=namespace or "") if org_id else None
     return callable_models(org)
 
 
@@ -209,6 +220,10 @@ class TTLCache:
         finally:
             entry.refreshing = False
 
+    def _loaded(self, key: tuple[Any, ...], task: asyncio.Future[Any]) -> None:
+        if self.inflight.get(key) is task:
+            self.inflight.pop(key, None)
+
     async def get(self, *key):
         entry = self.entries.get(key)
         if entry is not None:
@@ -223,9 +238,7 @@ class TTLCache:
         if task is None or task.get_loop() is not asyncio.get_running_loop():
             task = asyncio.ensure_future(self._load(key))
             self.inflight[key] = task
-            task.add_done_callback(
-                lambda t, key=key: self.inflight.pop(key, None) if self.inflight.get(key) is t else None
-            )
+            task.add_done_callback(functools.partial(self._loaded, key))
         return await asyncio.shield(task)
 
 
@@ -234,7 +247,7 @@ targets = TTLCache(_load_target, TARGET_TTL, negative_ttl=1.0)
 endpoints = TTLCache(_load_endpoints, ENDPOINTS_TTL)
 models = TTLCache(_load_models, MODELS_TTL)
 
-_epoch = {"auth": None, "serving": None, "read_at": float("-inf"), "task": None}
+_epoch: dict[str, Any] = {"auth": None, "serving": None, "read_at": float("-inf"), "task": None}
 
 
 def epoch_key() -> str:

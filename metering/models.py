@@ -50,7 +50,8 @@ class UsageRecord(models.Model):
     prompt_hash = models.CharField(max_length=64, blank=True)
     params = models.JSONField(default=dict, blank=True)  # sampling parameters as sent upstream
     served_model_version = models.CharField(max_length=200, blank=True)  # upstream system_fingerprint / model
-    # Per-token cost of public models at the catalog price when served (None: dedicated, billed per instance-hour).
+    # Per-token cost of public models at the price in force when served, by billing's rule; billing's charge is equal
+    # (it corrects a record served with a superseded price). None: dedicated, billed per instance-hour.
     cost = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
     currency = models.CharField(max_length=3, blank=True)
     started_at = models.DateTimeField()

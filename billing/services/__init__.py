@@ -15,7 +15,7 @@ from billing.services.ledger import (
     ledger_adjust,
     ledger_post,
 )
-from billing.services.prices import _price_tables, price_in_force, token_price_create, token_price_sync
+from billing.services.prices import token_price_create, token_price_sync, token_prices_seed
 from billing.services.subscriptions import (
     subscription_add_instances,
     subscription_cover,
@@ -28,13 +28,11 @@ from billing.services.topups import stripe_event_handle, topup_create, topup_ref
 from billing.services.usage_charges import usage_batch_key, usage_charge_pending
 
 __all__ = [
-    "_price_tables",
     "account_get_or_create",
     "account_set_credit_limit",
     "balance_publish",
     "ledger_adjust",
     "ledger_post",
-    "price_in_force",
     "service_settle",
     "services_to_settle",
     "stripe_event_handle",
@@ -46,6 +44,7 @@ __all__ = [
     "subscription_set_auto_renew",
     "token_price_create",
     "token_price_sync",
+    "token_prices_seed",
     "topup_create",
     "topup_refund",
     "usage_batch_key",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import re
 from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
@@ -21,19 +22,17 @@ from billing.models import (
 from billing.services.ledger import ledger_post
 from deployments.models import EventKind
 
+if TYPE_CHECKING:
+    from deployments.models import Service
+
 logger = logging.getLogger(__name__)
 
-ADJUSTMENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # names one admin adjustment submission
-# Usage before the first recorded price is charged with the first price (prices are seeded lazily).
-PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
-
-def _timeline(service) -> pricing.InstanceTimeline:
-    meter = list(
-        service.events.filter(kind=EventKind.METER, billable_instances__isnull=False).values_list(
-            "created_at", "billable_instances"
-        )
+def _timeline(service: Service) -> pricing.InstanceTimeline:
+    rows = service.events.filter(kind=EventKind.METER, billable_instances__isnull=False).values_list(
+        "created_at", "billable_instances"
     )
+    meter = [(at, instances) for at, instances in rows if instances is not None]
     coverage = [
         pricing.Coverage(s.period_start, s.period_end, s.instances)
         for s in Subscription.objects.filter(service=service).exclude(status=SubscriptionStatus.CANCELLED)
@@ -41,13 +40,13 @@ def _timeline(service) -> pricing.InstanceTimeline:
     return pricing.InstanceTimeline(meter, coverage)
 
 
-def _is_platform_service(service) -> bool:
+def _is_platform_service(service: Service) -> bool:
     from deployments.models import PUBLIC_NAMESPACE
 
-    return service.org.namespace == PUBLIC_NAMESPACE
+    return bool(service.org.namespace == PUBLIC_NAMESPACE)
 
 
-def service_settle(*, service_id, until: datetime | None = None) -> list[LedgerEntry]:
+def service_settle(*, service_id: UUID | str, until: datetime | None = None) -> list[LedgerEntry]:
     """Charge a service's instance time up to ``until`` (default now), one entry per hour window touched.
 
     Idempotent and safe to call any time (hourly beat, scale, stop, delete): the cursor only moves forward under
@@ -65,9 +64,11 @@ def service_settle(*, service_id, until: datetime | None = None) -> list[LedgerE
         if service is None or _is_platform_service(service):
             return entries
         first_meter = (
-            service.events.filter(kind=EventKind.METER).order_by("created_at").values_list("created_at", flat=True)
+            service.events.filter(kind=EventKind.METER)
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
         )
-        first_meter = first_meter.first()
         if first_meter is None:
             return entries
         MeterCursor.objects.get_or_create(service=service, defaults={"charged_until": first_meter})
@@ -104,7 +105,7 @@ def service_settle(*, service_id, until: datetime | None = None) -> list[LedgerE
     return entries
 
 
-def services_to_settle(until: datetime) -> list:
+def services_to_settle(until: datetime) -> list[UUID]:
     """Ids of services with instance time not yet charged up to ``until``."""
     from deployments.models import PUBLIC_NAMESPACE, Service
 

@@ -7,6 +7,8 @@ import re
 import secrets
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -21,30 +23,34 @@ from billing.models import (
 from core import signals
 from core.errors import ApplicationError
 from core.money import quantize_posted
+from tenancy.models import Organization
 from tenancy.services import audit_record
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from deployments.models import Service
 
 logger = logging.getLogger(__name__)
 
 ADJUSTMENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # names one admin adjustment submission
-# Usage before the first recorded price is charged with the first price (prices are seeded lazily).
-PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
 
-def account_get_or_create(*, org) -> BillingAccount:
+def account_get_or_create(*, org: Organization) -> BillingAccount:
     account, _created = BillingAccount.objects.get_or_create(org=org, defaults={"currency": settings.CURRENCY})
     return account
 
 
-def _lock_account(org_id) -> BillingAccount:
+def _lock_account(org_id: UUID) -> BillingAccount:
     BillingAccount.objects.get_or_create(org_id=org_id, defaults={"currency": settings.CURRENCY})
     return BillingAccount.objects.select_for_update().get(org_id=org_id)
 
 
-def _publish_after_commit(org_id) -> None:
+def _publish_after_commit(org_id: UUID) -> None:
     transaction.on_commit(lambda: balance_publish(org_id=org_id))
 
 
-def balance_publish(*, org_id) -> None:
+def balance_publish(*, org_id: UUID) -> None:
     """Tell the gateway's reservations what the org may spend now (balance + credit limit)."""
     from billing.selectors import org_spendable_balance
 
@@ -56,16 +62,16 @@ def balance_publish(*, org_id) -> None:
 
 def ledger_post(
     *,
-    org,
+    org: Organization | UUID,
     kind: str,
     amount: Decimal,
     key: str,
     description: str = "",
-    service=None,
-    period_start=None,
-    period_end=None,
-    data: dict | None = None,
-    actor=None,
+    service: Service | None = None,
+    period_start: datetime | None = None,
+    period_end: datetime | None = None,
+    data: dict[str, Any] | None = None,
+    actor: User | None = None,
 ) -> tuple[LedgerEntry, bool]:
     """Append one entry and move the balance; returns ``(entry, created)``. A known ``key`` changes nothing."""
     if kind not in EntryKind.values:
@@ -73,7 +79,7 @@ def ledger_post(
     amount = Decimal(amount)
     if not amount.is_finite():
         raise ApplicationError(_("Enter a valid amount."), field="amount")
-    org_id = getattr(org, "pk", org)
+    org_id = org.pk if isinstance(org, Organization) else org
     with transaction.atomic():
         account = _lock_account(org_id)
         entry = LedgerEntry(
@@ -89,7 +95,7 @@ def ledger_post(
             period_start=period_start,
             period_end=period_end,
             data=data or {},
-            created_by=actor if getattr(actor, "pk", None) else None,
+            created_by=actor if actor is not None and actor.pk else None,
         )
         try:
             with transaction.atomic():
@@ -109,7 +115,9 @@ def ledger_post(
     return entry, True
 
 
-def ledger_adjust(*, org, amount: Decimal, reason: str, actor, token: str | None = None) -> LedgerEntry:
+def ledger_adjust(
+    *, org: Organization, amount: Decimal, reason: str, actor: User | None, token: str | None = None
+) -> LedgerEntry:
     """An admin's manual credit (positive) or debit (negative), with a reason, audited.
 
     ``token`` names one submission (the admin form renders a fresh one): posting it again changes nothing and
@@ -152,7 +160,7 @@ def ledger_adjust(*, org, amount: Decimal, reason: str, actor, token: str | None
 
 
 @transaction.atomic
-def account_set_credit_limit(*, org, credit_limit: Decimal, actor) -> BillingAccount:
+def account_set_credit_limit(*, org: Organization, credit_limit: Decimal, actor: User | None) -> BillingAccount:
     credit_limit = quantize_posted(credit_limit)
     if credit_limit < 0:
         raise ApplicationError(_("The credit limit cannot be negative."), field="credit_limit")

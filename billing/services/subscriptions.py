@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import re
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Q
@@ -24,14 +24,17 @@ from core.errors import ApplicationError
 from core.money import quantize_posted
 from tenancy.services import audit_record
 
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from django.contrib.auth.models import User
+
+    from deployments.models import Service
+
 logger = logging.getLogger(__name__)
 
-ADJUSTMENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # names one admin adjustment submission
-# Usage before the first recorded price is charged with the first price (prices are seeded lazily).
-PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
-
-def subscription_monthly_price(service) -> Decimal:
+def subscription_monthly_price(service: Service) -> Decimal:
     """The price of a month of one instance of ``service`` (a deployments-provided price wins)."""
     explicit = getattr(service, "monthly_price", None)
     if explicit:
@@ -39,7 +42,7 @@ def subscription_monthly_price(service) -> Decimal:
     return pricing.monthly_price(service.hourly_price)
 
 
-def _require_funds(org_id, amount: Decimal) -> None:
+def _require_funds(org_id: UUID, amount: Decimal) -> None:
     from billing.selectors import org_spendable_balance
 
     if org_spendable_balance(org_id) < amount:
@@ -50,7 +53,9 @@ def _require_funds(org_id, amount: Decimal) -> None:
         )
 
 
-def _subscription_charge(subscription: Subscription, amount: Decimal, key: str, description: str, actor) -> None:
+def _subscription_charge(
+    subscription: Subscription, amount: Decimal, key: str, description: str, actor: User | None
+) -> None:
     ledger_post(
         org=subscription.org,
         kind=EntryKind.SUBSCRIPTION_CHARGE,
@@ -66,7 +71,9 @@ def _subscription_charge(subscription: Subscription, amount: Decimal, key: str, 
 
 
 @transaction.atomic
-def subscription_create(*, service, instances: int, auto_renew: bool = True, actor=None) -> Subscription:
+def subscription_create(
+    *, service: Service, instances: int, auto_renew: bool = True, actor: User | None = None
+) -> Subscription:
     """Prepay a month of ``instances`` instances of ``service``, from now; hourly charges stop for them."""
     from deployments.models import ServiceStatus
 
@@ -113,7 +120,9 @@ def subscription_create(*, service, instances: int, auto_renew: bool = True, act
 
 
 @transaction.atomic
-def subscription_add_instances(*, subscription: Subscription, instances: int, actor=None) -> Subscription:
+def subscription_add_instances(
+    *, subscription: Subscription, instances: int, actor: User | None = None
+) -> Subscription:
     """Buy ``instances`` more instances for the rest of the current period, prorated."""
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
     now = timezone.now()
@@ -159,7 +168,7 @@ def subscription_add_instances(*, subscription: Subscription, instances: int, ac
 
 
 @transaction.atomic
-def subscription_cover(*, service, instances: int, actor=None) -> Subscription:
+def subscription_cover(*, service: Service, instances: int, actor: User | None = None) -> Subscription:
     """Make a subscription-mode service's active subscription cover ``instances``: subscribe, or buy the missing
     instances for the rest of the period (prorated). Raises ApplicationError when the balance does not cover it."""
     from billing.selectors import covered_instances
@@ -179,7 +188,9 @@ def subscription_cover(*, service, instances: int, actor=None) -> Subscription:
 
 
 @transaction.atomic
-def subscription_set_auto_renew(*, subscription: Subscription, auto_renew: bool, actor=None) -> Subscription:
+def subscription_set_auto_renew(
+    *, subscription: Subscription, auto_renew: bool, actor: User | None = None
+) -> Subscription:
     Subscription.objects.filter(Q(pk=subscription.pk) | Q(parent=subscription)).update(auto_renew=auto_renew)
     subscription.auto_renew = auto_renew
     audit_record(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
-from datetime import datetime
+from collections.abc import Callable
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing import stripe as stripe_api
@@ -25,14 +24,15 @@ from core.errors import ApplicationError
 from core.money import from_minor_units, quantize_posted
 from tenancy.services import audit_record
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    from tenancy.models import Organization
+
 logger = logging.getLogger(__name__)
 
-ADJUSTMENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # names one admin adjustment submission
-# Usage before the first recorded price is charged with the first price (prices are seeded lazily).
-PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
-
-def topup_create(*, org, amount: Decimal, actor) -> TopUp:
+def topup_create(*, org: Organization, amount: Decimal, actor: User | None) -> TopUp:
     """Start a top-up: a Stripe PaymentIntent for ``amount``; the balance moves only when Stripe confirms payment."""
     amount = Decimal(amount)
     if amount != quantize_posted(amount):
@@ -73,7 +73,7 @@ def topup_create(*, org, amount: Decimal, actor) -> TopUp:
     return topup
 
 
-def topup_refund(*, topup: TopUp, amount: Decimal | None, actor) -> str:
+def topup_refund(*, topup: TopUp, amount: Decimal | None, actor: User | None) -> str:
     """Ask Stripe to refund (part of) a paid top-up; the balance is debited when ``charge.refunded`` arrives."""
     if topup.status not in (TopUpStatus.SUCCEEDED, TopUpStatus.PARTIALLY_REFUNDED):
         raise ApplicationError(_("Only a paid top-up can be refunded."), code="not_refundable")
@@ -94,7 +94,7 @@ def topup_refund(*, topup: TopUp, amount: Decimal | None, actor) -> str:
     return refund_id
 
 
-def stripe_event_handle(*, event: dict) -> bool:
+def stripe_event_handle(*, event: dict[str, Any]) -> bool:
     """Apply one verified Stripe event exactly once (by event id); returns False for a replay."""
     with transaction.atomic():
         try:
@@ -109,7 +109,7 @@ def stripe_event_handle(*, event: dict) -> bool:
     return True
 
 
-def _topup_for(payment_intent_id) -> TopUp | None:
+def _topup_for(payment_intent_id: str | None) -> TopUp | None:
     if not payment_intent_id:
         return None
     topup = TopUp.objects.select_for_update().select_related("org").filter(payment_intent_id=payment_intent_id).first()
@@ -118,12 +118,12 @@ def _topup_for(payment_intent_id) -> TopUp | None:
     return topup
 
 
-def _on_payment_succeeded(event: dict, intent: dict) -> None:
+def _on_payment_succeeded(event: dict[str, Any], intent: dict[str, Any]) -> None:
     topup = _topup_for(intent.get("id"))
     if topup is None:
         return
     currency = (intent.get("currency") or topup.currency).upper()
-    received = intent.get("amount_received") or intent.get("amount")
+    received = intent.get("amount_received") or intent["amount"]
     amount = from_minor_units(received, currency)
     ledger_post(
         org=topup.org,
@@ -138,7 +138,7 @@ def _on_payment_succeeded(event: dict, intent: dict) -> None:
     topup.save(update_fields=["status", "failure_message", "updated_at"])
 
 
-def _on_payment_failed(event: dict, intent: dict) -> None:
+def _on_payment_failed(event: dict[str, Any], intent: dict[str, Any]) -> None:
     topup = _topup_for(intent.get("id"))
     if topup is None or topup.status != TopUpStatus.PENDING:
         return
@@ -148,7 +148,7 @@ def _on_payment_failed(event: dict, intent: dict) -> None:
     topup.save(update_fields=["status", "failure_message", "updated_at"])
 
 
-def _on_charge_refunded(event: dict, charge: dict) -> None:
+def _on_charge_refunded(event: dict[str, Any], charge: dict[str, Any]) -> None:
     topup = _topup_for(charge.get("payment_intent"))
     if topup is None:
         return
@@ -171,7 +171,7 @@ def _on_charge_refunded(event: dict, charge: dict) -> None:
     topup.save(update_fields=["refunded_amount", "status", "updated_at"])
 
 
-_STRIPE_HANDLERS = {
+_STRIPE_HANDLERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], None]] = {
     "payment_intent.succeeded": _on_payment_succeeded,
     "payment_intent.payment_failed": _on_payment_failed,
     "charge.refunded": _on_charge_refunded,

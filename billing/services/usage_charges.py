@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Iterable
+from decimal import Decimal
+from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing import pricing
@@ -19,17 +19,15 @@ from billing.models import (
     EntryKind,
     UsageCharge,
 )
+from billing.selectors import token_price_histories
 from billing.services.ledger import ledger_post
-from billing.services.prices import _price_tables, price_in_force
+from billing.services.prices import token_prices_seed
+from metering.models import UsageRecord, UsageStatus
 
 logger = logging.getLogger(__name__)
 
-ADJUSTMENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # names one admin adjustment submission
-# Usage before the first recorded price is charged with the first price (prices are seeded lazily).
-PRICE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.get_fixed_timezone(0))
 
-
-def usage_batch_key(record_ids) -> str:
+def usage_batch_key(record_ids: Iterable[object]) -> str:
     """The deterministic key of a batch: the same records always make the same key."""
     digest = hashlib.sha256(",".join(sorted(str(i) for i in record_ids)).encode()).hexdigest()
     return f"usage:{digest[:40]}"
@@ -42,9 +40,11 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
     one UsageCharge (UNIQUE on the record) and each org one ledger entry keyed by the batch's record ids, all in one
     transaction — a worker killed mid-batch leaves nothing behind and the next run charges the same records.
     Error responses are never charged; aborted streams pay for the tokens that were streamed.
-    """
-    from metering.models import UsageRecord, UsageStatus
 
+    A record's cost is what the gateway computed with the same rule and the price history it caches; a record served
+    while its gateway still held the previous price (a price changed within the serving-epoch bound) is corrected
+    to its charge here, so a usage record's cost always equals its ledger charge.
+    """
     limit = limit or settings.BILLING_CHARGE_BATCH_SIZE
     with transaction.atomic():
         records = list(
@@ -62,17 +62,25 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
             )
         )
         records = [r for r in records if r.pk not in done]
-        tables = _price_tables({r.catalog_model_id for r in records})
-        by_org: dict = defaultdict(list)
+        model_ids = {r.catalog_model_id for r in records if r.catalog_model_id is not None}
+        token_prices_seed(catalog_model_ids=model_ids)  # a charge points at a price row
+        histories = token_price_histories(model_ids)
+        by_org: dict[UUID, list[tuple[UsageRecord, int, Decimal]]] = defaultdict(list)
+        corrected: list[UsageRecord] = []
         for record in records:
-            price = price_in_force(tables, record.catalog_model_id, record.started_at)
+            assert record.catalog_model_id is not None  # filtered above
+            rates = histories[record.catalog_model_id].at(record.started_at)
+            assert rates.token_price_id is not None  # seeded above
             amount = pricing.token_amount(
-                price,
+                rates,
                 prompt_tokens=record.prompt_tokens,
                 completion_tokens=record.completion_tokens,
                 cached_tokens=record.cached_tokens,
             )
-            by_org[record.org_id].append((record, price, amount))
+            if record.cost != amount or record.currency != rates.currency:
+                record.cost, record.currency = amount, rates.currency
+                corrected.append(record)
+            by_org[record.org_id].append((record, rates.token_price_id, amount))
         charged = 0
         for org_id in sorted(by_org, key=str):  # one lock order for every worker
             items = by_org[org_id]
@@ -97,7 +105,15 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
                 # The same batch was committed before, so its records carry charges already: nothing to do.
                 continue
             UsageCharge.objects.bulk_create(
-                [UsageCharge(usage_record=r, org_id=org_id, token_price=p, entry=entry, amount=a) for r, p, a in items]
+                [
+                    UsageCharge(usage_record=r, org_id=org_id, token_price_id=p, entry=entry, amount=a)
+                    for r, p, a in items
+                ]
             )
             charged += len(items)
+        if corrected:
+            logger.info(
+                "%d usage records were priced with a price no longer in force: set to their charge", len(corrected)
+            )
+            UsageRecord.objects.bulk_update(corrected, ["cost", "currency"])
     return charged

@@ -8,7 +8,7 @@ register = template.Library()
 
 
 @register.filter
-def money(amount, currency):
+def money(amount: Decimal | str | None, currency: str) -> str:
     """``{{ amount|money:"CNY" }}``: a rate-precision amount; the currency is required."""
     if amount is None or amount == "":
         return "—"
@@ -16,7 +16,7 @@ def money(amount, currency):
 
 
 @register.filter
-def money_posted(amount, currency):
+def money_posted(amount: Decimal | str | None, currency: str) -> str:
     """``{{ amount|money_posted:"CNY" }}``: a posted amount with exactly two decimals."""
     if amount is None or amount == "":
         return "—"

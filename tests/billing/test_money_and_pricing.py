@@ -73,6 +73,34 @@ def test_long_context_tier_prices_the_whole_request_above_the_threshold():
     assert pricing.token_amount(p, prompt_tokens=32001, completion_tokens=1000) == Decimal("0.040801")
 
 
+def test_the_worst_case_reserved_covers_every_charge_the_request_can_get():
+    tiered = price(
+        cached_input_per_1k=Decimal("0.0009"),  # above the input price: the worst case takes it
+        long_context_threshold=100,
+        long_input_per_1k=Decimal("0.0012"),
+        long_output_per_1k=Decimal("0.0024"),
+    )
+    for p in (price(), price(cached_input_per_1k=Decimal("0.0001")), tiered):
+        for bound in (7, 100, 101, 5000):
+            worst = pricing.token_worst_case(p, prompt_tokens=bound, completion_tokens=300)
+            for prompt in {0, 1, bound // 2, bound}:
+                for cached in {0, prompt // 2, prompt}:
+                    charged = pricing.token_amount(p, prompt_tokens=prompt, completion_tokens=300, cached_tokens=cached)
+                    assert charged <= worst
+    # rounded up, never down: 7 × 0.0006 / 1K = 0.0000042 reserves 0.000005
+    assert pricing.token_worst_case(price(), prompt_tokens=7, completion_tokens=0) == Decimal("0.000005")
+
+
+def test_a_price_history_gives_the_price_in_force_and_the_first_before_it_began():
+    first = pricing.TokenRates(currency="CNY", input_per_1k=Decimal("0.0006"), output_per_1k=Decimal("0.0012"))
+    second = pricing.TokenRates(currency="CNY", input_per_1k=Decimal("0.0010"), output_per_1k=Decimal("0.0012"))
+    history = pricing.PriceHistory.of([(T0 + timedelta(hours=1), second), (T0, first)])
+    assert history.at(T0 - timedelta(days=1)) is first
+    assert history.at(T0 + timedelta(minutes=59)) is first
+    assert history.at(T0 + timedelta(hours=1)) is second
+    assert history.at(T0 + timedelta(days=1)) is second
+
+
 def test_instance_timeline_integrates_meter_steps_less_subscribed_instances():
     timeline = pricing.InstanceTimeline(
         [(T0, 2), (T0 + timedelta(minutes=30), 3), (T0 + timedelta(minutes=45), 0)],

@@ -8,7 +8,8 @@ from django.utils import timezone
 
 from billing import services
 from billing.models import BillingAccount, EntryKind, LedgerEntry, TokenPrice, UsageCharge
-from billing.selectors import usage_cost
+from billing.pricing import PRICE_EPOCH
+from billing.selectors import token_price_histories, token_price_history, usage_cost
 from catalog.models import CatalogModel
 from tests.billing.conftest import make_usage
 
@@ -83,3 +84,34 @@ def test_catalog_sync_seeds_prices_without_duplicates(public_model):
     services.token_price_sync(catalog_model=public_model)
     services.token_price_sync(catalog_model=CatalogModel.objects.get(pk=public_model.pk))
     assert TokenPrice.objects.filter(catalog_model=public_model).count() == 1
+
+
+def test_reading_prices_never_creates_price_rows(org, public_model, django_assert_max_num_queries):
+    assert not TokenPrice.objects.filter(catalog_model=public_model).exists()
+    rows = TokenPrice.objects.count()
+    with django_assert_max_num_queries(2):
+        histories = token_price_histories({public_model.pk})
+    assert usage_cost(catalog_model_id=public_model.pk, prompt_tokens=1000, completion_tokens=500) == Decimal("0.0012")
+    assert token_price_history(public_model.pk, since=timezone.now()) == histories[public_model.pk]
+    assert TokenPrice.objects.count() == rows
+    # the row the charge writes first is the price the reads assumed
+    record = make_usage(org, public_model, started_at=timezone.now() - timedelta(days=1))
+    services.usage_charge_pending()
+    charge = UsageCharge.objects.get(usage_record=record)
+    assert charge.amount == Decimal("0.001200") and charge.token_price.valid_from == PRICE_EPOCH
+    assert token_price_history(public_model.pk).rates[0].token_price_id == charge.token_price_id
+
+
+def test_a_record_priced_with_a_superseded_price_is_set_to_its_charge(org, public_model, admin_user):
+    services.token_price_sync(catalog_model=public_model)
+    services.token_price_create(
+        catalog_model=public_model, input_per_1k=Decimal("0.0010"), output_per_1k=Decimal("0.0012"), actor=admin_user
+    )
+    # served by a gateway that had not yet picked up the new price
+    stale = make_usage(org, public_model, started_at=timezone.now() + timedelta(seconds=1), cost=Decimal("0.001200"))
+    exact = make_usage(org, public_model, started_at=timezone.now() + timedelta(seconds=1), cost=Decimal("0.001600"))
+    services.usage_charge_pending()
+    for record in (stale, exact):
+        record.refresh_from_db()
+        assert record.cost == UsageCharge.objects.get(usage_record=record).amount == Decimal("0.001600")
+        assert record.currency == public_model.currency

@@ -11,13 +11,14 @@ import openai
 import pytest
 from asgiref.sync import sync_to_async
 
+from billing.pricing import TokenRates, token_worst_case
 from gateway import admission
 from gateway.errors import GatewayError
 from gateway.store import k, sredis
 from metering import ingestion
 from metering.models import UsageRecord
 
-PRICE = admission.Price(input_per_1k=Decimal("0.002"), output_per_1k=Decimal("0.006"), currency="CNY")
+PRICE = TokenRates(currency="CNY", input_per_1k=Decimal("0.002"), output_per_1k=Decimal("0.006"))
 WORST = (20, 100)  # prompt estimate, max_tokens: 0.00064 worst case
 
 
@@ -43,7 +44,7 @@ async def _admit(org_id, n: int):
 @pytest.mark.django_db(transaction=True)
 async def test_a_slice_admits_without_a_hold_per_request_and_settles_to_the_micro_unit(org):
     await sync_to_async(admission.publish_balance)(org.pk, Decimal("10"))
-    worst = admission.to_micro(PRICE.cost(*WORST))
+    worst = admission.to_micro(token_worst_case(PRICE, prompt_tokens=WORST[0], completion_tokens=WORST[1]))
     first = await _admit(org.pk, 1)  # reserved in Redis; the worker is granted a slice
     assert first.slice is None and first.reserved_micro == worst == 640
     holds = _holds(org.pk)
