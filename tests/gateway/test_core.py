@@ -34,11 +34,11 @@ async def _drain_usage(count: int) -> None:
 
 @pytest_asyncio.fixture(autouse=True)
 async def _fresh_stream_and_session():
-    from gateway.transport.http import close_session
+    from gateway.transport import close_upstream_sessions
 
     sredis().delete(ingestion.stream_key())
     yield
-    await close_session()  # the session belongs to this test's event loop
+    await close_upstream_sessions()  # the session belongs to this test's event loop
 
 
 async def test_chunks_then_summary_metered_as_playground(org, alice, public_model):

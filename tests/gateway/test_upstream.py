@@ -283,7 +283,7 @@ def test_streams_under_uvicorn_take_the_direct_relay():
 
     import uvicorn
 
-    from gateway.asgi import _direct_cycle
+    from gateway.transport.uvicorn import direct_cycle
     from tests.support.servers import free_port
 
     seen = {}
@@ -292,7 +292,7 @@ def test_streams_under_uvicorn_take_the_direct_relay():
         if scope["type"] != "http":
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        seen["cycle"] = _direct_cycle(send)
+        seen["cycle"] = direct_cycle(send)
         await send({"type": "http.response.body", "body": b"ok"})
 
     port = free_port()
