@@ -53,6 +53,9 @@ class Response:
             async for chunk in self._chunks:
                 if chunk:
                     return chunk
+            if not self._done:  # read to its end: the connection goes back to the pool now
+                self._done = True
+                await self._response.aclose()
         except httpx.HTTPError as exc:
             raise _translate(exc) from exc
         return None
@@ -64,18 +67,16 @@ class Response:
         return b"".join(parts)
 
     def release(self) -> None:
-        """Done with the answer: httpx pools the connection if the body was read to its end, else closes it."""
-        self._finish()
+        """Done with the answer: its connection went back to the pool when the body was read to its end; an answer
+        not read to its end closes it."""
+        self.close()
 
     def close(self) -> None:
-        self._finish()
-
-    def _finish(self) -> None:
         if self._done:
             return
         self._done = True
-        # aclose() of a response read to its end only returns its connection to the pool; of one that is not, it
-        # closes the connection (the replica sees the client go away). Neither waits on the network.
+        # aclose() of an answer not read to its end closes its connection (the replica sees the client go away);
+        # it does not wait on the network, so it runs as a task of its own.
         closing = asyncio.ensure_future(self._response.aclose())
         closing.add_done_callback(_retrieve)
 

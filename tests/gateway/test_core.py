@@ -41,7 +41,7 @@ async def _fresh_stream_and_session():
     await close_upstream_sessions()  # the session belongs to this test's event loop
 
 
-async def test_chunks_then_summary_metered_as_playground(org, alice, public_model):
+async def test_chunks_then_summary_metered_as_playground(transport, org, alice, public_model):
     items = [item async for item in chat_stream(org=org, model_id="public/tiny-chat", body=BODY, user=alice)]
     summary = items[-1]
     chunks = items[:-1]
@@ -56,7 +56,7 @@ async def test_chunks_then_summary_metered_as_playground(org, alice, public_mode
     assert str(record.cost) == summary["cost"]
 
 
-async def test_errors_come_before_the_first_chunk(org, other_org, public_model, org_service):
+async def test_errors_come_before_the_first_chunk(transport, org, other_org, public_model, org_service):
     with pytest.raises(GatewayError) as caught:
         [x async for x in chat_stream(org=other_org, model_id="acme/my-llama", body=BODY)]
     assert caught.value.status == 404
@@ -69,7 +69,7 @@ async def test_errors_come_before_the_first_chunk(org, other_org, public_model, 
     assert (caught.value.status, caught.value.param) == (400, "temperature")
 
 
-async def test_cancelling_the_consumer_aborts_upstream_and_meters_what_streamed(org, public_org):
+async def test_cancelling_the_consumer_aborts_upstream_and_meters_what_streamed(transport, org, public_org):
     with run_simulator(served_model_names=("public/slow",), ttft_ms=2, itl_ms=30) as slow:
         await sync_to_async(make_service)(
             org=public_org, model=await sync_to_async(make_catalog_model)("slow-chat"), name="slow", replicas=[slow]
