@@ -11,8 +11,9 @@
 - ``plain``: httpx (:mod:`.plain_http`), redis-py's asyncio client (:mod:`.plain_redis`) and one ASGI body
   message per upstream read. Nothing private is touched; the same tests run on both paths.
 
-Each side has one small interface (:class:`UpstreamResponse`, :class:`RedisClient` below); the choice is made once
-per event loop (when its client is created), never per request. :func:`announce` logs the live path once per process.
+Each side has one small interface (:class:`UpstreamResponse`, :class:`RedisClient` below). The choice is bound once
+(:func:`select`, at import and when a test changes the setting), never made per request; :func:`announce` logs the
+live path once per process (at lifespan startup).
 """
 
 from __future__ import annotations
