@@ -225,6 +225,9 @@ async def start(call: Call) -> None:
         call.fail(error)
         call.close_upstream()
         raise
+    except BaseException:  # cancelled, or Redis or the database failed: the replica's answer is not left open
+        call.close_upstream()
+        raise
 
 
 async def open_upstream(call: Call, endpoints: list[Endpoint]) -> None:

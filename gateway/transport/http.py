@@ -514,6 +514,3 @@ async def close_upstream_sessions() -> None:
         await closer.aclose()
     if current is not None:
         current.close()
-
-
-close_session = close_upstream_sessions
