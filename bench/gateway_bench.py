@@ -14,10 +14,10 @@ request in Redis instead of from its balance slices (gateway/admission.py). Star
 load generator (an aiohttp client on uvloop that reads streams in whole chunks, or with ``--client lean`` the
 gateway's own lean HTTP/1.1 client from gateway/transport/http.py, which costs about a third less CPU per request)
 runs as its own process, one per measurement, alternating direct and gateway rounds so both paths see the same
-background load; client, gateway and simulator share the machine's cores, as they would on the 2-core box the figures come
-from. Each client keeps one keep-alive connection per round (as the ``openai`` SDK's pool does); latency rows are of
-requests on open connections, and the first request of every client, which opens its connection at the same instant
-as all the others, is reported in its own column.
+background load; client, gateway and simulator share the machine's cores, as they would on the 2-core box the
+figures come from. Each client keeps one keep-alive connection per round (as the ``openai`` SDK's pool does);
+latency rows are of requests on open connections, and the first request of every client, which opens its connection
+at the same instant as all the others, is reported in its own column.
 """
 
 from __future__ import annotations

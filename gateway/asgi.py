@@ -11,16 +11,27 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from django.conf import settings
 
-from gateway import admission, core, errors, lookups
+from gateway import admission, core, errors, lookups, transport
 from gateway.errors import GatewayError
+from gateway.transport import UPSTREAM_ERRORS, UpstreamResponse
+from gateway.transport.http import Response as FastResponse
+from gateway.transport.uvicorn import direct_cycle, relay_direct
 from gateway.validation import parse
 from tenancy.models import hash_api_key
 
 logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ENDPOINTS = {
     "/v1/chat/completions": "chat.completions",
@@ -35,7 +46,7 @@ SSE_HEADERS = [
 ]
 
 
-def _headers(extra: dict | None, request_id: str | None) -> list:
+def _headers(extra: dict[str, Any] | None, request_id: str | None) -> list[tuple[bytes, bytes]]:
     out = []
     if request_id:
         out.append((b"x-request-id", request_id.encode()))
@@ -44,12 +55,14 @@ def _headers(extra: dict | None, request_id: str | None) -> list:
     return out
 
 
-async def send_json(send, status: int, body: bytes, headers: list) -> None:
+async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     await send({"type": "http.response.start", "status": status, "headers": [JSON, *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send, error: GatewayError, request_id: str | None = None, extra: dict | None = None) -> None:
+async def send_error(
+    send: Send, error: GatewayError, request_id: str | None = None, extra: dict[str, Any] | None = None
+) -> None:
     headers = dict(extra or {})
     headers.update(error.headers)
     if error.retry_after is not None:
@@ -57,7 +70,7 @@ async def send_error(send, error: GatewayError, request_id: str | None = None, e
     await send_json(send, error.status, orjson.dumps(error.body()), _headers(headers, request_id))
 
 
-async def read_body(scope, receive) -> bytes:
+async def read_body(scope: Scope, receive: Receive) -> bytes:
     limit = settings.GATEWAY_MAX_BODY_BYTES
     too_large = GatewayError(413, f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
     for name, value in scope["headers"]:
@@ -81,7 +94,7 @@ async def read_body(scope, receive) -> bytes:
             return b"".join(parts)
 
 
-async def authenticate(scope) -> lookups.KeyInfo:
+async def authenticate(scope: Scope) -> lookups.KeyInfo:
     header = next((v for n, v in scope["headers"] if n == b"authorization"), None)
     if not header:
         raise GatewayError(
@@ -103,12 +116,12 @@ class _Watch:
 
     __slots__ = ("task", "responding", "aborted")
 
-    def __init__(self, task):
+    def __init__(self, task: asyncio.Task[Any]):
         self.task = task
         self.responding = True
         self.aborted = False
 
-    async def run(self, receive) -> None:
+    async def run(self, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -118,7 +131,7 @@ class _Watch:
             self.task.cancel()
 
 
-async def list_models(key: lookups.KeyInfo) -> list[dict]:
+async def list_models(key: lookups.KeyInfo) -> list[dict[str, Any]]:
     items = await lookups.models_for(key.org)
     if key.allowed_models:
         items = [m for m in items if m["id"] in key.allowed_models]
@@ -134,66 +147,37 @@ async def list_models(key: lookups.KeyInfo) -> list[dict]:
     ]
 
 
-async def _respond(call: core.Call, response, send, watch: _Watch) -> None:
-    """Relay the upstream answer to the client; a client disconnect cancels it (until the last body part)."""
+async def _respond(call: core.Call, send: Send, watch: _Watch) -> None:
+    """Write the upstream answer to the client; a client disconnect cancels it (until the last body part)."""
     extra = _headers(call.admission.headers if call.admission else None, call.request_id)
-    if response.status >= 400:
-        raw = await response.read()
-        response.release()
-        core.done_with_replica(call, healthy=True)
-        error = core.upstream_error(call, response.status, raw)
-        call.fail(error)
-        await send_error(send, error, call.request_id, call.admission.headers if call.admission else None)
-        return
     if not call.parsed.stream:
-        healthy = None
         try:
-            raw = await response.read()
-            call.mark_first_byte()
-            body = core.read_complete(call, raw)
-            healthy = True
-        except (*core.UPSTREAM_ERRORS, orjson.JSONDecodeError) as exc:
-            healthy = False
-            logger.warning("answer %s from %s broke: %r", call.request_id, call.replica.replica, exc)
-            error = errors.upstream_failed(call.parsed.model_id)
-            call.fail(error)
+            body = await core.read_answer(call)
+        except GatewayError as error:
             await send_error(send, error, call.request_id)
             return
-        finally:
-            response.release() if healthy else response.close()
-            core.done_with_replica(call, healthy=healthy)
         watch.responding = False
         await send_json(send, 200, body, extra)
         return
+    response = call.response
+    assert response is not None
     relay = core.StreamRelay(call)
-    healthy = None
     ended = False  # the client's response is complete: the piece with [DONE] went out as the last body part
     try:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
-        cycle = _direct_cycle(send)
-        if cycle is not None:
-            ended = await _relay_direct(cycle, send, response, relay, watch)
+        if isinstance(response, FastResponse) and (cycle := direct_cycle(send)) is not None:
+            ended = await relay_direct(cycle, send, response, relay, watch)
         else:
             ended = await _relay_messages(send, response, relay, watch)
-        healthy = relay.finished
-        if not relay.finished:
-            call.status, call.http_status, call.error_code = "error", 502, "upstream_incomplete"
-        if not ended:
-            watch.responding = False
-            ended = True
-            await send({"type": "http.response.body", "body": b""})
-    except core.UPSTREAM_ERRORS as exc:
-        logger.warning("stream %s from %s broke: %r", call.request_id, call.replica.replica, exc)
-        healthy = False
-        if not ended:
-            call.status, call.http_status, call.error_code = "error", 502, "upstream_disconnected"
-            await send({"type": "http.response.body", "body": b""})
-    finally:
-        response.release() if relay.finished else response.close()
-        core.done_with_replica(call, healthy=healthy)
+        call.upstream_ended()
+    except UPSTREAM_ERRORS as exc:
+        call.upstream_broke(exc)
+    if not ended:
+        watch.responding = False
+        await send({"type": "http.response.body", "body": b""})
 
 
-async def _relay_messages(send, response, relay: core.StreamRelay, watch: _Watch) -> bool:
+async def _relay_messages(send: Send, response: UpstreamResponse, relay: core.StreamRelay, watch: _Watch) -> bool:
     """Relay a stream as one ASGI body message per upstream read; True once the client's response is complete."""
     ended = False
     try:
@@ -206,82 +190,14 @@ async def _relay_messages(send, response, relay: core.StreamRelay, watch: _Watch
                 await send({"type": "http.response.body", "body": piece})
             else:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
-    except core.UPSTREAM_ERRORS:
+    except UPSTREAM_ERRORS:
         if not ended:
             raise
         # the answer is whole; only the connection is lost (release() drops it)
     return ended
 
 
-def _direct_cycle(send):
-    """uvicorn's response cycle behind ``send`` when a stream's middle chunks may be written to its transport.
-
-    That is what uvicorn's own ``send`` would write for them (a chunked-encoding frame each); skipping it, and the
-    task step per chunk that awaiting it costs, roughly halves the gateway's CPU per token (bench/README.md,
-    Gateway). The response start and its last part still go through ``send``, so uvicorn's state (keep-alive,
-    completion) is its own. Any other server, or a uvicorn whose cycle does not look as expected, gets the plain
-    ASGI path.
-    """
-    cycle = getattr(send, "__self__", None)
-    if type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
-        return None
-    try:
-        if cycle.chunked_encoding is not True or cycle.response_complete or cycle.transport is None:
-            return None
-        cycle.flow.write_paused  # noqa: B018  (present: the flow control we must respect)
-    except AttributeError:
-        return None
-    return cycle
-
-
-async def _relay_direct(cycle, send, response, relay: core.StreamRelay, watch: _Watch) -> bool:
-    """Relay a stream from the replica's read callback straight to the client's transport; True once the client's
-    response is complete (the piece with [DONE] went out as its last part)."""
-    transport, flow = cycle.transport, cycle.flow
-    final: list[bytes] = []
-    backlog: list[bytes] = []  # pieces held while the client's socket buffer is full (a slow reader)
-
-    def sink(data: bytes) -> None:
-        if final:
-            return  # nothing follows [DONE]; the rest is read only so that the connection can be reused
-        piece = relay.feed(data)
-        if piece is None:
-            return
-        if relay.finished:
-            final.append(piece)
-            response.wake()
-        elif backlog or flow.write_paused:
-            backlog.append(piece)
-            response.pause_reading()
-            response.wake()
-        elif not transport.is_closing():  # else the client is gone and the watch cancels this request
-            transport.write(b"%x\r\n%b\r\n" % (len(piece), piece))
-
-    response.relay_to(sink)
-    while not final and not response.complete:
-        await response.wait()
-        if backlog:
-            pieces = b"".join(backlog)
-            backlog.clear()
-            await send({"type": "http.response.body", "body": pieces, "more_body": True})  # waits for the drain
-            response.resume_reading()
-    if not final and (piece := relay.tail()) is not None:
-        (final if relay.finished else backlog).append(piece)
-    if backlog:
-        await send({"type": "http.response.body", "body": b"".join(backlog), "more_body": True})
-    if not final:
-        return False
-    watch.responding = False
-    await send({"type": "http.response.body", "body": final[0]})
-    try:
-        while not response.complete:
-            await response.wait()
-    except core.UPSTREAM_ERRORS:
-        pass  # the answer is whole; only the connection is lost (release() drops it)
-    return True
-
-
-async def serve_generation(scope, receive, send, endpoint: str, key: lookups.KeyInfo) -> None:
+async def serve_generation(scope: Scope, receive: Receive, send: Send, endpoint: str, key: lookups.KeyInfo) -> None:
     data = None
     try:
         body = await read_body(scope, receive)
@@ -297,22 +213,21 @@ async def serve_generation(scope, receive, send, endpoint: str, key: lookups.Key
     except GatewayError as error:  # refused for its body (too large, not JSON, invalid): still one usage record
         call = core.rejected_call(endpoint, data, key.org, key, error)
         await send_error(send, error, call.request_id)
-        await core.finalize_soon(call)
+        await call.finish()
         return
     call = core.Call(endpoint=endpoint, body=data, parsed=parsed, org=key.org, key=key, source="api")
     try:
-        endpoints = await core.prepare(call)
-        response = await core.open_upstream(call, endpoints)
+        await core.start(call)
     except GatewayError as error:
-        call.fail(error)
         await send_error(send, error, call.request_id, call.admission.headers if call.admission else None)
-        await core.finalize(call)
+        await call.finish()
         return
     current = asyncio.current_task()
+    assert current is not None
     watch = _Watch(current)
     watcher = asyncio.get_running_loop().create_task(watch.run(receive))
     try:
-        await _respond(call, response, send, watch)
+        await _respond(call, send, watch)
     except asyncio.CancelledError:
         if not watch.aborted:
             raise  # the server is shutting down
@@ -321,11 +236,11 @@ async def serve_generation(scope, receive, send, endpoint: str, key: lookups.Key
         watch.responding = False
         watcher.cancel()
         if watch.aborted:
-            call.status, call.http_status = "aborted", 499
-        await core.finalize_soon(call)
+            call.client_gone()
+        await call.finish()
 
 
-async def handle(scope, receive, send) -> None:
+async def handle(scope: Scope, receive: Receive, send: Send) -> None:
     path = scope["path"]
     if len(path) > 4 and path.endswith("/"):
         path = path[:-1]
@@ -372,10 +287,10 @@ async def handle(scope, receive, send) -> None:
             pass
 
 
-def gateway_asgi(fallback):
+def gateway_asgi(fallback: ASGIApp) -> ASGIApp:
     """An ASGI app serving /v1 itself and everything else (console, /api, websockets) through ``fallback``."""
 
-    async def app(scope, receive, send):
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" and (scope["path"] == "/v1" or scope["path"].startswith("/v1/")):
             await handle(scope, receive, send)
@@ -397,12 +312,11 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-async def lifespan(receive, send) -> None:
-    from gateway.transport.http import close_upstream_sessions
-
+async def lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            transport.announce()
             freeze_heap()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
@@ -410,6 +324,6 @@ async def lifespan(receive, send) -> None:
                 await admission.give_back_slices()
             except Exception as exc:  # Redis away: the slices expire like any hold
                 logger.warning("could not give back balance slices: %r", exc)
-            await close_upstream_sessions()
+            await transport.close_upstream_sessions()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -7,6 +7,11 @@ reservation to the real usage and queue one usage record. Usage always comes fro
 (``stream_options.include_usage``) even when the client did not, and that chunk is removed from what such a client
 sees. A request cancelled mid-stream closes the upstream connection (vLLM aborts the sequence) and is recorded as
 aborted with the tokens already streamed.
+
+A request's life cycle has one owner, its :class:`Call`: the edges (gateway.asgi, ``chat_stream`` for the
+playground) write bytes and report what happened (``upstream_ended``, ``upstream_broke``, ``client_gone``); the
+call derives the final status triple, and ``finish()`` (idempotent) releases or closes the upstream answer,
+writes the replica's health once and settles with one usage record.
 """
 
 from __future__ import annotations
@@ -24,18 +29,19 @@ import orjson
 from django.conf import settings
 
 from billing.pricing import token_amount
-from gateway import admission, errors, lookups, usage
+from deployments.selectors import Endpoint
+from gateway import admission, errors, lookups, transport, usage
 from gateway.admission import Admission
 from gateway.errors import GatewayError
 from gateway.lookups import KeyInfo, OrgInfo, Target
 from gateway.router import affinity_key, router
-from gateway.transport import http as upstream
+from gateway.transport import UPSTREAM_ERRORS, UpstreamResponse
 from gateway.validation import Parsed, estimate_prompt_tokens, parse, typical_prompt_tokens
 
 logger = logging.getLogger(__name__)
 
 PATHS = {"chat.completions": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
-UPSTREAM_ERRORS = (asyncio.TimeoutError, OSError)  # upstream.UpstreamError is an OSError
+__all__ = ["UPSTREAM_ERRORS", "Call", "StreamRelay", "chat_stream", "rejected_call", "start"]
 
 
 @dataclass(eq=False)
@@ -54,7 +60,10 @@ class Call:
     t0: float = field(default_factory=time.perf_counter)
     target: Target | None = None
     admission: Admission | None = None
-    replica: object | None = None
+    replica: Endpoint | None = None
+    response: UpstreamResponse | None = None  # the replica's answer until finish() releases or closes it
+    relay: StreamRelay | None = None  # set while a stream is relayed
+    healthy: bool | None = None  # what this call says about its replica (None: nothing, e.g. the client left)
     ttft_ms: int | None = None
     latency_ms: int = 0
     usage: dict | None = None
@@ -65,6 +74,8 @@ class Call:
     served_version: str = ""
     cost: Decimal | None = None
     finalized: bool = False
+    upstream_closed: bool = False
+    finishing: asyncio.Future[None] | None = None
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.t0) * 1000)
@@ -77,6 +88,56 @@ class Call:
         self.status = "error"
         self.http_status = error.status
         self.error_code = str(error.code or error.type or "")[:64]
+
+    def upstream_ended(self) -> None:
+        """The replica's answer ended without a transport error: healthy if whole, else recorded as cut short."""
+        relay = self.relay
+        if relay is None or relay.finished:
+            self.healthy = True
+        else:
+            self.healthy = False
+            self.status, self.http_status, self.error_code = "error", 502, "upstream_incomplete"
+
+    def upstream_broke(self, exc: BaseException) -> None:
+        """The replica's connection failed mid-stream (a dropped connection, the idle timeout)."""
+        logger.warning("stream %s from %s broke: %r", self.request_id, self.replica_name(), exc)
+        self.healthy = False
+        self.status, self.http_status, self.error_code = "error", 502, "upstream_disconnected"
+
+    def client_gone(self) -> None:
+        """The client went away before its response was complete."""
+        self.status, self.http_status = "aborted", 499
+
+    def replica_name(self) -> str:
+        return self.replica.replica if self.replica is not None else ""
+
+    def close_upstream(self) -> None:
+        """Release the replica's answer (read whole: the connection is reused) or close it (the replica aborts the
+        sequence), and write the replica's health: once, however often it is called."""
+        if self.upstream_closed:
+            return
+        self.upstream_closed = True
+        response, self.response = self.response, None
+        if response is not None:
+            if self.healthy or (self.relay is not None and self.relay.finished):
+                response.release()
+            else:
+                response.close()
+        replica = self.replica
+        if replica is not None:
+            router.finished(replica)
+            if self.healthy is True:
+                router.succeeded(replica)
+            elif self.healthy is False:
+                router.failed(replica)
+
+    def finish(self) -> asyncio.Future[None]:
+        """End the life cycle: the upstream closed (``close_upstream``), then the reservation settled and the usage
+        record queued, once. Awaitable; the settlement completes even if the awaiting task is being cancelled."""
+        if self.finishing is None:
+            self.close_upstream()
+            self.finishing = asyncio.ensure_future(_finalize(self))
+        return asyncio.shield(self.finishing)
 
 
 def rejected_call(endpoint: str, data, org: OrgInfo, key: KeyInfo | None, error: GatewayError) -> Call:
@@ -130,6 +191,7 @@ async def prepare(call: Call) -> list:
 
 
 def upstream_payload(call: Call) -> bytes:
+    assert call.target is not None
     body = dict(call.body)
     body["model"] = call.target.upstream_model
     if call.parsed.stream:
@@ -139,8 +201,37 @@ def upstream_payload(call: Call) -> bytes:
     return orjson.dumps(body)
 
 
-async def open_upstream(call: Call, endpoints: list) -> upstream.Response:
-    """POST to a replica, trying others on connect errors and 5xx; the response (status < 500) with headers read."""
+async def start(call: Call) -> None:
+    """Resolve, admit and route the call until a replica answers with a success status (``call.response``).
+
+    Raises GatewayError (the call's status set): refused, no replica could answer, or the replica's 4xx (read and
+    released here, naming the client's model)."""
+    try:
+        endpoints = await prepare(call)
+        await open_upstream(call, endpoints)
+        response = call.response
+        assert response is not None
+        if response.status >= 400:
+            try:
+                raw = await response.read()
+            except UPSTREAM_ERRORS as exc:
+                logger.warning("error answer %s from %s broke: %r", call.request_id, call.replica_name(), exc)
+                call.healthy = False
+                raise errors.upstream_failed(call.parsed.model_id) from None
+            call.healthy = True
+            raise upstream_error(call, response.status, raw)
+    except GatewayError as error:
+        call.fail(error)
+        call.close_upstream()
+        raise
+    except BaseException:  # cancelled, or Redis or the database failed: the replica's answer is not left open
+        call.close_upstream()
+        raise
+
+
+async def open_upstream(call: Call, endpoints: list[Endpoint]) -> None:
+    """POST to a replica, trying others on connect errors and 5xx; ``call.response`` (status < 500) with headers
+    read."""
     payload = upstream_payload(call)
     path = PATHS[call.endpoint]
     affinity = affinity_key(call.parsed.prompt_text)
@@ -152,7 +243,7 @@ async def open_upstream(call: Call, endpoints: list) -> upstream.Response:
         tried.add(endpoint.base_url)
         router.started(endpoint)
         try:
-            response = await upstream.request(endpoint, path, payload, call.request_id)
+            response = await transport.request(endpoint, path, payload, call.request_id)
         except UPSTREAM_ERRORS as exc:
             logger.warning("replica %s failed for %s: %r", endpoint.replica, call.request_id, exc)
             router.finished(endpoint)
@@ -167,8 +258,8 @@ async def open_upstream(call: Call, endpoints: list) -> upstream.Response:
             router.finished(endpoint)
             router.failed(endpoint)
             continue
-        call.replica = endpoint
-        return response
+        call.replica, call.response = endpoint, response
+        return
     if not tried:
         raise errors.no_ready_replica(call.parsed.model_id, retry_after=router.retry_after(endpoints))
     raise errors.GatewayError(
@@ -180,14 +271,25 @@ async def open_upstream(call: Call, endpoints: list) -> upstream.Response:
     )
 
 
-def done_with_replica(call: Call, *, healthy: bool | None) -> None:
-    if call.replica is None:
-        return
-    router.finished(call.replica)
-    if healthy is True:
-        router.succeeded(call.replica)
-    elif healthy is False:
-        router.failed(call.replica)
+async def read_answer(call: Call) -> bytes:
+    """The whole non-streamed answer as the client sees it (its model id); the upstream closed. Raises
+    GatewayError (502, the call's status set) when the replica's answer breaks or is not JSON."""
+    response = call.response
+    assert response is not None
+    try:
+        raw = await response.read()
+        call.mark_first_byte()
+        body = read_complete(call, raw)
+    except (*UPSTREAM_ERRORS, orjson.JSONDecodeError) as exc:
+        logger.warning("answer %s from %s broke: %r", call.request_id, call.replica_name(), exc)
+        call.healthy = False
+        call.close_upstream()
+        error = errors.upstream_failed(call.parsed.model_id)
+        call.fail(error)
+        raise error from None
+    call.healthy = True
+    call.close_upstream()
+    return body
 
 
 def upstream_error(call: Call, status: int, raw: bytes) -> GatewayError:
@@ -226,7 +328,7 @@ def _usage_tokens(call: Call) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
-async def finalize(call: Call) -> None:
+async def _finalize(call: Call) -> None:
     """Settle the reservation to the real usage and queue the usage record (once per call)."""
     if call.finalized:
         return
@@ -282,16 +384,13 @@ async def finalize(call: Call) -> None:
         logger.error("metering %s failed: %r", call.request_id, exc)
 
 
-def finalize_soon(call: Call):
-    """Finalize even if the caller is being cancelled: a shielded task the event loop completes."""
-    return asyncio.shield(asyncio.ensure_future(finalize(call)))
-
-
 class StreamRelay:
     """Turns upstream SSE bytes into what the client sees: model id rewritten, usage chunk captured."""
 
     def __init__(self, call: Call):
+        assert call.target is not None
         self.call = call
+        call.relay = self
         self.upstream_model = b'"model":' + orjson.dumps(call.target.upstream_model)
         self.client_model = b'"model":' + orjson.dumps(call.parsed.model_id)
         self.pass_usage = call.parsed.client_usage
@@ -343,7 +442,7 @@ class StreamRelay:
         buffer, self.buffer = self.buffer, b""
         return self.event(buffer) if buffer.strip() else None
 
-    async def chunks(self, response: upstream.Response) -> AsyncIterator[bytes]:
+    async def chunks(self, response: UpstreamResponse) -> AsyncIterator[bytes]:
         """Client-facing bytes per upstream read: everything that arrived, as one piece (no buffering beyond
         completing an SSE event)."""
         next_chunk = response.next_chunk
@@ -396,49 +495,34 @@ async def chat_stream(
         source=source,
     )
     try:
-        endpoints = await prepare(call)
-        response = await open_upstream(call, endpoints)
-        if response.status >= 400:
-            raw = await response.read()
-            response.release()
-            done_with_replica(call, healthy=True)
-            raise upstream_error(call, response.status, raw)
-    except GatewayError as error:
-        call.fail(error)
-        await finalize_soon(call)
+        await start(call)
+    except GatewayError:
+        await call.finish()
         raise
     except BaseException:
-        call.status, call.http_status = "aborted", 499
-        await finalize_soon(call)
+        call.client_gone()
+        await call.finish()
         raise
+    assert call.response is not None
     relay = StreamRelay(call)
-    healthy: bool | None = None
     try:
-        async for piece in relay.chunks(response):
-            for event in piece.split(b"\n\n"):
-                if not event.startswith(b"data: {"):
-                    continue
-                data = orjson.loads(event[6:])
-                if not data.get("choices") and data.get("usage"):
-                    continue
-                yield data
-        healthy = relay.finished
-        if not relay.finished:
-            call.status, call.http_status, call.error_code = "error", 502, "upstream_incomplete"
-    except UPSTREAM_ERRORS as exc:
-        logger.warning("stream %s from %s broke: %r", call.request_id, getattr(call.replica, "replica", "?"), exc)
-        call.status, call.http_status, call.error_code = "error", 502, "upstream_disconnected"
-        healthy = False
+        try:
+            async for piece in relay.chunks(call.response):
+                for event in piece.split(b"\n\n"):
+                    if not event.startswith(b"data: {"):
+                        continue
+                    data = orjson.loads(event[6:])
+                    if not data.get("choices") and data.get("usage"):
+                        continue
+                    yield data
+            call.upstream_ended()
+        except UPSTREAM_ERRORS as exc:
+            call.upstream_broke(exc)
     except BaseException:  # cancelled, or the consumer closed the generator
-        call.status, call.http_status = "aborted", 499
+        call.client_gone()
         raise
     finally:
-        if relay.finished:
-            response.release()
-        else:
-            response.close()
-        done_with_replica(call, healthy=healthy)
-        await finalize_soon(call)
+        await call.finish()
     prompt, completion, cached = _usage_tokens(call)
     yield {
         "type": "summary",

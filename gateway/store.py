@@ -1,31 +1,25 @@
-"""Redis access for the gateway: one async client per event loop, one sync client per process, key names.
+"""Redis access for the gateway: the hot path's client, one redis-py async client per event loop, key names.
 
-The /v1 hot path (admission, settlement, usage, the revocation epoch) goes through :func:`fredis`: one pipelined
-connection per event loop that writes each command at once and matches replies in order (hiredis parses them),
-instead of a pool checkout, a retry wrapper and a reply parser per command in redis-py's asyncio client. Commands
-that no client waits on (settlement with the usage record) are written ``later``: at the end of the loop
-iteration, in one write with the others queued meanwhile, so streams that end together cost one write and one
-wake-up of Redis.
-Everything else uses :func:`aredis` (redis-py).
+The /v1 hot path (admission, settlement, usage, the revocation epoch) goes through :func:`fredis`, the client that
+``GATEWAY_TRANSPORT`` selects (:mod:`gateway.transport`: pipelined RESP, or redis-py). Everything else uses
+:func:`aredis` (redis-py) or the process's sync client :func:`sredis`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import ssl
+import hashlib
 import weakref
+from typing import Any
 
-import hiredis
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
-from redis.asyncio.connection import parse_url
 
 from core.redis import client, key
+from gateway.transport import RedisClient, redis_client
 
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
-_fast_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FastRedis] = weakref.WeakKeyDictionary()
 
 
 def prefix() -> str:
@@ -34,6 +28,7 @@ def prefix() -> str:
 
 k = key  # a gateway key name: the configured prefix, then the parts joined by colons
 sredis = client  # the process's sync client, shared with the apps below the gateway
+fredis = redis_client  # the hot path's client for the running loop
 
 
 def aredis() -> aioredis.Redis:
@@ -50,189 +45,24 @@ def aredis() -> aioredis.Redis:
     return client
 
 
-def _reply_error(message: str) -> redis.exceptions.ResponseError:
-    if message.startswith("NOSCRIPT"):
-        return redis.exceptions.NoScriptError(message)
-    return redis.exceptions.ResponseError(message)
-
-
-class _Protocol(asyncio.Protocol):
-    def __init__(self, client: FastRedis):
-        self.client = client
-        self.reader = hiredis.Reader()
-        self.transport = None
-        self.queued: list[bytes] = []
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def write(self, data: bytes) -> None:
-        """Send a command now: deferring it to coalesce with others costs the caller a loop iteration, and under
-        load an iteration is a burst of other streams' chunks (see bench/README.md, Gateway). Commands queued by
-        ``later`` go out first, in order."""
-        if self.queued:
-            self.queued.append(data)
-            self.flush()
-        elif not self.transport.is_closing():
-            self.transport.write(data)
-
-    def later(self, data: bytes) -> None:
-        """Send a command at the end of this loop iteration, in one write with the others queued meanwhile (for
-        commands nobody waits on to answer a client: settlement and usage records)."""
-        if not self.queued:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self.queued.append(data)
-
-    def flush(self) -> None:
-        if self.queued:
-            data = b"".join(self.queued)
-            self.queued.clear()
-            if not self.transport.is_closing():
-                self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        pending = self.client.pending
-        while True:
-            try:
-                reply = self.reader.gets()
-            except hiredis.ProtocolError as exc:
-                self.transport.close()
-                self.client.lost(redis.exceptions.ConnectionError(f"Redis protocol error: {exc}"))
-                return
-            if reply is False:
-                return
-            future = pending.popleft()
-            if future.done():  # its caller was cancelled; the reply is dropped in order
-                continue
-            if isinstance(reply, hiredis.ReplyError):
-                future.set_exception(_reply_error(str(reply)))
-            else:
-                future.set_result(reply)
-
-    def connection_lost(self, exc) -> None:
-        self.client.lost(redis.exceptions.ConnectionError(f"Connection to Redis lost: {exc or 'closed'}"), self)
-
-
-class FastRedis:
-    """One pipelined Redis connection for one event loop (replies come back in command order).
-
-    A broken connection fails the commands waiting on it with ``redis.exceptions.ConnectionError``; the next
-    command reconnects. Replies are raw as in redis-py without ``decode_responses`` (bytes, ints, lists, None).
-    """
-
-    def __init__(self, url: str):
-        self.url = url
-        self.options = parse_url(url)
-        self.pending: collections.deque = collections.deque()
-        self.protocol: _Protocol | None = None
-        self.connecting: asyncio.Future | None = None
-
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        options = self.options
-        try:
-            if options.get("path"):
-                _transport, protocol = await loop.create_unix_connection(lambda: _Protocol(self), options["path"])
-            else:
-                tls = ssl.create_default_context() if self.url.startswith("rediss:") else None
-                _transport, protocol = await loop.create_connection(
-                    lambda: _Protocol(self), options.get("host", "localhost"), int(options.get("port", 6379)), ssl=tls
-                )
-        except OSError as exc:
-            raise redis.exceptions.ConnectionError(f"Cannot connect to Redis: {exc}") from exc
-        setup = []
-        if options.get("password"):
-            auth = [options["username"], options["password"]] if options.get("username") else [options["password"]]
-            setup.append(self._send(protocol, "AUTH", *auth))
-        if int(options.get("db") or 0):
-            setup.append(self._send(protocol, "SELECT", int(options["db"])))
-        self.protocol = protocol
-        try:
-            for future in setup:
-                await future
-        except BaseException:
-            protocol.transport.close()
-            raise
-
-    def _send(self, protocol: _Protocol, *args, later: bool = False) -> asyncio.Future:
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append(future)
-        if later:
-            protocol.later(hiredis.pack_command(args))
-        else:
-            protocol.write(hiredis.pack_command(args))
-        return future
-
-    def lost(self, error: Exception, protocol: _Protocol | None = None) -> None:
-        if protocol is not None and protocol is not self.protocol:
-            return
-        self.protocol = None
-        pending, self.pending = self.pending, collections.deque()
-        for future in pending:
-            if not future.done():
-                future.set_exception(error)
-
-    async def execute(self, *args, later: bool = False):
-        """Run a command; with ``later`` it is written at the end of this loop iteration together with others."""
-        protocol = self.protocol
-        if protocol is None or protocol.transport.is_closing():
-            if self.connecting is None:
-                self.connecting = asyncio.ensure_future(self._connect())
-                self.connecting.add_done_callback(self._connected)
-            await asyncio.shield(self.connecting)
-            protocol = self.protocol
-            if protocol is None:
-                raise redis.exceptions.ConnectionError("Connection to Redis lost")
-        return await self._send(protocol, *args, later=later)
-
-    def _connected(self, task: asyncio.Future) -> None:
-        self.connecting = None
-        if not task.cancelled():
-            task.exception()  # retrieved: the waiting callers raise it
-
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args, later: bool = False):
-        return await self.execute("EVALSHA", sha, numkeys, *keys_and_args, later=later)
-
-    async def eval(self, source: str, numkeys: int, *keys_and_args):
-        return await self.execute("EVAL", source, numkeys, *keys_and_args)
-
-    async def get(self, name: str):
-        return await self.execute("GET", name)
-
-    async def close(self) -> None:
-        if self.protocol is not None:
-            self.protocol.transport.close()
-            self.protocol = None
-
-
-def fredis() -> FastRedis:
-    """The hot path's pipelined client for the running loop."""
-    loop = asyncio.get_running_loop()
-    client = _fast_clients.get(loop)
-    if client is None:
-        client = _fast_clients[loop] = FastRedis(settings.REDIS_URL)
-    return client
-
-
 class LuaScript:
     """A Lua script run by EVALSHA on either client, loading it on NOSCRIPT."""
 
     def __init__(self, source: str):
-        import hashlib
-
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def acall(self, keys: list[str], args: list, client: FastRedis | None = None, later: bool = False):
-        """Run the script on the pipelined client; ``later``: written at the end of this loop iteration."""
+    async def acall(
+        self, keys: list[str], args: list[Any], client: RedisClient | None = None, later: bool = False
+    ) -> Any:
+        """Run the script on the hot path's client; ``later``: written at the end of this loop iteration."""
         client = client or fredis()
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args, later=later)
+            return await client.execute("EVALSHA", self.sha, len(keys), *keys, *args, later=later)
         except redis.exceptions.NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
+            return await client.execute("EVAL", self.source, len(keys), *keys, *args)
 
-    def call(self, keys: list[str], args: list, client: redis.Redis | None = None):
+    def call(self, keys: list[str], args: list[Any], client: redis.Redis | None = None) -> Any:
         client = client or sredis()
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)

@@ -89,3 +89,10 @@ def listing(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = str(raw(name, default)).strip().lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value

@@ -213,6 +213,9 @@ GATEWAY_RESERVE_MAX_TOKENS = env.integer("GATEWAY_RESERVE_MAX_TOKENS", 4096, min
 # MAX, to admit requests without a Redis round trip; FRACTION 0 reserves every request in Redis instead.
 GATEWAY_BALANCE_SLICE_FRACTION = env.integer("GATEWAY_BALANCE_SLICE_FRACTION", 16, minimum=0)
 GATEWAY_BALANCE_SLICE_MAX = env.decimal("GATEWAY_BALANCE_SLICE_MAX", "20")
+# fast: the gateway's own HTTP/1.1 and pipelined RESP clients and the direct uvicorn stream relay (gateway/transport/);
+# plain: httpx, redis-py's asyncio client and plain ASGI send. Same behaviour, the plain path costs more CPU.
+GATEWAY_TRANSPORT = env.choice("GATEWAY_TRANSPORT", "fast", ("fast", "plain"))
 MAAS_BALANCE_LOADER = env.string("MAAS_BALANCE_LOADER", "billing.selectors.org_spendable_balance")
 CELERY_BEAT_SCHEDULE["metering-ingest-usage"] = {"task": "metering.tasks.ingest_usage_task", "schedule": 5.0}
 

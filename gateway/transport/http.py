@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 import weakref
+from collections.abc import AsyncGenerator
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -141,7 +143,7 @@ class Response:
         self._conn = conn
         self._loop = loop
         self._idle = idle
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._chunks: list = []
         self._size = 0
         self._headers_done = False
@@ -164,13 +166,15 @@ class Response:
             self._framed = True
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # it is the parser calling
+        status = parser.get_status_code()
         if 100 <= status < 200:  # an interim answer: the real one follows
             return
         self.status = status
         self._headers_done = True
         self._until_close = not self._framed and status not in (204, 304)
-        self._keep_alive = self._parser.should_keep_alive()  # llhttp only knows it until the message completes
+        self._keep_alive = parser.should_keep_alive()  # llhttp only knows it until the message completes
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
@@ -351,17 +355,17 @@ class Response:
 
 class Connection(asyncio.Protocol):
     __slots__ = ("pool", "key", "transport", "response", "closed", "idle_since")
+    transport: asyncio.Transport  # set by connection_made, before the pool hands the connection out
 
-    def __init__(self, pool: Pool, key):
+    def __init__(self, pool: Pool, key: tuple[str, int, int | None]):
         self.pool = pool
         self.key = key
-        self.transport = None
         self.response: Response | None = None
         self.closed = False
         self.idle_since = 0.0
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.pool.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -371,10 +375,10 @@ class Connection(asyncio.Protocol):
             return
         response._feed(data)
 
-    def eof_received(self):
+    def eof_received(self) -> bool:
         return False  # close the transport; connection_lost tells the response
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.connections.discard(self)
         response, self.response = self.response, None
@@ -383,8 +387,7 @@ class Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
 
     def idle(self) -> None:
         self.response = None
@@ -474,10 +477,10 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool] = weakref.Wea
 # Per loop, a suspended async generator whose ``finally`` closes that loop's pool: asyncio.run, uvicorn (which runs
 # on asyncio.run), asgiref's async_to_sync and pytest-asyncio all call ``loop.shutdown_asyncgens()`` before closing
 # a loop, so the connections are closed while their loop can still run.
-_closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = weakref.WeakKeyDictionary()
+_closers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = weakref.WeakKeyDictionary()
 
 
-async def _close_with_loop(pool: Pool):
+async def _close_with_loop(pool: Pool) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
@@ -511,6 +514,3 @@ async def close_upstream_sessions() -> None:
         await closer.aclose()
     if current is not None:
         current.close()
-
-
-close_session = close_upstream_sessions

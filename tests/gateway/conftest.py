@@ -75,6 +75,28 @@ def run_gateway():
     return gateway_server
 
 
+TRANSPORTS = ("fast", "plain")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request, settings):
+    """In-process gateway calls of a test, once on each GATEWAY_TRANSPORT path."""
+    settings.GATEWAY_TRANSPORT = request.param
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def plain_gateway_url(django_db_setup):
+    with gateway_server(GATEWAY_TRANSPORT="plain") as url:
+        yield url
+
+
+@pytest.fixture(params=TRANSPORTS)
+def any_v1(request):
+    """The /v1 base URL of a gateway server on each GATEWAY_TRANSPORT path (fast, then plain)."""
+    return request.getfixturevalue("gateway_url" if request.param == "fast" else "plain_gateway_url") + "/v1"
+
+
 @pytest.fixture
 def free_port():
     """A port nothing listens on (for a replica that refuses connections)."""

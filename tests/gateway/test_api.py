@@ -19,8 +19,8 @@ def test_models_lists_public_models_and_the_orgs_services(v1, api_key, public_mo
     assert client.models.retrieve("acme/my-llama").owned_by == "acme"
 
 
-def test_chat_completion_answers_with_the_client_model_id_and_usage(v1, api_key, public_model):
-    client = openai.OpenAI(base_url=v1, api_key=api_key)
+def test_chat_completion_answers_with_the_client_model_id_and_usage(any_v1, api_key, public_model):
+    client = openai.OpenAI(base_url=any_v1, api_key=api_key)
     raw = client.chat.completions.with_raw_response.create(model="public/tiny-chat", messages=CHAT, max_tokens=12)
     answer = raw.parse()
     assert answer.model == "public/tiny-chat"
@@ -29,8 +29,8 @@ def test_chat_completion_answers_with_the_client_model_id_and_usage(v1, api_key,
     assert raw.headers["x-request-id"]
 
 
-def test_stream_without_include_usage_hides_the_usage_chunk(v1, api_key, org_service):
-    client = openai.OpenAI(base_url=v1, api_key=api_key)
+def test_stream_without_include_usage_hides_the_usage_chunk(any_v1, api_key, org_service):
+    client = openai.OpenAI(base_url=any_v1, api_key=api_key)
     chunks = list(
         client.chat.completions.create(
             model="acme/my-llama", messages=CHAT, max_tokens=20, stream=True, extra_body={"ignore_eos": True}
@@ -42,8 +42,8 @@ def test_stream_without_include_usage_hides_the_usage_chunk(v1, api_key, org_ser
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 20 and text
 
 
-def test_stream_with_include_usage_ends_with_usage(v1, api_key, public_model):
-    client = openai.OpenAI(base_url=v1, api_key=api_key)
+def test_stream_with_include_usage_ends_with_usage(any_v1, api_key, public_model):
+    client = openai.OpenAI(base_url=any_v1, api_key=api_key)
     chunks = list(
         client.chat.completions.create(
             model="public/tiny-chat",
@@ -78,8 +78,8 @@ def test_streams_are_the_same_through_the_plain_asgi_path(api_key, public_model,
             assert chunks[-1].usage.completion_tokens == 30 and not chunks[-1].choices
 
 
-def test_completions_and_embeddings(v1, api_key, public_model):
-    client = openai.OpenAI(base_url=v1, api_key=api_key)
+def test_completions_and_embeddings(any_v1, api_key, public_model):
+    client = openai.OpenAI(base_url=any_v1, api_key=api_key)
     completion = client.completions.create(model="public/tiny-chat", prompt="Once upon a time", max_tokens=5)
     assert completion.model == "public/tiny-chat" and completion.usage.completion_tokens <= 5
     embedding = client.embeddings.create(model="public/tiny-chat", input=["hello", "world"])
@@ -119,8 +119,8 @@ def test_another_orgs_service_is_unknown(v1, other_org, public_model, org_servic
     assert {m.id for m in client.models.list()} == {"public/tiny-chat"}
 
 
-def test_unknown_model_is_404(v1, api_key, public_model):
-    client = openai.OpenAI(base_url=v1, api_key=api_key)
+def test_unknown_model_is_404(any_v1, api_key, public_model):
+    client = openai.OpenAI(base_url=any_v1, api_key=api_key)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="public/nope", messages=CHAT)
 

@@ -33,14 +33,14 @@ async def _drain_usage(count: int) -> None:
 
 @pytest_asyncio.fixture(autouse=True)
 async def _fresh_stream_and_session():
-    from gateway.transport.http import close_session
+    from gateway.transport import close_upstream_sessions
 
     sredis().delete(ingestion.stream_key())
     yield
-    await close_session()  # the session belongs to this test's event loop
+    await close_upstream_sessions()  # the session belongs to this test's event loop
 
 
-async def test_chunks_then_summary_metered_as_playground(org, alice, public_model):
+async def test_chunks_then_summary_metered_as_playground(transport, org, alice, public_model):
     items = [item async for item in chat_stream(org=org, model_id="public/tiny-chat", body=BODY, user=alice)]
     summary = items[-1]
     chunks = items[:-1]
@@ -55,7 +55,7 @@ async def test_chunks_then_summary_metered_as_playground(org, alice, public_mode
     assert str(record.cost) == summary["cost"]
 
 
-async def test_errors_come_before_the_first_chunk(org, other_org, public_model, org_service):
+async def test_errors_come_before_the_first_chunk(transport, org, other_org, public_model, org_service):
     with pytest.raises(GatewayError) as caught:
         [x async for x in chat_stream(org=other_org, model_id="acme/my-llama", body=BODY)]
     assert caught.value.status == 404
@@ -69,7 +69,7 @@ async def test_errors_come_before_the_first_chunk(org, other_org, public_model, 
 
 
 async def test_cancelling_the_consumer_aborts_upstream_and_meters_what_streamed(
-    org, public_org, make_catalog_model, make_service
+    transport, org, public_org, make_catalog_model, make_service
 ):
     with run_simulator(served_model_names=("public/slow",), ttft_ms=2, itl_ms=30) as slow:
         await sync_to_async(make_service)(

@@ -139,14 +139,14 @@ def test_key_spend_cap_stops_the_key_not_the_org(v1, org, public_model):
 
 
 def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(
-    v1, org, api_key, public_org, make_catalog_model, make_service
+    any_v1, org, api_key, public_org, make_catalog_model, make_service
 ):
     with run_simulator(served_model_names=("public/slow",), ttft_ms=2, itl_ms=40) as slow:
         make_service(org=public_org, model=make_catalog_model("slow-chat"), name="slow", replicas=[slow])
         body = {"model": "public/slow-chat", "messages": CHAT, "max_tokens": 200, "stream": True, "ignore_eos": True}
         received = 0
         with httpx.stream(
-            "POST", v1 + "/chat/completions", json=body, timeout=10, headers={"Authorization": f"Bearer {api_key}"}
+            "POST", any_v1 + "/chat/completions", json=body, timeout=10, headers={"Authorization": f"Bearer {api_key}"}
         ) as response:
             request_id = response.headers["x-request-id"]
             for line in response.iter_lines():
@@ -167,7 +167,7 @@ def test_client_disconnect_aborts_upstream_and_meters_streamed_tokens(
 
 
 def test_failing_replicas_are_retried_and_ejected_then_probed_back(
-    v1, api_key, public_org, free_port, make_catalog_model, make_service
+    any_v1, api_key, public_org, free_port, make_catalog_model, make_service
 ):
     dead = f"http://127.0.0.1:{free_port()}"
     with (
@@ -175,7 +175,7 @@ def test_failing_replicas_are_retried_and_ejected_then_probed_back(
         run_simulator(served_model_names=("public/flaky",), ttft_ms=1, itl_ms=1, failure_rate=1.0) as bad,
     ):
         make_service(org=public_org, model=make_catalog_model("flaky-chat"), name="flaky", replicas=[bad, dead, good])
-        client = openai.OpenAI(base_url=v1, api_key=api_key, max_retries=0)
+        client = openai.OpenAI(base_url=any_v1, api_key=api_key, max_retries=0)
         for i in range(12):
             answer = client.chat.completions.create(
                 model="public/flaky-chat", messages=[{"role": "user", "content": f"q{i} " * 3}], max_tokens=2
@@ -236,7 +236,7 @@ def test_usage_is_recorded_once_even_when_entries_are_replayed_or_a_consumer_die
 
 
 def test_a_slow_reader_gets_every_byte_of_a_long_stream_in_order(
-    v1, org, api_key, public_org, make_catalog_model, make_service
+    any_v1, org, api_key, public_org, make_catalog_model, make_service
 ):
     """A client that stops reading fills its socket buffer: the relay holds pieces, stops reading from the
     replica, and resumes when the client drains; nothing is lost, reordered or doubled."""
@@ -251,7 +251,7 @@ def test_a_slow_reader_gets_every_byte_of_a_long_stream_in_order(
         body = orjson.dumps(
             {"model": "public/long-chat", "messages": CHAT, "max_tokens": tokens, "stream": True, "ignore_eos": True}
         )
-        parts = urlsplit(v1)
+        parts = urlsplit(any_v1)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect((parts.hostname, parts.port))

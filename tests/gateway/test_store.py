@@ -8,7 +8,8 @@ import pytest
 import redis
 from django.conf import settings
 
-from gateway.store import FastRedis, k, sredis
+from gateway.store import k, sredis
+from gateway.transport.resp import FastRedis
 
 pytestmark = pytest.mark.asyncio
 

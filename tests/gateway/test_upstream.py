@@ -1,5 +1,6 @@
-"""gateway.transport.http, the replica client: keep-alive reuse, chunked bodies, a stale pooled connection, the idle
-timeout, TLS with a CA bundle and closing the pool with its event loop."""
+"""The replica clients: keep-alive reuse, chunked bodies, a stale pooled connection, the idle timeout and TLS with a
+CA bundle on both GATEWAY_TRANSPORT paths (the ``transport`` fixture); the fast client's relay sink, freeing and
+closing its pool with its event loop, and the direct uvicorn relay."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from deployments.selectors import Endpoint
+from gateway import transport as gateway_transport
 from gateway.transport import http as upstream
 
 CHUNKED = (
@@ -79,15 +81,15 @@ def endpoint(port, scheme="http", **kw):
 
 
 @pytest.mark.asyncio
-async def test_chunked_body_is_decoded_and_the_connection_reused():
+async def test_chunked_body_is_decoded_and_the_connection_reused(transport):
     replica = Replica(answer_chunked)
     async with replica as port:
         for i in range(3):
-            response = await upstream.request(endpoint(port), "/v1/chat/completions", b'{"a":1}', f"req-{i}")
+            response = await gateway_transport.request(endpoint(port), "/v1/chat/completions", b'{"a":1}', f"req-{i}")
             assert response.status == 200
             assert await response.read() == b"data: a\n\ndata: b\n\n!!!"
             response.release()
-        await upstream.close_upstream_sessions()
+        await gateway_transport.close_upstream_sessions()
     assert replica.connections == 1
     head = replica.requests[0]
     assert head.startswith(b"POST /prefix/v1/chat/completions HTTP/1.1\r\n")
@@ -124,7 +126,7 @@ async def test_a_sink_attached_after_reading_paused_for_a_full_buffer_gets_the_w
 
 
 @pytest.mark.asyncio
-async def test_a_pooled_connection_the_server_dropped_is_replaced_transparently():
+async def test_a_pooled_connection_the_server_dropped_is_replaced_transparently(transport):
     async def one_per_connection(n, writer):
         if n > 1:  # as a server whose keep-alive ran out just as the request came
             return False
@@ -135,15 +137,15 @@ async def test_a_pooled_connection_the_server_dropped_is_replaced_transparently(
     replica = Replica(one_per_connection)
     async with replica as port:
         for _ in range(3):
-            response = await upstream.request(endpoint(port), "/v1/completions", b"{}", "r")
+            response = await gateway_transport.request(endpoint(port), "/v1/completions", b"{}", "r")
             assert (response.status, await response.read()) == (200, b"ok")
             response.release()
-        await upstream.close_upstream_sessions()
+        await gateway_transport.close_upstream_sessions()
     assert replica.connections == 3
 
 
 @pytest.mark.asyncio
-async def test_a_replica_silent_past_the_idle_timeout_fails_the_read(settings):
+async def test_a_replica_silent_past_the_idle_timeout_fails_the_read(transport, settings):
     settings.GATEWAY_IDLE_TIMEOUT = 0.3
 
     async def hang_after_first_event(n, writer):
@@ -153,22 +155,22 @@ async def test_a_replica_silent_past_the_idle_timeout_fails_the_read(settings):
         return False
 
     async with Replica(hang_after_first_event) as port:
-        response = await upstream.request(endpoint(port), "/v1/completions", b"{}", "r")
+        response = await gateway_transport.request(endpoint(port), "/v1/completions", b"{}", "r")
         assert await response.next_chunk() == b"data: a"
         started = asyncio.get_running_loop().time()
         with pytest.raises(asyncio.TimeoutError):
             await response.next_chunk()
         assert 0.25 <= asyncio.get_running_loop().time() - started < 2
         response.close()
-        await upstream.close_upstream_sessions()
+        await gateway_transport.close_upstream_sessions()
 
 
 @pytest.mark.asyncio
-async def test_refused_connection_is_an_oserror():
+async def test_refused_connection_is_an_oserror(transport):
     async with Replica(answer_chunked) as port:
         pass
     with pytest.raises(OSError):
-        await upstream.request(endpoint(port), "/v1/completions", b"{}", "r")
+        await gateway_transport.request(endpoint(port), "/v1/completions", b"{}", "r")
 
 
 def self_signed(tmp_path):
@@ -196,18 +198,20 @@ def self_signed(tmp_path):
 
 
 @pytest.mark.asyncio
-async def test_tls_replica_with_a_ca_bundle_and_unverified(tmp_path):
+async def test_tls_replica_with_a_ca_bundle_and_unverified(transport, tmp_path):
     cert, key = self_signed(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
     async with Replica(answer_chunked, ssl_context=server_context) as port:
         for verify in (cert, False):
-            response = await upstream.request(endpoint(port, "https", tls_verify=verify), "/v1/completions", b"{}", "r")
+            response = await gateway_transport.request(
+                endpoint(port, "https", tls_verify=verify), "/v1/completions", b"{}", "r"
+            )
             assert await response.read() == b"data: a\n\ndata: b\n\n!!!"
             response.release()
         with pytest.raises(ssl.SSLError):  # default verification does not trust a self-signed certificate
-            await upstream.request(endpoint(port, "https"), "/v1/completions", b"{}", "r")
-        await upstream.close_upstream_sessions()
+            await gateway_transport.request(endpoint(port, "https"), "/v1/completions", b"{}", "r")
+        await gateway_transport.close_upstream_sessions()
 
 
 def _live(kind) -> int:
@@ -283,7 +287,7 @@ def test_streams_under_uvicorn_take_the_direct_relay():
 
     import uvicorn
 
-    from gateway.asgi import _direct_cycle
+    from gateway.transport.uvicorn import direct_cycle
     from tests.support.servers import free_port
 
     seen = {}
@@ -292,7 +296,7 @@ def test_streams_under_uvicorn_take_the_direct_relay():
         if scope["type"] != "http":
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        seen["cycle"] = _direct_cycle(send)
+        seen["cycle"] = direct_cycle(send)
         await send({"type": "http.response.body", "body": b"ok"})
 
     port = free_port()

@@ -1,0 +1,26 @@
+"""The plain Redis client: redis-py's asyncio client behind the hot path's :class:`RedisClient` interface.
+
+Replies are raw, as the pipelined client returns them (redis-py's per-command reply callbacks are off: ``SET``
+answers ``b"OK"``, not ``True``), and ``later`` commands are simply sent now: redis-py has no write coalescing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+
+class PlainRedis:
+    """A blocking redis-py pool: under a burst, commands wait for a free connection instead of failing."""
+
+    def __init__(self, url: str):
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=128, timeout=10, health_check_interval=30)
+        self.client = aioredis.Redis(connection_pool=pool)
+        self.client.response_callbacks.clear()
+
+    async def execute(self, *args: Any, later: bool = False) -> Any:
+        return await self.client.execute_command(*args)
+
+    async def close(self) -> None:
+        await self.client.aclose()
