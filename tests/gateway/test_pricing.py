@@ -32,11 +32,11 @@ LONG = {"messages": [{"role": "user", "content": LONG_TEXT}], "max_tokens": 5, "
 
 @pytest_asyncio.fixture(autouse=True)
 async def _fresh_stream_and_session():
-    from gateway.transport.http import close_session
+    from gateway.transport import close_upstream_sessions
 
     sredis().delete(ingestion.stream_key())
     yield
-    await close_session()  # the session belongs to this test's event loop
+    await close_upstream_sessions()  # the session belongs to this test's event loop
 
 
 async def _answer(org, user, body) -> dict:
