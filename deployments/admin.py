@@ -52,7 +52,7 @@ class ReplicaInline(admin.TabularInline):
 
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
-    list_display = ["name", "org", "catalog_model", "region", "cluster", "status", "replicas", "ready_replicas"]
+    list_display = ["name", "org", "catalog_model", "region", "cluster", "status", "instances", "ready_instances"]
     list_filter = ["status", "region", "cluster"]
     search_fields = ["name", "org__namespace"]
     list_select_related = ["org", "catalog_model", "region", "cluster"]

@@ -57,7 +57,7 @@ class ServiceViewSet(OrgScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
             catalog_model=model,
             region=region,
             name=data["name"],
-            replicas=data["instances"],
+            instances=data["instances"],
             billing_mode=data["billing_mode"],
         )
         return Response(ServiceSerializer(service).data, status=status.HTTP_201_CREATED)
@@ -77,7 +77,7 @@ class ServiceViewSet(OrgScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         payload = ServiceScaleSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         service = services.service_scale(
-            service=self.get_object(), actor=self._actor(), replicas=payload.validated_data["instances"]
+            service=self.get_object(), actor=self._actor(), instances=payload.validated_data["instances"]
         )
         return Response(ServiceSerializer(service).data)
 

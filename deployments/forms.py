@@ -19,7 +19,7 @@ class ServiceCreateForm(forms.Form):
         help_text=_("Callable as <namespace>/<service name>."),
     )
     region = forms.ChoiceField(label=_("Region"))
-    replicas = forms.IntegerField(label=_("Instances"), min_value=1, max_value=MAX_INSTANCES, initial=1)
+    instances = forms.IntegerField(label=_("Instances"), min_value=1, max_value=MAX_INSTANCES, initial=1)
     billing_mode = forms.ChoiceField(
         label=_("Billing"), choices=BillingMode.choices, initial=BillingMode.PAYG, widget=forms.RadioSelect
     )
@@ -36,7 +36,7 @@ class ServiceCreateForm(forms.Form):
 
 
 class ScaleForm(forms.Form):
-    replicas = forms.IntegerField(label=_("Instances"), min_value=1, max_value=MAX_INSTANCES)
+    instances = forms.IntegerField(label=_("Instances"), min_value=1, max_value=MAX_INSTANCES)
 
 
 class _KubeconfigFields(forms.Form):

@@ -140,8 +140,8 @@ class Service(models.Model):
     memory_gb = models.PositiveIntegerField()
     runtime_args = models.JSONField(default=list, blank=True)
     max_model_len = models.PositiveIntegerField()
-    replicas = models.PositiveSmallIntegerField(_("instances"))  # desired while running
-    ready_replicas = models.PositiveSmallIntegerField(default=0)
+    instances = models.PositiveSmallIntegerField(_("instances"))  # desired while running
+    ready_instances = models.PositiveSmallIntegerField(default=0)
     billing_mode = models.CharField(max_length=16, choices=BillingMode.choices, default=BillingMode.PAYG)
     hourly_price = models.DecimalField(max_digits=14, decimal_places=6)  # per instance, at deploy/scale time
     # Subscription (包年包月) price per instance-month, snapshotted with hourly_price.
@@ -196,7 +196,7 @@ class Service(models.Model):
     @property
     def desired_instances(self) -> int:
         return (
-            self.replicas
+            self.instances
             if self.desired_running and self.status not in (ServiceStatus.DELETING, ServiceStatus.DELETED)
             else 0
         )

@@ -113,7 +113,7 @@ def record(service_id, observed: Observed, generation: int) -> Service | None:
             Replica.objects.filter(service=service).delete()
         else:
             _sync_replicas(service, observed)
-        service.ready_replicas = observed.ready if status != ServiceStatus.DELETED else 0
+        service.ready_instances = observed.ready if status != ServiceStatus.DELETED else 0
         service.observed_generation = generation
         service.last_reconciled_at = timezone.now()
         service.save()

@@ -1,6 +1,6 @@
 """Writes of the deployments app: cluster onboarding and checks, and the life cycle of model services.
 
-User actions only record desired state (replicas, running or not, deleting) and bump ``generation``; the reconcile
+User actions only record desired state (instances, running or not, deleting) and bump ``generation``; the reconcile
 loop (deployments.reconcile) makes the cluster match and records what it observes.
 """
 
@@ -263,12 +263,12 @@ def cluster_drain(*, cluster: Cluster, actor) -> int:
 # --- services -----------------------------------------------------------------------------------------------
 
 
-def _check_instances(replicas) -> int:
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= MAX_INSTANCES:
+def _check_instances(instances) -> int:
+    if not isinstance(instances, int) or isinstance(instances, bool) or not 1 <= instances <= MAX_INSTANCES:
         raise ApplicationError(
-            _("Instances must be a whole number from 1 to %(max)d.") % {"max": MAX_INSTANCES}, field="replicas"
+            _("Instances must be a whole number from 1 to %(max)d.") % {"max": MAX_INSTANCES}, field="instances"
         )
-    return replicas
+    return instances
 
 
 def _reserve(cluster_id: UUID, product: str, gpus: int) -> None:
@@ -294,7 +294,7 @@ def subscription_cover(*, service: Service, instances: int, actor: Any) -> None:
 
 
 def service_create(
-    *, org, actor, catalog_model, region: Region, name: str, replicas: int = 1, billing_mode: str = BillingMode.PAYG
+    *, org, actor, catalog_model, region: Region, name: str, instances: int = 1, billing_mode: str = BillingMode.PAYG
 ) -> Service:
     """Deploy ``catalog_model`` in ``region``: the platform picks the variant and the cluster."""
     name = (name or "").strip()
@@ -306,7 +306,7 @@ def service_create(
             ),
             field="name",
         )
-    _check_instances(replicas)
+    _check_instances(instances)
     if billing_mode not in BillingMode.values:
         raise ApplicationError(_("Unknown billing mode."), field="billing_mode")
     with transaction.atomic():
@@ -319,7 +319,7 @@ def service_create(
                 code="duplicate",
             )
         placement = place(
-            catalog_model, Region.objects.prefetch_related("clusters").get(pk=region.pk), instances=replicas
+            catalog_model, Region.objects.prefetch_related("clusters").get(pk=region.pk), instances=instances
         )
         variant = placement.variant
         hourly, monthly, currency = instance_prices(region, placement.gpu_product, variant.gpu_count)
@@ -341,7 +341,7 @@ def service_create(
             memory_gb=variant.memory_gb,
             runtime_args=list(variant.custom_runtime_args or []),
             max_model_len=catalog_model.context_length,
-            replicas=replicas,
+            instances=instances,
             billing_mode=billing_mode,
             hourly_price=hourly,
             monthly_price=monthly,
@@ -365,17 +365,17 @@ def service_create(
             actor=actor,
             message=_("%(n)d × %(model)s on %(cluster)s (%(gpus)d× %(product)s per instance)")
             % {
-                "n": replicas,
+                "n": instances,
                 "model": catalog_model.name,
                 "cluster": placement.cluster.name,
                 "gpus": variant.gpu_count,
                 "product": placement.gpu_product,
             },
         )
-        _reserve(placement.cluster.pk, placement.gpu_product, variant.gpu_count * replicas)
+        _reserve(placement.cluster.pk, placement.gpu_product, variant.gpu_count * instances)
         if billing_mode == BillingMode.SUBSCRIPTION:
             # 包年包月: a month per instance is paid up front; without the funds nothing is deployed.
-            subscription_cover(service=service, instances=replicas, actor=actor)
+            subscription_cover(service=service, instances=instances, actor=actor)
         audit_record(
             org=org,
             actor=actor,
@@ -385,7 +385,7 @@ def service_create(
                 "name": name,
                 "model": catalog_model.slug,
                 "region": region.code,
-                "replicas": replicas,
+                "instances": instances,
                 "cluster": placement.cluster.name,
                 "hourly_price": str(hourly),
                 "billing_mode": billing_mode,
@@ -413,7 +413,7 @@ def _capacity_for(service: Service, extra_instances: int) -> None:
         raise ApplicationError(
             _("Cluster %(name)s is cordoned: no new instances can be placed there.") % {"name": cluster.name},
             code="no_capacity",
-            field="replicas",
+            field="instances",
         )
     needed, free = driver_for(cluster).gpu_room(cluster, service, extra_instances)
     if free < needed:
@@ -421,22 +421,22 @@ def _capacity_for(service: Service, extra_instances: int) -> None:
             _("Not enough free GPUs on %(cluster)s: %(needed)d× %(product)s needed, %(free)d free.")
             % {"cluster": cluster.name, "needed": needed, "product": service.gpu_product, "free": max(free, 0)},
             code="no_capacity",
-            field="replicas",
+            field="instances",
         )
 
 
-def service_scale(*, service: Service, actor, replicas: int) -> Service:
-    _check_instances(replicas)
+def service_scale(*, service: Service, actor, instances: int) -> Service:
+    _check_instances(instances)
     with transaction.atomic():
         service = _locked(service)
         _require_live(service)
-        if replicas == service.replicas:
+        if instances == service.instances:
             return service
-        before = service.replicas
+        before = service.instances
         if service.desired_running:
-            _capacity_for(service, replicas - before)
+            _capacity_for(service, instances - before)
         hourly, monthly, currency = instance_prices(service.region, service.gpu_product, service.gpu_count)
-        service.replicas = replicas
+        service.instances = instances
         service.hourly_price, service.monthly_price, service.currency = hourly, monthly, currency
         service.generation += 1
         event_record(
@@ -444,7 +444,7 @@ def service_scale(*, service: Service, actor, replicas: int) -> Service:
             kind=EventKind.SCALE,
             reason="Scaled",
             actor=actor,
-            message=_("%(a)d → %(b)d instances") % {"a": before, "b": replicas},
+            message=_("%(a)d → %(b)d instances") % {"a": before, "b": instances},
         )
         if service.desired_running and service.status == ServiceStatus.RUNNING:
             status_set(
@@ -452,21 +452,21 @@ def service_scale(*, service: Service, actor, replicas: int) -> Service:
                 status=ServiceStatus.SCALING,
                 reason="ScaleRequested",
                 actor=actor,
-                message=_("%(a)d → %(b)d instances") % {"a": before, "b": replicas},
+                message=_("%(a)d → %(b)d instances") % {"a": before, "b": instances},
             )
-        if service.desired_running and replicas < service.billed_instances:
-            meter_set(service=service, instances=replicas)  # billing stops for removed instances at once
+        if service.desired_running and instances < service.billed_instances:
+            meter_set(service=service, instances=instances)  # billing stops for removed instances at once
         service.save()
-        if service.billing_mode == BillingMode.SUBSCRIPTION and replicas > before:
-            subscription_cover(service=service, instances=replicas, actor=actor)  # prorated for the added ones
+        if service.billing_mode == BillingMode.SUBSCRIPTION and instances > before:
+            subscription_cover(service=service, instances=instances, actor=actor)  # prorated for the added ones
         if service.desired_running and service.cluster_id:
-            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * max(replicas - before, 0))
+            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * max(instances - before, 0))
         audit_record(
             org=service.org,
             actor=actor,
             action="service.scale",
             target=service,
-            data={"from": before, "to": replicas, "hourly_price": str(hourly)},
+            data={"from": before, "to": instances, "hourly_price": str(hourly)},
         )
         _enqueue_reconcile(service.pk)
     return service
@@ -501,13 +501,13 @@ def service_start(*, service: Service, actor) -> Service:
         _require_live(service)
         if service.desired_running:
             return service
-        _capacity_for(service, service.replicas)
+        _capacity_for(service, service.instances)
         service.desired_running = True
         service.generation += 1
         status_set(service=service, status=ServiceStatus.PENDING, reason="StartRequested", actor=actor)
         service.save()
         if service.cluster_id:
-            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * service.replicas)
+            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * service.instances)
         audit_record(org=service.org, actor=actor, action="service.start", target=service)
         _enqueue_reconcile(service.pk)
     return service

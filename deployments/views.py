@@ -52,25 +52,25 @@ def _catalog_model(slug: str) -> CatalogModel:
         raise Http404 from None
 
 
-def _quote(placements: dict, region_code, replicas, billing_mode) -> dict:
+def _quote(placements: dict, region_code, instances, billing_mode) -> dict:
     """The live price shown next to the deploy form."""
     placement = placements.get(region_code)
     try:
-        replicas = int(replicas)
+        instances = int(instances)
     except (TypeError, ValueError):
-        replicas = 0
-    if placement is None or not 1 <= replicas <= services.MAX_INSTANCES:
+        instances = 0
+    if placement is None or not 1 <= instances <= services.MAX_INSTANCES:
         return {"quote": None}
     hourly, monthly, currency = instance_prices(placement.cluster.region, placement.gpu_product, placement.gpu_count)
     return {
         "quote": {
             "placement": placement,
-            "replicas": replicas,
+            "instances": instances,
             "currency": currency,
             "hourly": hourly,
             "monthly": monthly,
-            "total_hourly": hourly * replicas,
-            "total_monthly": monthly * replicas,
+            "total_hourly": hourly * instances,
+            "total_monthly": monthly * instances,
             "subscription": billing_mode == BillingMode.SUBSCRIPTION,
         }
     }
@@ -96,7 +96,7 @@ def service_new(request, slug):
                 catalog_model=model,
                 region=data["region"],
                 name=data["name"],
-                replicas=data["replicas"],
+                instances=data["instances"],
                 billing_mode=data["billing_mode"],
             )
         except ApplicationError as exc:
@@ -112,7 +112,7 @@ def service_new(request, slug):
         **_quote(
             placements,
             source.get("region") or (fitting[0].code if fitting else None),
-            source.get("replicas", 1),
+            source.get("instances", 1),
             source.get("billing_mode", BillingMode.PAYG),
         ),
     }
@@ -132,7 +132,7 @@ def service_price(request, slug):
     context = _quote(
         placements,
         region.code if region else None,
-        request.GET.get("replicas"),
+        request.GET.get("instances"),
         request.GET.get("billing_mode", BillingMode.PAYG),
     )
     return render(request, "deployments/partials/price.html", context)
@@ -149,7 +149,7 @@ def service_detail(request, pk):
         "service": service,
         "events": selectors.service_events(service, limit=50),
         "replicas": selectors.service_replicas(service),
-        "scale_form": ScaleForm(initial={"replicas": service.replicas}),
+        "scale_form": ScaleForm(initial={"instances": service.instances}),
     }
     # The status and events panels poll themselves.
     if request.htmx and request.htmx.target == "service-status":
@@ -166,21 +166,21 @@ def service_scale(request, pk):
     form = ScaleForm(request.POST if request.method == "POST" else request.GET)
     if request.method == "POST" and form.is_valid():
         try:
-            services.service_scale(service=service, actor=request.user, replicas=form.cleaned_data["replicas"])
+            services.service_scale(service=service, actor=request.user, instances=form.cleaned_data["instances"])
         except ApplicationError as exc:
             messages.error(request, exc.message)
         else:
             messages.success(
                 request,
-                _("Scaling %(id)s to %(n)d instances.") % {"id": service.model_id, "n": form.cleaned_data["replicas"]},
+                _("Scaling %(id)s to %(n)d instances.") % {"id": service.model_id, "n": form.cleaned_data["instances"]},
             )
         return redirect("deployments:service-detail", pk=service.pk)
     quote = None
     if form.is_valid():
         hourly, monthly, currency = instance_prices(service.region, service.gpu_product, service.gpu_count)
-        n = form.cleaned_data["replicas"]
+        n = form.cleaned_data["instances"]
         quote = {
-            "replicas": n,
+            "instances": n,
             "hourly": hourly,
             "total_hourly": hourly * n,
             "monthly": monthly,

@@ -99,7 +99,7 @@ class ServiceFactory(factory.django.DjangoModelFactory):
     cpu = 8
     memory_gb = 64
     max_model_len = 8192
-    replicas = 1
+    instances = 1
     hourly_price = Decimal("12.50")
     currency = "CNY"
     status = ServiceStatus.RUNNING

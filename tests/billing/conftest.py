@@ -46,7 +46,7 @@ def region(db):
 
 
 def make_service(
-    org, model, region, *, name="svc", hourly="3.60", mode="payg", replicas=1, status="Running", **extra
+    org, model, region, *, name="svc", hourly="3.60", mode="payg", instances=1, status="Running", **extra
 ) -> Service:
     return ServiceFactory(
         org=org,
@@ -54,7 +54,7 @@ def make_service(
         catalog_model=model,
         region=region,
         runtime_version="0.8.5",
-        replicas=replicas,
+        instances=instances,
         billing_mode=mode,
         hourly_price=Decimal(hourly),
         status=status,

@@ -71,7 +71,7 @@ def test_platform_services_and_idle_services_are_not_charged(public_model, regio
 
 
 def test_subscription_is_paid_up_front_and_covers_its_instances(org, alice, public_model, region):
-    service = make_service(org, public_model, region, hourly="3.52", mode="subscription", replicas=2)
+    service = make_service(org, public_model, region, hourly="3.52", mode="subscription", instances=2)
     services.ledger_post(org=org, kind=EntryKind.TOPUP, amount=Decimal("5000"), key="topup")
     meter(service, T0, 2)
     with time_machine.travel(T0 + timedelta(minutes=30), tick=False):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def deploy(catalog, kube_cluster, region, alice):
     def deploy(org, name):
-        return service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name=name, replicas=1)
+        return service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name=name, instances=1)
 
     return deploy
 

@@ -72,7 +72,7 @@ def test_stop_and_delete_end_the_processes(running, alice):
 
 
 def test_local_inventory_tracks_allocations(org, alice, catalog, local_cluster, region):
-    service_create(org=org, actor=alice, catalog_model=qwen("bge-m3"), region=region, name="emb", replicas=3)
+    service_create(org=org, actor=alice, catalog_model=qwen("bge-m3"), region=region, name="emb", instances=3)
     local_cluster.refresh_from_db()
     entry = local_cluster.inventory[local.LOCAL_GPU_PRODUCT]
     assert (entry["total"], entry["allocated"], entry["free"]) == (8, 3, 5)

@@ -14,7 +14,7 @@ NS, NAME = "maas-acme", "svc-chat"
 
 @pytest.fixture
 def service(org, alice, catalog, kube_cluster, region):
-    return service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="chat", replicas=2)
+    return service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="chat", instances=2)
 
 
 def test_creating_starting_running_as_pods_become_ready(service, kube_api, kube_cluster):
@@ -29,10 +29,10 @@ def test_creating_starting_running_as_pods_become_ready(service, kube_api, kube_
     assert passes(service).status == ServiceStatus.STARTING
     kube_api.mark_ready(NS, NAME, 1)
     service = passes(service)
-    assert (service.status, service.ready_replicas) == (ServiceStatus.SCALING, 1)
+    assert (service.status, service.ready_instances) == (ServiceStatus.SCALING, 1)
     kube_api.mark_ready(NS, NAME)
     service = passes(service)
-    assert (service.status, service.ready_replicas) == (ServiceStatus.RUNNING, 2) and service.running_since
+    assert (service.status, service.ready_instances) == (ServiceStatus.RUNNING, 2) and service.running_since
     assert statuses(service) == ["Pending", "Creating", "Starting", "Scaling", "Running"]
     assert meters(service) == [1, 2]
     replicas = list(Replica.objects.filter(service=service, ready=True))
@@ -80,10 +80,10 @@ def test_scale_stop_start_delete_write_exactly_one_meter_per_change(service, kub
     kube_api.set_auto(start_after=0.0, ready_after=0.0)
     service = passes(service, 2)
     assert meters(service) == [2]
-    service_scale(service=service, actor=alice, replicas=3)
+    service_scale(service=service, actor=alice, instances=3)
     service = passes(service, 2)
-    assert (service.status, service.ready_replicas) == (ServiceStatus.RUNNING, 3)
-    service_scale(service=service, actor=alice, replicas=1)
+    assert (service.status, service.ready_instances) == (ServiceStatus.RUNNING, 3)
+    service_scale(service=service, actor=alice, instances=1)
     service = passes(service, 2)
     assert kube_api.get("deployments", NS, NAME, group="apps")["spec"]["replicas"] == 1
     assert meters(service) == [2, 3, 1]

@@ -30,25 +30,25 @@ def test_deploy_form_lists_fitting_regions_and_the_price(alice_client, catalog, 
 
 def test_live_price_fragment_follows_the_instance_count(alice_client, catalog, kube_cluster):
     response = alice_client.get(
-        PRICE, {"region": "cn-shanghai-2", "replicas": "3", "billing_mode": "payg"}, HTTP_HX_REQUEST="true"
+        PRICE, {"region": "cn-shanghai-2", "instances": "3", "billing_mode": "payg"}, HTTP_HX_REQUEST="true"
     )
     html = response.content.decode()
     assert "<html" not in html and "¥10.56" in html  # 3 × 3.52
     monthly = alice_client.get(
-        PRICE, {"region": "cn-shanghai-2", "replicas": "2", "billing_mode": "subscription"}
+        PRICE, {"region": "cn-shanghai-2", "instances": "2", "billing_mode": "subscription"}
     ).content.decode()
     assert "¥3,548.16" in monthly  # 2 × 3.52 × 720 × 0.7
-    nothing = alice_client.get(PRICE, {"region": "cn-shanghai-2", "replicas": "abc"}).content.decode()
+    nothing = alice_client.get(PRICE, {"region": "cn-shanghai-2", "instances": "abc"}).content.decode()
     assert "Pick a region" in nothing
 
 
 def test_deploy_creates_the_service_and_redirects(alice_client, alice, org, catalog, kube_cluster):
     response = alice_client.post(
-        NEW, {"name": "my-qwen", "region": "cn-shanghai-2", "replicas": "2", "billing_mode": "payg"}
+        NEW, {"name": "my-qwen", "region": "cn-shanghai-2", "instances": "2", "billing_mode": "payg"}
     )
     service = Service.objects.get(org=org, name="my-qwen")
     assert response.status_code == 302 and response.url == reverse("deployments:service-detail", args=[service.pk])
-    assert (service.model_id, service.replicas, service.status, service.cluster) == (
+    assert (service.model_id, service.instances, service.status, service.cluster) == (
         "acme/my-qwen",
         2,
         "Pending",
@@ -63,12 +63,12 @@ def test_deploy_creates_the_service_and_redirects(alice_client, alice, org, cata
     "data, message",
     [
         ({"name": "My_Qwen"}, "Lowercase letters"),
-        ({"replicas": "0"}, "greater than or equal to 1"),
+        ({"instances": "0"}, "greater than or equal to 1"),
         ({"region": "mars-1"}, "Select a valid choice"),
     ],
 )
 def test_deploy_form_rejects_bad_input(alice_client, catalog, kube_cluster, data, message):
-    payload = {"name": "ok-name", "region": "cn-shanghai-2", "replicas": "1", "billing_mode": "payg", **data}
+    payload = {"name": "ok-name", "region": "cn-shanghai-2", "instances": "1", "billing_mode": "payg", **data}
     response = alice_client.post(NEW, payload)
     assert response.status_code == 200 and message in response.content.decode()
     assert not Service.objects.exists()
@@ -76,9 +76,9 @@ def test_deploy_form_rejects_bad_input(alice_client, catalog, kube_cluster, data
 
 def test_duplicate_name_and_no_capacity_are_form_errors(alice_client, org, alice, catalog, kube_cluster, region):
     service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="taken")
-    dup = alice_client.post(NEW, {"name": "taken", "region": "cn-shanghai-2", "replicas": "1", "billing_mode": "payg"})
+    dup = alice_client.post(NEW, {"name": "taken", "region": "cn-shanghai-2", "instances": "1", "billing_mode": "payg"})
     assert "already has a service named" in dup.content.decode()
-    big = alice_client.post(NEW, {"name": "big", "region": "cn-shanghai-2", "replicas": "20", "billing_mode": "payg"})
+    big = alice_client.post(NEW, {"name": "big", "region": "cn-shanghai-2", "instances": "20", "billing_mode": "payg"})
     assert "no variant of Qwen2.5-7B-Instruct fits cn-shanghai-2" in big.content.decode()
     assert Service.objects.count() == 1
 
@@ -86,11 +86,11 @@ def test_duplicate_name_and_no_capacity_are_form_errors(alice_client, org, alice
 def test_scale_confirm_shows_the_new_price_then_scales(alice_client, org, alice, catalog, kube_cluster, region):
     service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="s1")
     url = reverse("deployments:service-scale", args=[service.pk])
-    confirm = alice_client.get(url, {"replicas": "4"}, HTTP_HX_REQUEST="true").content.decode()
+    confirm = alice_client.get(url, {"instances": "4"}, HTTP_HX_REQUEST="true").content.decode()
     assert "¥14.08" in confirm  # 4 × 3.52
-    alice_client.post(url, {"replicas": "4"})
+    alice_client.post(url, {"instances": "4"})
     service.refresh_from_db()
-    assert service.replicas == 4 and service.generation == 2
+    assert service.instances == 4 and service.generation == 2
     assert service.events.filter(kind=EventKind.SCALE, message="1 → 4 instances").exists()
 
 
@@ -115,12 +115,11 @@ def test_tenant_walls_in_the_console(
     assert bob_client.get(detail).status_code == 200  # a member sees the org's services
     assert charlie_client.get(detail).status_code == 404
     for name in ("service-stop", "service-start", "service-delete", "service-scale"):
-        assert (
-            charlie_client.post(reverse(f"deployments:{name}", args=[service.pk]), {"replicas": "2"}).status_code == 404
-        )
+        response = charlie_client.post(reverse(f"deployments:{name}", args=[service.pk]), {"instances": "2"})
+        assert response.status_code == 404
     assert "private" not in charlie_client.get(reverse("deployments:services")).content.decode()
     service.refresh_from_db()
-    assert service.status == ServiceStatus.PENDING and service.replicas == 1
+    assert service.status == ServiceStatus.PENDING and service.instances == 1
 
 
 def test_services_list_query_count_is_pinned(

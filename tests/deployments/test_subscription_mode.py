@@ -34,7 +34,7 @@ def test_subscription_deploy_without_funds_deploys_nothing(org, alice, local_reg
             catalog_model=_model(),
             region=local_region,
             name="subbed",
-            replicas=1,
+            instances=1,
             billing_mode=BillingMode.SUBSCRIPTION,
         )
     assert not Service.objects.filter(name="subbed").exists()
@@ -50,7 +50,7 @@ def test_subscription_deploy_pays_a_month_and_scale_up_buys_the_difference(org, 
         catalog_model=_model(),
         region=local_region,
         name="subbed",
-        replicas=1,
+        instances=1,
         billing_mode=BillingMode.SUBSCRIPTION,
     )
     first = Subscription.objects.get(service=service, parent=None)
@@ -58,13 +58,13 @@ def test_subscription_deploy_pays_a_month_and_scale_up_buys_the_difference(org, 
     month = LedgerEntry.objects.get(key=f"subscription:{first.pk}")
     assert month.amount == -service.monthly_price.quantize(Decimal("0.01"))
 
-    service_scale(service=service, actor=alice, replicas=3)
+    service_scale(service=service, actor=alice, instances=3)
     addon = Subscription.objects.get(parent=first)
     assert addon.instances == 2
     prorated = LedgerEntry.objects.get(key=f"subscription:{addon.pk}")
     assert Decimal("0") > prorated.amount >= -2 * service.monthly_price
 
-    service_scale(service=service, actor=alice, replicas=2)  # scaling down buys nothing
+    service_scale(service=service, actor=alice, instances=2)  # scaling down buys nothing
     assert Subscription.objects.filter(service=service).count() == 2
 
 
@@ -74,7 +74,7 @@ def test_subscription_mode_is_refused_when_no_billing_is_connected(org, alice, l
     from deployments.signals import subscription_cover_requested
 
     ledger_adjust(org=org, amount=Decimal("10000"), reason="test funds", actor=alice)
-    create = dict(org=org, actor=alice, catalog_model=_model(), region=local_region, replicas=1)
+    create = dict(org=org, actor=alice, catalog_model=_model(), region=local_region, instances=1)
     service = service_create(name="subbed", billing_mode=BillingMode.SUBSCRIPTION, **create)
     assert subscription_cover_requested.disconnect(dispatch_uid="billing.subscription_cover")
     try:
@@ -82,13 +82,13 @@ def test_subscription_mode_is_refused_when_no_billing_is_connected(org, alice, l
             service_create(name="free-ride", billing_mode=BillingMode.SUBSCRIPTION, **create)
         assert refused.value.code == "billing_unavailable"
         with pytest.raises(ApplicationError, match="Subscription billing is not available"):
-            service_scale(service=service, actor=alice, replicas=3)
+            service_scale(service=service, actor=alice, instances=3)
         payg = service_create(name="payg", **create)  # pay-as-you-go needs nothing up front
     finally:
         subscription_cover_requested.connect(
             subscription_cover_requested_received, dispatch_uid="billing.subscription_cover"
         )
     assert not Service.objects.filter(name="free-ride").exists()
-    assert Service.objects.get(pk=service.pk).replicas == 1
+    assert Service.objects.get(pk=service.pk).instances == 1
     assert Subscription.objects.filter(service=service).count() == 1
     assert payg.billing_mode == BillingMode.PAYG

@@ -112,8 +112,8 @@ def _make_service(*, org, model: CatalogModel, name: str, replicas: list[str], s
         org=org,
         catalog_model=model,
         name=name,
-        replicas=len(replicas) or 1,
-        ready_replicas=len(replicas),
+        instances=len(replicas) or 1,
+        ready_instances=len(replicas),
         status=status,
         replica_urls=replicas,
     )

@@ -14,6 +14,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from billing.models import LedgerEntry
+from deployments.models import Service
 from metering.models import UsageRecord
 from tenancy.models import Organization
 
@@ -68,6 +69,50 @@ def test_a_database_from_before_the_restructure_migrates_forward_with_its_rows()
             key="topup:old-co:1",
         )
 
+        model = old.get_model("catalog", "CatalogModel").objects.create(
+            slug="old-chat",
+            name="old-chat",
+            display_name="old-chat",
+            publisher="test",
+            description_zh="测试",
+            description_en="test",
+            tasks=["chat"],
+            parameters_b=Decimal("0.5"),
+            context_length=8192,
+            quantization="bf16",
+            license="apache-2.0",
+            source_hub="huggingface",
+            source_repo="test/old-chat",
+            currency="CNY",
+            input_price_per_1k=Decimal("0.002"),
+            output_price_per_1k=Decimal("0.006"),
+            spec_updated=now.date(),
+            spec_file="old-chat.yaml",
+            spec_hash="0" * 64,
+        )
+        region = old.get_model("deployments", "Region").objects.create(code="cn-old-1", name_zh="旧区", name_en="Old 1")
+        service = old.get_model("deployments", "Service").objects.create(
+            org_id=org.pk,
+            name="chat",
+            catalog_model_id=model.pk,
+            region_id=region.pk,
+            variant_position=0,
+            runtime="vllm",
+            runtime_version="0.10.2",
+            image="vllm/vllm-openai:v0.10.2",
+            gpu_product="NVIDIA-H100",
+            gpu_count=1,
+            per_gpu_memory_gb=80,
+            cpu=8,
+            memory_gb=64,
+            max_model_len=8192,
+            replicas=3,  # the desired count was called replicas then
+            ready_replicas=2,
+            hourly_price=Decimal("12.50"),
+            currency="CNY",
+            status="Running",
+        )
+
         _migrate()
 
         assert Organization.objects.get(pk=org.pk).namespace == "old-co"
@@ -75,6 +120,8 @@ def test_a_database_from_before_the_restructure_migrates_forward_with_its_rows()
         assert (record.org_id, record.prompt_tokens, record.cost) == (org.pk, 1000, Decimal("0.001200"))
         ledger = LedgerEntry.objects.get(pk=entry.pk)
         assert (ledger.org_id, ledger.amount, ledger.key) == (org.pk, Decimal("100"), "topup:old-co:1")
+        moved = Service.objects.get(pk=service.pk)
+        assert (moved.instances, moved.ready_instances, moved.catalog_model_id) == (3, 2, model.pk)
     finally:
         _migrate()
 

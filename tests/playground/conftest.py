@@ -33,7 +33,7 @@ def make_service(
         name=name,
         catalog_model=CatalogModel.objects.get(slug=slug),
         region=region,
-        ready_replicas=1 if ready else 0,
+        ready_instances=1 if ready else 0,
         status=status,
     )
     if base_url is not None:

@@ -21,7 +21,7 @@ def held_gpus(cluster: Cluster) -> int:
     held = (
         Service.objects.filter(cluster=cluster, desired_running=True)
         .exclude(status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED))
-        .aggregate(n=Sum(F("gpu_count") * F("replicas")))["n"]
+        .aggregate(n=Sum(F("gpu_count") * F("instances")))["n"]
     )
     return int(held or 0)
 
@@ -69,7 +69,7 @@ class LocalDriver:
     def gpu_room(self, cluster: Cluster, service: Service, extra_instances: int) -> tuple[int, int]:
         # Computed from the services themselves, not the last inventory: counts what this service holds already.
         entry = (cluster.inventory or {}).get(service.gpu_product) or {}
-        own = service.replicas if service.desired_running else 0
+        own = service.instances if service.desired_running else 0
         free = int(entry.get("allocatable", 0)) - held_gpus(cluster) + service.gpu_count * own
         return service.gpu_count * (extra_instances + own), free
 

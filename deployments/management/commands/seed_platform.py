@@ -48,7 +48,7 @@ class Command(BaseCommand):
                 continue
             try:
                 service_create(
-                    org=org, actor=admin, catalog_model=model, region=region, name=slug.replace(".", "-"), replicas=1
+                    org=org, actor=admin, catalog_model=model, region=region, name=slug.replace(".", "-"), instances=1
                 )
             except ApplicationError as exc:
                 self.stderr.write(f"skipped {slug}: {exc.message}")
