@@ -4,11 +4,15 @@ RUN apt-get update && apt-get install -y --no-install-recommends gettext curl &&
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY maas ./maas
+COPY core ./core
+COPY tenancy ./tenancy
 COPY catalog ./catalog
 COPY deployments ./deployments
+COPY metering ./metering
+COPY billing ./billing
 COPY gateway ./gateway
 COPY playground ./playground
-COPY billing ./billing
+COPY simulator ./simulator
 RUN pip install .
 COPY . .
 RUN DATABASE_URL=postgres://build@localhost/build REDIS_URL=redis://localhost:6379/0 SECRET_KEY=build \

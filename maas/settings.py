@@ -209,7 +209,7 @@ GATEWAY_AFFINITY_SLACK = env.integer("GATEWAY_AFFINITY_SLACK", 4, minimum=0)  # 
 GATEWAY_ORG_RPM = env.integer("GATEWAY_ORG_RPM", 0, minimum=0)  # per-org requests per minute, 0 = unlimited
 GATEWAY_ORG_TPM = env.integer("GATEWAY_ORG_TPM", 0, minimum=0)  # per-org tokens per minute, 0 = unlimited
 GATEWAY_RESERVE_MAX_TOKENS = env.integer("GATEWAY_RESERVE_MAX_TOKENS", 4096, minimum=1)  # when max_tokens is absent
-# Balance slices (gateway/budget.py): a worker holds at most 1/FRACTION of an org's available balance, and at most
+# Balance slices (gateway/admission.py): a worker holds at most 1/FRACTION of an org's available balance, and at most
 # MAX, to admit requests without a Redis round trip; FRACTION 0 reserves every request in Redis instead.
 GATEWAY_BALANCE_SLICE_FRACTION = env.integer("GATEWAY_BALANCE_SLICE_FRACTION", 16, minimum=0)
 GATEWAY_BALANCE_SLICE_MAX = env.decimal("GATEWAY_BALANCE_SLICE_MAX", "20")
@@ -253,7 +253,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.string("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # httpx (the plain upstream transport) would log every request to a replica at INFO.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
 
 if not DEBUG and not EMBEDDED:
