@@ -1,4 +1,4 @@
-"""Settings for mypy's Django plugin only: the test settings with placeholder servers (type checking connects to none).
+"""Settings for mypy's Django plugin only: the test settings with server URLs that nothing connects to.
 
 Never run the platform with these; they let ``mypy`` work in any shell, with or without ``DATABASE_URL``.
 """
