@@ -194,6 +194,9 @@ RUNTIME_IMAGES = {
     "sglang": env.string("SGLANG_IMAGE", "lmsysorg/sglang:v{version}-cu124"),
 }
 
+# Inserts of one usage entry refused before it moves to the dead letters (metering/ingestion.py).
+USAGE_MAX_ATTEMPTS = env.integer("USAGE_MAX_ATTEMPTS", 5, minimum=1)
+
 # --- gateway (/v1) ---------------------------------------------------------------------------------------------
 GATEWAY_REDIS_PREFIX = env.string("GATEWAY_REDIS_PREFIX", "maas:gw:")
 GATEWAY_MAX_BODY_BYTES = env.integer("GATEWAY_MAX_BODY_BYTES", 8 * 1024 * 1024, minimum=1024)

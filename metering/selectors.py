@@ -1,14 +1,16 @@
-"""Reads of usage: per-model statistics, time series and the export of usage records (not about money)."""
+"""Reads of usage: per-model statistics, time series, the export of usage records (not about money), ingestion lag."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db.models import Aggregate, Avg, Count, F, FloatField, Q, Sum
 from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
 
+from core.redis import client as sredis
+from metering import ingestion
 from metering.models import UsageRecord
 
 
@@ -101,3 +103,61 @@ def usage_export_rows(org, query: UsageQuery):
             "charge__amount",
         )
     )
+
+
+# --- ingestion (platform admins) ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestionLag:
+    queued: int  # stream entries not yet stored (stored ones are deleted from the stream)
+    pending: int  # of those, read by a consumer and not yet acknowledged
+    oldest_age_s: float | None  # age of the oldest entry not yet stored; None when the stream is empty
+    dead_letters: int
+
+
+def _entry_time(entry_id) -> datetime:
+    return datetime.fromtimestamp(int(ingestion.as_text(entry_id).split("-")[0]) / 1000, tz=UTC)
+
+
+def ingestion_lag() -> IngestionLag:
+    """How far ingestion is behind: the stream's length, its oldest entry's age, and the dead letters."""
+    client = sredis()
+    ingestion.ensure_group(client)
+    first = client.xrange(ingestion.stream_key(), count=1)
+    oldest = (timezone.now() - _entry_time(first[0][0])).total_seconds() if first else None
+    return IngestionLag(
+        queued=client.xlen(ingestion.stream_key()),
+        pending=int(client.xpending(ingestion.stream_key(), ingestion.GROUP)["pending"]),
+        oldest_age_s=max(oldest, 0.0) if oldest is not None else None,
+        dead_letters=client.xlen(ingestion.dead_letter_key()),
+    )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str  # in the dead-letter stream
+    entry: str  # the original usage stream entry
+    error: str
+    dead_at: datetime
+    queued_at: datetime | None
+    raw: str
+
+
+def dead_letters(limit: int = 100) -> list[DeadLetter]:
+    """The newest dead-lettered usage entries first."""
+    letters = []
+    for letter_id, fields in sredis().xrevrange(ingestion.dead_letter_key(), count=limit) or []:
+        fields = fields or {}
+        entry = ingestion.as_text(fields.get(b"entry"))
+        letters.append(
+            DeadLetter(
+                id=ingestion.as_text(letter_id),
+                entry=entry,
+                error=ingestion.as_text(fields.get(b"error")),
+                dead_at=_entry_time(letter_id),
+                queued_at=_entry_time(entry) if "-" in entry else None,
+                raw=ingestion.as_text(fields.get(b"r")),
+            )
+        )
+    return letters

@@ -1,19 +1,26 @@
-"""Console pages of usage (统计): requests, tokens, TTFT and latency per model over time, and the CSV export."""
+"""Console pages of usage (统计): requests, tokens, TTFT and latency per model over time, and the CSV export.
+
+Platform admins also get the ingestion page: the lag of the usage stream and its dead letters, each re-queueable.
+"""
 
 from __future__ import annotations
 
 import csv
 from datetime import timedelta
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
 
 from core import charts
+from core.errors import ApplicationError
 from core.forms import Echo, org_or_404
-from metering import selectors
+from deployments.views import staff_required
+from metering import ingestion, selectors
 from metering.forms import UsageFilterForm
 
 
@@ -118,3 +125,24 @@ def usage_csv(request):
     response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="usage-{org.namespace}-{query.days}d.csv"'
     return response
+
+
+@staff_required
+def ingestion_status(request):
+    return render(
+        request,
+        "metering/ingestion.html",
+        {"lag": selectors.ingestion_lag(), "dead_letters": selectors.dead_letters()},
+    )
+
+
+@staff_required
+@require_POST
+def dead_letter_retry(request, letter_id: str):
+    try:
+        new_id = ingestion.usage_dead_letter_retry(entry_id=letter_id, actor=request.user)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, _("Queued again as %(id)s.") % {"id": new_id})
+    return redirect("metering:ingestion")

@@ -211,7 +211,7 @@ def test_usage_is_recorded_once_even_when_entries_are_replayed_or_a_consumer_die
     r = sredis()
     entries = r.xrange(ingestion.stream_key())
     # A consumer reads everything and dies before acknowledging.
-    ingestion._ensure_group(r)
+    ingestion.ensure_group(r)
     r.xreadgroup(ingestion.GROUP, "doomed", {ingestion.stream_key(): ">"}, count=100)
     assert ingestion.ingest_batch(consumer="survivor") == 0  # nothing new, and the dead one's entries are not idle yet
     assert ingestion.ingest_batch(consumer="survivor", claim_idle_ms=0) == 3
@@ -233,6 +233,19 @@ def test_usage_is_recorded_once_even_when_entries_are_replayed_or_a_consumer_die
     assert ApiKey.objects.get(pk=key_row.pk).last_used_at is not None
     payload = orjson.loads(entries[0][1][b"r"])
     assert payload["id"] == str(UsageRecord.objects.get(pk=payload["id"]).pk)
+
+
+def test_a_request_with_nul_in_a_field_is_stored_and_never_holds_up_the_others(v1, org, key_row, public_model):
+    client = openai.OpenAI(base_url=v1, api_key=key_row.raw)
+    client.chat.completions.create(
+        model="public/tiny-chat", messages=CHAT, max_tokens=2, stop=["\x00"], extra_body={"echo": "\u0000"}
+    )
+    client.chat.completions.create(model="public/tiny-chat", messages=CHAT, max_tokens=2)
+    _wait_for_stream(2)
+    assert ingestion.ingest_all() == 2
+    poisoned = UsageRecord.objects.get(org=org, params__has_key="echo")
+    assert poisoned.params == {"max_tokens": 2, "stop": ["\ufffd"], "echo": "\ufffd"}
+    assert UsageRecord.objects.filter(org=org).count() == 2 and sredis().xlen(ingestion.stream_key()) == 0
 
 
 def test_a_slow_reader_gets_every_byte_of_a_long_stream_in_order(
