@@ -39,6 +39,7 @@ from deployments.models import (
 )
 from deployments.placement import instance_prices, place
 from deployments.signals import subscription_cover_requested
+from tenancy.permissions import require
 from tenancy.services import audit_record
 
 MAX_INSTANCES = 32
@@ -297,6 +298,7 @@ def service_create(
     *, org, actor, catalog_model, region: Region, name: str, instances: int = 1, billing_mode: str = BillingMode.PAYG
 ) -> Service:
     """Deploy ``catalog_model`` in ``region``: the platform picks the variant and the cluster."""
+    require(actor, org, "service.create")
     name = (name or "").strip()
     if not SERVICE_NAME_RE.match(name):
         raise ApplicationError(
@@ -426,6 +428,7 @@ def _capacity_for(service: Service, extra_instances: int) -> None:
 
 
 def service_scale(*, service: Service, actor, instances: int) -> Service:
+    require(actor, service.org, "service.scale")
     _check_instances(instances)
     with transaction.atomic():
         service = _locked(service)
@@ -485,6 +488,7 @@ def _stop(service: Service, *, actor, reason: str, message: str = "") -> None:
 
 def service_stop(*, service: Service, actor: Any, reason: str = "StopRequested", message: str = "") -> Service:
     """Stop the service's instances (it keeps its place and can start again); ``reason`` goes on its timeline."""
+    require(actor, service.org, "service.stop")
     with transaction.atomic():
         service = _locked(service)
         _require_live(service)
@@ -496,6 +500,7 @@ def service_stop(*, service: Service, actor: Any, reason: str = "StopRequested",
 
 
 def service_start(*, service: Service, actor) -> Service:
+    require(actor, service.org, "service.start")
     with transaction.atomic():
         service = _locked(service)
         _require_live(service)
@@ -514,6 +519,7 @@ def service_start(*, service: Service, actor) -> Service:
 
 
 def service_delete(*, service: Service, actor) -> Service:
+    require(actor, service.org, "service.delete")
     with transaction.atomic():
         service = _locked(service)
         if service.status in (ServiceStatus.DELETING, ServiceStatus.DELETED):

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from core.errors import ApplicationError
+from core.errors import ApplicationError, PermissionDenied
 from deployments.selectors import callable_models
 from playground.models import (
     MESSAGE_MAX,
@@ -20,6 +20,7 @@ from playground.models import (
     Message,
     Role,
 )
+from tenancy.permissions import require
 from tenancy.services import audit_record
 
 UNTITLED_LENGTH = 60
@@ -118,6 +119,7 @@ def conversation_start(
     params: dict | None = None,
 ) -> tuple[Conversation, Message]:
     """A new conversation with its first prompt, titled after that prompt."""
+    require(user, org, "playground.use")
     fields = _settings(
         org, model_id=model_id, compare_model_id=compare_model_id, system_prompt=system_prompt, params=params
     )
@@ -190,8 +192,16 @@ def conversation_regenerate(
     return last_prompt
 
 
+def _require_own(conversation: Conversation, actor) -> None:
+    """Conversations are private: only the member who started one may change it."""
+    require(actor, conversation.org, "playground.use")
+    if actor is not None and conversation.user_id != getattr(actor, "pk", None):
+        raise PermissionDenied(_("Only the member who started this conversation may change it."))
+
+
 @transaction.atomic
 def conversation_rename(*, conversation: Conversation, actor, title: str) -> Conversation:
+    _require_own(conversation, actor)
     title = " ".join((title or "").split())
     if not title:
         raise ApplicationError(_("A conversation needs a title."), field="title")
@@ -212,6 +222,7 @@ def conversation_rename(*, conversation: Conversation, actor, title: str) -> Con
 
 @transaction.atomic
 def conversation_delete(*, conversation: Conversation, actor) -> None:
+    _require_own(conversation, actor)
     audit_record(
         org=conversation.org,
         actor=actor,

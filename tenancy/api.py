@@ -5,6 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
+from django.utils.translation import gettext as _
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
+
+from core.errors import PermissionDenied
+from tenancy.models import ApiKey, ApiKeyScope
+
+
+class ManageScopeForWrites(BasePermission):
+    """An ``sk-`` key without the ``manage`` scope may read /api but not write (before any payload is looked at).
+
+    What a key with ``manage`` may write is then its creator's role's business, checked in the services.
+    """
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        key = getattr(request, "auth", None)
+        if request.method in SAFE_METHODS or not isinstance(key, ApiKey) or ApiKeyScope.MANAGE in key.scopes:
+            return True
+        # The same error (and JSON shape: detail and code) as the services' own refusal.
+        raise PermissionDenied(_("This API key may only call models (/v1); give it the manage scope."))
 
 
 class OrgScopedViewSetMixin:
@@ -16,6 +35,7 @@ class OrgScopedViewSetMixin:
 
     scoped_model: Any = None
     request: Any
+    permission_classes: Any = [IsAuthenticated, ManageScopeForWrites]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

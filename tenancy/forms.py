@@ -59,6 +59,14 @@ class ApiKeyForm(forms.Form):
         required=False,
         choices=[("", "—")] + list(SpendPeriod.choices),
     )
+    manage = forms.BooleanField(
+        label=_("Management API"),
+        required=False,
+        help_text=_(
+            "Also allow the /api management endpoints (deploy, scale, stop services), as far as your role allows. "
+            "Without it the key can only call models (/v1)."
+        ),
+    )
 
     def clean_allowed_models(self) -> list[str]:
         raw: str = self.cleaned_data.get("allowed_models") or ""

@@ -98,6 +98,15 @@ class SpendPeriod(models.TextChoices):
 API_KEY_PREFIX = "sk-"
 
 
+class ApiKeyScope(models.TextChoices):
+    INFERENCE = "inference", _("Inference (/v1)")
+    MANAGE = "manage", _("Management API (/api)")
+
+
+def default_scopes() -> list[str]:
+    return [ApiKeyScope.INFERENCE.value]
+
+
 def hash_api_key(raw: str) -> str:
     """Keys carry 240+ bits of randomness, so a fast hash is safe and keeps lookups O(1)."""
     return hashlib.sha256(raw.encode()).hexdigest()
@@ -124,6 +133,8 @@ class ApiKey(models.Model):
     allowed_models = models.JSONField(default=list, blank=True)
     spend_cap = models.DecimalField(_("spend cap"), max_digits=18, decimal_places=6, null=True, blank=True)
     spend_cap_period = models.CharField(max_length=10, choices=SpendPeriod.choices, blank=True)
+    # Every key may call /v1; "manage" adds the /api management endpoints, within its creator's role.
+    scopes = models.JSONField(default=default_scopes, blank=True)
 
     objects = OrgScopedQuerySet.as_manager()
 
@@ -158,6 +169,8 @@ class AuditEvent(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Set when the change was made with an API key (``actor`` is then empty: the key, not its creator, acted).
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     action = models.CharField(max_length=64)
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=64, blank=True)

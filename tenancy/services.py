@@ -18,10 +18,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from core.errors import ApplicationError
+from core.errors import ApplicationError, PermissionDenied
 from tenancy.models import (
     API_KEY_PREFIX,
     ApiKey,
+    ApiKeyScope,
     AuditEvent,
     Invitation,
     Membership,
@@ -31,6 +32,7 @@ from tenancy.models import (
     hash_api_key,
     new_personal_namespace,
 )
+from tenancy.permissions import require, role_of
 
 
 def audit_record(
@@ -41,9 +43,12 @@ def audit_record(
     target: Model | None = None,
     data: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    """One audit row; a change made with an API key names the key (``api_key``), not a user."""
+    key = getattr(actor, "key", None)
     return AuditEvent.objects.create(
         org=org,
         actor=actor if getattr(actor, "pk", None) else None,
+        api_key=key if isinstance(key, ApiKey) else None,
         action=action,
         target_type=(target._meta.model_name or "") if target is not None else "",
         target_id=str(target.pk) if target is not None else "",
@@ -91,13 +96,6 @@ def org_create(*, owner: User, name: str, namespace: str | None = None, personal
     return org
 
 
-def _require_manager(org: Organization, actor: User | None) -> Membership:
-    membership = Membership.objects.for_org(org).filter(user=actor).first()
-    if membership is None or not membership.can_manage:
-        raise ApplicationError(_("Only owners and admins can manage members."), code="forbidden", status=403)
-    return membership
-
-
 def _invite_token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -105,12 +103,12 @@ def _invite_token_hash(token: str) -> str:
 @transaction.atomic
 def invitation_create(*, org: Organization, actor: User, email: str, role: str) -> tuple[Invitation, str]:
     """Invite someone by e-mail; returns the invitation and the accept URL (also e-mailed)."""
-    manager = _require_manager(org, actor)
+    require(actor, org, "member.invite")
     email = User.objects.normalize_email(email).strip().lower()
     if role not in Role.values:
         raise ApplicationError(_("Unknown role."), field="role")
-    if role == Role.OWNER and manager.role != Role.OWNER:
-        raise ApplicationError(_("Only owners can invite owners."), field="role", code="forbidden", status=403)
+    if role == Role.OWNER and actor is not None and role_of(actor, org) != Role.OWNER:
+        raise PermissionDenied(_("Only owners can invite owners."), field="role")
     if Membership.objects.for_org(org).filter(user__email__iexact=email).exists():
         raise ApplicationError(_("%(email)s is already a member.") % {"email": email}, field="email")
     token = secrets.token_urlsafe(32)
@@ -166,7 +164,7 @@ def invitation_accept(*, token: str, user: User) -> Membership:
 
 @transaction.atomic
 def invitation_revoke(*, invitation: Invitation, actor: User | None) -> None:
-    _require_manager(invitation.org, actor)
+    require(actor, invitation.org, "invitation.revoke")
     invitation.revoked_at = timezone.now()
     invitation.save(update_fields=["revoked_at"])
     audit_record(org=invitation.org, actor=actor, action="invitation.revoke", target=invitation)
@@ -174,11 +172,9 @@ def invitation_revoke(*, invitation: Invitation, actor: User | None) -> None:
 
 @transaction.atomic
 def membership_set_role(*, membership: Membership, actor: User | None, role: str) -> Membership:
-    manager = _require_manager(membership.org, actor)
+    require(actor, membership.org, "member.role")
     if role not in Role.values:
         raise ApplicationError(_("Unknown role."), field="role")
-    if Role.OWNER in (role, membership.role) and manager.role != Role.OWNER:
-        raise ApplicationError(_("Only owners can grant or remove the owner role."), code="forbidden", status=403)
     _keep_an_owner(membership, new_role=role)
     membership.role = role
     membership.save(update_fields=["role"])
@@ -188,10 +184,10 @@ def membership_set_role(*, membership: Membership, actor: User | None, role: str
 
 @transaction.atomic
 def membership_remove(*, membership: Membership, actor: User) -> None:
-    if membership.user_id != actor.pk:
-        manager = _require_manager(membership.org, actor)
-        if membership.role == Role.OWNER and manager.role != Role.OWNER:
-            raise ApplicationError(_("Only owners can remove owners."), code="forbidden", status=403)
+    if membership.user_id != getattr(actor, "pk", None):
+        require(actor, membership.org, "member.remove")
+        if membership.role == Role.OWNER and actor is not None and role_of(actor, membership.org) != Role.OWNER:
+            raise PermissionDenied(_("Only owners can remove owners."))
     _keep_an_owner(membership, new_role=None)
     audit_record(
         org=membership.org,
@@ -218,6 +214,14 @@ def _generate_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(30)
 
 
+def _user_behind(actor: Any) -> User | None:
+    """The user an actor stands for: a key made with a key belongs to that key's creator, never to more."""
+    if isinstance(getattr(actor, "key", None), ApiKey):
+        creator: User | None = actor.key.created_by
+        return creator
+    return actor if getattr(actor, "pk", None) else None
+
+
 @transaction.atomic
 def apikey_create(
     *,
@@ -230,8 +234,13 @@ def apikey_create(
     allowed_models: list[str] | None = None,
     spend_cap: Decimal | None = None,
     spend_cap_period: str = "",
+    manage: bool = False,
 ) -> tuple[ApiKey, str]:
-    """Create a key; the plaintext is returned once and never stored."""
+    """Create a key; the plaintext is returned once and never stored.
+
+    Every key may call /v1; ``manage`` also opens the /api management endpoints, as far as the creator's role goes.
+    """
+    require(actor, org, "apikey.create")
     name = (name or "").strip()
     if not name:
         raise ApplicationError(_("Give the key a name."), field="name")
@@ -252,22 +261,28 @@ def apikey_create(
         name=name[:100],
         prefix=raw[:10],
         key_hash=hash_api_key(raw),
-        created_by=actor if getattr(actor, "pk", None) else None,
+        created_by=_user_behind(actor),
         expires_at=expires_at,
         rpm_limit=rpm_limit,
         tpm_limit=tpm_limit,
         allowed_models=models,
         spend_cap=spend_cap,
         spend_cap_period=spend_cap_period if spend_cap is not None else "",
+        scopes=[ApiKeyScope.INFERENCE.value] + ([ApiKeyScope.MANAGE.value] if manage else []),
     )
     audit_record(
-        org=org, actor=actor, action="apikey.create", target=key, data={"name": key.name, "prefix": key.prefix}
+        org=org,
+        actor=actor,
+        action="apikey.create",
+        target=key,
+        data={"name": key.name, "prefix": key.prefix, "scopes": key.scopes},
     )
     return key, raw
 
 
 @transaction.atomic
 def apikey_revoke(*, key: ApiKey, actor: User | None = None) -> ApiKey:
+    require(actor, key.org, "apikey.revoke")
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])

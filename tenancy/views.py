@@ -19,7 +19,7 @@ from django.views.decorators.http import require_POST
 from core.errors import ApplicationError
 from core.forms import apply_error
 from core.querysets import get_for_org_or_404
-from tenancy import selectors, services
+from tenancy import permissions, selectors, services
 from tenancy.forms import ApiKeyForm, InviteForm, OrgCreateForm, RoleForm, SignupForm
 from tenancy.http import ConsoleRequest, membership_or_404
 from tenancy.models import ApiKey, Invitation, Membership, Role
@@ -85,7 +85,7 @@ def org_new(request: ConsoleRequest) -> HttpResponse:
 def org_members(request: ConsoleRequest) -> HttpResponse:
     membership = membership_or_404(request)
     org = membership.org
-    if request.method == "POST" and not membership.can_manage:
+    if request.method == "POST" and not permissions.allowed(membership.role, "member.invite"):
         raise PermissionDenied(_("Only owners and admins can manage members."))
     invite_form = InviteForm(request.POST or None) if request.method == "POST" else InviteForm()
     invite_url = None
@@ -107,8 +107,10 @@ def org_members(request: ConsoleRequest) -> HttpResponse:
         "invitations": selectors.org_pending_invitations(org),
         "invite_form": invite_form,
         "invite_url": invite_url,
-        "can_manage": membership.can_manage,
+        "can_manage": permissions.allowed(membership.role, "member.invite"),
+        "can_set_role": permissions.allowed(membership.role, "member.role"),
         "role_choices": Role.choices,
+        "matrix": permissions.matrix(),
     }
     template = "tenancy/partials/members.html" if request.htmx else "tenancy/org_members.html"
     return render(request, template, context)
@@ -172,9 +174,20 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     return render(request, "tenancy/invitation_accept.html", {"invitation": invitation, "error": error})
 
 
+def _apikeys_context(membership: Membership, form: ApiKeyForm, created_key: str | None) -> dict[str, object]:
+    return {
+        "keys": selectors.org_api_keys(membership.org),
+        "form": form,
+        "created_key": created_key,
+        "can_create": permissions.allowed(membership.role, "apikey.create"),
+        "can_revoke": permissions.allowed(membership.role, "apikey.revoke"),
+    }
+
+
 @login_required
 def apikeys(request: ConsoleRequest) -> HttpResponse:
-    org = membership_or_404(request).org
+    membership = membership_or_404(request)
+    org = membership.org
     form = ApiKeyForm(request.POST or None)
     created_key = None
     if request.method == "POST" and form.is_valid():
@@ -190,12 +203,13 @@ def apikeys(request: ConsoleRequest) -> HttpResponse:
                 allowed_models=data["allowed_models"],
                 spend_cap=data["spend_cap"],
                 spend_cap_period=data["spend_cap_period"] or "",
+                manage=data["manage"],
             )
         except ApplicationError as exc:
             apply_error(form, exc)
         else:
             form = ApiKeyForm()
-    context = {"keys": selectors.org_api_keys(org), "form": form, "created_key": created_key}
+    context = _apikeys_context(membership, form, created_key)
     template = "tenancy/partials/apikeys.html" if request.htmx else "tenancy/apikeys.html"
     return render(request, template, context)
 
@@ -203,13 +217,10 @@ def apikeys(request: ConsoleRequest) -> HttpResponse:
 @login_required
 @require_POST
 def apikey_revoke(request: ConsoleRequest, pk: uuid.UUID) -> HttpResponse:
-    key = get_for_org_or_404(ApiKey, request.org, pk=pk)
-    services.apikey_revoke(key=key, actor=request.user)
+    membership = membership_or_404(request)
+    key = get_for_org_or_404(ApiKey, membership.org, pk=pk)
+    services.apikey_revoke(key=key, actor=request.user)  # PermissionDenied: Django's 403 page
     messages.success(request, _("Key %(name)s revoked.") % {"name": key.name})
     if request.htmx:
-        return render(
-            request,
-            "tenancy/partials/apikeys.html",
-            {"keys": selectors.org_api_keys(key.org), "form": ApiKeyForm(), "created_key": None},
-        )
+        return render(request, "tenancy/partials/apikeys.html", _apikeys_context(membership, ApiKeyForm(), None))
     return redirect("apikeys")

@@ -1,4 +1,7 @@
-"""Shared fixtures: three actors everywhere — Alice owns the org, Bob is a member, Charlie is an outsider."""
+"""Shared fixtures: three actors everywhere — Alice owns the org, Bob is a member, Charlie is an outsider.
+
+Dana is the org's admin, for the permission matrix (tenancy/permissions.py).
+"""
 
 import pytest
 from django.core.management import call_command
@@ -26,6 +29,13 @@ def alice(org):
 def bob(org):
     user = UserFactory(email="bob@example.com")
     MembershipFactory(org=org, user=user, role=Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def dana(org):
+    user = UserFactory(email="dana@example.com")
+    MembershipFactory(org=org, user=user, role=Role.ADMIN)
     return user
 
 
@@ -65,6 +75,13 @@ def bob_client(bob):
     from django.test import Client
 
     return _client_for(Client, bob)
+
+
+@pytest.fixture
+def dana_client(dana):
+    from django.test import Client
+
+    return _client_for(Client, dana)
 
 
 @pytest.fixture

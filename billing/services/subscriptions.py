@@ -22,6 +22,7 @@ from billing.services.instances import service_settle
 from billing.services.ledger import ledger_post
 from core.errors import ApplicationError
 from core.money import quantize_posted
+from tenancy.permissions import require
 from tenancy.services import audit_record
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def subscription_create(
     *, service: Service, instances: int, auto_renew: bool = True, actor: User | None = None
 ) -> Subscription:
     """Prepay a month of ``instances`` instances of ``service``, from now; hourly charges stop for them."""
+    require(actor, service.org, "subscription.create")
     from deployments.models import ServiceStatus
 
     if service.status == ServiceStatus.DELETED:
@@ -124,6 +126,7 @@ def subscription_add_instances(
     *, subscription: Subscription, instances: int, actor: User | None = None
 ) -> Subscription:
     """Buy ``instances`` more instances for the rest of the current period, prorated."""
+    require(actor, subscription.org, "subscription.add")
     subscription = Subscription.objects.select_for_update().get(pk=subscription.pk)
     now = timezone.now()
     if subscription.status != SubscriptionStatus.ACTIVE or subscription.parent_id or subscription.period_end <= now:
@@ -191,6 +194,7 @@ def subscription_cover(*, service: Service, instances: int, actor: User | None =
 def subscription_set_auto_renew(
     *, subscription: Subscription, auto_renew: bool, actor: User | None = None
 ) -> Subscription:
+    require(actor, subscription.org, "subscription.auto_renew")
     Subscription.objects.filter(Q(pk=subscription.pk) | Q(parent=subscription)).update(auto_renew=auto_renew)
     subscription.auto_renew = auto_renew
     audit_record(

@@ -22,6 +22,7 @@ from billing.models import (
 from billing.services.ledger import account_get_or_create, ledger_post
 from core.errors import ApplicationError
 from core.money import from_minor_units, quantize_posted
+from tenancy.permissions import require
 from tenancy.services import audit_record
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 def topup_create(*, org: Organization, amount: Decimal, actor: User | None) -> TopUp:
     """Start a top-up: a Stripe PaymentIntent for ``amount``; the balance moves only when Stripe confirms payment."""
+    require(actor, org, "billing.topup")
     amount = Decimal(amount)
     if amount != quantize_posted(amount):
         raise ApplicationError(_("Use at most two decimal places."), field="amount")

@@ -13,15 +13,15 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def deploy(catalog, kube_cluster, region, alice):
-    def deploy(org, name):
-        return service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name=name, instances=1)
+    def deploy(org, name, actor=alice):
+        return service_create(org=org, actor=actor, catalog_model=qwen(), region=region, name=name, instances=1)
 
     return deploy
 
 
 def test_payg_services_of_the_given_orgs_stop_with_the_reason_on_their_timeline(org, other_org, deploy):
     chat = deploy(org, "chat")
-    rival = deploy(other_org, "rival")
+    rival = deploy(other_org, "rival", actor=None)  # alice is an outsider there: the platform deploys it
 
     assert overdrawn_services_stop(org_ids=[org.pk], grace_hours=24) == 1
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 def api(org, alice):
     from rest_framework.test import APIClient
 
-    _key, raw = apikey_create(org=org, actor=alice, name="ci")
+    _key, raw = apikey_create(org=org, actor=alice, name="ci", manage=True)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client
@@ -22,7 +22,7 @@ def api(org, alice):
 def rival_api(other_org, charlie):
     from rest_framework.test import APIClient
 
-    _key, raw = apikey_create(org=other_org, actor=charlie, name="rival")
+    _key, raw = apikey_create(org=other_org, actor=charlie, name="rival", manage=True)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
     return client

@@ -1,4 +1,4 @@
-"""``python manage.py create_api_key --org NS --name N``: create an ``sk-`` key for scripts and print it once."""
+"""``manage.py create_api_key --org NS --name N [--user EMAIL --manage]``: create an ``sk-`` key and print it once."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
@@ -33,6 +34,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--spend-cap", help="spend cap in the platform currency")
         parser.add_argument("--spend-cap-period", default="monthly", choices=["daily", "monthly"])
+        parser.add_argument(
+            "--manage",
+            action="store_true",
+            help="also allow the /api management endpoints, as far as --user's role allows (needs --user)",
+        )
+        parser.add_argument("--user", help="e-mail of the member the key is created by (and acts as, with --manage)")
 
     def handle(
         self,
@@ -45,11 +52,20 @@ class Command(BaseCommand):
         models: list[str],
         spend_cap: str | None,
         spend_cap_period: str,
+        manage: bool = False,
+        user: str | None = None,
         **options: Any,
     ) -> None:
         organization = Organization.objects.filter(namespace=org).first()
         if organization is None:
             raise CommandError(f"No organization with namespace {org!r}.")
+        creator = None
+        if user is not None:
+            creator = User.objects.filter(memberships__org=organization, email__iexact=user).first()
+            if creator is None:
+                raise CommandError(f"--user: {user!r} is not a member of {org!r}.")
+        elif manage:
+            raise CommandError("--manage needs --user: a management key acts with its creator's role.")
         cap = None
         if spend_cap is not None:
             try:
@@ -59,6 +75,7 @@ class Command(BaseCommand):
         try:
             _key, raw = apikey_create(
                 org=organization,
+                actor=creator,
                 name=name,
                 expires_at=timezone.now() + timedelta(days=expires_days) if expires_days else None,
                 rpm_limit=rpm,
@@ -66,6 +83,7 @@ class Command(BaseCommand):
                 allowed_models=models,
                 spend_cap=cap,
                 spend_cap_period=spend_cap_period if cap is not None else "",
+                manage=manage,
             )
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
