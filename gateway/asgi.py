@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from gateway import admission, core, errors, lookups, transport
+from gateway import admission, core, errors, lookups, store, transport
 from gateway.errors import GatewayError
 from gateway.transport import UPSTREAM_ERRORS, UpstreamResponse
 from gateway.transport.http import Response as FastResponse
@@ -274,6 +274,8 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         raise GatewayError(404, f"Unknown endpoint {method} {path}.", code="unknown_url")
     except GatewayError as error:
         await send_error(send, error)
+    except store.REDIS_ERRORS as exc:
+        await send_error(send, store.redis_unavailable(exc))
     except Exception:
         logger.exception("gateway failure on %s %s", method, path)
         try:
