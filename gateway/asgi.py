@@ -174,7 +174,14 @@ async def _respond(call: core.Call, send: Send, watch: _Watch) -> None:
         call.upstream_broke(exc)
     if not ended:
         watch.responding = False
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": _stream_error(call) if call.status == "error" else b""})
+
+
+def _stream_error(call: core.Call) -> bytes:
+    """The last event of a stream the replica cut (it crashed, dropped the connection or ended without [DONE]): an
+    error in OpenAI's shape, so that a client does not take the partial answer for a whole one."""
+    error = errors.stream_interrupted(call.parsed.model_id, call.error_code)
+    return b"data: " + orjson.dumps(error.body()) + b"\n\n"
 
 
 async def _relay_messages(send: Send, response: UpstreamResponse, relay: core.StreamRelay, watch: _Watch) -> bool:
