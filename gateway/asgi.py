@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from gateway import admission, core, errors, lookups, transport
+from gateway import admission, core, errors, lookups, store, transport
 from gateway.errors import GatewayError
 from gateway.transport import UPSTREAM_ERRORS, UpstreamResponse
 from gateway.transport.http import Response as FastResponse
@@ -174,7 +174,14 @@ async def _respond(call: core.Call, send: Send, watch: _Watch) -> None:
         call.upstream_broke(exc)
     if not ended:
         watch.responding = False
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": _stream_error(call) if call.status == "error" else b""})
+
+
+def _stream_error(call: core.Call) -> bytes:
+    """The last event of a stream the replica cut (it crashed, dropped the connection or ended without [DONE]): an
+    error in OpenAI's shape, so that a client does not take the partial answer for a whole one."""
+    error = errors.stream_interrupted(call.parsed.model_id, call.error_code)
+    return b"data: " + orjson.dumps(error.body()) + b"\n\n"
 
 
 async def _relay_messages(send: Send, response: UpstreamResponse, relay: core.StreamRelay, watch: _Watch) -> bool:
@@ -274,6 +281,8 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         raise GatewayError(404, f"Unknown endpoint {method} {path}.", code="unknown_url")
     except GatewayError as error:
         await send_error(send, error)
+    except store.REDIS_ERRORS as exc:
+        await send_error(send, store.redis_unavailable(exc))
     except Exception:
         logger.exception("gateway failure on %s %s", method, path)
         try:

@@ -30,7 +30,7 @@ from django.conf import settings
 
 from billing.pricing import token_amount
 from deployments.selectors import Endpoint
-from gateway import admission, errors, lookups, transport, usage
+from gateway import admission, errors, lookups, store, transport, usage
 from gateway.admission import Admission
 from gateway.errors import GatewayError
 from gateway.lookups import KeyInfo, OrgInfo, Target
@@ -180,6 +180,8 @@ async def prepare(call: Call) -> list:
         price=target.price_at(call.started_at) if target.public else None,
         reserve_tokens=(estimate_prompt_tokens(parsed.prompt_text), completion),
     )
+    if store.outage_since is not None:
+        store.redis_back()
     try:
         endpoints = await lookups.endpoints_for(target.service_ids)
     except Exception:
@@ -380,6 +382,8 @@ async def _finalize(call: Call) -> None:
             stream=usage.stream_key(),
             entry=orjson.dumps(record),
         )
+    except store.REDIS_ERRORS as exc:  # the outage is logged once, not per request
+        store.redis_failed(exc)
     except Exception as exc:
         logger.error("metering %s failed: %r", call.request_id, exc)
 

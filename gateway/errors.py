@@ -88,3 +88,13 @@ def upstream_failed(model_id: str, retry_after: int = 2) -> GatewayError:
         code="upstream_error",
         retry_after=retry_after,
     )
+
+
+def stream_interrupted(model_id: str, code: str) -> GatewayError:
+    """A stream's last event when its replica stopped answering mid-stream (the status line said 200 already)."""
+    return GatewayError(
+        502,
+        f"The model `{model_id}` stopped answering mid-stream; the response is incomplete.",
+        type="server_error",
+        code=code or "upstream_error",
+    )

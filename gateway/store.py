@@ -3,12 +3,19 @@
 The /v1 hot path (admission, settlement, usage, the revocation epoch) goes through :func:`fredis`, the client that
 ``GATEWAY_TRANSPORT`` selects (:mod:`gateway.transport`: pipelined RESP, or redis-py). Everything else uses
 :func:`aredis` (redis-py) or the process's sync client :func:`sredis`.
+
+Redis is the gateway's shared state (limits, reservations, the usage stream): without it no request can be
+admitted, so while it is unreachable /v1 answers ``503 service_unavailable`` with ``Retry-After``
+(:func:`redis_unavailable`), logged once per outage. Both clients reconnect on the next command, so the gateway
+recovers by itself; the first request admitted again ends the outage (:func:`redis_back`, one flag test per request).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import time
 import weakref
 from typing import Any
 
@@ -17,7 +24,15 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from core.redis import client, key
+from gateway.errors import GatewayError
 from gateway.transport import RedisClient, redis_client
+
+logger = logging.getLogger(__name__)
+
+# What a client raises when Redis is unreachable (refused, dropped, timed out), on either transport.
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_RETRY_AFTER = 2  # seconds: a restarted Redis is back within a few
+outage_since: float | None = None  # when this process found Redis unreachable; None while it answers
 
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
 
@@ -43,6 +58,34 @@ def aredis() -> aioredis.Redis:
         client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
+
+
+def redis_failed(exc: BaseException) -> None:
+    """Note that Redis is unreachable; logged on the outage's first failure only."""
+    global outage_since
+    if outage_since is None:
+        outage_since = time.monotonic()
+        logger.error("Redis is unreachable (%r): /v1 answers 503 until it is back", exc)
+
+
+def redis_unavailable(exc: BaseException) -> GatewayError:
+    """The 503 for a request that Redis failed."""
+    redis_failed(exc)
+    return GatewayError(
+        503,
+        "The service is temporarily unavailable; retry shortly.",
+        type="server_error",
+        code="service_unavailable",
+        retry_after=REDIS_RETRY_AFTER,
+    )
+
+
+def redis_back() -> None:
+    """Redis answered again (a request was admitted): the outage is over."""
+    global outage_since
+    if outage_since is not None:
+        logger.warning("Redis is reachable again after %.1f s", time.monotonic() - outage_since)
+        outage_since = None
 
 
 class LuaScript:
