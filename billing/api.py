@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from billing import selectors
 from billing.models import EntryKind, LedgerEntry, TopUp
+from core.api import validated_query
 from tenancy.api import OrgScopedViewSetMixin
 
 
@@ -49,6 +50,10 @@ class TopUpSerializer(serializers.ModelSerializer):
         ]
 
 
+class LedgerQuerySerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=EntryKind.values, required=False, allow_blank=True)
+
+
 class BalanceSerializer(serializers.Serializer):
     balance = serializers.DecimalField(max_digits=20, decimal_places=6)
     credit_limit = serializers.DecimalField(max_digits=14, decimal_places=2)
@@ -70,7 +75,7 @@ class LedgerEntryViewSet(OrgScopedViewSetMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = LedgerEntrySerializer
 
     def queryset_hook(self, queryset: QuerySet[LedgerEntry]) -> QuerySet[LedgerEntry]:
-        kind = self.request.query_params.get("kind")
+        kind = validated_query(self.request, LedgerQuerySerializer).get("kind")
         if kind:
             queryset = queryset.filter(kind=kind)
         return queryset.select_related("service").order_by("-created_at", "-id")

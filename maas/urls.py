@@ -29,3 +29,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+handler400 = "core.http.bad_request"
+handler500 = "core.http.server_error"

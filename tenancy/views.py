@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -14,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from core.errors import ApplicationError
@@ -24,6 +27,20 @@ from tenancy.forms import ApiKeyForm, InviteForm, OrgCreateForm, RoleForm, Signu
 from tenancy.http import ConsoleRequest, membership_or_404
 from tenancy.models import ApiKey, Invitation, Membership, Role
 from tenancy.selectors import SESSION_ORG_KEY
+
+
+def login_locked_out(request: HttpRequest, response: HttpResponse | None, credentials: dict | None) -> HttpResponse:
+    """django-axes' answer to a refused log-in: the log-in page again, saying why and for how long (429)."""
+    minutes = max(1, int(settings.AXES_COOLOFF_TIME.total_seconds() // 60))
+    message = ngettext(
+        "Too many failed log-ins for this account or from this address. Try again in %(minutes)d minute.",
+        "Too many failed log-ins for this account or from this address. Try again in %(minutes)d minutes.",
+        minutes,
+    ) % {"minutes": minutes}
+    # An unbound form: binding it would authenticate again, and count one more failure.
+    form = AuthenticationForm(request, initial={"username": request.POST.get("username", "")})
+    context = {"form": form, "next": request.POST.get("next", ""), "locked_out": message}
+    return render(request, "registration/login.html", context, status=429)
 
 
 def signup(request: HttpRequest) -> HttpResponse:

@@ -1,9 +1,12 @@
 import re
+from datetime import timedelta
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from django.core import mail
 from django.urls import reverse
+from django.utils import timezone
 
 from tenancy.models import Invitation, Membership, Organization, Role
 from tenancy.selectors import SESSION_ORG_KEY
@@ -55,7 +58,9 @@ def test_password_reset_sends_a_working_link(client, alice):
         {"new_password1": "fresh-passphrase-42", "new_password2": "fresh-passphrase-42"},
     )
     assert done.status_code == 302
-    assert client.login(username="alice@example.com", password="fresh-passphrase-42")
+    client.post(reverse("logout"))
+    login = client.post(reverse("login"), {"username": "alice@example.com", "password": "fresh-passphrase-42"})
+    assert login.status_code == 302 and client.get(reverse("apikeys")).status_code == 200
 
 
 @pytest.mark.django_db
@@ -119,3 +124,34 @@ def test_member_cannot_invite_and_last_owner_stays(bob_client, alice_client, ali
     alice_client.post(reverse("member-role", args=[owner.pk]), {"role": "member"})
     owner.refresh_from_db()
     assert owner.role == Role.OWNER
+
+
+LOCKED = "Too many failed log-ins for this account or from this address"
+
+
+def _log_in(client, password, email="alice@example.com", ip="203.0.113.7"):
+    return client.post(reverse("login"), {"username": email, "password": password}, REMOTE_ADDR=ip)
+
+
+@pytest.mark.django_db
+def test_twenty_wrong_passwords_lock_the_account_until_the_cool_off(client, alice, settings):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        for _ in range(20):
+            assert _log_in(client, "wrong-password").status_code in (200, 429)
+        refused = _log_in(client, "correct-horse-battery")
+        assert refused.status_code == 429 and LOCKED in refused.content.decode()
+        assert "_auth_user_id" not in client.session
+        # From another address the account stays locked: the count is per account as well as per address.
+        assert _log_in(client, "correct-horse-battery", ip="198.51.100.9").status_code == 429
+    with time_machine.travel(start + settings.AXES_COOLOFF_TIME + timedelta(seconds=1), tick=False):
+        assert _log_in(client, "correct-horse-battery").status_code == 302
+
+
+@pytest.mark.django_db
+def test_one_address_guessing_many_accounts_is_locked_out(client, alice, bob, settings):
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        _log_in(client, "wrong-password", email=f"nobody{n}@example.com")
+    refused = _log_in(client, "correct-horse-battery", email="bob@example.com")
+    assert refused.status_code == 429
+    assert _log_in(client, "correct-horse-battery", email="bob@example.com", ip="198.51.100.9").status_code == 302
