@@ -190,16 +190,28 @@ def _claim_cluster_services(cluster: Cluster) -> list[Service]:
 
 
 def reconcile_cluster(cluster_id: Any) -> dict[str, int]:
-    """One pass over every service of a cluster; Kubernetes reads are batched (a constant number of LISTs)."""
+    """One pass over every service of a cluster; Kubernetes reads are batched (a constant number of LISTs).
+
+    A service whose own step failed is recorded alone (Failed, or left as it was for a retryable error) and the pass
+    goes on with the others; a retryable one is raised once the rest are recorded, so the task retries. Only an
+    error of the whole cluster fails the batch.
+    """
     cluster = Cluster.objects.get(pk=cluster_id)
     services = _claim_cluster_services(cluster)
     counts = {"services": len(services), "applied": 0, "deleted": 0, "failed": 0}
     if not services:
         return counts
+    retry: DriverError | None = None
     try:
-        with closing(driver_for(cluster).drive_cluster(cluster, services, counts)) as observations:
-            for service, observed in observations:
-                record(service.pk, observed, service.generation)
+        with closing(driver_for(cluster).drive_cluster(cluster, services, counts)) as outcomes:
+            for service, outcome in outcomes:
+                if not isinstance(outcome, DriverError):
+                    record(service.pk, outcome, service.generation)
+                elif outcome.retryable:
+                    retry = retry or outcome
+                else:
+                    record_failure(service.pk, service.generation, outcome.reason, outcome.message)
+                    counts["failed"] += 1
     except DriverError as exc:
         if exc.retryable:
             raise
@@ -208,4 +220,6 @@ def reconcile_cluster(cluster_id: Any) -> dict[str, int]:
         counts["failed"] = len(services)
     finally:
         release(s.pk for s in services)
+    if retry is not None:
+        raise retry
     return counts

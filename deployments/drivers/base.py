@@ -71,11 +71,13 @@ class Driver(Protocol):
 
     def drive_cluster(
         self, cluster: Cluster, services: list[Service], counts: dict[str, int]
-    ) -> Generator[tuple[Service, Observed], None, None]:
+    ) -> Generator[tuple[Service, Observed | DriverError], None, None]:
         """``drive`` for every service of ``cluster``, batched where the driver can.
 
-        ``counts`` gains what was done ("applied", "deleted"). Each observation is yielded as soon as it is made, so
-        the caller records it before the next one; a non-retryable ``DriverError`` fails every service of the batch.
+        ``counts`` gains what was done ("applied", "deleted"). Each outcome is yielded as soon as it is known, so the
+        caller records it before the next one. A ``DriverError`` caused by one service (its apply refused) is yielded
+        as that service's outcome and the batch goes on; only an error of the whole cluster (unreadable kubeconfig,
+        a LIST refused) is raised.
         """
         ...
 

@@ -133,3 +133,67 @@ def test_cluster_pass_batches_reads(org, alice, catalog, kube_cluster, region, k
     assert counts == {"services": 6, "applied": 0, "deleted": 0, "failed": 0}
     assert len(kube_api.request_log) <= 3  # deployments + pods (+ LWS) LISTs for all six
     assert {s.status for s in Service.objects.filter(pk__in=[s.pk for s in services])} == {ServiceStatus.RUNNING}
+
+
+@pytest.fixture
+def two_orgs(org, alice, other_org, charlie, catalog, kube_cluster, region, kube_api):
+    """A Running service of each of two organizations on the same cluster."""
+    kube_api.set_auto(start_after=0.0, ready_after=0.0)
+    ours = service_create(org=org, actor=alice, catalog_model=qwen("qwen2-0.5b-instruct"), region=region, name="chat")
+    theirs = service_create(
+        org=other_org, actor=charlie, catalog_model=qwen("qwen2-0.5b-instruct"), region=region, name="bot"
+    )
+    reconcile.reconcile_cluster(kube_cluster.pk)
+    reconcile.reconcile_cluster(kube_cluster.pk)
+    ours, theirs = Service.objects.get(pk=ours.pk), Service.objects.get(pk=theirs.pk)
+    assert (ours.status, theirs.status) == (ServiceStatus.RUNNING, ServiceStatus.RUNNING)
+    return ours, theirs
+
+
+def _unchanged(service: Service) -> None:
+    after = Service.objects.get(pk=service.pk)
+    assert (after.status, after.status_reason, after.status_message, after.ready_instances) == (
+        ServiceStatus.RUNNING,
+        "",
+        "",
+        service.ready_instances,
+    )
+    assert meters(after) == [1] and statuses(after)[-1] == "Running"
+    assert Replica.objects.filter(service=after, ready=True).count() == 1
+
+
+def test_one_services_rejected_apply_fails_only_that_service_in_the_cluster_pass(
+    two_orgs, kube_api, kube_cluster, charlie
+):
+    ours, theirs = two_orgs
+    service_scale(service=theirs, actor=charlie, instances=2)
+    kube_api.fail_next("PATCH", r"/namespaces/maas-rival/deployments/", 422, times=5, message="spec: Invalid value")
+    counts = reconcile.reconcile_cluster(kube_cluster.pk)
+    counts_again = reconcile.reconcile_cluster(kube_cluster.pk)
+    assert counts["failed"] == counts_again["failed"] == 1
+    theirs = Service.objects.get(pk=theirs.pk)
+    assert (theirs.status, theirs.status_reason) == (ServiceStatus.FAILED, "ClusterInvalid")
+    assert "spec: Invalid value" in theirs.status_message and meters(theirs) == [1, 0]
+    _unchanged(ours)
+
+
+def test_one_services_rejected_apply_fails_only_that_service_in_its_own_pass(two_orgs, kube_api, charlie):
+    ours, theirs = two_orgs
+    service_scale(service=theirs, actor=charlie, instances=2)
+    kube_api.fail_next("PATCH", r"/namespaces/maas-rival/deployments/", 422, times=5)
+    assert passes(theirs).status == ServiceStatus.FAILED
+    passes(ours)
+    _unchanged(ours)
+
+
+def test_a_retryable_error_of_one_service_leaves_the_others_recorded(two_orgs, kube_api, kube_cluster, alice, charlie):
+    ours, theirs = two_orgs
+    service_scale(service=ours, actor=alice, instances=2)
+    service_scale(service=theirs, actor=charlie, instances=2)
+    kube_api.fail_next("PATCH", r"/namespaces/maas-acme/deployments/", 500, times=100)
+    for _ in range(2):
+        with pytest.raises(KubeError):
+            reconcile.reconcile_cluster(kube_cluster.pk)  # raised after the others are recorded: the task retries
+    assert meters(Service.objects.get(pk=theirs.pk)) == [1, 2]
+    ours = Service.objects.get(pk=ours.pk)
+    assert (ours.status, meters(ours)) == (ServiceStatus.SCALING, [1])  # as the scale request left it, not Failed

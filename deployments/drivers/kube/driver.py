@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.crypto import SecretDecryptError, decrypt
-from deployments.drivers.base import ClusterUnavailable, Observed, ObservedReplica, ReplicaAccess
+from deployments.drivers.base import ClusterUnavailable, DriverError, Observed, ObservedReplica, ReplicaAccess
 from deployments.drivers.kube.access import replica_access
 from deployments.drivers.kube.config import KubeClient, api_client
 from deployments.drivers.kube.errors import KubeError
@@ -152,21 +152,26 @@ class KubeDriver:
 
     def drive_cluster(
         self, cluster: Cluster, services: list[Service], counts: dict[str, int]
-    ) -> Generator[tuple[Service, Observed], None, None]:
+    ) -> Generator[tuple[Service, Observed | DriverError], None, None]:
         client = kube_client(cluster)
         try:
             watched: list[tuple[Service, WorkloadSpec, bool]] = []
             for service in services:
-                if service.status == ServiceStatus.DELETING:
-                    gone = delete_workload(client, service.k8s_namespace, service.k8s_name)
-                    counts["deleted"] += 1
-                    yield service, Observed(phase="Deleting", gone=gone)
+                # A refused apply or delete is that service's outcome alone; the rest of the batch goes on.
+                try:
+                    if service.status == ServiceStatus.DELETING:
+                        gone = delete_workload(client, service.k8s_namespace, service.k8s_name)
+                        counts["deleted"] += 1
+                        yield service, Observed(phase="Deleting", gone=gone)
+                        continue
+                    spec = workload_spec(service)
+                    applied = service.observed_generation != service.generation
+                    if applied:
+                        apply_workload(client, spec)
+                        counts["applied"] += 1
+                except DriverError as exc:
+                    yield service, exc
                     continue
-                spec = workload_spec(service)
-                applied = service.observed_generation != service.generation
-                if applied:
-                    apply_workload(client, spec)
-                    counts["applied"] += 1
                 watched.append((service, spec, applied))
             if not watched:
                 return
@@ -177,11 +182,14 @@ class KubeDriver:
                 ingress_base_url=cluster.ingress_base_url or None,
             )
             for (service, spec, applied), status in zip(watched, statuses, strict=False):
+                outcome: Observed | DriverError = _from_status(status)
                 if not status.exists and not applied:
                     counts["applied"] += 1
-                    yield service, _observe(client, cluster, spec, applied=False)
-                else:
-                    yield service, _from_status(status)
+                    try:
+                        outcome = _observe(client, cluster, spec, applied=False)
+                    except DriverError as exc:
+                        outcome = exc
+                yield service, outcome
         finally:
             client.close()
 

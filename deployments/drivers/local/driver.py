@@ -11,7 +11,7 @@ from collections.abc import Generator
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from deployments.drivers.base import Observed, ObservedReplica, ReplicaAccess
+from deployments.drivers.base import DriverError, Observed, ObservedReplica, ReplicaAccess
 from deployments.drivers.local import converge, inventory, stop_all
 from deployments.models import Cluster, ClusterHealth, Service, ServiceStatus
 
@@ -56,9 +56,14 @@ class LocalDriver:
 
     def drive_cluster(
         self, cluster: Cluster, services: list[Service], counts: dict[str, int]
-    ) -> Generator[tuple[Service, Observed], None, None]:
+    ) -> Generator[tuple[Service, Observed | DriverError], None, None]:
         for service in services:
-            yield service, self.drive(cluster, service)
+            outcome: Observed | DriverError
+            try:
+                outcome = self.drive(cluster, service)
+            except DriverError as exc:
+                outcome = exc
+            yield service, outcome
 
     def check(self, cluster: Cluster) -> LocalReading:
         return LocalReading()  # nothing to probe: the inventory is computed under the row lock
