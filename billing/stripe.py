@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 import stripe
 from django.conf import settings
@@ -32,6 +33,24 @@ class PaymentIntent:
     id: str
     client_secret: str
     status: str
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def card_page_csp() -> dict[str, list[str]]:
+    """What the card page adds to the console's Content-Security-Policy for Stripe.js (Stripe's published list)."""
+    script = [_origin(settings.STRIPE_JS_URL), "https://*.js.stripe.com"]
+    return {
+        "script-src": script,
+        "frame-src": [*script, "https://hooks.stripe.com"],
+        "connect-src": [
+            "https://api.stripe.com",
+            *([_origin(settings.STRIPE_API_BASE)] if settings.STRIPE_API_BASE else []),
+        ],
+    }
 
 
 def is_configured() -> bool:

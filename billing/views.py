@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from datetime import date
 
+from csp.decorators import csp_update
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -152,6 +153,7 @@ def topup(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@csp_update(stripe_api.card_page_csp())  # type: ignore[arg-type]  # django-csp types a view as (request) only
 def topup_detail(request: HtmxHttpRequest, pk: str) -> HttpResponse:
     org = org_or_404(request)
     item = get_for_org_or_404(TopUp, org, pk=pk)

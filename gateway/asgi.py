@@ -39,7 +39,9 @@ ENDPOINTS = {
     "/v1/embeddings": "embeddings",
 }
 JSON = (b"content-type", b"application/json")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 SSE_HEADERS = [
+    NOSNIFF,
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
@@ -56,7 +58,7 @@ def _headers(extra: dict[str, Any] | None, request_id: str | None) -> list[tuple
 
 
 async def send_json(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [JSON, *headers]})
+    await send({"type": "http.response.start", "status": status, "headers": [JSON, NOSNIFF, *headers]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from maas import embedded, env
@@ -72,6 +74,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "channels",
     "axes",
+    "csp",
     "tenancy",
     "catalog",
     "deployments",
@@ -84,6 +87,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.http.RejectNulMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -279,3 +283,34 @@ LOGGING = {
 if not DEBUG and not EMBEDDED:
     SESSION_COOKIE_SECURE = env.boolean("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env.boolean("CSRF_COOKIE_SECURE", True)
+
+# --- HTTP security headers -----------------------------------------------------------------------------------
+# The console runs no inline script or style (behaviours are data attributes read by static/js/console.js), so the
+# policy allows only this origin; a page that loads a third party (Stripe's card form) widens it for itself.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# Behind a TLS-terminating proxy: the header it sets on HTTPS requests (e.g. X-Forwarded-Proto), HSTS, redirects.
+_proxy_ssl_header = env.string("SECURE_PROXY_SSL_HEADER", "").strip()
+if _proxy_ssl_header and not re.fullmatch(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*", _proxy_ssl_header):
+    raise ImproperlyConfigured(
+        f"SECURE_PROXY_SSL_HEADER: expected an HTTP header name such as X-Forwarded-Proto, got {_proxy_ssl_header!r}"
+    )
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+)
+SECURE_SSL_REDIRECT = env.boolean("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env.integer("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env.boolean("SECURE_HSTS_PRELOAD", False)

@@ -36,13 +36,25 @@ def browser():
         browser.close()
 
 
+def watch_csp(context) -> list[str]:
+    """What Chromium refuses in this context under the Content-Security-Policy (it logs each refusal)."""
+    refused: list[str] = []
+    context.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
+    return refused
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    # Every browser test also proves that what it did works under the console's Content-Security-Policy.
+    refused = watch_csp(context)
     page = context.new_page()
     page.set_default_timeout(10_000)
     yield page
     context.close()
+    assert refused == []
 
 
 @pytest.fixture(autouse=True)

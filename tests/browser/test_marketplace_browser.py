@@ -3,6 +3,8 @@
 import pytest
 from django.core.management import call_command
 
+from tests.browser.conftest import watch_csp
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
@@ -37,6 +39,7 @@ def test_filters_update_results_in_place_and_the_url(page, live_server, synced):
 
 def test_chinese_by_browser_language_and_switch_to_english(browser, live_server, synced):
     context = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    refused = watch_csp(context)
     page = context.new_page()
     page.goto(f"{live_server.url}/models/")
     assert page.locator("h1").inner_text() == "模型广场"
@@ -46,6 +49,7 @@ def test_chinese_by_browser_language_and_switch_to_english(browser, live_server,
     page.wait_for_function("document.querySelector('h1').textContent === 'Model marketplace'")
     assert page.locator("html").get_attribute("lang") == "en"
     context.close()
+    assert refused == []
 
 
 def test_pagination_and_history(page, live_server, synced):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import openai
 import pytest
 
@@ -134,3 +135,21 @@ def test_key_allow_list_refuses_other_models_with_403(v1, org, public_model, org
     with pytest.raises(openai.PermissionDeniedError):
         client.chat.completions.create(model="public/tiny-chat", messages=CHAT)
     assert [m.id for m in client.models.list()] == ["acme/my-llama"]
+
+
+def test_every_kind_of_answer_carries_nosniff(any_v1, api_key, public_model):
+    auth = {"Authorization": f"Bearer {api_key}"}
+    body = {"model": "public/tiny-chat", "messages": CHAT, "max_tokens": 4}
+    answers = [
+        httpx.get(any_v1 + "/models", headers=auth),
+        httpx.get(any_v1 + "/models/public/tiny-chat", headers=auth),
+        httpx.get(any_v1 + "/models"),
+        httpx.post(any_v1 + "/chat/completions", headers=auth, json=body, timeout=10),
+        httpx.post(any_v1 + "/chat/completions", headers=auth, json={**body, "stream": True}, timeout=10),
+        httpx.post(any_v1 + "/chat/completions", headers=auth, content=b"{not json", timeout=10),
+        httpx.get(any_v1 + "/chat/completions", headers=auth),
+        httpx.get(any_v1 + "/nowhere", headers=auth),
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 401, 200, 200, 400, 405, 404]
+    assert answers[4].headers["content-type"].startswith("text/event-stream")
+    assert all(r.headers["x-content-type-options"] == "nosniff" for r in answers)

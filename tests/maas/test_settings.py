@@ -28,7 +28,11 @@ print(json.dumps({
 
 
 def _import_in_subprocess(module: str, tmp_path: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "MAAS_", "DJANGO_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "REDIS_URL", "MAAS_", "DJANGO_", "DEBUG"))
+    }
     env |= {"MAAS_EMBEDDED_DIR": str(tmp_path / "embedded"), **extra}
     out = subprocess.run(
         [sys.executable, "-c", PROBE, module], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60

@@ -1,0 +1,89 @@
+"""Console pages in a real browser under the Content-Security-Policy: charts render, console.js behaviours work,
+and the watch every browser test relies on does see a refusal."""
+
+import pytest
+from django.test import Client
+
+from catalog.models import CatalogModel
+from tenancy.models import Membership
+from tests.billing.conftest import make_usage
+from tests.browser.conftest import watch_csp
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _sign_in(page, url: str, user) -> None:
+    client = Client()
+    client.force_login(user)
+    page.context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": url}])
+
+
+def test_the_watch_sees_inline_script_and_style_refused(browser, live_server):
+    context = browser.new_context()
+    refused = watch_csp(context)
+    page = context.new_page()
+    response = page.goto(f"{live_server.url}/accounts/login/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.evaluate(
+        """() => {
+          const script = document.createElement("script");
+          script.textContent = "window.ranInline = true";
+          document.head.appendChild(script);
+          document.body.setAttribute("style", "background: red");
+        }"""
+    )
+    for _ in range(50):  # Chromium logs refusals asynchronously
+        if len(refused) >= 2:
+            break
+        page.wait_for_timeout(50)
+    assert page.evaluate("() => window.ranInline") is None
+    context.close()
+    assert any("script" in text for text in refused) and any("style" in text for text in refused), refused
+
+
+def test_usage_and_billing_charts_render(page, live_server, alice, org, catalog):
+    model = CatalogModel.objects.get(slug="qwen2.5-7b-instruct")
+    for i in range(3):
+        make_usage(org, model, prompt=100 * (i + 1), latency_ms=100 + 10 * i, ttft_ms=20 + i)
+    _sign_in(page, live_server.url, alice)
+
+    response = page.goto(f"{live_server.url}/billing/usage/")
+    assert "style-src 'self'" in response.headers["content-security-policy"]
+    charts = page.locator("svg.chart")
+    assert charts.count() == 4
+    assert charts.first.bounding_box()["width"] > 300
+    swatch = page.locator(".legend-item .legend-swatch").first
+    assert swatch.is_visible() and swatch.bounding_box()["width"] == 10
+
+    page.goto(f"{live_server.url}/billing/")
+    assert page.locator("svg.chart").is_visible()
+    assert page.locator("svg.chart rect").count() >= 1
+
+
+def test_confirm_and_autosubmit_come_from_console_js(page, live_server, alice, bob, org):
+    _sign_in(page, live_server.url, alice)
+    page.goto(f"{live_server.url}/org/members/")
+    bob_row = page.locator("tr", has_text=bob.email)
+
+    questions: list[str] = []
+
+    def answer(dialog, accept: bool) -> None:
+        questions.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.once("dialog", lambda dialog: answer(dialog, accept=False))
+    bob_row.get_by_role("button", name="Remove").click()
+    assert questions == ["Remove this member?"]
+    assert Membership.objects.filter(org=org, user=bob).exists()
+
+    role = bob_row.locator("select[name=role]")
+    current = role.input_value()
+    other = next(v for v in role.locator("option").evaluate_all("os => os.map(o => o.value)") if v != current)
+    with page.expect_navigation():
+        role.select_option(other)
+    assert Membership.objects.get(org=org, user=bob).role == other
+
+    page.once("dialog", lambda dialog: answer(dialog, accept=True))
+    with page.expect_navigation():
+        page.locator("tr", has_text=bob.email).get_by_role("button", name="Remove").click()
+    assert not Membership.objects.filter(org=org, user=bob).exists()
