@@ -155,7 +155,8 @@ class TopUpAdmin(admin.ModelAdmin):
     list_display = ["created_at", "org", "amount", "currency", "status", "refunded_amount", "payment_intent_id"]
     list_filter = ["status"]
     search_fields = ["org__namespace", "payment_intent_id"]
-    readonly_fields = [f.name for f in TopUp._meta.fields]
+    exclude = ["client_secret_encrypted"]  # a secret: never shown, even encrypted
+    readonly_fields = [f.name for f in TopUp._meta.fields if f.name != "client_secret_encrypted"]
     actions = ["refund_in_full"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

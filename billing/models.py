@@ -229,7 +229,9 @@ class TopUp(models.Model):
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     currency = models.CharField(max_length=3)
     payment_intent_id = models.CharField(max_length=100, unique=True)
-    client_secret = models.CharField(max_length=200, blank=True)
+    # The PaymentIntent's client secret, Fernet-encrypted (core.crypto): the card page hands it to Stripe.js while
+    # the top-up can still be paid (pending, failed) and the payment webhook clears it.
+    client_secret_encrypted = models.TextField(blank=True)
     status = models.CharField(max_length=24, choices=TopUpStatus.choices, default=TopUpStatus.PENDING)
     refunded_amount = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
     failure_message = models.CharField(max_length=300, blank=True)

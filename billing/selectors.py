@@ -3,6 +3,7 @@ and statements. Nothing here writes: in particular reading a price never creates
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -25,16 +26,22 @@ from billing.models import (
     SubscriptionStatus,
     TokenPrice,
     TopUp,
+    TopUpStatus,
     UsageCharge,
 )
 from billing.pricing import PRICE_EPOCH, PriceHistory, TokenRates, token_amount
 from catalog.models import CatalogModel
+from core.crypto import SecretDecryptError, decrypt
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
     from deployments.models import Service
     from tenancy.models import Organization
+
+
+logger = logging.getLogger(__name__)
+PAYABLE_TOPUP_STATUSES = (TopUpStatus.PENDING, TopUpStatus.FAILED)
 
 
 def token_rates(price: TokenPrice) -> TokenRates:
@@ -301,6 +308,17 @@ def statement(org: Organization, month: date) -> Statement:
 
 def org_topups(org: Organization) -> QuerySet[TopUp]:
     return TopUp.objects.for_org(org).select_related("created_by").order_by("-created_at")
+
+
+def topup_client_secret(topup: TopUp) -> str:
+    """The PaymentIntent client secret the card page gives Stripe.js; empty once the top-up cannot be paid any more."""
+    if topup.status not in PAYABLE_TOPUP_STATUSES or not topup.client_secret_encrypted:
+        return ""
+    try:
+        return decrypt(topup.client_secret_encrypted)
+    except SecretDecryptError:
+        logger.warning("top-up %s: its client secret cannot be decrypted with ENCRYPTION_KEYS", topup.pk)
+        return ""
 
 
 def org_subscriptions(org: Organization) -> QuerySet[Subscription]:

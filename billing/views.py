@@ -157,13 +157,15 @@ def topup(request: HttpRequest) -> HttpResponse:
 def topup_detail(request: HtmxHttpRequest, pk: str) -> HttpResponse:
     org = org_or_404(request)
     item = get_for_org_or_404(TopUp, org, pk=pk)
-    template = "billing/partials/topup_status.html" if request.htmx else "billing/topup_detail.html"
+    if request.htmx:  # the status poll: no card form, so no client secret
+        return render(request, "billing/partials/topup_status.html", {"topup": item})
     return render(
         request,
-        template,
+        "billing/topup_detail.html",
         {
             "topup": item,
             "publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+            "client_secret": selectors.topup_client_secret(item) if settings.STRIPE_PUBLISHABLE_KEY else "",
             "stripe_js": (settings.STRIPE_JS_URL if settings.STRIPE_PUBLISHABLE_KEY else ""),
         },
     )

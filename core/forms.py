@@ -29,6 +29,13 @@ def org_or_404(request: HttpRequest) -> Any:
     return org
 
 
+class SecretTextarea(forms.Textarea):
+    """A textarea for a pasted secret (a kubeconfig): like ``PasswordInput``, a re-rendered form never shows it back."""
+
+    def format_value(self, value: Any) -> None:
+        return None
+
+
 class Echo:
     """A file-like object whose write returns the line: lets ``csv.writer`` feed a streaming response."""
 

@@ -5,6 +5,7 @@ from typing import cast
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
+from core.forms import SecretTextarea
 from deployments.models import AccessMode, BillingMode, Region, dns1123_label
 from deployments.services import MAX_INSTANCES
 
@@ -44,7 +45,8 @@ class _KubeconfigFields(forms.Form):
         label=_("Kubeconfig"),
         required=False,
         strip=False,
-        widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false", "autocomplete": "off"}),
+        # A form refused (bad YAML, a failed probe) comes back empty: the kubeconfig is pasted again, never echoed.
+        widget=SecretTextarea(attrs={"rows": 8, "spellcheck": "false", "autocomplete": "off"}),
         help_text=_("Paste it here or upload the file. It is stored encrypted and never shown again."),
     )
     kubeconfig_file = forms.FileField(label=_("…or upload a kubeconfig file"), required=False)

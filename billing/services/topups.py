@@ -20,6 +20,7 @@ from billing.models import (
     TopUpStatus,
 )
 from billing.services.ledger import account_get_or_create, ledger_post
+from core.crypto import encrypt
 from core.errors import ApplicationError
 from core.money import from_minor_units, quantize_posted
 from tenancy.permissions import require
@@ -62,7 +63,7 @@ def topup_create(*, org: Organization, amount: Decimal, actor: User | None) -> T
             amount=amount,
             currency=account.currency,
             payment_intent_id=intent.id,
-            client_secret=intent.client_secret,
+            client_secret_encrypted=encrypt(intent.client_secret) if intent.client_secret else "",
             created_by=actor if getattr(actor, "pk", None) else None,
         )
         audit_record(
@@ -137,7 +138,8 @@ def _on_payment_succeeded(event: dict[str, Any], intent: dict[str, Any]) -> None
     )
     topup.status = TopUpStatus.SUCCEEDED
     topup.failure_message = ""
-    topup.save(update_fields=["status", "failure_message", "updated_at"])
+    topup.client_secret_encrypted = ""  # paid: no page needs it any more
+    topup.save(update_fields=["status", "failure_message", "client_secret_encrypted", "updated_at"])
 
 
 def _on_payment_failed(event: dict[str, Any], intent: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import stripe
+from django.db import connection
 from django.test import Client
 
 from billing import services
@@ -191,3 +192,33 @@ def test_topup_amount_is_validated(stripe_settings, org, alice_client):
         response = alice_client.post("/billing/topup/", {"amount": amount})
         assert response.status_code == 200 and "error" in response.content.decode()
     assert not TopUp.objects.exists()
+
+
+def _row(topup: TopUp) -> str:
+    """Every column of the top-up as the database holds it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM billing_topup WHERE id = %s", [topup.pk])
+        return " ".join(str(value) for value in cursor.fetchone())
+
+
+def test_the_client_secret_is_encrypted_and_dropped_once_paid(stripe_settings, settings, org, alice, alice_client):
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_billing"
+    declined, paid = (services.topup_create(org=org, amount=Decimal("20"), actor=alice) for _ in range(2))
+    secrets = {
+        t.pk: stripe_settings.v1.payment_intents.retrieve(t.payment_intent_id).client_secret for t in (declined, paid)
+    }
+    for topup in (declined, paid):
+        secret = secrets[topup.pk]
+        assert secret and secret.split("_secret_")[1] not in _row(topup)
+        # The card page still hands it to Stripe.js while the top-up can be paid.
+        assert secret in alice_client.get(f"/billing/topup/{topup.pk}/").content.decode()
+
+    _pay(stripe_settings, declined, "4000000000000341")  # the card form stays for another try
+    _pay(stripe_settings, paid, "4242424242424242")
+    assert _wait_for(lambda: TopUp.objects.get(pk=declined.pk).status == TopUpStatus.FAILED)
+    assert _wait_for(lambda: TopUp.objects.get(pk=paid.pk).status == TopUpStatus.SUCCEEDED)
+
+    assert secrets[declined.pk] in alice_client.get(f"/billing/topup/{declined.pk}/").content.decode()
+    assert TopUp.objects.get(pk=paid.pk).client_secret_encrypted == ""
+    page = alice_client.get(f"/billing/topup/{paid.pk}/").content.decode()
+    assert secrets[paid.pk] not in page and 'id="payment-form"' not in page

@@ -1,6 +1,7 @@
 """Onboarding GPU clusters: the console form and register_cluster probe through the real kubernetes client."""
 
 import io
+import re
 import socket
 
 import pytest
@@ -13,6 +14,7 @@ from deployments.models import Cluster, ClusterDriver, ClusterHealth
 from deployments.services import cluster_replace_kubeconfig, local_cluster_create
 from tests.deployments.helpers import H100
 from tests.support.kubeapi import run_kube_api
+from tests.support.kubeapi.resources import DEFAULT_TOKEN
 
 NEW = reverse("deployments:cluster-new")
 
@@ -226,3 +228,41 @@ def test_a_kubernetes_cluster_name_is_not_taken_over_by_a_local_cluster(kube_clu
     with pytest.raises(ApplicationError, match="exists and is not a local cluster"):
         local_cluster_create(name=kube_cluster.name, region=region)
     assert Cluster.objects.get(name=kube_cluster.name).driver == ClusterDriver.KUBERNETES
+
+
+def _secrets_of(kubeconfig: str) -> list[str]:
+    """The credential values of a kubeconfig (tokens, certificate and key data)."""
+    values = []
+    for line in kubeconfig.splitlines():
+        key, _, value = line.strip().partition(": ")
+        if key.lstrip("- ") in {"token", "certificate-authority-data", "client-key-data", "password"}:
+            values.append(value.strip())
+    assert values
+    return values
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", ["unauthorized", "bad_yaml"])
+def test_a_refused_kubeconfig_is_not_rendered_back(admin_client, region, case):
+    with run_kube_api(tls="valid") as api:
+        kubeconfig = api.kubeconfig(token="tok-4f1d9c-never-shown")
+        if case == "unauthorized":
+            api.set_tokens("another-token")
+        else:
+            kubeconfig += "  broken: [unclosed\n"
+        response = post_cluster(admin_client, region, kubeconfig)
+        assert response.status_code == 200 and form_errors(response)
+        pages = [response.content.decode()]
+        api.set_tokens(DEFAULT_TOKEN)
+        post_cluster(admin_client, region, api.kubeconfig(), name="gpu-b")
+        cluster = Cluster.objects.get(name="gpu-b")
+        api.set_tokens("another-token")
+        replace = admin_client.post(
+            reverse("deployments:cluster-detail", args=[cluster.pk]), {"kubeconfig": kubeconfig, "context": ""}
+        )
+        assert replace.status_code == 200 and form_errors(replace)
+        pages.append(replace.content.decode())
+    for page in pages:
+        for secret in _secrets_of(kubeconfig):
+            assert secret[:12] not in page
+        assert re.search(r'<textarea name="kubeconfig"[^>]*>\s*</textarea>', page)

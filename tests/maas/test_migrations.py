@@ -13,7 +13,8 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from billing.models import LedgerEntry
+from billing.models import LedgerEntry, TopUp
+from core.crypto import decrypt
 from deployments.models import Service
 from metering.models import UsageRecord
 from tenancy.models import Organization
@@ -129,3 +130,41 @@ def test_a_database_from_before_the_restructure_migrates_forward_with_its_rows()
 @pytest.mark.django_db
 def test_models_have_no_changes_without_a_migration():
     call_command("makemigrations", check=True, dry_run=True, verbosity=0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_plaintext_client_secrets_are_encrypted_or_dropped_by_the_migration():
+    before = [("billing", "0001_initial")]
+    try:
+        executor = _migrate(before)
+        old = executor.loader.project_state(before).apps
+        org = old.get_model("maas", "Organization").objects.create(name="Pay Co", namespace="pay-co")
+        rows = {
+            status: old.get_model("billing", "TopUp").objects.create(
+                org_id=org.pk,
+                amount=Decimal("10"),
+                currency="CNY",
+                payment_intent_id=f"pi_{status}",
+                client_secret=f"pi_{status}_secret_plain{status}",
+                status=status,
+            )
+            for status in ("pending", "failed", "succeeded")
+        }
+
+        _migrate()
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT * FROM billing_topup WHERE org_id = %s", [org.pk])
+            stored = " ".join(str(value) for row in cursor.fetchall() for value in row)
+        assert "_secret_plain" not in stored
+        migrated = {status: TopUp.objects.get(pk=row.pk) for status, row in rows.items()}
+        assert decrypt(migrated["pending"].client_secret_encrypted) == "pi_pending_secret_plainpending"
+        assert decrypt(migrated["failed"].client_secret_encrypted) == "pi_failed_secret_plainfailed"
+        assert migrated["succeeded"].client_secret_encrypted == ""
+
+        back = _migrate(before).loader.project_state(before).apps
+        assert back.get_model("billing", "TopUp").objects.get(pk=rows["pending"].pk).client_secret == (
+            "pi_pending_secret_plainpending"
+        )
+    finally:
+        _migrate()

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from maas import embedded
 
+CONFIG_PREFIXES = ("DATABASE_URL", "REDIS_URL", "MAAS_", "DJANGO_", "DEBUG")
 PROBE = """
 import json, os, sys
 before = dict(os.environ)
@@ -84,3 +86,26 @@ def test_manage_py_reads_the_env_file_of_running_servers(tmp_path, settings):
     embedded.write_env_file(servers)
 
     assert embedded.running_environ(tmp_path) == servers.environ()
+
+
+@pytest.mark.parametrize(
+    "production",
+    [
+        {"DATABASE_URL": "postgres://u@db.invalid/x", "REDIS_URL": "redis://r.invalid:6379/0", "SECRET_KEY": "s" * 50},
+        {},  # preparing a deployment: nothing set yet
+    ],
+)
+def test_genkey_runs_before_encryption_keys_exist(production, tmp_path):
+    """Production settings refuse to load without ENCRYPTION_KEYS, so the command that makes one must not need them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CONFIG_PREFIXES + ("ENCRYPTION_KEYS", "SECRET_KEY"))}
+    env |= {"MAAS_EMBEDDED_DIR": str(tmp_path / "embedded"), **production}
+    manage = Path(__file__).resolve().parents[2] / "manage.py"
+    out = subprocess.run(
+        [sys.executable, str(manage), "genkey"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+    assert out.returncode == 0, out.stderr
+    key = out.stdout.strip()
+    Fernet(key.encode())  # a valid key
+    result = _import_in_subprocess("maas.settings", tmp_path, **production, ENCRYPTION_KEYS=key) if production else None
+    assert result is None or result["error"] is None
