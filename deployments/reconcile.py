@@ -5,7 +5,10 @@ cluster's driver (server-side apply, scale, delete; or local processes) and writ
 its service with a conditional UPDATE (``reconcile_claimed_until``) so two workers never drive the same service at
 once; a claim left behind by a killed worker expires. Retryable driver errors (an unreachable API server, a
 conflict) propagate so the Celery task retries with backoff; the others become the service's Failed status with the
-driver's reason.
+driver's reason. A failure belongs to the service that caused it: the per-cluster pass records it for that service
+and goes on with the others. Only what the service wants is recorded: ``ready_instances`` and the meter never exceed
+the desired count, and Ready replicas beyond it (scaled up behind the platform's back, until the driver's re-apply
+removes them) are kept but not routed to.
 """
 
 from __future__ import annotations
@@ -82,14 +85,18 @@ def _status_for(service: Service, observed: Observed) -> str:
 
 
 def _sync_replicas(service: Service, observed: Observed) -> None:
+    """Mirror the observed replicas; only as many Ready ones as the service wants are routed to (ready=True)."""
     names = {r.name for r in observed.replicas}
     Replica.objects.filter(service=service).exclude(name__in=names).delete()
     now = timezone.now()
-    for r in observed.replicas:
+    routable = service.desired_instances
+    for r in sorted(observed.replicas, key=lambda r: r.name):
+        ready = r.ready and routable > 0
+        routable -= ready
         Replica.objects.update_or_create(
             service=service,
             name=r.name,
-            defaults={"base_url": r.base_url, "ready": r.ready, "pid": r.pid, "port": r.port, "observed_at": now},
+            defaults={"base_url": r.base_url, "ready": ready, "pid": r.pid, "port": r.port, "observed_at": now},
         )
 
 
@@ -113,7 +120,8 @@ def record(service_id, observed: Observed, generation: int) -> Service | None:
             Replica.objects.filter(service=service).delete()
         else:
             _sync_replicas(service, observed)
-        service.ready_instances = observed.ready if status != ServiceStatus.DELETED else 0
+        # Replicas beyond the wanted count (scaled up behind the platform's back) are neither shown, billed nor routed.
+        service.ready_instances = min(observed.ready, service.desired_instances)
         service.observed_generation = generation
         service.last_reconciled_at = timezone.now()
         service.save()

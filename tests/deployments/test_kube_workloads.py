@@ -389,3 +389,36 @@ def test_leader_worker_set_without_the_crd_is_not_found(workload_spec):
         assert caught.value.kind == "not_found"
         apply_workload(client, workload_spec)  # single-node services do not need it
         assert [o.kind for o in list_platform_workloads(client)] == ["Namespace", "Deployment", "Service"]
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_an_untouched_workload_has_no_drift_and_a_changed_one_says_how(kube_api, kube_client, nodes):
+    from deployments.drivers.kube import missing_services
+    from deployments.drivers.kube.config import request
+
+    spec = make_workload_spec(gpu_count=8 * nodes, gpus_per_node=8, nodes_per_instance=nodes, replicas=1)
+    apply_workload(kube_client, spec)
+    assert observe_workload(kube_client, spec).drift == [] and observe_workloads(kube_client, [spec])[0].drift == []
+    assert missing_services(kube_client, [spec]) == set()
+    scale_workload(kube_client, spec, 3)
+    assert observe_workload(kube_client, spec).drift == ["replicas 3 (wants 1)"]
+    assert observe_workload(kube_client, spec.ref).drift == []  # a bare reference has no desired state to compare
+
+    path = f"{'/apis/leaderworkerset.x-k8s.io/v1' if nodes > 1 else '/apis/apps/v1'}/namespaces/{NS}/{spec.ref.kind.lower()}s/{NAME}"
+    live = request(kube_client, "GET", path)
+    template = live["spec"]["leaderWorkerTemplate"]["leaderTemplate"] if nodes > 1 else live["spec"]["template"]
+    template["spec"]["containers"][0]["image"] = "evil/miner:latest"
+    template["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "4"
+    if nodes > 1:
+        live["spec"]["leaderWorkerTemplate"]["size"] = 3
+    request(kube_client, "PUT", path, body=live)
+    drift = observe_workloads(kube_client, [spec])[0].drift
+    assert drift == [
+        "replicas 3 (wants 1)",
+        *(["group size 3 (wants 2)"] if nodes > 1 else []),
+        f"{'leader ' if nodes > 1 else ''}container engine image: 'evil/miner:latest' (wants {spec.image!r})",
+        f"{'leader ' if nodes > 1 else ''}container engine nvidia.com/gpu: 4 (wants 8)",
+    ]
+
+    request(kube_client, "DELETE", f"/api/v1/namespaces/{NS}/services/{NAME}")
+    assert missing_services(kube_client, [spec]) == {(NS, NAME)}

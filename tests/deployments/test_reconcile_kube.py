@@ -1,6 +1,11 @@
 """The reconcile state machine against the Kubernetes API test server: statuses, failures, retries, meters."""
 
+from datetime import timedelta
+from decimal import Decimal
+
 import pytest
+import time_machine
+from django.utils import timezone
 
 from deployments import reconcile
 from deployments.drivers.kube import KubeError
@@ -197,3 +202,90 @@ def test_a_retryable_error_of_one_service_leaves_the_others_recorded(two_orgs, k
     assert meters(Service.objects.get(pk=theirs.pk)) == [1, 2]
     ours = Service.objects.get(pk=ours.pk)
     assert (ours.status, meters(ours)) == (ServiceStatus.SCALING, [1])  # as the scale request left it, not Failed
+
+
+LWS = "leaderworkerset.x-k8s.io"
+
+
+@pytest.fixture(params=["Deployment", "LeaderWorkerSet"])
+def drifting(request, org, alice, catalog, kube_cluster, region, kube_api):
+    """A Running service (2 Deployment replicas, or 1 LeaderWorkerSet group of 2 nodes) and where its workload is."""
+    kube_api.set_auto(start_after=0.0, ready_after=0.0)
+    if request.param == "Deployment":
+        service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="chat", instances=2)
+        path = f"/apis/apps/v1/namespaces/{NS}/deployments/svc-chat"
+    else:
+        service = service_create(org=org, actor=alice, catalog_model=qwen("deepseek-v3"), region=region, name="ds")
+        assert service.nodes_per_instance == 2
+        path = f"/apis/{LWS}/v1/namespaces/{NS}/leaderworkersets/svc-ds"
+    service = passes(service, 2)
+    assert (service.status, service.ready_instances) == (ServiceStatus.RUNNING, service.desired_instances)
+    return service, path
+
+
+def _templates(workload: dict) -> list[dict]:
+    spec = workload["spec"]
+    if "leaderWorkerTemplate" in spec:
+        return [spec["leaderWorkerTemplate"]["leaderTemplate"], spec["leaderWorkerTemplate"]["workerTemplate"]]
+    return [spec["template"]]
+
+
+def _drift_behind_the_platforms_back(service: Service, path: str, kube_api, kube_client) -> None:
+    """What an operator with kubectl did: scale to 5, swap the image, delete the Service."""
+    from deployments.drivers.kube.config import request
+
+    workload = request(kube_client, "GET", path)
+    workload["spec"]["replicas"] = 5
+    for template in _templates(workload):
+        template["spec"]["containers"][0]["image"] = "evil/miner:latest"
+    request(kube_client, "PUT", path, body=workload)
+    request(kube_client, "DELETE", f"/api/v1/namespaces/{NS}/services/{service.k8s_name}")
+    assert len(kube_api.pods(NS, service.k8s_name)) == 5 * service.nodes_per_instance
+
+
+def _only_the_desired_state_is_left(service: Service, path: str, kube_api, kube_client) -> None:
+    from billing.services import service_settle
+    from deployments.drivers.kube.config import request
+    from deployments.selectors import ready_endpoints
+
+    wanted = service.desired_instances
+    workload = request(kube_client, "GET", path)
+    assert workload["spec"]["replicas"] == wanted
+    assert {t["spec"]["containers"][0]["image"] for t in _templates(workload)} == {service.image}
+    assert kube_api.get("services", NS, service.k8s_name) is not None
+    service = Service.objects.get(pk=service.pk)
+    assert (service.status, service.ready_instances, service.status_reason) == (ServiceStatus.RUNNING, wanted, "")
+    assert meters(service) == [wanted]
+    assert len(ready_endpoints([service.pk])) == wanted  # what the gateway routes to
+    with time_machine.travel(timezone.now() + timedelta(hours=1), tick=False):
+        charged = service_settle(service_id=service.pk)
+    assert sum(Decimal(e.data["instance_seconds"]) for e in charged) == pytest.approx(wanted * 3600, abs=wanted * 5)
+
+
+def test_drift_is_corrected_in_one_service_pass(drifting, kube_api, kube_client):
+    service, path = drifting
+    _drift_behind_the_platforms_back(service, path, kube_api, kube_client)
+    passes(service)
+    _only_the_desired_state_is_left(service, path, kube_api, kube_client)
+
+
+def test_drift_is_corrected_in_one_cluster_pass(drifting, kube_api, kube_client, kube_cluster):
+    service, path = drifting
+    _drift_behind_the_platforms_back(service, path, kube_api, kube_client)
+    counts = reconcile.reconcile_cluster(kube_cluster.pk)
+    assert counts["applied"] == 1
+    _only_the_desired_state_is_left(service, path, kube_api, kube_client)
+    kube_api.reset_log()
+    reconcile.reconcile_cluster(kube_cluster.pk)
+    assert all(call.method == "GET" for call in kube_api.request_log)  # once corrected, nothing is applied again
+
+
+def test_replicas_beyond_the_wanted_count_are_neither_shown_billed_nor_routed(service):
+    """Until the re-apply has removed them, extra Ready replicas count for nothing (drivers report all they see)."""
+    from deployments.drivers import Observed, ObservedReplica
+    from deployments.selectors import ready_endpoints
+
+    five = [ObservedReplica(f"pod-{i}", f"http://10.0.0.{i}:8000", True) for i in range(5)]
+    service = reconcile.record(service.pk, Observed(phase="Running", ready=5, replicas=five), service.generation)
+    assert service.ready_instances == 2 and meters(service) == [2]
+    assert [e.replica for e in ready_endpoints([service.pk])] == ["pod-0", "pod-1"]

@@ -6,6 +6,7 @@ cluster's kubeconfig is decrypted for each pass and never kept.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -23,10 +24,13 @@ from deployments.drivers.kube.workloads import (
     WorkloadStatus,
     apply_workload,
     delete_workload,
+    missing_services,
     observe_workload,
     observe_workloads,
 )
 from deployments.models import Cluster, ClusterHealth, Service, ServiceStatus
+
+log = logging.getLogger(__name__)
 
 KUBE_TIMEOUT_S = 10
 PROBE_TIMEOUT_S = 10
@@ -75,12 +79,26 @@ def _from_status(status: WorkloadStatus) -> Observed:
     )
 
 
-def _observe(client: KubeClient, cluster: Cluster, spec: WorkloadSpec, *, applied: bool) -> Observed:
+def _drift(status: WorkloadStatus, service_missing: bool) -> list[str]:
+    if not status.exists:
+        return ["workload missing"]
+    return status.drift + (["Service missing"] if service_missing else [])
+
+
+def _observe(
+    client: KubeClient, cluster: Cluster, spec: WorkloadSpec, status: WorkloadStatus | None, drift: list[str]
+) -> Observed:
+    """The observation of one workload, after putting back what was changed behind the platform's back.
+
+    Level-triggered: whenever the live state differs from the desired one in the platform's own fields (scaled,
+    image swapped, workload or Service deleted), the desired state is applied again (server-side apply with force
+    takes those fields back) and the workload observed once more.
+    """
     ingress = cluster.ingress_base_url or None
-    status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
-    if not status.exists and not applied:
-        # Someone deleted the workload behind the platform's back: level-triggered, so put it back.
-        apply_workload(client, spec)
+    if status is None or drift:
+        if drift:
+            log.warning("%s/%s drifted (%s): applying the desired state again", spec.namespace, spec.name, drift)
+            apply_workload(client, spec)
         status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
     return _from_status(status)
 
@@ -143,10 +161,13 @@ class KubeDriver:
             if service.status == ServiceStatus.DELETING:
                 return Observed(phase="Deleting", gone=delete_workload(client, service.k8s_namespace, service.k8s_name))
             spec = workload_spec(service)
-            applied = service.observed_generation != service.generation
-            if applied:
+            if service.observed_generation != service.generation:
                 apply_workload(client, spec)
-            return _observe(client, cluster, spec, applied=applied)
+                return _observe(client, cluster, spec, None, [])
+            ingress = cluster.ingress_base_url or None
+            status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
+            missing = bool(status.exists and missing_services(client, [spec]))
+            return _observe(client, cluster, spec, status, _drift(status, missing))
         finally:
             client.close()
 
@@ -181,14 +202,17 @@ class KubeDriver:
                 access_mode=cluster.access_mode,
                 ingress_base_url=cluster.ingress_base_url or None,
             )
-            for (service, spec, applied), status in zip(watched, statuses, strict=False):
-                outcome: Observed | DriverError = _from_status(status)
-                if not status.exists and not applied:
-                    counts["applied"] += 1
-                    try:
-                        outcome = _observe(client, cluster, spec, applied=False)
-                    except DriverError as exc:
-                        outcome = exc
+            pairs = list(zip(watched, statuses, strict=True))
+            unapplied = [spec for (_service, spec, applied), st in pairs if not applied and st.exists]
+            missing = missing_services(client, unapplied) if unapplied else set()
+            for (service, spec, applied), status in pairs:
+                drift = [] if applied else _drift(status, (spec.namespace, spec.name) in missing)
+                outcome: Observed | DriverError
+                try:
+                    outcome = _observe(client, cluster, spec, status, drift)
+                except DriverError as exc:
+                    outcome = exc
+                counts["applied"] += bool(drift)
                 yield service, outcome
         finally:
             client.close()

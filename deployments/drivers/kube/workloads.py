@@ -18,6 +18,7 @@ from deployments.drivers.kube.config import (
 )
 from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.manifests import (
+    GPU_RESOURCE,
     DEFAULT_PRIORITY_CLASS,
     LABEL_MANAGED_BY,
     LABEL_NAME,
@@ -29,6 +30,7 @@ from deployments.drivers.kube.manifests import (
     WorkloadRef,
     WorkloadSpec,
     build_manifests,
+    workload_manifest,
 )
 
 PLATFORM_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
@@ -64,6 +66,7 @@ class WorkloadStatus:
     reason: str | None = None
     message: str | None = None
     endpoints: list[ReplicaEndpoint] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)  # the platform's own fields that differ from its spec
 
 
 @dataclass
@@ -231,6 +234,86 @@ def list_platform_workloads(client) -> list[PlatformObject]:
                 )
             )
     return found
+
+
+# ---------------------------------------------------------------------------------------------------- drift
+
+# Where the pod templates sit in each workload kind's spec.
+_TEMPLATES = {
+    "Deployment": (("", ("template",)),),
+    "LeaderWorkerSet": (
+        ("leader ", ("leaderWorkerTemplate", "leaderTemplate")),
+        ("worker ", ("leaderWorkerTemplate", "workerTemplate")),
+    ),
+}
+_CONTAINER_FIELDS = ("image", "command", "args")
+
+
+def _dig(obj: dict, path: tuple[str, ...]) -> dict:
+    for key in path:
+        obj = obj.get(key) or {}
+    return obj
+
+
+def _gpu_limit(container: dict) -> str:
+    # A whole number of GPUs: the API server keeps such a quantity as written ("8"), so strings compare.
+    return str(((container.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE, "0"))
+
+
+def workload_drift(spec: WorkloadSpec, live: dict) -> list[str]:
+    """How the live workload differs from what the platform applies, in its own fields (no API call).
+
+    Replicas, the group size and each container's image, command, args and GPU limit: what ``kubectl scale``,
+    ``set image``, ``set resources`` or ``edit`` change and what decides what runs and what it costs. Fields the API
+    server defaults or normalizes (cpu and memory quantities, env order) are not compared, so a workload nobody
+    touched never counts as drifted.
+    """
+    want, have = workload_manifest(spec)["spec"], live.get("spec") or {}
+    drift = []
+    if have.get("replicas", 1) != want["replicas"]:
+        drift.append(f"replicas {have.get('replicas', 1)} (wants {want['replicas']})")
+    size = (have.get("leaderWorkerTemplate") or {}).get("size", 1)
+    if spec.kind == "LeaderWorkerSet" and size != spec.nodes_per_instance:
+        drift.append(f"group size {size} (wants {spec.nodes_per_instance})")
+    for role, path in _TEMPLATES[spec.kind]:
+        live_containers = {c.get("name"): c for c in _dig(have, path).get("spec", {}).get("containers") or []}
+        for container in _dig(want, path)["spec"]["containers"]:
+            found = live_containers.get(container["name"])
+            if found is None:
+                drift.append(f"{role}container {container['name']} missing")
+                continue
+            drift.extend(
+                f"{role}container {container['name']} {key}: {found.get(key)!r} (wants {container.get(key)!r})"
+                for key in _CONTAINER_FIELDS
+                if found.get(key) != container.get(key)
+            )
+            gpus, wanted_gpus = _gpu_limit(found), _gpu_limit(container)
+            if gpus != wanted_gpus:
+                drift.append(f"{role}container {container['name']} {GPU_RESOURCE}: {gpus} (wants {wanted_gpus})")
+    return drift
+
+
+def missing_services(client, specs_or_refs: Sequence[WorkloadSpec | WorkloadRef]) -> set[tuple[str, str]]:
+    """(namespace, name) of the workloads among ``specs_or_refs`` whose Kubernetes Service is gone.
+
+    One label-selected LIST: cluster-wide when they span several namespaces (per namespace when that is forbidden).
+    """
+    refs = [_ref(item) for item in specs_or_refs]
+    wanted = {(r.namespace, r.name) for r in refs}
+    namespaces = sorted({r.namespace for r in refs})
+    if len(namespaces) > 1:
+        try:
+            items = _list(client, "/api/v1/services", PLATFORM_SELECTOR)
+            return wanted - {(i["metadata"].get("namespace"), i["metadata"]["name"]) for i in items}
+        except KubeError as exc:
+            if exc.kind != "forbidden":
+                raise
+    present = {
+        (namespace, item["metadata"]["name"])
+        for namespace in namespaces
+        for item in _list(client, f"/api/v1/namespaces/{namespace}/services", PLATFORM_SELECTOR)
+    }
+    return wanted - present
 
 
 # ---------------------------------------------------------------------------------------------------- observing
@@ -452,6 +535,8 @@ def observe_workload(
         return _summarize(ref, None, [], access)
     pods = _list(client, f"/api/v1/namespaces/{ref.namespace}/pods", _pod_selector(ref.name))
     result = _summarize(ref, obj, pods, access)
+    if isinstance(spec_or_ref, WorkloadSpec):
+        result.drift = workload_drift(spec_or_ref, obj)
     if _needs_events(result):
         events = _list(client, f"/api/v1/namespaces/{ref.namespace}/events", "", fields="type=Warning")
         _add_event(result, ref, pods, events)
@@ -520,10 +605,11 @@ def observe_workloads(
 
     results = []
     failing_namespaces = set()
-    for ref in refs:
-        result = _summarize(
-            ref, objects.get((ref.kind, ref.namespace, ref.name)), pods_by.get((ref.namespace, ref.name), []), access
-        )
+    for item, ref in zip(specs_or_refs, refs, strict=True):
+        obj = objects.get((ref.kind, ref.namespace, ref.name))
+        result = _summarize(ref, obj, pods_by.get((ref.namespace, ref.name), []), access)
+        if obj is not None and isinstance(item, WorkloadSpec):
+            result.drift = workload_drift(item, obj)
         results.append(result)
         if result.exists and _needs_events(result):
             failing_namespaces.add(ref.namespace)
