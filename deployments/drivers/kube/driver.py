@@ -21,6 +21,7 @@ from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.inventory import ClusterProbe, probe_cluster
 from deployments.drivers.kube.manifests import WorkloadSpec
 from deployments.drivers.kube.workloads import (
+    WAITING_FOR_GPUS,
     WorkloadStatus,
     apply_workload,
     delete_workload,
@@ -69,13 +70,37 @@ def kube_client(cluster: Cluster) -> KubeClient:
     return api_client(text, cluster.context or None, timeout=KUBE_TIMEOUT_S)
 
 
-def _from_status(status: WorkloadStatus) -> Observed:
+def _shape_fits(cluster: Cluster, spec: WorkloadSpec) -> bool:
+    """Whether the cluster's nodes (as last checked) could hold one instance once other pods free their GPUs."""
+    inventory = cluster.inventory or {}
+    entries = [inventory[spec.gpu_product]] if spec.gpu_product in inventory else list(inventory.values())
+    if not entries:
+        return True  # nothing known: let it wait
+    return any(
+        e.get("max_per_node", 0) >= spec.gpus_per_node and e.get("nodes", 0) >= spec.nodes_per_instance for e in entries
+    )
+
+
+def _from_status(status: WorkloadStatus, cluster: Cluster, spec: WorkloadSpec) -> Observed:
+    phase, reason, message = status.phase, status.reason or "", status.message or ""
+    if reason == WAITING_FOR_GPUS:
+        if _shape_fits(cluster, spec):
+            message = _("waiting for GPUs: %(scheduler)s") % {"scheduler": message}
+        else:  # no node is big enough (nodes changed since the placement): waiting would be forever
+            phase, reason = ("Failed" if phase == "Pending" else phase), "Unschedulable"
+            message = _("no node of %(cluster)s can hold %(gpus)d× %(product)s: %(scheduler)s") % {
+                "cluster": cluster.name,
+                "gpus": spec.gpus_per_node,
+                "product": spec.gpu_product or "GPU",
+                "scheduler": message,
+            }
     return Observed(
-        phase=status.phase,
+        phase=phase,
         ready=status.ready,
-        reason=status.reason or "",
-        message=status.message or "",
+        reason=reason,
+        message=message,
         replicas=[ObservedReplica(e.pod_name, e.base_url, True) for e in status.endpoints],
+        waiting_on=status.waiting_on,
     )
 
 
@@ -100,7 +125,7 @@ def _observe(
             log.warning("%s/%s drifted (%s): applying the desired state again", spec.namespace, spec.name, drift)
             apply_workload(client, spec)
         status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
-    return _from_status(status)
+    return _from_status(status, cluster, spec)
 
 
 def nodes_summary(probe: ClusterProbe) -> list[dict]:
@@ -232,6 +257,17 @@ class KubeDriver:
             entry["allocated"] = entry.get("allocated", 0) + gpus
             entry["free"] = max(entry.get("free", 0) - gpus, 0)
             entry["max_free_per_node"] = min(entry.get("max_free_per_node", 0), entry["free"])
+
+    def release(self, cluster: Cluster, gpu_product: str, gpus: int, gpus_per_node: int) -> None:
+        # Until the next check: the node a released pod ran on has at least its GPUs free, so one instance of that
+        # shape fits again. Never beyond what the nodes offer.
+        entry = (cluster.inventory or {}).get(gpu_product)
+        if entry is not None and gpus:
+            entry["allocated"] = max(entry.get("allocated", 0) - gpus, 0)
+            entry["free"] = min(entry.get("free", 0) + gpus, entry.get("allocatable", 0))
+            entry["max_free_per_node"] = min(
+                max(entry.get("max_free_per_node", 0), gpus_per_node), entry.get("max_per_node", 0), entry["free"]
+            )
 
     def gpu_room(self, cluster: Cluster, service: Service, extra_instances: int) -> tuple[int, int]:
         entry = (cluster.inventory or {}).get(service.gpu_product) or {}

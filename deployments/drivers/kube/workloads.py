@@ -18,8 +18,8 @@ from deployments.drivers.kube.config import (
 )
 from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.manifests import (
-    GPU_RESOURCE,
     DEFAULT_PRIORITY_CLASS,
+    GPU_RESOURCE,
     LABEL_MANAGED_BY,
     LABEL_NAME,
     LABEL_ORG,
@@ -62,11 +62,12 @@ class WorkloadStatus:
     ready: int
     updated: int
     available: int
-    phase: str  # Creating | Starting | Running | Scaling | Failed | Stopped | Missing
+    phase: str  # Pending (waiting for GPUs) | Creating | Starting | Running | Scaling | Failed | Stopped | Missing
     reason: str | None = None
     message: str | None = None
     endpoints: list[ReplicaEndpoint] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)  # the platform's own fields that differ from its spec
+    waiting_on: str = ""  # what a workload short of Running waits for when nothing failed (the first such pod)
 
 
 @dataclass
@@ -368,6 +369,38 @@ def pod_failure(pod: dict) -> tuple[str, str | None] | None:
     return None
 
 
+WAITING_FOR_GPUS = "WaitingForGPUs"
+
+
+def _waits_for_gpus(failure: tuple[str, str | None]) -> bool:
+    """An Unschedulable pod whose only trouble is GPUs taken by others: it is placed as soon as they are freed."""
+    return failure[0] == "Unschedulable" and f"Insufficient {GPU_RESOURCE}" in (failure[1] or "")
+
+
+def _waiting_on(ref: WorkloadRef, live: list[dict]) -> str:
+    if not live:
+        if ref.kind == "LeaderWorkerSet":
+            return (
+                "the LeaderWorkerSet has no pods: is the LeaderWorkerSet controller running "
+                "(kubectl -n lws-system get deploy lws-controller-manager)?"
+            )
+        return "the Deployment has no pods: its controller creates none (kubectl describe replicaset)"
+    for pod in sorted(live, key=lambda p: p["metadata"]["name"]):
+        if _is_ready(pod):
+            continue
+        name, status = pod["metadata"]["name"], pod.get("status") or {}
+        if not (pod.get("spec") or {}).get("nodeName"):
+            return f"pod {name} is not scheduled yet"
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting")
+            if waiting is not None:
+                return (
+                    f"pod {name}: container {container.get('name')} is waiting ({waiting.get('reason') or 'no reason'})"
+                )
+        return f"pod {name} runs but is not Ready (the engine is loading or its readiness check fails)"
+    return ""
+
+
 def _workload_failure(obj: dict) -> tuple[str, str | None] | None:
     for condition in (obj.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
@@ -466,17 +499,23 @@ def _summarize(ref: WorkloadRef, obj: dict | None, pods: list[dict], access: _Ac
     available = status.get("availableReplicas", ready) if ref.kind == "Deployment" else ready
     available = available or 0
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    failure = _workload_failure(obj)
+    failure, waiting = _workload_failure(obj), None
     for pod in sorted(live, key=lambda p: p["metadata"]["name"]):
-        failure = pod_failure(pod) or failure
+        found = pod_failure(pod)
+        if found and _waits_for_gpus(found):
+            waiting = waiting or (WAITING_FOR_GPUS, found[1])
+            continue
+        failure = found or failure
         if failure and failure[0] != "ProgressDeadlineExceeded":
             break
+    if waiting and (failure is None or failure[0] == "ProgressDeadlineExceeded"):
+        failure = waiting  # no pod failed: it waits for GPUs (and its progress deadline passed while it did)
     if desired == 0:
         phase = "Stopped" if not pods else "Scaling"
     elif ready >= desired and updated >= desired:
         phase = "Running"
     elif failure and ready == 0:
-        phase = "Failed"
+        phase = "Pending" if failure[0] == WAITING_FOR_GPUS else "Failed"
     elif ready > 0:
         phase = "Scaling"
     elif any(
@@ -498,6 +537,7 @@ def _summarize(ref: WorkloadRef, obj: dict | None, pods: list[dict], access: _Ac
         reason=reason,
         message=message,
         endpoints=_endpoints(ref, live, ready, access),
+        waiting_on=_waiting_on(ref, live) if desired > 0 and phase != "Running" and not reason else "",
     )
 
 
