@@ -157,7 +157,11 @@ def no_fit_reason(model, region: Region, variants, clusters: list[Cluster], inst
     )
     text = head + ": " + _("needs %(needs)s; largest free: %(largest)s") % {"needs": needs, "largest": largest}
     if needs_lws and not any(c.has_lws for c in clusters):
-        text += " " + _("and no LeaderWorkerSet CRD")
+        crd_installed = any(ch.get("key") == "lws_crd" and ch.get("ok") for c in clusters for ch in c.checks or [])
+        if crd_installed:
+            text += " " + _("and the LeaderWorkerSet controller is not running")
+        else:
+            text += " " + _("and no LeaderWorkerSet CRD")
     return text
 
 

@@ -5,7 +5,15 @@ cluster's driver (server-side apply, scale, delete; or local processes) and writ
 its service with a conditional UPDATE (``reconcile_claimed_until``) so two workers never drive the same service at
 once; a claim left behind by a killed worker expires. Retryable driver errors (an unreachable API server, a
 conflict) propagate so the Celery task retries with backoff; the others become the service's Failed status with the
-driver's reason.
+driver's reason. A failure belongs to the service that caused it: the per-cluster pass records it for that service
+and goes on with the others. Only what the service wants is recorded: ``ready_instances`` and the meter never exceed
+the desired count, and Ready replicas beyond it (scaled up behind the platform's back, until the driver's re-apply
+removes them) are kept but not routed to.
+
+Waiting is not failing: a service whose pods wait for GPUs is Pending ("waiting for GPUs"); one whose cluster does
+not answer keeps its status and says the cluster is unreachable; one that sits in Creating, Starting or Scaling with
+no reason and no progress (no status change, no new ready instance) for ``SERVICE_PROGRESS_TIMEOUT_S`` gets the
+reason ``NoProgress`` with what its workload waits on (a LeaderWorkerSet that never gets pods, say), until it moves.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Max, Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from deployments.drivers import ClusterUnavailable, DriverError, Observed, driver_for
 from deployments.events import meter_set, status_set
@@ -28,7 +38,12 @@ log = logging.getLogger(__name__)
 
 CLAIM_SECONDS = 120
 BILLABLE_STATUSES = (ServiceStatus.RUNNING, ServiceStatus.SCALING)
+NO_PROGRESS = "NoProgress"
+CLUSTER_UNREACHABLE = "ClusterUnreachable"
+# Statuses in which a service is expected to move on its own; sitting in one without a reason is "no progress".
+_PROGRESSING = (ServiceStatus.CREATING, ServiceStatus.STARTING, ServiceStatus.SCALING)
 _PHASE_STATUS = {
+    "Pending": ServiceStatus.PENDING,  # waiting for GPUs
     "Creating": ServiceStatus.CREATING,
     "Starting": ServiceStatus.STARTING,
     "Running": ServiceStatus.RUNNING,
@@ -82,15 +97,39 @@ def _status_for(service: Service, observed: Observed) -> str:
 
 
 def _sync_replicas(service: Service, observed: Observed) -> None:
+    """Mirror the observed replicas; only as many Ready ones as the service wants are routed to (ready=True)."""
     names = {r.name for r in observed.replicas}
     Replica.objects.filter(service=service).exclude(name__in=names).delete()
     now = timezone.now()
-    for r in observed.replicas:
+    routable = service.desired_instances
+    for r in sorted(observed.replicas, key=lambda r: r.name):
+        ready = r.ready and routable > 0
+        routable -= ready
         Replica.objects.update_or_create(
             service=service,
             name=r.name,
-            defaults={"base_url": r.base_url, "ready": r.ready, "pid": r.pid, "port": r.port, "observed_at": now},
+            defaults={"base_url": r.base_url, "ready": ready, "pid": r.pid, "port": r.port, "observed_at": now},
         )
+
+
+def _no_progress(service: Service, status: str, observed: Observed) -> str:
+    """The message when ``service`` (locked) sits in a progressing ``status`` past the timeout with nothing moving.
+
+    Progress is any event on the service's timeline (a status or reason change, a ready instance more or less, a
+    user's request) but the NoProgress one itself; once set, the reason stays until the service moves.
+    """
+    ready = min(observed.ready, service.desired_instances)
+    if status not in _PROGRESSING or observed.reason or status != service.status or ready != service.ready_instances:
+        return ""
+    moved = service.events.exclude(reason=NO_PROGRESS).aggregate(last=Max("created_at"))["last"]
+    waited = timezone.now() - (moved or service.created_at)
+    if service.status_reason != NO_PROGRESS and waited < timedelta(seconds=settings.SERVICE_PROGRESS_TIMEOUT_S):
+        return ""
+    return _("%(status)s for %(minutes)d minutes without progress: %(waiting_on)s") % {
+        "status": ServiceStatus(status).label,
+        "minutes": waited.total_seconds() // 60,
+        "waiting_on": observed.waiting_on or _("the cluster reports nothing that explains it"),
+    }
 
 
 def record(service_id, observed: Observed, generation: int) -> Service | None:
@@ -106,18 +145,35 @@ def record(service_id, observed: Observed, generation: int) -> Service | None:
             or observed.reason == "ProcessRestarted"
             else ""
         )
-        status_set(service=service, status=status, reason=reason, message=observed.message if reason else "")
+        message = observed.message if reason else ""
+        stalled = _no_progress(service, status, observed)
+        if stalled:
+            reason, message = NO_PROGRESS, stalled
+        status_set(service=service, status=status, reason=reason, message=message)
         billable = min(observed.ready, service.desired_instances) if status in BILLABLE_STATUSES else 0
         meter_set(service=service, instances=billable)
         if status == ServiceStatus.DELETED:
             Replica.objects.filter(service=service).delete()
         else:
             _sync_replicas(service, observed)
-        service.ready_instances = observed.ready if status != ServiceStatus.DELETED else 0
+        # Replicas beyond the wanted count (scaled up behind the platform's back) are neither shown, billed nor routed.
+        service.ready_instances = min(observed.ready, service.desired_instances)
         service.observed_generation = generation
         service.last_reconciled_at = timezone.now()
         service.save()
         return service
+
+
+def record_unreachable(service_id, error: DriverError) -> None:
+    """The cluster did not answer: the status stays (nothing is known to have changed), the message says so."""
+    with transaction.atomic():
+        service = Service.objects.select_for_update(of=("self",)).select_related("cluster").get(pk=service_id)
+        if service.status == ServiceStatus.DELETED:
+            return
+        cluster = service.cluster.name if service.cluster else "?"
+        message = _("cluster %(cluster)s is unreachable: %(error)s") % {"cluster": cluster, "error": error.message}
+        if status_set(service=service, status=service.status, reason=CLUSTER_UNREACHABLE, message=message):
+            service.save()
 
 
 def record_failure(service_id, generation: int, reason: str, message: str) -> None:
@@ -150,6 +206,8 @@ def reconcile_service(service_id) -> PassResult:
         try:
             observed = drive(service)
         except DriverError as exc:
+            if exc.unreachable:
+                record_unreachable(service_id, exc)
             if exc.retryable:
                 raise
             record_failure(service_id, generation, exc.reason, exc.message)
@@ -208,11 +266,16 @@ def reconcile_cluster(cluster_id: Any) -> dict[str, int]:
                 if not isinstance(outcome, DriverError):
                     record(service.pk, outcome, service.generation)
                 elif outcome.retryable:
+                    if outcome.unreachable:
+                        record_unreachable(service.pk, outcome)
                     retry = retry or outcome
                 else:
                     record_failure(service.pk, service.generation, outcome.reason, outcome.message)
                     counts["failed"] += 1
     except DriverError as exc:
+        if exc.unreachable:
+            for service in services:
+                record_unreachable(service.pk, exc)
         if exc.retryable:
             raise
         for service in services:

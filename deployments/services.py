@@ -279,6 +279,20 @@ def _reserve(cluster_id: UUID, product: str, gpus: int) -> None:
     cluster.save(update_fields=["inventory", "health", "last_error", "last_checked_at"])
 
 
+def _release(service: Service, instances: int) -> None:
+    """Give ``instances`` of ``service`` back to its cluster's inventory at once (locks the cluster row).
+
+    Stopped, scaled-down and deleted instances free their GPUs now, not at the next check a minute later: a deploy
+    right after a stop is accepted (its pods wait in Pending until the old ones are gone).
+    """
+    if not service.cluster_id or instances <= 0:
+        return
+    cluster = Cluster.objects.select_for_update().get(pk=service.cluster_id)
+    gpus_per_node = service.gpu_count // max(service.nodes_per_instance, 1)
+    driver_for(cluster).release(cluster, service.gpu_product, service.gpu_count * instances, gpus_per_node)
+    cluster.save(update_fields=["inventory", "health", "last_error", "last_checked_at"])
+
+
 def subscription_cover(*, service: Service, instances: int, actor: Any) -> None:
     """Have billing cover ``instances`` of a subscription-mode service, in the caller's transaction.
 
@@ -464,6 +478,7 @@ def service_scale(*, service: Service, actor, instances: int) -> Service:
             subscription_cover(service=service, instances=instances, actor=actor)  # prorated for the added ones
         if service.desired_running and service.cluster_id:
             _reserve(service.cluster_id, service.gpu_product, service.gpu_count * max(instances - before, 0))
+            _release(service, before - instances)
         audit_record(
             org=service.org,
             actor=actor,
@@ -481,8 +496,7 @@ def _stop(service: Service, *, actor, reason: str, message: str = "") -> None:
     status_set(service=service, status=ServiceStatus.STOPPING, reason=reason, message=message, actor=actor)
     meter_set(service=service, instances=0)
     service.save()
-    if service.cluster_id:
-        _reserve(service.cluster_id, service.gpu_product, 0)
+    _release(service, service.instances)
     _enqueue_reconcile(service.pk)
 
 
@@ -528,8 +542,7 @@ def service_delete(*, service: Service, actor) -> Service:
         status_set(service=service, status=ServiceStatus.DELETING, reason="DeleteRequested", actor=actor)
         meter_set(service=service, instances=0)
         service.save()
-        if service.cluster_id:
-            _reserve(service.cluster_id, service.gpu_product, 0)
+        _release(service, service.instances if service.desired_running else 0)
         audit_record(org=service.org, actor=actor, action="service.delete", target=service, data={"name": service.name})
         _enqueue_reconcile(service.pk)
     return service

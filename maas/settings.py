@@ -245,6 +245,9 @@ CELERY_BEAT_SCHEDULE["metering-ingest-usage"] = {"task": "metering.tasks.ingest_
 # --- deployments (GPU clusters, model services) ----------------------------------------------------------------
 # Price per GPU-hour when no GpuPrice row exists for the region and GPU product.
 DEFAULT_GPU_HOURLY_PRICE = env.decimal("DEFAULT_GPU_HOURLY_PRICE", "3.52")
+# Seconds a service may sit in Creating, Starting or Scaling with nothing changing (no status, no ready instance) and
+# no reason from the cluster before its status says so, with what its workload is waiting on (deployments/reconcile.py).
+SERVICE_PROGRESS_TIMEOUT_S = env.integer("SERVICE_PROGRESS_TIMEOUT_S", 900, minimum=1)
 QUICKSTART_STEPS = ["seed_platform"]
 CELERY_BEAT_SCHEDULE["deployments-reconcile-all"] = {"task": "deployments.reconcile_all", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["deployments-check-clusters"] = {"task": "deployments.check_clusters", "schedule": 60.0}

@@ -21,11 +21,14 @@ ReplicaAccess = tuple[dict[str, str], bool | str, tuple[str, str] | None]
 
 
 class DriverError(Exception):
-    """A cluster could not be driven; ``reason`` is a CamelCase word for the service's timeline."""
+    """A cluster could not be driven; ``reason`` is a CamelCase word for the service's timeline.
 
-    def __init__(self, reason: str, message: str, *, retryable: bool = False):
+    ``unreachable``: the cluster did not answer at all (the service's status stays, its message says so).
+    """
+
+    def __init__(self, reason: str, message: str, *, retryable: bool = False, unreachable: bool = False):
         super().__init__(message)
-        self.reason, self.message, self.retryable = reason, message, retryable
+        self.reason, self.message, self.retryable, self.unreachable = reason, message, retryable, unreachable
 
 
 class ClusterUnavailable(DriverError):
@@ -45,12 +48,13 @@ class ObservedReplica:
 class Observed:
     """What one step of a driver found: the workload's phase and its ready replicas."""
 
-    phase: str  # Creating | Starting | Running | Scaling | Failed | Stopped | Missing | Deleting
+    phase: str  # Pending | Creating | Starting | Running | Scaling | Failed | Stopped | Missing | Deleting
     ready: int = 0
     reason: str = ""
     message: str = ""
     replicas: list[ObservedReplica] = field(default_factory=list)
     gone: bool = False  # deleting: nothing of the service is left
+    waiting_on: str = ""  # short of Running with no reason: what it waits for (said when it makes no progress)
 
 
 class ClusterReading(Protocol):
@@ -87,6 +91,10 @@ class Driver(Protocol):
 
     def reserve(self, cluster: Cluster, gpu_product: str, gpus: int) -> None:
         """Count ``gpus`` more as taken on the locked ``cluster`` row until the next check sees them."""
+        ...
+
+    def release(self, cluster: Cluster, gpu_product: str, gpus: int, gpus_per_node: int) -> None:
+        """Count ``gpus`` as free again on the locked ``cluster`` row (a stop, a scale-down, a delete) at once."""
         ...
 
     def gpu_room(self, cluster: Cluster, service: Service, extra_instances: int) -> tuple[int, int]:

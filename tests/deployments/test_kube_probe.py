@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from deployments.drivers.kube import KubeError, probe_cluster
+from deployments.drivers.kube import KubeError, api_client, probe_cluster
 from tests.support.kubeapi import run_kube_api
 
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -78,6 +78,7 @@ def test_healthy_gpu_cluster_inventory_counts_allocated_gpus_from_pods():
         ("priority_class", True),
         ("rbac", True),
         ("lws_crd", True),
+        ("lws_controller", True),
         ("storage_class", True),
     ]
     assert result.has_lws and result.ready
@@ -113,6 +114,61 @@ def test_lws_check_falls_back_to_discovery_when_crds_are_unreadable():
     with run_kube_api() as server:
         server.fail_next("GET", "/customresourcedefinitions/", 403)
         assert probe(server).has_lws
+
+
+def test_lws_crd_without_its_controller_is_no_multi_node():
+    with run_kube_api(lws_controller=False) as server:
+        result = probe(server)
+        checks = {c.key: c for c in result.checks}
+        assert checks["lws_crd"].ok and not result.has_lws and result.ready  # not blocking: single-node services run
+        controller = checks["lws_controller"]
+        assert not controller.ok and not controller.blocking
+        assert controller.message == (
+            "the LeaderWorkerSet controller lws-system/lws-controller-manager has no available replica: "
+            "multi-node services are unavailable"
+        )
+        assert "kubectl -n lws-system get deploy,pods -l control-plane=controller-manager" in controller.fix
+        server.set_lws_controller(running=True)
+        assert probe(server).has_lws
+
+
+def test_lws_controller_is_looked_for_where_the_crd_webhook_points():
+    from tests.support.kubeapi import LWS_CRD
+
+    with run_kube_api(lws_controller=False) as server:
+        with server.lock:
+            crd = server._store[("apiextensions.k8s.io", "v1", "customresourcedefinitions")][("", LWS_CRD)]
+            crd["spec"]["conversion"]["webhook"]["clientConfig"]["service"]["namespace"] = "lws"
+        check = probe(server).check("lws_controller")
+    assert not check.ok
+    assert check.message.startswith(
+        "the LeaderWorkerSet CRD is installed but its controller is not running (nothing in lws)"
+    )
+
+
+def test_lws_controller_unreadable_is_not_held_against_the_cluster():
+    with run_kube_api() as server:
+        server.fail_next("GET", "^/apis/apps/v1/namespaces/lws-system/deployments$", 403)
+        result = probe(server)
+    check = result.check("lws_controller")
+    assert check.ok and "cannot list deployments in lws-system" in check.message and result.has_lws
+
+
+def test_gpus_of_pods_being_deleted_count_as_free():
+    from deployments.drivers.kube import apply_workload, delete_workload, scale_workload
+    from tests.deployments.conftest import make_workload_spec
+
+    with run_kube_api(terminate_after=60) as server:
+        client = api_client(server.kubeconfig(), None, timeout=2)
+        spec = make_workload_spec(gpu_count=8, gpus_per_node=8, replicas=2)
+        apply_workload(client, spec)
+        assert probe(server).gpu_inventory()[H100]["free"] == 0
+        scale_workload(client, spec, 1)  # a scale-down or a stop: the pod has its grace period to go
+        assert probe(server).gpu_inventory()[H100]["free"] == 8
+        delete_workload(client, spec.namespace, spec.name)
+        assert probe(server).gpu_inventory()[H100]["free"] == 16
+        assert len(server.pods(spec.namespace)) == 2  # still terminating
+        client.close()
 
 
 def test_rejected_token_is_unauthorized():

@@ -20,6 +20,7 @@ from deployments.drivers.kube import (
     observe_workloads,
     scale_workload,
 )
+from deployments.drivers.kube.config import request
 from tests.deployments.conftest import make_workload_spec
 from tests.support.kubeapi import run_kube_api
 
@@ -118,8 +119,8 @@ def test_pods_turn_ready_on_their_own_after_the_configured_delay(workload_spec):
     [
         (
             "Unschedulable",
-            "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
-            "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+            "0/4 nodes are available: 4 node(s) didn't match Pod's node affinity/selector.",
+            "0/4 nodes are available: 4 node(s) didn't match Pod's node affinity/selector.",
         ),
         (
             "ImagePullBackOff",
@@ -145,12 +146,22 @@ def test_failure_reasons_carry_the_real_message(kube_api, kube_client, workload_
     assert len(calls) == 3
 
 
-def test_more_gpus_than_any_node_has_is_unschedulable(kube_api, kube_client):
-    spec = make_workload_spec(gpu_count=16, gpus_per_node=16)
-    apply_workload(kube_client, spec)
-    status = observe_workload(kube_client, spec)
-    assert (status.phase, status.reason) == ("Failed", "Unschedulable")
+def test_pods_short_of_gpus_wait_for_them_and_a_real_failure_wins(kube_api, kube_client, workload_spec):
+    """Insufficient GPUs is waiting (Pending), not failing; whether the shape can ever fit is the driver's call."""
+    kube_api.add_pod("team-a", "train-0", node="gpu-node-0", gpus=8)
+    kube_api.add_pod("team-a", "train-1", node="gpu-node-1", gpus=8)
+    apply_workload(kube_client, workload_spec)
+    status = observe_workload(kube_client, workload_spec)
+    assert (status.phase, status.reason) == ("Pending", "WaitingForGPUs")
     assert status.message.startswith("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")
+    assert observe_workloads(kube_client, [workload_spec])[0].reason == "WaitingForGPUs"
+
+    request(kube_client, "DELETE", "/api/v1/namespaces/team-a/pods/train-1")
+    kube_api.add_pod("team-a", "train-1", node="gpu-node-1", gpus=7)  # room for one of two replicas
+    scale_workload(kube_client, workload_spec, 2)
+    kube_api.set_pod_failure(NS, NAME, "ImagePullBackOff")  # the scheduled one cannot pull its image
+    status = observe_workload(kube_client, workload_spec)
+    assert (status.phase, status.reason) == ("Failed", "ImagePullBackOff")
 
 
 def test_recovered_failure_runs_again(kube_api, kube_client, workload_spec):
@@ -389,3 +400,37 @@ def test_leader_worker_set_without_the_crd_is_not_found(workload_spec):
         assert caught.value.kind == "not_found"
         apply_workload(client, workload_spec)  # single-node services do not need it
         assert [o.kind for o in list_platform_workloads(client)] == ["Namespace", "Deployment", "Service"]
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_an_untouched_workload_has_no_drift_and_a_changed_one_says_how(kube_api, kube_client, nodes):
+    from deployments.drivers.kube import missing_services
+    from deployments.drivers.kube.config import request
+
+    spec = make_workload_spec(gpu_count=8 * nodes, gpus_per_node=8, nodes_per_instance=nodes, replicas=1)
+    apply_workload(kube_client, spec)
+    assert observe_workload(kube_client, spec).drift == [] and observe_workloads(kube_client, [spec])[0].drift == []
+    assert missing_services(kube_client, [spec]) == set()
+    scale_workload(kube_client, spec, 3)
+    assert observe_workload(kube_client, spec).drift == ["replicas 3 (wants 1)"]
+    assert observe_workload(kube_client, spec.ref).drift == []  # a bare reference has no desired state to compare
+
+    group = "/apis/leaderworkerset.x-k8s.io/v1" if nodes > 1 else "/apis/apps/v1"
+    path = f"{group}/namespaces/{NS}/{spec.ref.kind.lower()}s/{NAME}"
+    live = request(kube_client, "GET", path)
+    template = live["spec"]["leaderWorkerTemplate"]["leaderTemplate"] if nodes > 1 else live["spec"]["template"]
+    template["spec"]["containers"][0]["image"] = "evil/miner:latest"
+    template["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "4"
+    if nodes > 1:
+        live["spec"]["leaderWorkerTemplate"]["size"] = 3
+    request(kube_client, "PUT", path, body=live)
+    drift = observe_workloads(kube_client, [spec])[0].drift
+    assert drift == [
+        "replicas 3 (wants 1)",
+        *(["group size 3 (wants 2)"] if nodes > 1 else []),
+        f"{'leader ' if nodes > 1 else ''}container engine image: 'evil/miner:latest' (wants {spec.image!r})",
+        f"{'leader ' if nodes > 1 else ''}container engine nvidia.com/gpu: 4 (wants 8)",
+    ]
+
+    request(kube_client, "DELETE", f"/api/v1/namespaces/{NS}/services/{NAME}")
+    assert missing_services(kube_client, [spec]) == {(NS, NAME)}

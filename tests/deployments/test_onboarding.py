@@ -56,6 +56,7 @@ def test_good_cluster_saves_inventory_checks_and_encrypted_kubeconfig(admin_clie
         "priority_class": True,
         "rbac": True,
         "lws_crd": True,
+        "lws_controller": True,
         "storage_class": True,
     }
     # The platform created its PriorityClass on onboarding.
@@ -65,7 +66,7 @@ def test_good_cluster_saves_inventory_checks_and_encrypted_kubeconfig(admin_clie
 
     page = admin_client.get(response.url).content.decode()
     assert "s3cret-token-value" not in page and "13" in page and H100 in page
-    assert "LeaderWorkerSet is installed" in page
+    assert "the LeaderWorkerSet controller (lws-system/lws-controller-manager) is running" in page
 
 
 @pytest.mark.django_db

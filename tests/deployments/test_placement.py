@@ -42,6 +42,15 @@ def test_deepseek_v3_without_lws_says_exactly_why(catalog, region):
     )
 
 
+def test_lws_crd_without_its_controller_places_no_multi_node_service_and_says_why(catalog, region):
+    with run_kube_api(lws_controller=False) as api:
+        cluster = cluster_register(actor=None, name="h100s", region=region, kubeconfig=api.kubeconfig())
+    assert not cluster.has_lws
+    with pytest.raises(ApplicationError) as caught:
+        place(qwen("deepseek-v3"), fresh(region))
+    assert caught.value.message.endswith("and the LeaderWorkerSet controller is not running")
+
+
 def test_deepseek_v3_goes_multi_node_with_lws(catalog, kube_cluster, region):
     found = place(qwen("deepseek-v3"), fresh(region))
     assert (found.variant.runtime, found.gpu_count, found.gpus_per_node, found.nodes_per_instance) == ("vllm", 16, 8, 2)

@@ -23,9 +23,11 @@ from deployments.drivers.kube.workloads import (
     delete_namespace,
     delete_workload,
     list_platform_workloads,
+    missing_services,
     observe_workload,
     observe_workloads,
     scale_workload,
+    workload_drift,
 )
 
 __all__ = [
@@ -48,10 +50,12 @@ __all__ = [
     "delete_namespace",
     "delete_workload",
     "list_platform_workloads",
+    "missing_services",
     "observe_workload",
     "observe_workloads",
     "parse_kubeconfig",
     "probe_cluster",
     "scale_workload",
     "validate_manifests",
+    "workload_drift",
 ]

@@ -6,6 +6,7 @@ cluster's kubeconfig is decrypted for each pass and never kept.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -20,13 +21,17 @@ from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.inventory import ClusterProbe, probe_cluster
 from deployments.drivers.kube.manifests import WorkloadSpec
 from deployments.drivers.kube.workloads import (
+    WAITING_FOR_GPUS,
     WorkloadStatus,
     apply_workload,
     delete_workload,
+    missing_services,
     observe_workload,
     observe_workloads,
 )
 from deployments.models import Cluster, ClusterHealth, Service, ServiceStatus
+
+log = logging.getLogger(__name__)
 
 KUBE_TIMEOUT_S = 10
 PROBE_TIMEOUT_S = 10
@@ -65,24 +70,62 @@ def kube_client(cluster: Cluster) -> KubeClient:
     return api_client(text, cluster.context or None, timeout=KUBE_TIMEOUT_S)
 
 
-def _from_status(status: WorkloadStatus) -> Observed:
-    return Observed(
-        phase=status.phase,
-        ready=status.ready,
-        reason=status.reason or "",
-        message=status.message or "",
-        replicas=[ObservedReplica(e.pod_name, e.base_url, True) for e in status.endpoints],
+def _shape_fits(cluster: Cluster, spec: WorkloadSpec) -> bool:
+    """Whether the cluster's nodes (as last checked) could hold one instance once other pods free their GPUs."""
+    inventory = cluster.inventory or {}
+    entries = [inventory[spec.gpu_product]] if spec.gpu_product in inventory else list(inventory.values())
+    if not entries:
+        return True  # nothing known: let it wait
+    return any(
+        e.get("max_per_node", 0) >= spec.gpus_per_node and e.get("nodes", 0) >= spec.nodes_per_instance for e in entries
     )
 
 
-def _observe(client: KubeClient, cluster: Cluster, spec: WorkloadSpec, *, applied: bool) -> Observed:
+def _from_status(status: WorkloadStatus, cluster: Cluster, spec: WorkloadSpec) -> Observed:
+    phase, reason, message = status.phase, status.reason or "", status.message or ""
+    if reason == WAITING_FOR_GPUS:
+        if _shape_fits(cluster, spec):
+            message = _("waiting for GPUs: %(scheduler)s") % {"scheduler": message}
+        else:  # no node is big enough (nodes changed since the placement): waiting would be forever
+            phase, reason = ("Failed" if phase == "Pending" else phase), "Unschedulable"
+            message = _("no node of %(cluster)s can hold %(gpus)d× %(product)s: %(scheduler)s") % {
+                "cluster": cluster.name,
+                "gpus": spec.gpus_per_node,
+                "product": spec.gpu_product or "GPU",
+                "scheduler": message,
+            }
+    return Observed(
+        phase=phase,
+        ready=status.ready,
+        reason=reason,
+        message=message,
+        replicas=[ObservedReplica(e.pod_name, e.base_url, True) for e in status.endpoints],
+        waiting_on=status.waiting_on,
+    )
+
+
+def _drift(status: WorkloadStatus, service_missing: bool) -> list[str]:
+    if not status.exists:
+        return ["workload missing"]
+    return status.drift + (["Service missing"] if service_missing else [])
+
+
+def _observe(
+    client: KubeClient, cluster: Cluster, spec: WorkloadSpec, status: WorkloadStatus | None, drift: list[str]
+) -> Observed:
+    """The observation of one workload, after putting back what was changed behind the platform's back.
+
+    Level-triggered: whenever the live state differs from the desired one in the platform's own fields (scaled,
+    image swapped, workload or Service deleted), the desired state is applied again (server-side apply with force
+    takes those fields back) and the workload observed once more.
+    """
     ingress = cluster.ingress_base_url or None
-    status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
-    if not status.exists and not applied:
-        # Someone deleted the workload behind the platform's back: level-triggered, so put it back.
-        apply_workload(client, spec)
+    if status is None or drift:
+        if drift:
+            log.warning("%s/%s drifted (%s): applying the desired state again", spec.namespace, spec.name, drift)
+            apply_workload(client, spec)
         status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
-    return _from_status(status)
+    return _from_status(status, cluster, spec)
 
 
 def nodes_summary(probe: ClusterProbe) -> list[dict]:
@@ -143,10 +186,13 @@ class KubeDriver:
             if service.status == ServiceStatus.DELETING:
                 return Observed(phase="Deleting", gone=delete_workload(client, service.k8s_namespace, service.k8s_name))
             spec = workload_spec(service)
-            applied = service.observed_generation != service.generation
-            if applied:
+            if service.observed_generation != service.generation:
                 apply_workload(client, spec)
-            return _observe(client, cluster, spec, applied=applied)
+                return _observe(client, cluster, spec, None, [])
+            ingress = cluster.ingress_base_url or None
+            status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
+            missing = bool(status.exists and missing_services(client, [spec]))
+            return _observe(client, cluster, spec, status, _drift(status, missing))
         finally:
             client.close()
 
@@ -181,14 +227,17 @@ class KubeDriver:
                 access_mode=cluster.access_mode,
                 ingress_base_url=cluster.ingress_base_url or None,
             )
-            for (service, spec, applied), status in zip(watched, statuses, strict=False):
-                outcome: Observed | DriverError = _from_status(status)
-                if not status.exists and not applied:
-                    counts["applied"] += 1
-                    try:
-                        outcome = _observe(client, cluster, spec, applied=False)
-                    except DriverError as exc:
-                        outcome = exc
+            pairs = list(zip(watched, statuses, strict=True))
+            unapplied = [spec for (_service, spec, applied), st in pairs if not applied and st.exists]
+            missing = missing_services(client, unapplied) if unapplied else set()
+            for (service, spec, applied), status in pairs:
+                drift = [] if applied else _drift(status, (spec.namespace, spec.name) in missing)
+                outcome: Observed | DriverError
+                try:
+                    outcome = _observe(client, cluster, spec, status, drift)
+                except DriverError as exc:
+                    outcome = exc
+                counts["applied"] += bool(drift)
                 yield service, outcome
         finally:
             client.close()
@@ -208,6 +257,17 @@ class KubeDriver:
             entry["allocated"] = entry.get("allocated", 0) + gpus
             entry["free"] = max(entry.get("free", 0) - gpus, 0)
             entry["max_free_per_node"] = min(entry.get("max_free_per_node", 0), entry["free"])
+
+    def release(self, cluster: Cluster, gpu_product: str, gpus: int, gpus_per_node: int) -> None:
+        # Until the next check: the node a released pod ran on has at least its GPUs free, so one instance of that
+        # shape fits again. Never beyond what the nodes offer.
+        entry = (cluster.inventory or {}).get(gpu_product)
+        if entry is not None and gpus:
+            entry["allocated"] = max(entry.get("allocated", 0) - gpus, 0)
+            entry["free"] = min(entry.get("free", 0) + gpus, entry.get("allocatable", 0))
+            entry["max_free_per_node"] = min(
+                max(entry.get("max_free_per_node", 0), gpus_per_node), entry.get("max_per_node", 0), entry["free"]
+            )
 
     def gpu_room(self, cluster: Cluster, service: Service, extra_instances: int) -> tuple[int, int]:
         entry = (cluster.inventory or {}).get(service.gpu_product) or {}

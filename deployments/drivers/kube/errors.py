@@ -45,6 +45,7 @@ class KubeError(DriverError):
             "Cluster" + "".join(part.title() for part in kind.split("_")),  # e.g. ClusterUnauthorized
             message,
             retryable=kind in RETRYABLE_KINDS if retryable is None else retryable,
+            unreachable=kind in ("unreachable", "timeout"),
         )
         self.kind = kind
         self.status = status

@@ -9,6 +9,10 @@ from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.manifests import DEFAULT_PRIORITY_CLASS, GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
 
 LWS_CRD = "leaderworkersets.leaderworkerset.x-k8s.io"
+# Where the released LeaderWorkerSet manifests (and its Helm chart's default release) run the controller, and the
+# label both put on its Deployment.
+LWS_CONTROLLER_NAMESPACE = "lws-system"
+LWS_CONTROLLER_SELECTOR = "control-plane=controller-manager"
 DEFAULT_CLASS_ANNOTATIONS = (
     "storageclass.kubernetes.io/is-default-class",
     "storageclass.beta.kubernetes.io/is-default-class",
@@ -93,8 +97,9 @@ class ClusterProbe:
 
     @property
     def has_lws(self) -> bool:
-        found = self.check("lws_crd")
-        return bool(found and found.ok)
+        """Multi-node services can run: the LeaderWorkerSet CRD is installed and its controller is running."""
+        crd, controller = self.check("lws_crd"), self.check("lws_controller")
+        return bool(crd and crd.ok and controller and controller.ok)
 
     @property
     def ready(self) -> bool:
@@ -134,6 +139,10 @@ def gpu_nodes(node_list: dict, pod_list: dict) -> list[GpuNode]:
     for pod in pod_list.get("items") or []:
         node_name = (pod.get("spec") or {}).get("nodeName")
         phase = (pod.get("status") or {}).get("phase")
+        # A pod being deleted (a stopped service's) gives its GPUs back within its grace period: counting them
+        # would refuse deploys for that long, while a pod placed meanwhile only waits a little in Pending.
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
         if node_name and phase not in ("Succeeded", "Failed"):
             allocated[node_name] = allocated.get(node_name, 0) + _gpu_request(pod)
     nodes = []
@@ -242,9 +251,11 @@ def _check_rbac(client, namespace: str) -> PreflightCheck:
     )
 
 
-def _check_lws(client) -> PreflightCheck:
+def _check_lws(client) -> tuple[PreflightCheck, dict | None]:
+    """Whether the LeaderWorkerSet CRD is installed, and the CRD itself when it could be read."""
+    crd = None
     try:
-        found = request(
+        found = crd = request(
             client, "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{LWS_CRD}", not_found_ok=True
         )
     except KubeError as exc:
@@ -253,7 +264,7 @@ def _check_lws(client) -> PreflightCheck:
         # Reading CRDs may be forbidden; API discovery is open to every authenticated user.
         found = request(client, "GET", "/apis/leaderworkerset.x-k8s.io/v1", not_found_ok=True)
     if found is None:
-        return PreflightCheck(
+        check = PreflightCheck(
             "lws_crd",
             False,
             "the LeaderWorkerSet CRD is not installed: multi-node services are unavailable",
@@ -261,8 +272,64 @@ def _check_lws(client) -> PreflightCheck:
             "https://github.com/kubernetes-sigs/lws/releases/latest/download/manifests.yaml",
             blocking=False,
         )
+        return check, None
+    return PreflightCheck("lws_crd", True, "the LeaderWorkerSet CRD is installed", "", blocking=False), crd
+
+
+def _check_lws_controller(client, crd: dict | None) -> PreflightCheck:
+    """Whether the LeaderWorkerSet controller runs: without it a LeaderWorkerSet is accepted and never gets a pod.
+
+    The released LWS manifests and its Helm chart run the controller as a Deployment labelled
+    ``control-plane=controller-manager`` (``lws-controller-manager`` in ``lws-system``), and the same pods serve the
+    CRD's conversion webhook (``spec.conversion.webhook.clientConfig.service``), so the namespace is taken from the
+    CRD when it says so. The controller counts as running when one such Deployment has an available replica. When
+    these credentials may not read Deployments there, the check passes with a note: a LeaderWorkerSet that then makes
+    no progress is reported on its service after ``SERVICE_PROGRESS_TIMEOUT_S``.
+    """
+    service = (((crd or {}).get("spec") or {}).get("conversion") or {}).get("webhook") or {}
+    namespace = ((service.get("clientConfig") or {}).get("service") or {}).get("namespace") or LWS_CONTROLLER_NAMESPACE
+    fix = (
+        f"start the LeaderWorkerSet controller: kubectl -n {namespace} get deploy,pods -l {LWS_CONTROLLER_SELECTOR} "
+        "shows why it is not available (reinstall from the LWS release manifests if it is missing)"
+    )
+    try:
+        found = (
+            request(
+                client,
+                "GET",
+                f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                query={"labelSelector": LWS_CONTROLLER_SELECTOR},
+            ).get("items")
+            or []
+        )
+    except KubeError as exc:
+        if exc.kind != "forbidden":
+            raise
+        return PreflightCheck(
+            "lws_controller",
+            True,
+            "could not verify the LeaderWorkerSet controller: "
+            f"these credentials cannot list deployments in {namespace}",
+            "",
+            blocking=False,
+        )
+    available = [d for d in found if ((d.get("status") or {}).get("availableReplicas") or 0) > 0]
+    if available:
+        name = available[0]["metadata"]["name"]
+        return PreflightCheck(
+            "lws_controller",
+            True,
+            f"the LeaderWorkerSet controller ({namespace}/{name}) is running: multi-node services are available",
+            "",
+            blocking=False,
+        )
+    if found:
+        name = found[0]["metadata"]["name"]
+        message = f"the LeaderWorkerSet controller {namespace}/{name} has no available replica"
+    else:
+        message = f"the LeaderWorkerSet CRD is installed but its controller is not running (nothing in {namespace})"
     return PreflightCheck(
-        "lws_crd", True, "LeaderWorkerSet is installed: multi-node services are available", "", blocking=False
+        "lws_controller", False, message + ": multi-node services are unavailable", fix, blocking=False
     )
 
 
@@ -313,9 +380,12 @@ def probe_cluster(
             _check_gpus(nodes),
             _check_priority_class(client, priority_class),
             _check_rbac(client, namespace),
-            _check_lws(client),
-            _check_storage_class(client),
         ]
+        lws, crd = _check_lws(client)
+        checks.append(lws)
+        if lws.ok:
+            checks.append(_check_lws_controller(client, crd))
+        checks.append(_check_storage_class(client))
     finally:
         client.close()
     return ClusterProbe(

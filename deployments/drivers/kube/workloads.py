@@ -19,6 +19,7 @@ from deployments.drivers.kube.config import (
 from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.manifests import (
     DEFAULT_PRIORITY_CLASS,
+    GPU_RESOURCE,
     LABEL_MANAGED_BY,
     LABEL_NAME,
     LABEL_ORG,
@@ -29,6 +30,7 @@ from deployments.drivers.kube.manifests import (
     WorkloadRef,
     WorkloadSpec,
     build_manifests,
+    workload_manifest,
 )
 
 PLATFORM_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
@@ -60,10 +62,12 @@ class WorkloadStatus:
     ready: int
     updated: int
     available: int
-    phase: str  # Creating | Starting | Running | Scaling | Failed | Stopped | Missing
+    phase: str  # Pending (waiting for GPUs) | Creating | Starting | Running | Scaling | Failed | Stopped | Missing
     reason: str | None = None
     message: str | None = None
     endpoints: list[ReplicaEndpoint] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)  # the platform's own fields that differ from its spec
+    waiting_on: str = ""  # what a workload short of Running waits for when nothing failed (the first such pod)
 
 
 @dataclass
@@ -233,6 +237,86 @@ def list_platform_workloads(client) -> list[PlatformObject]:
     return found
 
 
+# ---------------------------------------------------------------------------------------------------- drift
+
+# Where the pod templates sit in each workload kind's spec.
+_TEMPLATES = {
+    "Deployment": (("", ("template",)),),
+    "LeaderWorkerSet": (
+        ("leader ", ("leaderWorkerTemplate", "leaderTemplate")),
+        ("worker ", ("leaderWorkerTemplate", "workerTemplate")),
+    ),
+}
+_CONTAINER_FIELDS = ("image", "command", "args")
+
+
+def _dig(obj: dict, path: tuple[str, ...]) -> dict:
+    for key in path:
+        obj = obj.get(key) or {}
+    return obj
+
+
+def _gpu_limit(container: dict) -> str:
+    # A whole number of GPUs: the API server keeps such a quantity as written ("8"), so strings compare.
+    return str(((container.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE, "0"))
+
+
+def workload_drift(spec: WorkloadSpec, live: dict) -> list[str]:
+    """How the live workload differs from what the platform applies, in its own fields (no API call).
+
+    Replicas, the group size and each container's image, command, args and GPU limit: what ``kubectl scale``,
+    ``set image``, ``set resources`` or ``edit`` change and what decides what runs and what it costs. Fields the API
+    server defaults or normalizes (cpu and memory quantities, env order) are not compared, so a workload nobody
+    touched never counts as drifted.
+    """
+    want, have = workload_manifest(spec)["spec"], live.get("spec") or {}
+    drift = []
+    if have.get("replicas", 1) != want["replicas"]:
+        drift.append(f"replicas {have.get('replicas', 1)} (wants {want['replicas']})")
+    size = (have.get("leaderWorkerTemplate") or {}).get("size", 1)
+    if spec.kind == "LeaderWorkerSet" and size != spec.nodes_per_instance:
+        drift.append(f"group size {size} (wants {spec.nodes_per_instance})")
+    for role, path in _TEMPLATES[spec.kind]:
+        live_containers = {c.get("name"): c for c in _dig(have, path).get("spec", {}).get("containers") or []}
+        for container in _dig(want, path)["spec"]["containers"]:
+            found = live_containers.get(container["name"])
+            if found is None:
+                drift.append(f"{role}container {container['name']} missing")
+                continue
+            drift.extend(
+                f"{role}container {container['name']} {key}: {found.get(key)!r} (wants {container.get(key)!r})"
+                for key in _CONTAINER_FIELDS
+                if found.get(key) != container.get(key)
+            )
+            gpus, wanted_gpus = _gpu_limit(found), _gpu_limit(container)
+            if gpus != wanted_gpus:
+                drift.append(f"{role}container {container['name']} {GPU_RESOURCE}: {gpus} (wants {wanted_gpus})")
+    return drift
+
+
+def missing_services(client, specs_or_refs: Sequence[WorkloadSpec | WorkloadRef]) -> set[tuple[str, str]]:
+    """(namespace, name) of the workloads among ``specs_or_refs`` whose Kubernetes Service is gone.
+
+    One label-selected LIST: cluster-wide when they span several namespaces (per namespace when that is forbidden).
+    """
+    refs = [_ref(item) for item in specs_or_refs]
+    wanted = {(r.namespace, r.name) for r in refs}
+    namespaces = sorted({r.namespace for r in refs})
+    if len(namespaces) > 1:
+        try:
+            items = _list(client, "/api/v1/services", PLATFORM_SELECTOR)
+            return wanted - {(i["metadata"].get("namespace"), i["metadata"]["name"]) for i in items}
+        except KubeError as exc:
+            if exc.kind != "forbidden":
+                raise
+    present = {
+        (namespace, item["metadata"]["name"])
+        for namespace in namespaces
+        for item in _list(client, f"/api/v1/namespaces/{namespace}/services", PLATFORM_SELECTOR)
+    }
+    return wanted - present
+
+
 # ---------------------------------------------------------------------------------------------------- observing
 
 
@@ -283,6 +367,38 @@ def pod_failure(pod: dict) -> tuple[str, str | None] | None:
                 return "CrashLoopBackOff", terminated["message"].strip()
             return waiting["reason"], waiting.get("message")
     return None
+
+
+WAITING_FOR_GPUS = "WaitingForGPUs"
+
+
+def _waits_for_gpus(failure: tuple[str, str | None]) -> bool:
+    """An Unschedulable pod whose only trouble is GPUs taken by others: it is placed as soon as they are freed."""
+    return failure[0] == "Unschedulable" and f"Insufficient {GPU_RESOURCE}" in (failure[1] or "")
+
+
+def _waiting_on(ref: WorkloadRef, live: list[dict]) -> str:
+    if not live:
+        if ref.kind == "LeaderWorkerSet":
+            return (
+                "the LeaderWorkerSet has no pods: is the LeaderWorkerSet controller running "
+                "(kubectl -n lws-system get deploy lws-controller-manager)?"
+            )
+        return "the Deployment has no pods: its controller creates none (kubectl describe replicaset)"
+    for pod in sorted(live, key=lambda p: p["metadata"]["name"]):
+        if _is_ready(pod):
+            continue
+        name, status = pod["metadata"]["name"], pod.get("status") or {}
+        if not (pod.get("spec") or {}).get("nodeName"):
+            return f"pod {name} is not scheduled yet"
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting")
+            if waiting is not None:
+                return (
+                    f"pod {name}: container {container.get('name')} is waiting ({waiting.get('reason') or 'no reason'})"
+                )
+        return f"pod {name} runs but is not Ready (the engine is loading or its readiness check fails)"
+    return ""
 
 
 def _workload_failure(obj: dict) -> tuple[str, str | None] | None:
@@ -383,17 +499,23 @@ def _summarize(ref: WorkloadRef, obj: dict | None, pods: list[dict], access: _Ac
     available = status.get("availableReplicas", ready) if ref.kind == "Deployment" else ready
     available = available or 0
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    failure = _workload_failure(obj)
+    failure, waiting = _workload_failure(obj), None
     for pod in sorted(live, key=lambda p: p["metadata"]["name"]):
-        failure = pod_failure(pod) or failure
+        found = pod_failure(pod)
+        if found and _waits_for_gpus(found):
+            waiting = waiting or (WAITING_FOR_GPUS, found[1])
+            continue
+        failure = found or failure
         if failure and failure[0] != "ProgressDeadlineExceeded":
             break
+    if waiting and (failure is None or failure[0] == "ProgressDeadlineExceeded"):
+        failure = waiting  # no pod failed: it waits for GPUs (and its progress deadline passed while it did)
     if desired == 0:
         phase = "Stopped" if not pods else "Scaling"
     elif ready >= desired and updated >= desired:
         phase = "Running"
     elif failure and ready == 0:
-        phase = "Failed"
+        phase = "Pending" if failure[0] == WAITING_FOR_GPUS else "Failed"
     elif ready > 0:
         phase = "Scaling"
     elif any(
@@ -415,6 +537,7 @@ def _summarize(ref: WorkloadRef, obj: dict | None, pods: list[dict], access: _Ac
         reason=reason,
         message=message,
         endpoints=_endpoints(ref, live, ready, access),
+        waiting_on=_waiting_on(ref, live) if desired > 0 and phase != "Running" and not reason else "",
     )
 
 
@@ -452,6 +575,8 @@ def observe_workload(
         return _summarize(ref, None, [], access)
     pods = _list(client, f"/api/v1/namespaces/{ref.namespace}/pods", _pod_selector(ref.name))
     result = _summarize(ref, obj, pods, access)
+    if isinstance(spec_or_ref, WorkloadSpec):
+        result.drift = workload_drift(spec_or_ref, obj)
     if _needs_events(result):
         events = _list(client, f"/api/v1/namespaces/{ref.namespace}/events", "", fields="type=Warning")
         _add_event(result, ref, pods, events)
@@ -520,10 +645,11 @@ def observe_workloads(
 
     results = []
     failing_namespaces = set()
-    for ref in refs:
-        result = _summarize(
-            ref, objects.get((ref.kind, ref.namespace, ref.name)), pods_by.get((ref.namespace, ref.name), []), access
-        )
+    for item, ref in zip(specs_or_refs, refs, strict=True):
+        obj = objects.get((ref.kind, ref.namespace, ref.name))
+        result = _summarize(ref, obj, pods_by.get((ref.namespace, ref.name), []), access)
+        if obj is not None and isinstance(item, WorkloadSpec):
+            result.drift = workload_drift(item, obj)
         results.append(result)
         if result.exists and _needs_events(result):
             failing_namespaces.add(ref.namespace)

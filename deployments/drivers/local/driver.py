@@ -71,6 +71,9 @@ class LocalDriver:
     def reserve(self, cluster: Cluster, gpu_product: str, gpus: int) -> None:
         refresh(cluster)
 
+    def release(self, cluster: Cluster, gpu_product: str, gpus: int, gpus_per_node: int) -> None:
+        refresh(cluster)  # the inventory is computed from the services: a stopped one holds nothing
+
     def gpu_room(self, cluster: Cluster, service: Service, extra_instances: int) -> tuple[int, int]:
         # Computed from the services themselves, not the last inventory: counts what this service holds already.
         entry = (cluster.inventory or {}).get(service.gpu_product) or {}

@@ -61,6 +61,7 @@ class PodSimulation(ObjectStore):
         self._world = 0  # bumped whenever something a pod's rendering depends on changes (nodes, failures, marks)
         self._failures: dict[tuple[str, str], tuple[str, str | None]] = {}
         self._ips = itertools.count(2)
+        self.lws_controller_running = True  # without the controller, a LeaderWorkerSet never gets a pod
 
     def _owner_of(self, pod: dict) -> str | None:
         sim = self._pods.get((pod["metadata"].get("namespace", ""), pod["metadata"]["name"]))
@@ -251,6 +252,8 @@ class PodSimulation(ObjectStore):
             )
 
     def _reconcile_lws(self, lws: dict) -> None:
+        if not self.lws_controller_running:
+            return
         namespace, name = lws["metadata"]["namespace"], lws["metadata"]["name"]
         lwt = lws["spec"]["leaderWorkerTemplate"]
         thash = template_hash(lwt)

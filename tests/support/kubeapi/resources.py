@@ -9,6 +9,7 @@ import json
 GPU = "nvidia.com/gpu"
 LWS_GROUP = "leaderworkerset.x-k8s.io"
 LWS_CRD = f"leaderworkersets.{LWS_GROUP}"
+LWS_CONTROLLER_NAMESPACE = "lws-system"
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
 LWS_GROUP_INDEX = "leaderworkerset.sigs.k8s.io/group-index"
 LWS_WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import yaml
 
 from .pods import PodSim
-from .resources import DEFAULT_TOKEN, FAILURE_REASONS, GPU, LWS_CRD, LWS_GROUP, ApiError
+from .resources import DEFAULT_TOKEN, FAILURE_REASONS, GPU, LWS_CONTROLLER_NAMESPACE, LWS_CRD, LWS_GROUP, ApiError
 from .rest import RestApi
 
 
@@ -48,6 +48,7 @@ class KubeApiServer(RestApi):
         *,
         nodes: list[dict] | None = None,
         lws: bool = True,
+        lws_controller: bool = True,
         default_storage_class: bool = True,
         priority_classes: tuple[str, ...] = (),
         tokens: tuple[str, ...] = (DEFAULT_TOKEN,),
@@ -69,7 +70,7 @@ class KubeApiServer(RestApi):
         for node in [{"name": "gpu-node-0"}, {"name": "gpu-node-1"}] if nodes is None else nodes:
             self.add_node(**node)
         if lws:
-            self.install_lws()
+            self.install_lws(controller=lws_controller)
         if default_storage_class:
             self.add_storage_class("standard", default=True)
         for name in priority_classes:
@@ -155,7 +156,9 @@ class KubeApiServer(RestApi):
             self._world += 1
             return self._put(("", "v1", "pods"), pod)
 
-    def install_lws(self) -> None:
+    def install_lws(self, *, controller: bool = True) -> None:
+        """The LeaderWorkerSet CRD as the released manifests install it (its conversion webhook served by the
+        controller's Service in lws-system), and the controller unless ``controller`` is False."""
         with self.lock:
             self._put(
                 ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
@@ -170,9 +173,60 @@ class KubeApiServer(RestApi):
                         "versions": [
                             {"name": "v1", "served": True, "storage": True, "subresources": {"status": {}, "scale": {}}}
                         ],
+                        "conversion": {
+                            "strategy": "Webhook",
+                            "webhook": {
+                                "clientConfig": {
+                                    "service": {
+                                        "namespace": LWS_CONTROLLER_NAMESPACE,
+                                        "name": "lws-webhook-service",
+                                        "path": "/convert",
+                                    }
+                                },
+                                "conversionReviewVersions": ["v1"],
+                            },
+                        },
                     },
                 },
             )
+        self.set_lws_controller(running=controller)
+
+    def set_lws_controller(self, *, running: bool) -> None:
+        """The lws-controller-manager Deployment, available or not; only a running one creates LeaderWorkerSet pods."""
+        with self.lock:
+            self._ensure_namespace(LWS_CONTROLLER_NAMESPACE)
+            self._put(
+                ("apps", "v1", "deployments"),
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {
+                        "name": "lws-controller-manager",
+                        "namespace": LWS_CONTROLLER_NAMESPACE,
+                        "labels": {"control-plane": "controller-manager"},
+                        "generation": 1,
+                    },
+                    "spec": {"replicas": 1, "selector": {"matchLabels": {"control-plane": "controller-manager"}}},
+                    "status": {
+                        "observedGeneration": 1,
+                        "replicas": 1,
+                        "readyReplicas": int(running),
+                        "availableReplicas": int(running),
+                        "unavailableReplicas": int(not running),
+                        "conditions": [
+                            {
+                                "type": "Available",
+                                "status": "True" if running else "False",
+                                "reason": "MinimumReplicasAvailable" if running else "MinimumReplicasUnavailable",
+                            }
+                        ],
+                    },
+                },
+            )
+            self.lws_controller_running = running
+            if running:
+                for lws in list(self._store[(LWS_GROUP, "v1", "leaderworkersets")].values()):
+                    self._reconcile_lws(lws)
 
     def add_storage_class(self, name: str, *, default: bool = False) -> None:
         annotations = {"storageclass.kubernetes.io/is-default-class": "true"} if default else {}
