@@ -19,6 +19,7 @@ from core.forms import apply_error
 from core.querysets import get_for_org_or_404
 from deployments import selectors, services
 from deployments.drivers import driver_for
+from deployments.drivers.kube.rbac import CLUSTER_ROLE_NAME, cluster_role_yaml
 from deployments.forms import ClusterForm, KubeconfigReplaceForm, ScaleForm, ServiceCreateForm
 from deployments.models import BillingMode, Cluster, Region, Service
 from deployments.placement import fitting_regions, instance_prices
@@ -253,7 +254,11 @@ def cluster_new(request):
         else:
             messages.success(request, _("Cluster %(name)s registered.") % {"name": cluster.name})
             return redirect("deployments:cluster-detail", pk=cluster.pk)
-    return render(request, "deployments/cluster_new.html", {"form": form})
+    return render(request, "deployments/cluster_new.html", {"form": form, **_cluster_role_context()})
+
+
+def _cluster_role_context() -> dict:
+    return {"cluster_role_yaml": cluster_role_yaml(), "cluster_role_name": CLUSTER_ROLE_NAME}
 
 
 def _cluster(pk) -> Cluster:
@@ -286,6 +291,8 @@ def cluster_detail(request, pk):
         "services": list(selectors.cluster_services(cluster)),
         "form": form,
         "inventory": sorted((cluster.inventory or {}).items()),
+        **(_cluster_role_context() if driver_for(cluster).has_kubeconfig else {}),
+        "rbac_missing": any(c.get("key") == "rbac" and not c.get("ok") for c in cluster.checks or []),
     }
     return render(request, "deployments/cluster_detail.html", context)
 

@@ -96,7 +96,11 @@ def test_preflight_failures_each_say_what_to_fix():
         "PriorityClass maas-online-inference is missing and these credentials cannot create priorityclasses"
     )
     assert "kubectl create priorityclass maas-online-inference" in checks["priority_class"].fix
-    assert checks["rbac"].message == "these credentials cannot create namespaces, get pods/proxy in all namespaces"
+    assert checks["rbac"].message == (
+        "these credentials cannot get pods/proxy, create namespaces, create priorityclasses.scheduling.k8s.io"
+        " in all namespaces"
+    )
+    assert "ClusterRole maas-control-plane" in checks["rbac"].fix
     assert "multi-node services are unavailable" in checks["lws_crd"].message
     assert checks["storage_class"].message.startswith("no default StorageClass (classes: slow)")
     assert not result.has_lws and not result.ready
@@ -134,7 +138,8 @@ def test_forbidden_node_list():
     assert error.kind == "forbidden" and error.status == 403 and not error.retryable
     assert error.message == (
         "the credentials are not allowed to GET /api/v1/nodes (403 Forbidden): nodes is forbidden: User "
-        '"system:serviceaccount:default:maas" cannot list resource "nodes" in API group "" at the cluster scope'
+        '"system:serviceaccount:default:maas" cannot list resource "nodes" in API group "" at the cluster scope; '
+        "the platform needs every permission of the ClusterRole maas-control-plane shown on the cluster page"
     )
 
 

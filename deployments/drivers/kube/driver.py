@@ -138,17 +138,13 @@ class KubeDriver:
     has_kubeconfig = True
 
     def drive(self, cluster: Cluster, service: Service) -> Observed:
-        client = kube_client(cluster)
-        try:
-            if service.status == ServiceStatus.DELETING:
-                return Observed(phase="Deleting", gone=delete_workload(client, service.k8s_namespace, service.k8s_name))
-            spec = workload_spec(service)
-            applied = service.observed_generation != service.generation
-            if applied:
-                apply_workload(client, spec)
-            return _observe(client, cluster, spec, applied=applied)
-        finally:
-            client.close()
+        # The same calls as the cluster pass: two paths reading differently (a GET here, a LIST there) made a
+        # service flip between Failed and Running whenever the credentials allowed one read and not the other.
+        outcomes = [o for _s, o in self.drive_cluster(cluster, [service], {"applied": 0, "deleted": 0})]
+        outcome = outcomes[-1] if outcomes else Observed(phase="Missing")
+        if isinstance(outcome, DriverError):
+            raise outcome
+        return outcome
 
     def drive_cluster(
         self, cluster: Cluster, services: list[Service], counts: dict[str, int]
