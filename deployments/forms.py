@@ -5,7 +5,15 @@ from typing import cast
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from deployments.models import AccessMode, BillingMode, Region, dns1123_label
+from deployments.models import (
+    DEFAULT_PRIORITY_VALUE,
+    MAX_PRIORITY_VALUE,
+    AccessMode,
+    BillingMode,
+    PreemptionPolicy,
+    Region,
+    dns1123_label,
+)
 from deployments.services import MAX_INSTANCES
 
 KUBECONFIG_MAX_BYTES = 256 * 1024
@@ -68,7 +76,36 @@ class _KubeconfigFields(forms.Form):
         return data
 
 
-class ClusterForm(_KubeconfigFields):
+class _PriorityFields(forms.Form):
+    priority_value = forms.IntegerField(
+        label=_("Priority of the platform's pods"),
+        min_value=0,
+        max_value=MAX_PRIORITY_VALUE,
+        initial=DEFAULT_PRIORITY_VALUE,
+        required=False,
+        help_text=_("The value of the PriorityClass maas-online-inference; below the system classes."),
+    )
+    priority_preemption = forms.ChoiceField(
+        label=_("Preemption"),
+        choices=PreemptionPolicy.choices,
+        initial=PreemptionPolicy.NEVER,
+        required=False,
+        help_text=_("Never: the platform's pods wait for free GPUs and evict no other tenant's pods."),
+    )
+
+    def clean_priority_value(self):
+        value = self.cleaned_data.get("priority_value")
+        return DEFAULT_PRIORITY_VALUE if value is None else value
+
+    def clean_priority_preemption(self):
+        return self.cleaned_data.get("priority_preemption") or PreemptionPolicy.NEVER
+
+
+class ClusterPriorityForm(_PriorityFields):
+    pass
+
+
+class ClusterForm(_KubeconfigFields, _PriorityFields):
     name = forms.SlugField(label=_("Cluster name"), max_length=60)
     region = forms.ModelChoiceField(label=_("Region"), queryset=Region.objects.all())
     access_mode = forms.ChoiceField(
@@ -76,7 +113,17 @@ class ClusterForm(_KubeconfigFields):
     )
     ingress_base_url = forms.URLField(label=_("Ingress base URL"), required=False, assume_scheme="https")
 
-    field_order = ["name", "region", "kubeconfig", "kubeconfig_file", "context", "access_mode", "ingress_base_url"]
+    field_order = [
+        "name",
+        "region",
+        "kubeconfig",
+        "kubeconfig_file",
+        "context",
+        "access_mode",
+        "ingress_base_url",
+        "priority_value",
+        "priority_preemption",
+    ]
 
 
 class KubeconfigReplaceForm(_KubeconfigFields):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import get_language
@@ -50,6 +50,16 @@ class AccessMode(models.TextChoices):
     INGRESS = "ingress", _("Ingress base URL")
 
 
+class PreemptionPolicy(models.TextChoices):
+    NEVER = "Never", _("Never: wait for free GPUs, evict nothing")
+    PREEMPT = "PreemptLowerPriority", _("Preempt pods of lower priority")
+
+
+# System classes start at 2,000,000,000 and user classes must stay at or below 1,000,000,000.
+MAX_PRIORITY_VALUE = 1_000_000_000 - 1
+DEFAULT_PRIORITY_VALUE = 1000
+
+
 class ClusterHealth(models.TextChoices):
     UNKNOWN = "unknown", _("Unknown")
     READY = "ready", _("Ready")
@@ -78,6 +88,15 @@ class Cluster(models.Model):
     nodes = models.JSONField(default=list, blank=True)
     checks = models.JSONField(default=list, blank=True)  # [{"key", "ok", "message", "fix"}]
     has_lws = models.BooleanField(default=False)
+    # The PriorityClass the platform's pods run under: an admin's choice, by default one that evicts nobody.
+    priority_value = models.IntegerField(
+        default=DEFAULT_PRIORITY_VALUE,
+        validators=[MinValueValidator(0), MaxValueValidator(MAX_PRIORITY_VALUE)],
+        help_text=_("Scheduling priority of the platform's pods; below 1,000,000,000 (system classes are above)."),
+    )
+    priority_preemption = models.CharField(
+        max_length=24, choices=PreemptionPolicy.choices, default=PreemptionPolicy.NEVER
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -13,7 +13,7 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
-from core.crypto import encrypt
+from core.crypto import SecretDecryptError, decrypt, encrypt
 from core.errors import ApplicationError
 from deployments.drivers import driver_for
 from deployments.drivers import local as local_driver
@@ -29,10 +29,13 @@ from deployments.drivers.kube.driver import PROBE_TIMEOUT_S, apply_probe
 from deployments.drivers.local.driver import refresh as local_refresh
 from deployments.events import EventKind, event_record, meter_set, status_set
 from deployments.models import (
+    DEFAULT_PRIORITY_VALUE,
+    MAX_PRIORITY_VALUE,
     AccessMode,
     BillingMode,
     Cluster,
     ClusterDriver,
+    PreemptionPolicy,
     Region,
     Service,
     ServiceStatus,
@@ -60,7 +63,13 @@ def _kube_error(exc: KubeError) -> ApplicationError:
     return ApplicationError(exc.message, code=exc.kind, field="kubeconfig")
 
 
-def _probe(kubeconfig: str, context: str | None) -> tuple[ClusterProbe, str]:
+def _probe(
+    kubeconfig: str,
+    context: str | None,
+    *,
+    priority_value: int = DEFAULT_PRIORITY_VALUE,
+    priority_preemption: str = PreemptionPolicy.NEVER,
+) -> tuple[ClusterProbe, str]:
     """Validate the kubeconfig and probe the cluster; ApplicationError with the precise reason otherwise."""
     if not (kubeconfig or "").strip():
         raise ApplicationError(_("Paste or upload a kubeconfig."), code="invalid_kubeconfig", field="kubeconfig")
@@ -89,22 +98,39 @@ def _probe(kubeconfig: str, context: str | None) -> tuple[ClusterProbe, str]:
             field="context",
         )
     try:
-        probe = probe_cluster(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
+        probe = probe_cluster(
+            kubeconfig,
+            context,
+            timeout=PROBE_TIMEOUT_S,
+            priority_value=priority_value,
+            preemption_policy=priority_preemption,
+        )
     except KubeError as exc:
         raise _kube_error(exc) from None
     return probe, context
 
 
-def _ensure_priority_class(kubeconfig: str, context: str, probe: ClusterProbe) -> None:
-    check = probe.check("priority_class")
-    if check and check.ok and "missing" in check.message:
-        client = api_client(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
-        try:
-            apply_priority_class(client)
-        except KubeError as exc:
-            raise _kube_error(exc) from None
-        finally:
-            client.close()
+def _ensure_priority_class(kubeconfig: str, context: str, *, value: int, preemption: str) -> bool:
+    client = api_client(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
+    try:
+        return apply_priority_class(client, value=value, preemption_policy=preemption)
+    except KubeError as exc:
+        raise _kube_error(exc) from None
+    finally:
+        client.close()
+
+
+def _validate_priority(value: int, preemption: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_PRIORITY_VALUE:
+        raise ApplicationError(
+            _("The priority must be a whole number from 0 to %(max)d (system classes are above it).")
+            % {"max": MAX_PRIORITY_VALUE},
+            field="priority_value",
+        )
+    if preemption not in PreemptionPolicy.values:
+        raise ApplicationError(
+            _("The preemption policy is Never or PreemptLowerPriority."), field="priority_preemption"
+        )
 
 
 def _validate_access(access_mode: str, ingress_base_url: str) -> None:
@@ -123,6 +149,8 @@ def cluster_register(
     context: str | None = None,
     access_mode: str = AccessMode.PROXY,
     ingress_base_url: str = "",
+    priority_value: int = DEFAULT_PRIORITY_VALUE,
+    priority_preemption: str = PreemptionPolicy.NEVER,
 ) -> Cluster:
     """Onboard a Kubernetes cluster: probe it first; any connection or credential problem saves nothing."""
     name = (name or "").strip().lower()
@@ -131,9 +159,10 @@ def cluster_register(
     if Cluster.objects.filter(name=name).exists():
         raise ApplicationError(_("A cluster named “%(name)s” exists already.") % {"name": name}, field="name")
     _validate_access(access_mode, ingress_base_url)
-    probe, context = _probe(kubeconfig, context)
+    _validate_priority(priority_value, priority_preemption)
+    probe, context = _probe(kubeconfig, context, priority_value=priority_value, priority_preemption=priority_preemption)
     if probe.ready:
-        _ensure_priority_class(kubeconfig, context, probe)
+        _ensure_priority_class(kubeconfig, context, value=priority_value, preemption=priority_preemption)
     with transaction.atomic():
         cluster = Cluster(
             name=name,
@@ -143,6 +172,8 @@ def cluster_register(
             context=context,
             access_mode=access_mode,
             ingress_base_url=ingress_base_url,
+            priority_value=priority_value,
+            priority_preemption=priority_preemption,
         )
         apply_probe(cluster, probe)
         try:
@@ -157,7 +188,14 @@ def cluster_register(
             actor=actor,
             action="cluster.register",
             target=cluster,
-            data={"name": name, "region": region.code, "server": cluster.server_url, "context": context},
+            data={
+                "name": name,
+                "region": region.code,
+                "server": cluster.server_url,
+                "context": context,
+                "priority_value": priority_value,
+                "priority_preemption": priority_preemption,
+            },
         )
     return cluster
 
@@ -165,7 +203,9 @@ def cluster_register(
 def cluster_replace_kubeconfig(*, cluster: Cluster, actor, kubeconfig: str, context: str | None = None) -> Cluster:
     if not driver_for(cluster).has_kubeconfig:
         raise ApplicationError(_("Only Kubernetes clusters have a kubeconfig."), field="kubeconfig")
-    probe, context = _probe(kubeconfig, context)
+    probe, context = _probe(
+        kubeconfig, context, priority_value=cluster.priority_value, priority_preemption=cluster.priority_preemption
+    )
     with transaction.atomic():
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         cluster.kubeconfig_encrypted = encrypt(kubeconfig)
@@ -180,6 +220,32 @@ def cluster_replace_kubeconfig(*, cluster: Cluster, actor, kubeconfig: str, cont
             data={"server": cluster.server_url, "context": context},
         )
     return cluster
+
+
+def cluster_set_priority(*, cluster: Cluster, actor, priority_value: int, priority_preemption: str) -> Cluster:
+    """Change the PriorityClass the platform's pods run under; the cluster's class is replaced, then re-checked."""
+    if not driver_for(cluster).has_kubeconfig:
+        raise ApplicationError(_("Only Kubernetes clusters have a priority class."), field="priority_value")
+    _validate_priority(priority_value, priority_preemption)
+    try:
+        text = decrypt(cluster.kubeconfig_encrypted)
+    except SecretDecryptError as exc:
+        raise ApplicationError(str(exc), field="priority_value") from None
+    # Network I/O first, no lock held: a refused change saves nothing.
+    _ensure_priority_class(text, cluster.context, value=priority_value, preemption=priority_preemption)
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        before = {"priority_value": locked.priority_value, "priority_preemption": locked.priority_preemption}
+        locked.priority_value, locked.priority_preemption = priority_value, priority_preemption
+        locked.save(update_fields=["priority_value", "priority_preemption"])
+        audit_record(
+            org=None,
+            actor=actor,
+            action="cluster.priority",
+            target=locked,
+            data={"before": before, "priority_value": priority_value, "priority_preemption": priority_preemption},
+        )
+    return cluster_check(cluster_id=cluster.pk)
 
 
 def local_cluster_create(

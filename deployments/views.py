@@ -20,7 +20,7 @@ from core.querysets import get_for_org_or_404
 from deployments import selectors, services
 from deployments.drivers import driver_for
 from deployments.drivers.kube.rbac import CLUSTER_ROLE_NAME, cluster_role_yaml
-from deployments.forms import ClusterForm, KubeconfigReplaceForm, ScaleForm, ServiceCreateForm
+from deployments.forms import ClusterForm, ClusterPriorityForm, KubeconfigReplaceForm, ScaleForm, ServiceCreateForm
 from deployments.models import BillingMode, Cluster, Region, Service
 from deployments.placement import fitting_regions, instance_prices
 
@@ -248,6 +248,8 @@ def cluster_new(request):
                 context=data["context"] or None,
                 access_mode=data["access_mode"],
                 ingress_base_url=data["ingress_base_url"],
+                priority_value=data["priority_value"],
+                priority_preemption=data["priority_preemption"],
             )
         except ApplicationError as exc:
             apply_error(form, exc)
@@ -290,11 +292,44 @@ def cluster_detail(request, pk):
         "driver": driver_for(cluster),
         "services": list(selectors.cluster_services(cluster)),
         "form": form,
+        "priority_form": ClusterPriorityForm(
+            initial={"priority_value": cluster.priority_value, "priority_preemption": cluster.priority_preemption}
+        ),
         "inventory": sorted((cluster.inventory or {}).items()),
         **(_cluster_role_context() if driver_for(cluster).has_kubeconfig else {}),
         "rbac_missing": any(c.get("key") == "rbac" and not c.get("ok") for c in cluster.checks or []),
     }
     return render(request, "deployments/cluster_detail.html", context)
+
+
+@staff_required
+@require_POST
+def cluster_priority(request, pk):
+    cluster = _cluster(pk)
+    form = ClusterPriorityForm(request.POST)
+    if form.is_valid():
+        try:
+            services.cluster_set_priority(
+                cluster=cluster,
+                actor=request.user,
+                priority_value=form.cleaned_data["priority_value"],
+                priority_preemption=form.cleaned_data["priority_preemption"],
+            )
+        except ApplicationError as exc:
+            apply_error(form, exc)
+        else:
+            messages.success(request, _("Priority class updated."))
+            return redirect("deployments:cluster-detail", pk=cluster.pk)
+    context = {
+        "cluster": cluster,
+        "driver": driver_for(cluster),
+        "services": list(selectors.cluster_services(cluster)),
+        "form": KubeconfigReplaceForm(),
+        "priority_form": form,
+        "inventory": sorted((cluster.inventory or {}).items()),
+        **_cluster_role_context(),
+    }
+    return render(request, "deployments/cluster_detail.html", context, status=400)
 
 
 @staff_required

@@ -110,7 +110,10 @@ def test_preflight_failures_each_say_what_to_fix():
 def test_missing_priority_class_passes_when_it_can_be_created():
     with run_kube_api() as server:
         check = probe(server).check("priority_class")
-    assert check.ok and check.message == "PriorityClass maas-online-inference is missing; the platform will create it"
+    assert check.ok and check.message == (
+        "PriorityClass maas-online-inference is missing; the platform will create it"
+        " (value 1000, preemptionPolicy Never)"
+    )
 
 
 def test_lws_check_falls_back_to_discovery_when_crds_are_unreadable():

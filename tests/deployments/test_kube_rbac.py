@@ -10,7 +10,7 @@ from deployments.drivers.kube import KubeError, probe_cluster, validate_manifest
 from deployments.drivers.kube.access import replica_access
 from deployments.drivers.kube.rbac import CLUSTER_ROLE_NAME, PERMISSIONS, cluster_role, cluster_role_yaml, covers
 from deployments.models import Replica, Service, ServiceStatus
-from deployments.services import cluster_check, service_create, service_delete, service_scale, service_stop
+from deployments.services import cluster_set_priority, service_create, service_delete, service_scale, service_stop
 from tests.deployments.helpers import passes, qwen
 
 pytestmark = pytest.mark.django_db
@@ -71,7 +71,7 @@ def test_every_call_of_onboarding_deploy_scale_stop_delete_and_reconcile_is_in_t
         service_delete(service=each, actor=alice)
         passes(each, 3)
     reconcile.reconcile_cluster(cluster.pk)
-    cluster_check(cluster_id=cluster.pk)
+    cluster_set_priority(cluster=cluster, actor=None, priority_value=500, priority_preemption="Never")
 
     requested = kube_api.requested_permissions()
     assert requested, "the test API server logged no resource request"

@@ -192,7 +192,15 @@ class KubeDriver:
     def check(self, cluster: Cluster) -> KubeReading:
         try:
             text = decrypt(cluster.kubeconfig_encrypted)
-            return KubeReading(probe_cluster(text, cluster.context, timeout=PROBE_TIMEOUT_S))
+            return KubeReading(
+                probe_cluster(
+                    text,
+                    cluster.context,
+                    timeout=PROBE_TIMEOUT_S,
+                    priority_value=cluster.priority_value,
+                    preemption_policy=cluster.priority_preemption,
+                )
+            )
         except KubeError as exc:
             return KubeReading(None, exc.message)
         except SecretDecryptError as exc:

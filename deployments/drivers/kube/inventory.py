@@ -177,20 +177,27 @@ def _check_gpus(nodes: list[GpuNode]) -> PreflightCheck:
     return PreflightCheck("gpu_device_plugin", True, message, "")
 
 
-def _check_priority_class(client, name: str) -> PreflightCheck:
+def _check_priority_class(client, name: str, value: int, preemption_policy: str) -> PreflightCheck:
+    wanted = f"value {value}, preemptionPolicy {preemption_policy}"
     found = request(client, "GET", f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}", not_found_ok=True)
     if found is not None:
-        return PreflightCheck("priority_class", True, f"PriorityClass {name} exists (value {found.get('value')})", "")
+        has = f"value {found.get('value')}, preemptionPolicy {found.get('preemptionPolicy', 'PreemptLowerPriority')}"
+        if has == wanted:
+            return PreflightCheck("priority_class", True, f"PriorityClass {name} exists ({has})", "")
+        return PreflightCheck(
+            "priority_class", True, f"PriorityClass {name} exists ({has}); the platform will replace it ({wanted})", ""
+        )
     allowed, _ = can_i(client, "create", "priorityclasses", group="scheduling.k8s.io")
     if allowed:
         return PreflightCheck(
-            "priority_class", True, f"PriorityClass {name} is missing; the platform will create it", ""
+            "priority_class", True, f"PriorityClass {name} is missing; the platform will create it ({wanted})", ""
         )
     return PreflightCheck(
         "priority_class",
         False,
         f"PriorityClass {name} is missing and these credentials cannot create priorityclasses",
-        f"create it: kubectl create priorityclass {name} --value=100000 --description='MaaS online inference'",
+        f"create it: kubectl create priorityclass {name} --value={value} --preemption-policy={preemption_policy} "
+        "--description='MaaS online inference'",
     )
 
 
@@ -273,6 +280,8 @@ def probe_cluster(
     timeout: float = 10,
     namespace: str = "",
     priority_class: str = DEFAULT_PRIORITY_CLASS,
+    priority_value: int = 1000,
+    preemption_policy: str = "Never",
 ) -> ClusterProbe:
     """Connect, read version, nodes and GPU usage, and run the preflight checks.
 
@@ -292,7 +301,10 @@ def probe_cluster(
         nodes = gpu_nodes(node_list, pod_list)
         checks = [
             _check_gpus(nodes),
-            _refused_is_failed("priority_class", lambda: _check_priority_class(client, priority_class)),
+            _refused_is_failed(
+                "priority_class",
+                lambda: _check_priority_class(client, priority_class, priority_value, preemption_policy),
+            ),
             _check_rbac(client, namespace),
             _check_lws(client),
             _refused_is_failed("storage_class", lambda: _check_storage_class(client), blocking=False),

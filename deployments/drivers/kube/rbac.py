@@ -49,7 +49,12 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("get", "list", "create", "patch", "delete"),
         "multi-node model services",
     ),
-    Permission("scheduling.k8s.io", "priorityclasses", ("get", "create", "patch"), "the platform's PriorityClass"),
+    Permission(
+        "scheduling.k8s.io",
+        "priorityclasses",
+        ("get", "create", "patch", "delete"),
+        "the platform's PriorityClass (replaced when an admin changes it)",
+    ),
     Permission("storage.k8s.io", "storageclasses", ("list",), "the model cache pre-flight check"),
     Permission("apiextensions.k8s.io", "customresourcedefinitions", ("get",), "whether LeaderWorkerSet is installed"),
     Permission("authorization.k8s.io", "selfsubjectaccessreviews", ("create",), "this pre-flight check"),

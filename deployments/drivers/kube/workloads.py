@@ -125,19 +125,33 @@ def apply_workload(client, spec: WorkloadSpec) -> None:
     request(client, "DELETE", _workload_path(other), query={"propagationPolicy": "Background"}, not_found_ok=True)
 
 
-def apply_priority_class(client, name: str = DEFAULT_PRIORITY_CLASS, value: int = 100000) -> None:
-    """The PriorityClass the platform's pods run under (cluster-scoped; apply once per cluster)."""
-    apply(
-        client,
-        {
-            "apiVersion": "scheduling.k8s.io/v1",
-            "kind": "PriorityClass",
-            "metadata": {"name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
-            "value": value,
-            "preemptionPolicy": "PreemptLowerPriority",
-            "description": "MaaS online inference services",
-        },
-    )
+def priority_class_manifest(name: str, value: int, preemption_policy: str) -> dict:
+    return {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
+        "value": value,
+        "preemptionPolicy": preemption_policy,
+        "description": "MaaS online inference services",
+    }
+
+
+def apply_priority_class(
+    client, name: str = DEFAULT_PRIORITY_CLASS, value: int = 1000, preemption_policy: str = "Never"
+) -> bool:
+    """Make the platform's PriorityClass (cluster-scoped) have this value and policy; True when it changed.
+
+    Value and preemptionPolicy are immutable, so a class that differs is deleted and created again: running pods
+    keep the priority they were admitted with, new pods get the new one.
+    """
+    wanted = priority_class_manifest(name, value, preemption_policy)
+    found = request(client, "GET", object_path(wanted), not_found_ok=True)
+    if found is not None:
+        if found.get("value") == value and found.get("preemptionPolicy", "PreemptLowerPriority") == preemption_policy:
+            return False
+        request(client, "DELETE", object_path(wanted), not_found_ok=True)
+    apply(client, wanted)
+    return True
 
 
 def scale_workload(client, spec: WorkloadSpec | WorkloadRef, replicas: int) -> None:
