@@ -154,3 +154,16 @@ def test_a_missing_list_verb_fails_every_pass_with_the_same_precise_message(
     status, reason, message = messages.pop()
     assert (status, reason) == (ServiceStatus.FAILED, "ClusterForbidden")
     assert 'cannot list resource "deployments"' in message and CLUSTER_ROLE_NAME in message
+
+
+def test_every_request_names_the_platform_in_its_user_agent(kube_api, region, org, alice, catalog):
+    from importlib import metadata
+
+    from deployments.services import cluster_register
+
+    cluster = cluster_register(actor=None, name="gpu-a", region=region, kubeconfig=kube_api.kubeconfig())
+    service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="chat", instances=1)
+    passes(service, 2)
+    reconcile.reconcile_cluster(cluster.pk)
+    agents = {r.user_agent for r in kube_api.request_log}
+    assert agents == {f"maas/{metadata.version('maas')}"}
