@@ -22,9 +22,11 @@ from deployments.drivers.kube.manifests import WorkloadSpec
 from deployments.drivers.kube.workloads import (
     WorkloadStatus,
     apply_workload,
+    delete_namespace,
     delete_workload,
     observe_workload,
     observe_workloads,
+    platform_namespaces,
 )
 from deployments.models import Cluster, ClusterHealth, Service, ServiceStatus
 
@@ -219,3 +221,14 @@ class KubeDriver:
 
     def replica_access(self, cluster: Cluster) -> ReplicaAccess:
         return replica_access(cluster)
+
+    def remove_idle_namespaces(self, cluster: Cluster, keep: set[str]) -> list[str]:
+        # Deleting the namespace takes its quota, network policy and hub-token Secret with it.
+        client = kube_client(cluster)
+        try:
+            idle = [name for name in platform_namespaces(client) if name and name not in keep]
+            for name in idle:
+                delete_namespace(client, name)
+            return idle
+        finally:
+            client.close()

@@ -82,6 +82,9 @@ def from_http(status: int, body: str | bytes | None, *, method: str, path: str) 
             + (f" ({detail})" if detail and detail.lower() != "unauthorized" else ""),
             status=401,
         )
+    if status == 403 and detail and "because it is being terminated" in detail:
+        # The namespace is going away (its organization's last service was deleted); the next pass recreates it.
+        return KubeError("conflict", f"{method} {path}: {detail}", status=403)
     if status == 403:
         return KubeError(
             "forbidden",

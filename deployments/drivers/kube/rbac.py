@@ -40,7 +40,12 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", "pods", ("list",), "replica readiness, GPU usage of every pod, failure reasons"),
     Permission("", "pods/proxy", ("get", "create"), "the gateway's requests to replicas (proxy access mode)"),
     Permission("", "events", ("list",), "why a failing workload fails"),
-    Permission("", "namespaces", ("create", "patch"), "one namespace per organization"),
+    Permission(
+        "",
+        "namespaces",
+        ("list", "create", "patch", "delete"),
+        "one namespace per organization, removed with its last service",
+    ),
     Permission("", "services", ("create", "patch", "delete"), "a ClusterIP Service per model service"),
     Permission("apps", "deployments", ("get", "list", "create", "patch", "delete"), "single-node model services"),
     Permission(

@@ -198,6 +198,11 @@ def delete_namespace(client, namespace: str) -> bool:
     )
 
 
+def platform_namespaces(client) -> list[str]:
+    """The namespaces the platform made (one LIST)."""
+    return [(n.get("metadata") or {}).get("name", "") for n in _list(client, "/api/v1/namespaces", PLATFORM_SELECTOR)]
+
+
 @overload
 def _list(
     client: KubeClient, path: str, selector: str, *, not_found_ok: Literal[False] = ..., fields: str | None = ...
