@@ -10,6 +10,7 @@ from deployments.models import (
     MAX_PRIORITY_VALUE,
     AccessMode,
     BillingMode,
+    ModelCache,
     PreemptionPolicy,
     Region,
     dns1123_label,
@@ -103,6 +104,38 @@ class _PriorityFields(forms.Form):
 
 class ClusterPriorityForm(_PriorityFields):
     pass
+
+
+class ClusterNamespaceForm(forms.Form):
+    org_gpu_quota = forms.IntegerField(
+        label=_("GPU quota per organization"),
+        min_value=0,
+        help_text=_("A ResourceQuota in each organization namespace: GPUs its pods may request together."),
+    )
+    network_sources = forms.CharField(
+        label=_("Sources allowed to reach model pods"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+        help_text=_("CIDRs of the API server (proxy mode) or the gateway (pod IPs); empty: the nodes' addresses."),
+    )
+    ingress_namespace = forms.CharField(label=_("Ingress controller namespace"), required=False, max_length=63)
+    model_cache = forms.ChoiceField(label=_("Model cache"), choices=ModelCache.choices)
+    model_cache_path = forms.CharField(label=_("PVC name or host directory"), required=False, max_length=255)
+    image_mirror = forms.CharField(label=_("Image registry mirror"), required=False, max_length=255)
+    hf_token = forms.CharField(
+        label=_("Hugging Face token"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text=_("Stored encrypted and never shown again; empty keeps the stored one."),
+    )
+    modelscope_token = forms.CharField(
+        label=_("ModelScope token"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+    clear_tokens = forms.BooleanField(label=_("Remove the stored tokens"), required=False)
 
 
 class ClusterForm(_KubeconfigFields, _PriorityFields):

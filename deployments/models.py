@@ -60,6 +60,15 @@ MAX_PRIORITY_VALUE = 1_000_000_000 - 1
 DEFAULT_PRIORITY_VALUE = 1000
 
 
+class ModelCache(models.TextChoices):
+    EMPTY_DIR = "emptyDir", _("Pod-local (emptyDir): downloaded again by every new pod")
+    PVC = "pvc", _("A PersistentVolumeClaim in each organization namespace")
+    HOST_PATH = "hostPath", _("A directory on the node (hostPath)")
+
+
+DEFAULT_ORG_GPU_QUOTA = 64
+
+
 class ClusterHealth(models.TextChoices):
     UNKNOWN = "unknown", _("Unknown")
     READY = "ready", _("Ready")
@@ -97,10 +106,35 @@ class Cluster(models.Model):
     priority_preemption = models.CharField(
         max_length=24, choices=PreemptionPolicy.choices, default=PreemptionPolicy.NEVER
     )
+    # What every organization namespace gets: a GPU quota, a network policy, the model cache, hub tokens, a mirror.
+    org_gpu_quota = models.PositiveIntegerField(
+        default=DEFAULT_ORG_GPU_QUOTA, help_text=_("GPUs the pods of one organization may request on this cluster.")
+    )
+    network_sources = models.TextField(
+        blank=True,
+        help_text=_(
+            "CIDRs allowed to reach model pods (the API server, the gateway); empty: the cluster's node addresses."
+        ),
+    )
+    ingress_namespace = models.CharField(max_length=63, default="ingress-nginx", blank=True)
+    model_cache = models.CharField(max_length=16, choices=ModelCache.choices, default=ModelCache.EMPTY_DIR)
+    model_cache_path = models.CharField(max_length=255, blank=True, help_text=_("PVC name or host directory."))
+    # Fernet-encrypted (core.crypto); never rendered back.
+    hf_token_encrypted = models.TextField(blank=True)
+    modelscope_token_encrypted = models.TextField(blank=True)
+    image_mirror = models.CharField(max_length=255, blank=True, help_text=_("e.g. harbor.example.com/proxy"))
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["region__position", "name"]
+
+    def network_source_list(self) -> list[str]:
+        """The CIDRs the network policy admits: the configured ones, else every node's address."""
+        configured = self.network_sources.replace(",", " ").split()
+        if configured:
+            return configured
+        addresses = {n["address"] for n in self.nodes or [] if n.get("address")}
+        return sorted(f"{a}/128" if ":" in a else f"{a}/32" for a in addresses)
 
     def __str__(self) -> str:
         return self.name

@@ -6,11 +6,13 @@ loop (deployments.reconcile) makes the cluster match and records what it observe
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from uuid import UUID
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils.translation import gettext as _
 
 from core.crypto import SecretDecryptError, decrypt, encrypt
@@ -35,6 +37,7 @@ from deployments.models import (
     BillingMode,
     Cluster,
     ClusterDriver,
+    ModelCache,
     PreemptionPolicy,
     Region,
     Service,
@@ -246,6 +249,124 @@ def cluster_set_priority(*, cluster: Cluster, actor, priority_value: int, priori
             data={"before": before, "priority_value": priority_value, "priority_preemption": priority_preemption},
         )
     return cluster_check(cluster_id=cluster.pk)
+
+
+_MIRROR_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([-a-z0-9._/]*[a-z0-9])?)?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+MAX_ORG_GPU_QUOTA = 100_000
+
+
+def _clean_namespace_settings(
+    cluster: Cluster,
+    *,
+    org_gpu_quota: int,
+    network_sources: str,
+    ingress_namespace: str,
+    model_cache: str,
+    model_cache_path: str,
+    image_mirror: str,
+) -> dict[str, Any]:
+    if not isinstance(org_gpu_quota, int) or not 0 <= org_gpu_quota <= MAX_ORG_GPU_QUOTA:
+        raise ApplicationError(
+            _("The GPU quota is a whole number from 0 to %(max)d.") % {"max": MAX_ORG_GPU_QUOTA}, field="org_gpu_quota"
+        )
+    cidrs = []
+    for word in (network_sources or "").replace(",", " ").split():
+        try:
+            cidrs.append(str(ipaddress.ip_network(word, strict=False)))
+        except ValueError:
+            raise ApplicationError(
+                _("“%(value)s” is not an IP address or CIDR.") % {"value": word}, field="network_sources"
+            ) from None
+    ingress_namespace = (ingress_namespace or "").strip()
+    if ingress_namespace and not _DNS_LABEL_RE.match(ingress_namespace):
+        raise ApplicationError(_("The ingress namespace is not a valid namespace name."), field="ingress_namespace")
+    if cluster.access_mode == AccessMode.INGRESS and not ingress_namespace:
+        raise ApplicationError(
+            _("The ingress access mode needs the ingress controller's namespace."), field="ingress_namespace"
+        )
+    path = (model_cache_path or "").strip()
+    if model_cache not in ModelCache.values:
+        raise ApplicationError(_("Unknown model cache."), field="model_cache")
+    if model_cache == ModelCache.PVC and not _DNS_SUBDOMAIN_RE.match(path):
+        raise ApplicationError(_("Name the PersistentVolumeClaim (a valid object name)."), field="model_cache_path")
+    if model_cache == ModelCache.HOST_PATH and not (path.startswith("/") and ".." not in path.split("/")):
+        raise ApplicationError(_("The host directory must be an absolute path."), field="model_cache_path")
+    if model_cache == ModelCache.EMPTY_DIR:
+        path = ""
+    mirror = (image_mirror or "").strip().rstrip("/")
+    if mirror and not _MIRROR_RE.match(mirror):
+        raise ApplicationError(
+            _("The registry mirror is a host[:port][/path] without a scheme, e.g. harbor.example.com/proxy."),
+            field="image_mirror",
+        )
+    return {
+        "org_gpu_quota": org_gpu_quota,
+        "network_sources": "\n".join(cidrs),
+        "ingress_namespace": ingress_namespace,
+        "model_cache": model_cache,
+        "model_cache_path": path,
+        "image_mirror": mirror,
+    }
+
+
+def cluster_set_namespace_settings(
+    *,
+    cluster: Cluster,
+    actor,
+    org_gpu_quota: int,
+    network_sources: str = "",
+    ingress_namespace: str = "ingress-nginx",
+    model_cache: str = ModelCache.EMPTY_DIR,
+    model_cache_path: str = "",
+    image_mirror: str = "",
+    hf_token: str | None = None,
+    modelscope_token: str | None = None,
+) -> Cluster:
+    """What each organization namespace on ``cluster`` gets; every service there is applied again with it.
+
+    A token of None keeps the stored one, "" removes it; tokens are stored encrypted and never rendered back.
+    """
+    if not driver_for(cluster).has_kubeconfig:
+        raise ApplicationError(_("Only Kubernetes clusters have namespaces."), field="org_gpu_quota")
+    values = _clean_namespace_settings(
+        cluster,
+        org_gpu_quota=org_gpu_quota,
+        network_sources=network_sources,
+        ingress_namespace=ingress_namespace,
+        model_cache=model_cache,
+        model_cache_path=model_cache_path,
+        image_mirror=image_mirror,
+    )
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        for key, value in values.items():
+            setattr(locked, key, value)
+        changed_tokens = []
+        for field_name, token in (("hf_token_encrypted", hf_token), ("modelscope_token_encrypted", modelscope_token)):
+            if token is not None:
+                setattr(locked, field_name, encrypt(token.strip()) if token.strip() else "")
+                changed_tokens.append(field_name.removesuffix("_encrypted"))
+        locked.save(update_fields=[*values, "hf_token_encrypted", "modelscope_token_encrypted"])
+        # Level-triggered: the next pass applies every live service's namespace and workload with the new settings.
+        live = Service.objects.filter(cluster=locked).exclude(
+            status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED)
+        )
+        bumped = live.update(generation=F("generation") + 1)
+        audit_record(
+            org=None,
+            actor=actor,
+            action="cluster.namespace_settings",
+            target=locked,
+            data={**values, "tokens_changed": changed_tokens, "services_reapplied": bumped},
+        )
+        if bumped:
+            from deployments.tasks import reconcile_cluster_task
+
+            cluster_id = str(locked.pk)
+            transaction.on_commit(lambda: reconcile_cluster_task.delay(cluster_id))
+    return locked
 
 
 def local_cluster_create(

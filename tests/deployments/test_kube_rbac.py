@@ -10,7 +10,14 @@ from deployments.drivers.kube import KubeError, probe_cluster, validate_manifest
 from deployments.drivers.kube.access import replica_access
 from deployments.drivers.kube.rbac import CLUSTER_ROLE_NAME, PERMISSIONS, cluster_role, cluster_role_yaml, covers
 from deployments.models import Replica, Service, ServiceStatus
-from deployments.services import cluster_set_priority, service_create, service_delete, service_scale, service_stop
+from deployments.services import (
+    cluster_set_namespace_settings,
+    cluster_set_priority,
+    service_create,
+    service_delete,
+    service_scale,
+    service_stop,
+)
 from tests.deployments.helpers import passes, qwen
 
 pytestmark = pytest.mark.django_db
@@ -48,6 +55,8 @@ def test_every_call_of_onboarding_deploy_scale_stop_delete_and_reconcile_is_in_t
     replica = Replica.objects.get(service=service)
     requests.get(f"{replica.base_url}/v1/models", headers=headers, timeout=5)
     requests.post(f"{replica.base_url}/v1/chat/completions", json={}, headers=headers, timeout=5)
+    # Hub tokens for the namespace: the next apply creates their Secret.
+    cluster_set_namespace_settings(cluster=cluster, actor=None, org_gpu_quota=16, hf_token="hf_token_value")
     service_scale(service=service, actor=alice, instances=2)
     passes(service)
     reconcile.reconcile_cluster(cluster.pk)

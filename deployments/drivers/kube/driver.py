@@ -28,15 +28,48 @@ from deployments.drivers.kube.workloads import (
     observe_workloads,
     platform_namespaces,
 )
-from deployments.models import Cluster, ClusterHealth, Service, ServiceStatus
+from deployments.models import Cluster, ClusterHealth, ModelCache, Service, ServiceStatus
 
 KUBE_TIMEOUT_S = 10
 PROBE_TIMEOUT_S = 10
 
 
+def _cache_volume(cluster: Cluster) -> dict:
+    if cluster.model_cache == ModelCache.PVC:
+        return {"pvc": cluster.model_cache_path}
+    if cluster.model_cache == ModelCache.HOST_PATH:
+        return {"host_path": cluster.model_cache_path}
+    return {}
+
+
+def _hub_tokens(cluster: Cluster) -> dict[str, str]:
+    try:
+        tokens = {
+            "HF_TOKEN": decrypt(cluster.hf_token_encrypted) if cluster.hf_token_encrypted else "",
+            "MODELSCOPE_API_TOKEN": decrypt(cluster.modelscope_token_encrypted)
+            if cluster.modelscope_token_encrypted
+            else "",
+        }
+    except SecretDecryptError as exc:
+        raise ClusterUnavailable("HubTokenUnreadable", str(exc)) from None
+    return {key: value for key, value in tokens.items() if value}
+
+
 def workload_spec(service: Service) -> WorkloadSpec:
     catalog = service.catalog_model
+    cluster = service.cluster
     nodes = max(service.nodes_per_instance, 1)
+    namespace_settings: dict = {}
+    if cluster is not None:
+        namespace_settings = {
+            "cache_volume": _cache_volume(cluster),
+            "hub_tokens": _hub_tokens(cluster),
+            "image_mirror": cluster.image_mirror,
+            "gpu_quota": cluster.org_gpu_quota,
+            "access_mode": cluster.access_mode,
+            "network_sources": tuple(cluster.network_source_list()),
+            "ingress_namespace": cluster.ingress_namespace,
+        }
     return WorkloadSpec(
         namespace=service.k8s_namespace,
         name=service.k8s_name,
@@ -56,6 +89,7 @@ def workload_spec(service: Service) -> WorkloadSpec:
         cpu=service.cpu,
         memory_gb=service.memory_gb,
         shm_gb=max(1, min(16, service.memory_gb // 4)),
+        **namespace_settings,
     )
 
 
@@ -97,6 +131,7 @@ def nodes_summary(probe: ClusterProbe) -> list[dict]:
             "gpu_memory_mb": n.gpu_memory_mb,
             "gpu_capacity": n.gpu_capacity,
             "gpu_allocated": n.gpu_allocated,
+            "address": n.address,
         }
         for n in probe.nodes
     ]

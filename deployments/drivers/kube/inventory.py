@@ -29,6 +29,7 @@ class GpuNode:
     gpu_allocated: int
     taints: list[dict] = field(default_factory=list)
     labels: dict = field(default_factory=dict)
+    address: str = ""  # InternalIP
 
     @property
     def schedulable(self) -> bool:
@@ -156,6 +157,9 @@ def gpu_nodes(node_list: dict, pod_list: dict) -> list[GpuNode]:
                 gpu_allocated=allocated.get(meta.get("name", ""), 0),
                 taints=list(spec.get("taints") or []),
                 labels=dict(labels),
+                address=next(
+                    (a.get("address", "") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), ""
+                ),
             )
         )
     return nodes

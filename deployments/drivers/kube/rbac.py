@@ -47,6 +47,14 @@ PERMISSIONS: tuple[Permission, ...] = (
         "one namespace per organization, removed with its last service",
     ),
     Permission("", "services", ("create", "patch", "delete"), "a ClusterIP Service per model service"),
+    Permission("", "resourcequotas", ("create", "patch"), "each organization namespace's GPU quota"),
+    Permission("", "secrets", ("create", "patch", "delete"), "the model hub tokens of each organization namespace"),
+    Permission(
+        "networking.k8s.io",
+        "networkpolicies",
+        ("create", "patch"),
+        "only the platform's access path reaches model pods",
+    ),
     Permission("apps", "deployments", ("get", "list", "create", "patch", "delete"), "single-node model services"),
     Permission(
         "leaderworkerset.x-k8s.io",

@@ -19,6 +19,7 @@ from deployments.drivers.kube.config import (
 from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.manifests import (
     DEFAULT_PRIORITY_CLASS,
+    HUB_TOKEN_SECRET,
     LABEL_MANAGED_BY,
     LABEL_NAME,
     LABEL_ORG,
@@ -92,8 +93,10 @@ def object_path(manifest: dict) -> str:
     namespace = manifest["metadata"].get("namespace")
     if kind == "Namespace":
         return f"/api/v1/namespaces/{name}"
-    if kind == "Service":
-        return f"/api/v1/namespaces/{namespace}/services/{name}"
+    if kind in ("Service", "ResourceQuota", "Secret"):
+        return f"/api/v1/namespaces/{namespace}/{kind.lower()}s/{name}"
+    if kind == "NetworkPolicy":
+        return f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"
     if kind == "PriorityClass":
         return f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}"
     prefix, plural = _plural(kind)
@@ -116,8 +119,12 @@ def apply(client, manifest: dict) -> dict:
 
 def apply_workload(client, spec: WorkloadSpec) -> None:
     """Apply namespace, workload and Service; idempotent. Removes the other workload kind if the topology changed."""
-    for manifest in build_manifests(spec):
+    manifests = build_manifests(spec)
+    for manifest in manifests:
         apply(client, manifest)
+    if not any(m["kind"] == "Secret" for m in manifests):
+        # The cluster's hub tokens were removed: so is the namespace's copy.
+        request(client, "DELETE", f"/api/v1/namespaces/{spec.namespace}/secrets/{HUB_TOKEN_SECRET}", not_found_ok=True)
     # A service that moved between one node and several per instance leaves the old kind behind.
     other = WorkloadRef(
         spec.namespace, spec.name, "Deployment" if spec.kind == "LeaderWorkerSet" else "LeaderWorkerSet"
