@@ -6,7 +6,16 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from core.forms import SecretTextarea
-from deployments.models import AccessMode, BillingMode, Region, dns1123_label
+from deployments.models import (
+    DEFAULT_PRIORITY_VALUE,
+    MAX_PRIORITY_VALUE,
+    AccessMode,
+    BillingMode,
+    ModelCache,
+    PreemptionPolicy,
+    Region,
+    dns1123_label,
+)
 from deployments.services import MAX_INSTANCES
 
 KUBECONFIG_MAX_BYTES = 256 * 1024
@@ -70,7 +79,68 @@ class _KubeconfigFields(forms.Form):
         return data
 
 
-class ClusterForm(_KubeconfigFields):
+class _PriorityFields(forms.Form):
+    priority_value = forms.IntegerField(
+        label=_("Priority of the platform's pods"),
+        min_value=0,
+        max_value=MAX_PRIORITY_VALUE,
+        initial=DEFAULT_PRIORITY_VALUE,
+        required=False,
+        help_text=_("The value of the PriorityClass maas-online-inference; below the system classes."),
+    )
+    priority_preemption = forms.ChoiceField(
+        label=_("Preemption"),
+        choices=PreemptionPolicy.choices,
+        initial=PreemptionPolicy.NEVER,
+        required=False,
+        help_text=_("Never: the platform's pods wait for free GPUs and evict no other tenant's pods."),
+    )
+
+    def clean_priority_value(self):
+        value = self.cleaned_data.get("priority_value")
+        return DEFAULT_PRIORITY_VALUE if value is None else value
+
+    def clean_priority_preemption(self):
+        return self.cleaned_data.get("priority_preemption") or PreemptionPolicy.NEVER
+
+
+class ClusterPriorityForm(_PriorityFields):
+    pass
+
+
+class ClusterNamespaceForm(forms.Form):
+    org_gpu_quota = forms.IntegerField(
+        label=_("GPU quota per organization"),
+        min_value=0,
+        help_text=_("A ResourceQuota in each organization namespace: GPUs its pods may request together."),
+    )
+    network_sources = forms.CharField(
+        label=_("Sources allowed to reach model pods"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+        help_text=_("CIDRs of the API server (proxy mode) or the gateway (pod IPs); empty: the nodes' addresses."),
+    )
+    ingress_namespace = forms.CharField(label=_("Ingress controller namespace"), required=False, max_length=63)
+    model_cache = forms.ChoiceField(label=_("Model cache"), choices=ModelCache.choices)
+    model_cache_path = forms.CharField(label=_("PVC name or host directory"), required=False, max_length=255)
+    image_mirror = forms.CharField(label=_("Image registry mirror"), required=False, max_length=255)
+    hf_token = forms.CharField(
+        label=_("Hugging Face token"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text=_("Stored encrypted and never shown again; empty keeps the stored one."),
+    )
+    modelscope_token = forms.CharField(
+        label=_("ModelScope token"),
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+    clear_tokens = forms.BooleanField(label=_("Remove the stored tokens"), required=False)
+
+
+class ClusterForm(_KubeconfigFields, _PriorityFields):
     name = forms.SlugField(label=_("Cluster name"), max_length=60)
     region = forms.ModelChoiceField(label=_("Region"), queryset=Region.objects.all())
     access_mode = forms.ChoiceField(
@@ -78,7 +148,17 @@ class ClusterForm(_KubeconfigFields):
     )
     ingress_base_url = forms.URLField(label=_("Ingress base URL"), required=False, assume_scheme="https")
 
-    field_order = ["name", "region", "kubeconfig", "kubeconfig_file", "context", "access_mode", "ingress_base_url"]
+    field_order = [
+        "name",
+        "region",
+        "kubeconfig",
+        "kubeconfig_file",
+        "context",
+        "access_mode",
+        "ingress_base_url",
+        "priority_value",
+        "priority_preemption",
+    ]
 
 
 class KubeconfigReplaceForm(_KubeconfigFields):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import get_language
@@ -50,6 +50,25 @@ class AccessMode(models.TextChoices):
     INGRESS = "ingress", _("Ingress base URL")
 
 
+class PreemptionPolicy(models.TextChoices):
+    NEVER = "Never", _("Never: wait for free GPUs, evict nothing")
+    PREEMPT = "PreemptLowerPriority", _("Preempt pods of lower priority")
+
+
+# System classes start at 2,000,000,000 and user classes must stay at or below 1,000,000,000.
+MAX_PRIORITY_VALUE = 1_000_000_000 - 1
+DEFAULT_PRIORITY_VALUE = 1000
+
+
+class ModelCache(models.TextChoices):
+    EMPTY_DIR = "emptyDir", _("Pod-local (emptyDir): downloaded again by every new pod")
+    PVC = "pvc", _("A PersistentVolumeClaim in each organization namespace")
+    HOST_PATH = "hostPath", _("A directory on the node (hostPath)")
+
+
+DEFAULT_ORG_GPU_QUOTA = 64
+
+
 class ClusterHealth(models.TextChoices):
     UNKNOWN = "unknown", _("Unknown")
     READY = "ready", _("Ready")
@@ -78,10 +97,44 @@ class Cluster(models.Model):
     nodes = models.JSONField(default=list, blank=True)
     checks = models.JSONField(default=list, blank=True)  # [{"key", "ok", "message", "fix"}]
     has_lws = models.BooleanField(default=False)
+    # The PriorityClass the platform's pods run under: an admin's choice, by default one that evicts nobody.
+    priority_value = models.IntegerField(
+        default=DEFAULT_PRIORITY_VALUE,
+        validators=[MinValueValidator(0), MaxValueValidator(MAX_PRIORITY_VALUE)],
+        help_text=_("Scheduling priority of the platform's pods; below 1,000,000,000 (system classes are above)."),
+    )
+    priority_preemption = models.CharField(
+        max_length=24, choices=PreemptionPolicy.choices, default=PreemptionPolicy.NEVER
+    )
+    # What every organization namespace gets: a GPU quota, a network policy, the model cache, hub tokens, a mirror.
+    org_gpu_quota = models.PositiveIntegerField(
+        default=DEFAULT_ORG_GPU_QUOTA, help_text=_("GPUs the pods of one organization may request on this cluster.")
+    )
+    network_sources = models.TextField(
+        blank=True,
+        help_text=_(
+            "CIDRs allowed to reach model pods (the API server, the gateway); empty: the cluster's node addresses."
+        ),
+    )
+    ingress_namespace = models.CharField(max_length=63, default="ingress-nginx", blank=True)
+    model_cache = models.CharField(max_length=16, choices=ModelCache.choices, default=ModelCache.EMPTY_DIR)
+    model_cache_path = models.CharField(max_length=255, blank=True, help_text=_("PVC name or host directory."))
+    # Fernet-encrypted (core.crypto); never rendered back.
+    hf_token_encrypted = models.TextField(blank=True)
+    modelscope_token_encrypted = models.TextField(blank=True)
+    image_mirror = models.CharField(max_length=255, blank=True, help_text=_("e.g. harbor.example.com/proxy"))
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["region__position", "name"]
+
+    def network_source_list(self) -> list[str]:
+        """The CIDRs the network policy admits: the configured ones, else every node's address."""
+        configured = self.network_sources.replace(",", " ").split()
+        if configured:
+            return configured
+        addresses = {n["address"] for n in self.nodes or [] if n.get("address")}
+        return sorted(f"{a}/128" if ":" in a else f"{a}/32" for a in addresses)
 
     def __str__(self) -> str:
         return self.name

@@ -132,6 +132,13 @@ def _no_progress(service: Service, status: str, observed: Observed) -> str:
     }
 
 
+def _enqueue_cluster_pass(cluster_id) -> None:
+    """A cluster pass after a service's removal: it removes the namespace if that was its organization's last one."""
+    from deployments.tasks import reconcile_cluster_task
+
+    transaction.on_commit(lambda: reconcile_cluster_task.delay(str(cluster_id)))
+
+
 def record(service_id, observed: Observed, generation: int) -> Service | None:
     """Write one observation; skipped (None) when the desired state changed during the pass."""
     with transaction.atomic():
@@ -154,6 +161,8 @@ def record(service_id, observed: Observed, generation: int) -> Service | None:
         meter_set(service=service, instances=billable)
         if status == ServiceStatus.DELETED:
             Replica.objects.filter(service=service).delete()
+            if service.cluster_id is not None:
+                _enqueue_cluster_pass(service.cluster_id)
         else:
             _sync_replicas(service, observed)
         # Replicas beyond the wanted count (scaled up behind the platform's back) are neither shown, billed nor routed.
@@ -235,6 +244,23 @@ def needs_another_pass(status: str) -> bool:
 # --- whole clusters (periodic pass) -------------------------------------------------------------------------
 
 
+def remove_idle_namespaces(cluster: Cluster) -> list[str]:
+    """Remove the namespaces of organizations with no service left on ``cluster`` (their last one is Deleted).
+
+    A service counts until it is Deleted, so a namespace goes only after its last workload is gone. A service created
+    while its namespace is being removed gets a retryable error on apply ("being terminated") and lands on the next
+    pass, in a fresh namespace.
+    """
+    keep = {
+        s.k8s_namespace
+        for s in Service.objects.filter(cluster=cluster).exclude(status=ServiceStatus.DELETED).select_related("org")
+    }
+    removed = driver_for(cluster).remove_idle_namespaces(cluster, keep)
+    if removed:
+        log.info("cluster %s: removed idle namespaces %s", cluster.name, ", ".join(removed))
+    return removed
+
+
 def _claim_cluster_services(cluster: Cluster) -> list[Service]:
     until = timezone.now() + timedelta(seconds=CLAIM_SECONDS)
     Service.objects.filter(_claimable(), cluster=cluster).exclude(status=ServiceStatus.DELETED).update(
@@ -256,8 +282,9 @@ def reconcile_cluster(cluster_id: Any) -> dict[str, int]:
     """
     cluster = Cluster.objects.get(pk=cluster_id)
     services = _claim_cluster_services(cluster)
-    counts = {"services": len(services), "applied": 0, "deleted": 0, "failed": 0}
+    counts = {"services": len(services), "applied": 0, "deleted": 0, "failed": 0, "namespaces_removed": 0}
     if not services:
+        counts["namespaces_removed"] = len(remove_idle_namespaces(cluster))
         return counts
     retry: DriverError | None = None
     try:
@@ -281,8 +308,10 @@ def reconcile_cluster(cluster_id: Any) -> dict[str, int]:
         for service in services:
             record_failure(service.pk, service.generation, exc.reason, exc.message)
         counts["failed"] = len(services)
+        return counts  # the cluster refused the batch: nothing more to do there this pass
     finally:
         release(s.pk for s in services)
+    counts["namespaces_removed"] = len(remove_idle_namespaces(cluster))
     if retry is not None:
         raise retry
     return counts

@@ -6,14 +6,16 @@ loop (deployments.reconcile) makes the cluster match and records what it observe
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from uuid import UUID
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils.translation import gettext as _
 
-from core.crypto import encrypt
+from core.crypto import SecretDecryptError, decrypt, encrypt
 from core.errors import ApplicationError
 from deployments.drivers import driver_for
 from deployments.drivers import local as local_driver
@@ -29,10 +31,14 @@ from deployments.drivers.kube.driver import PROBE_TIMEOUT_S, apply_probe
 from deployments.drivers.local.driver import refresh as local_refresh
 from deployments.events import EventKind, event_record, meter_set, status_set
 from deployments.models import (
+    DEFAULT_PRIORITY_VALUE,
+    MAX_PRIORITY_VALUE,
     AccessMode,
     BillingMode,
     Cluster,
     ClusterDriver,
+    ModelCache,
+    PreemptionPolicy,
     Region,
     Service,
     ServiceStatus,
@@ -60,7 +66,13 @@ def _kube_error(exc: KubeError) -> ApplicationError:
     return ApplicationError(exc.message, code=exc.kind, field="kubeconfig")
 
 
-def _probe(kubeconfig: str, context: str | None) -> tuple[ClusterProbe, str]:
+def _probe(
+    kubeconfig: str,
+    context: str | None,
+    *,
+    priority_value: int = DEFAULT_PRIORITY_VALUE,
+    priority_preemption: str = PreemptionPolicy.NEVER,
+) -> tuple[ClusterProbe, str]:
     """Validate the kubeconfig and probe the cluster; ApplicationError with the precise reason otherwise."""
     if not (kubeconfig or "").strip():
         raise ApplicationError(_("Paste or upload a kubeconfig."), code="invalid_kubeconfig", field="kubeconfig")
@@ -89,22 +101,39 @@ def _probe(kubeconfig: str, context: str | None) -> tuple[ClusterProbe, str]:
             field="context",
         )
     try:
-        probe = probe_cluster(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
+        probe = probe_cluster(
+            kubeconfig,
+            context,
+            timeout=PROBE_TIMEOUT_S,
+            priority_value=priority_value,
+            preemption_policy=priority_preemption,
+        )
     except KubeError as exc:
         raise _kube_error(exc) from None
     return probe, context
 
 
-def _ensure_priority_class(kubeconfig: str, context: str, probe: ClusterProbe) -> None:
-    check = probe.check("priority_class")
-    if check and check.ok and "missing" in check.message:
-        client = api_client(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
-        try:
-            apply_priority_class(client)
-        except KubeError as exc:
-            raise _kube_error(exc) from None
-        finally:
-            client.close()
+def _ensure_priority_class(kubeconfig: str, context: str, *, value: int, preemption: str) -> bool:
+    client = api_client(kubeconfig, context, timeout=PROBE_TIMEOUT_S)
+    try:
+        return apply_priority_class(client, value=value, preemption_policy=preemption)
+    except KubeError as exc:
+        raise _kube_error(exc) from None
+    finally:
+        client.close()
+
+
+def _validate_priority(value: int, preemption: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_PRIORITY_VALUE:
+        raise ApplicationError(
+            _("The priority must be a whole number from 0 to %(max)d (system classes are above it).")
+            % {"max": MAX_PRIORITY_VALUE},
+            field="priority_value",
+        )
+    if preemption not in PreemptionPolicy.values:
+        raise ApplicationError(
+            _("The preemption policy is Never or PreemptLowerPriority."), field="priority_preemption"
+        )
 
 
 def _validate_access(access_mode: str, ingress_base_url: str) -> None:
@@ -123,6 +152,8 @@ def cluster_register(
     context: str | None = None,
     access_mode: str = AccessMode.PROXY,
     ingress_base_url: str = "",
+    priority_value: int = DEFAULT_PRIORITY_VALUE,
+    priority_preemption: str = PreemptionPolicy.NEVER,
 ) -> Cluster:
     """Onboard a Kubernetes cluster: probe it first; any connection or credential problem saves nothing."""
     name = (name or "").strip().lower()
@@ -131,9 +162,10 @@ def cluster_register(
     if Cluster.objects.filter(name=name).exists():
         raise ApplicationError(_("A cluster named “%(name)s” exists already.") % {"name": name}, field="name")
     _validate_access(access_mode, ingress_base_url)
-    probe, context = _probe(kubeconfig, context)
+    _validate_priority(priority_value, priority_preemption)
+    probe, context = _probe(kubeconfig, context, priority_value=priority_value, priority_preemption=priority_preemption)
     if probe.ready:
-        _ensure_priority_class(kubeconfig, context, probe)
+        _ensure_priority_class(kubeconfig, context, value=priority_value, preemption=priority_preemption)
     with transaction.atomic():
         cluster = Cluster(
             name=name,
@@ -143,6 +175,8 @@ def cluster_register(
             context=context,
             access_mode=access_mode,
             ingress_base_url=ingress_base_url,
+            priority_value=priority_value,
+            priority_preemption=priority_preemption,
         )
         apply_probe(cluster, probe)
         try:
@@ -157,7 +191,14 @@ def cluster_register(
             actor=actor,
             action="cluster.register",
             target=cluster,
-            data={"name": name, "region": region.code, "server": cluster.server_url, "context": context},
+            data={
+                "name": name,
+                "region": region.code,
+                "server": cluster.server_url,
+                "context": context,
+                "priority_value": priority_value,
+                "priority_preemption": priority_preemption,
+            },
         )
     return cluster
 
@@ -165,7 +206,9 @@ def cluster_register(
 def cluster_replace_kubeconfig(*, cluster: Cluster, actor, kubeconfig: str, context: str | None = None) -> Cluster:
     if not driver_for(cluster).has_kubeconfig:
         raise ApplicationError(_("Only Kubernetes clusters have a kubeconfig."), field="kubeconfig")
-    probe, context = _probe(kubeconfig, context)
+    probe, context = _probe(
+        kubeconfig, context, priority_value=cluster.priority_value, priority_preemption=cluster.priority_preemption
+    )
     with transaction.atomic():
         cluster = Cluster.objects.select_for_update().get(pk=cluster.pk)
         cluster.kubeconfig_encrypted = encrypt(kubeconfig)
@@ -180,6 +223,150 @@ def cluster_replace_kubeconfig(*, cluster: Cluster, actor, kubeconfig: str, cont
             data={"server": cluster.server_url, "context": context},
         )
     return cluster
+
+
+def cluster_set_priority(*, cluster: Cluster, actor, priority_value: int, priority_preemption: str) -> Cluster:
+    """Change the PriorityClass the platform's pods run under; the cluster's class is replaced, then re-checked."""
+    if not driver_for(cluster).has_kubeconfig:
+        raise ApplicationError(_("Only Kubernetes clusters have a priority class."), field="priority_value")
+    _validate_priority(priority_value, priority_preemption)
+    try:
+        text = decrypt(cluster.kubeconfig_encrypted)
+    except SecretDecryptError as exc:
+        raise ApplicationError(str(exc), field="priority_value") from None
+    # Network I/O first, no lock held: a refused change saves nothing.
+    _ensure_priority_class(text, cluster.context, value=priority_value, preemption=priority_preemption)
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        before = {"priority_value": locked.priority_value, "priority_preemption": locked.priority_preemption}
+        locked.priority_value, locked.priority_preemption = priority_value, priority_preemption
+        locked.save(update_fields=["priority_value", "priority_preemption"])
+        audit_record(
+            org=None,
+            actor=actor,
+            action="cluster.priority",
+            target=locked,
+            data={"before": before, "priority_value": priority_value, "priority_preemption": priority_preemption},
+        )
+    return cluster_check(cluster_id=cluster.pk)
+
+
+_MIRROR_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9]([-a-z0-9._/]*[a-z0-9])?)?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+MAX_ORG_GPU_QUOTA = 100_000
+
+
+def _clean_namespace_settings(
+    cluster: Cluster,
+    *,
+    org_gpu_quota: int,
+    network_sources: str,
+    ingress_namespace: str,
+    model_cache: str,
+    model_cache_path: str,
+    image_mirror: str,
+) -> dict[str, Any]:
+    if not isinstance(org_gpu_quota, int) or not 0 <= org_gpu_quota <= MAX_ORG_GPU_QUOTA:
+        raise ApplicationError(
+            _("The GPU quota is a whole number from 0 to %(max)d.") % {"max": MAX_ORG_GPU_QUOTA}, field="org_gpu_quota"
+        )
+    cidrs = []
+    for word in (network_sources or "").replace(",", " ").split():
+        try:
+            cidrs.append(str(ipaddress.ip_network(word, strict=False)))
+        except ValueError:
+            raise ApplicationError(
+                _("“%(value)s” is not an IP address or CIDR.") % {"value": word}, field="network_sources"
+            ) from None
+    ingress_namespace = (ingress_namespace or "").strip()
+    if ingress_namespace and not _DNS_LABEL_RE.match(ingress_namespace):
+        raise ApplicationError(_("The ingress namespace is not a valid namespace name."), field="ingress_namespace")
+    if cluster.access_mode == AccessMode.INGRESS and not ingress_namespace:
+        raise ApplicationError(
+            _("The ingress access mode needs the ingress controller's namespace."), field="ingress_namespace"
+        )
+    path = (model_cache_path or "").strip()
+    if model_cache not in ModelCache.values:
+        raise ApplicationError(_("Unknown model cache."), field="model_cache")
+    if model_cache == ModelCache.PVC and not _DNS_SUBDOMAIN_RE.match(path):
+        raise ApplicationError(_("Name the PersistentVolumeClaim (a valid object name)."), field="model_cache_path")
+    if model_cache == ModelCache.HOST_PATH and not (path.startswith("/") and ".." not in path.split("/")):
+        raise ApplicationError(_("The host directory must be an absolute path."), field="model_cache_path")
+    if model_cache == ModelCache.EMPTY_DIR:
+        path = ""
+    mirror = (image_mirror or "").strip().rstrip("/")
+    if mirror and not _MIRROR_RE.match(mirror):
+        raise ApplicationError(
+            _("The registry mirror is a host[:port][/path] without a scheme, e.g. harbor.example.com/proxy."),
+            field="image_mirror",
+        )
+    return {
+        "org_gpu_quota": org_gpu_quota,
+        "network_sources": "\n".join(cidrs),
+        "ingress_namespace": ingress_namespace,
+        "model_cache": model_cache,
+        "model_cache_path": path,
+        "image_mirror": mirror,
+    }
+
+
+def cluster_set_namespace_settings(
+    *,
+    cluster: Cluster,
+    actor,
+    org_gpu_quota: int,
+    network_sources: str = "",
+    ingress_namespace: str = "ingress-nginx",
+    model_cache: str = ModelCache.EMPTY_DIR,
+    model_cache_path: str = "",
+    image_mirror: str = "",
+    hf_token: str | None = None,
+    modelscope_token: str | None = None,
+) -> Cluster:
+    """What each organization namespace on ``cluster`` gets; every service there is applied again with it.
+
+    A token of None keeps the stored one, "" removes it; tokens are stored encrypted and never rendered back.
+    """
+    if not driver_for(cluster).has_kubeconfig:
+        raise ApplicationError(_("Only Kubernetes clusters have namespaces."), field="org_gpu_quota")
+    values = _clean_namespace_settings(
+        cluster,
+        org_gpu_quota=org_gpu_quota,
+        network_sources=network_sources,
+        ingress_namespace=ingress_namespace,
+        model_cache=model_cache,
+        model_cache_path=model_cache_path,
+        image_mirror=image_mirror,
+    )
+    with transaction.atomic():
+        locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
+        for key, value in values.items():
+            setattr(locked, key, value)
+        changed_tokens = []
+        for field_name, token in (("hf_token_encrypted", hf_token), ("modelscope_token_encrypted", modelscope_token)):
+            if token is not None:
+                setattr(locked, field_name, encrypt(token.strip()) if token.strip() else "")
+                changed_tokens.append(field_name.removesuffix("_encrypted"))
+        locked.save(update_fields=[*values, "hf_token_encrypted", "modelscope_token_encrypted"])
+        # Level-triggered: the next pass applies every live service's namespace and workload with the new settings.
+        live = Service.objects.filter(cluster=locked).exclude(
+            status__in=(ServiceStatus.DELETING, ServiceStatus.DELETED)
+        )
+        bumped = live.update(generation=F("generation") + 1)
+        audit_record(
+            org=None,
+            actor=actor,
+            action="cluster.namespace_settings",
+            target=locked,
+            data={**values, "tokens_changed": changed_tokens, "services_reapplied": bumped},
+        )
+        if bumped:
+            from deployments.tasks import reconcile_cluster_task
+
+            cluster_id = str(locked.pk)
+            transaction.on_commit(lambda: reconcile_cluster_task.delay(cluster_id))
+    return locked
 
 
 def local_cluster_create(

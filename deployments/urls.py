@@ -18,5 +18,7 @@ urlpatterns = [
     path("clusters/", views.cluster_list, name="clusters"),
     path("clusters/new/", views.cluster_new, name="cluster-new"),
     path("clusters/<uuid:pk>/", views.cluster_detail, name="cluster-detail"),
+    path("clusters/<uuid:pk>/priority/", views.cluster_priority, name="cluster-priority"),
+    path("clusters/<uuid:pk>/namespaces/", views.cluster_namespace, name="cluster-namespace"),
     path("clusters/<uuid:pk>/<str:action>/", views.cluster_action, name="cluster-action"),
 ]

@@ -19,7 +19,15 @@ from core.forms import apply_error
 from core.querysets import get_for_org_or_404
 from deployments import selectors, services
 from deployments.drivers import driver_for
-from deployments.forms import ClusterForm, KubeconfigReplaceForm, ScaleForm, ServiceCreateForm
+from deployments.drivers.kube.rbac import CLUSTER_ROLE_NAME, cluster_role_yaml
+from deployments.forms import (
+    ClusterForm,
+    ClusterNamespaceForm,
+    ClusterPriorityForm,
+    KubeconfigReplaceForm,
+    ScaleForm,
+    ServiceCreateForm,
+)
 from deployments.models import BillingMode, Cluster, Region, Service
 from deployments.placement import fitting_regions, instance_prices
 
@@ -247,13 +255,19 @@ def cluster_new(request):
                 context=data["context"] or None,
                 access_mode=data["access_mode"],
                 ingress_base_url=data["ingress_base_url"],
+                priority_value=data["priority_value"],
+                priority_preemption=data["priority_preemption"],
             )
         except ApplicationError as exc:
             apply_error(form, exc)
         else:
             messages.success(request, _("Cluster %(name)s registered.") % {"name": cluster.name})
             return redirect("deployments:cluster-detail", pk=cluster.pk)
-    return render(request, "deployments/cluster_new.html", {"form": form})
+    return render(request, "deployments/cluster_new.html", {"form": form, **_cluster_role_context()})
+
+
+def _cluster_role_context() -> dict:
+    return {"cluster_role_yaml": cluster_role_yaml(), "cluster_role_name": CLUSTER_ROLE_NAME}
 
 
 def _cluster(pk) -> Cluster:
@@ -285,9 +299,102 @@ def cluster_detail(request, pk):
         "driver": driver_for(cluster),
         "services": list(selectors.cluster_services(cluster)),
         "form": form,
+        "priority_form": ClusterPriorityForm(
+            initial={"priority_value": cluster.priority_value, "priority_preemption": cluster.priority_preemption}
+        ),
+        "namespace_form": _namespace_form(cluster),
         "inventory": sorted((cluster.inventory or {}).items()),
+        **(_cluster_role_context() if driver_for(cluster).has_kubeconfig else {}),
+        "rbac_missing": any(c.get("key") == "rbac" and not c.get("ok") for c in cluster.checks or []),
     }
     return render(request, "deployments/cluster_detail.html", context)
+
+
+@staff_required
+@require_POST
+def cluster_priority(request, pk):
+    cluster = _cluster(pk)
+    form = ClusterPriorityForm(request.POST)
+    if form.is_valid():
+        try:
+            services.cluster_set_priority(
+                cluster=cluster,
+                actor=request.user,
+                priority_value=form.cleaned_data["priority_value"],
+                priority_preemption=form.cleaned_data["priority_preemption"],
+            )
+        except ApplicationError as exc:
+            apply_error(form, exc)
+        else:
+            messages.success(request, _("Priority class updated."))
+            return redirect("deployments:cluster-detail", pk=cluster.pk)
+    context = {
+        "cluster": cluster,
+        "driver": driver_for(cluster),
+        "services": list(selectors.cluster_services(cluster)),
+        "form": KubeconfigReplaceForm(),
+        "priority_form": form,
+        "namespace_form": _namespace_form(cluster),
+        "inventory": sorted((cluster.inventory or {}).items()),
+        **_cluster_role_context(),
+    }
+    return render(request, "deployments/cluster_detail.html", context, status=400)
+
+
+def _namespace_form(cluster: Cluster, data=None) -> ClusterNamespaceForm:
+    initial = {
+        key: getattr(cluster, key)
+        for key in (
+            "org_gpu_quota",
+            "network_sources",
+            "ingress_namespace",
+            "model_cache",
+            "model_cache_path",
+            "image_mirror",
+        )
+    }
+    return ClusterNamespaceForm(data, initial=initial)
+
+
+@staff_required
+@require_POST
+def cluster_namespace(request, pk):
+    cluster = _cluster(pk)
+    form = _namespace_form(cluster, request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        clear = data["clear_tokens"]
+        try:
+            services.cluster_set_namespace_settings(
+                cluster=cluster,
+                actor=request.user,
+                org_gpu_quota=data["org_gpu_quota"],
+                network_sources=data["network_sources"],
+                ingress_namespace=data["ingress_namespace"],
+                model_cache=data["model_cache"],
+                model_cache_path=data["model_cache_path"],
+                image_mirror=data["image_mirror"],
+                hf_token="" if clear else (data["hf_token"] or None),
+                modelscope_token="" if clear else (data["modelscope_token"] or None),
+            )
+        except ApplicationError as exc:
+            apply_error(form, exc)
+        else:
+            messages.success(request, _("Namespace settings saved; services on this cluster are applied again."))
+            return redirect("deployments:cluster-detail", pk=cluster.pk)
+    context = {
+        "cluster": cluster,
+        "driver": driver_for(cluster),
+        "services": list(selectors.cluster_services(cluster)),
+        "form": KubeconfigReplaceForm(),
+        "priority_form": ClusterPriorityForm(
+            initial={"priority_value": cluster.priority_value, "priority_preemption": cluster.priority_preemption}
+        ),
+        "namespace_form": form,
+        "inventory": sorted((cluster.inventory or {}).items()),
+        **_cluster_role_context(),
+    }
+    return render(request, "deployments/cluster_detail.html", context, status=400)
 
 
 @staff_required

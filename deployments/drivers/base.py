@@ -104,3 +104,7 @@ class Driver(Protocol):
     def replica_access(self, cluster: Cluster) -> ReplicaAccess:
         """How the gateway reaches the replicas of ``cluster``: headers, TLS verification, client certificate."""
         ...
+
+    def remove_idle_namespaces(self, cluster: Cluster, keep: set[str]) -> list[str]:
+        """Remove the platform's per-organization spaces on ``cluster`` other than ``keep``; returns their names."""
+        ...

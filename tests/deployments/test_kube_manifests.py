@@ -29,7 +29,7 @@ def test_single_node_manifests_validate_against_official_schemas(runtime):
             runtime=runtime, image="lmsysorg/sglang:v0.4.6" if runtime == "sglang" else "vllm/vllm-openai:v0.8.5"
         )
     )
-    assert [m["kind"] for m in manifests] == ["Namespace", "Deployment", "Service"]
+    assert [m["kind"] for m in manifests] == ["Namespace", "NetworkPolicy", "Deployment", "Service"]
     validate_manifests(manifests)
     validate_manifests(manifests, versions=("1.32.0", "1.33.0"))
 
@@ -129,7 +129,7 @@ def test_sglang_launch_server_arguments():
 def test_multi_node_vllm_is_a_leader_worker_set_in_the_ray_shape():
     spec = make_workload_spec(gpu_count=16, gpus_per_node=8, nodes_per_instance=2, replicas=1)
     objects = by_kind(build_manifests(spec))
-    assert set(objects) == {"Namespace", "LeaderWorkerSet", "Service"}
+    assert set(objects) == {"Namespace", "NetworkPolicy", "LeaderWorkerSet", "Service"}
     lws = objects["LeaderWorkerSet"]
     template = lws["spec"]["leaderWorkerTemplate"]
     assert lws["apiVersion"] == "leaderworkerset.x-k8s.io/v1"
@@ -150,7 +150,7 @@ def test_multi_node_vllm_is_a_leader_worker_set_in_the_ray_shape():
 def test_leader_worker_set_sanity_checks_catch_broken_shapes():
     spec = make_workload_spec(gpu_count=16, gpus_per_node=8, nodes_per_instance=2)
     manifests = build_manifests(spec)
-    lws = manifests[1]
+    lws = by_kind(manifests)["LeaderWorkerSet"]
     lws["spec"]["leaderWorkerTemplate"]["size"] = 0
     lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["gpus"] = 8
     with pytest.raises(ValueError) as caught:
@@ -165,7 +165,7 @@ def test_leader_worker_set_sanity_checks_catch_broken_shapes():
 
 def test_schema_violations_are_reported_per_version():
     manifests = build_manifests(make_workload_spec())
-    container_of(manifests[1])["gpu"] = 1
+    container_of(by_kind(manifests)["Deployment"])["gpu"] = 1
     with pytest.raises(ValueError) as caught:
         validate_manifests(manifests)
     text = str(caught.value)

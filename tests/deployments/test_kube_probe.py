@@ -97,7 +97,11 @@ def test_preflight_failures_each_say_what_to_fix():
         "PriorityClass maas-online-inference is missing and these credentials cannot create priorityclasses"
     )
     assert "kubectl create priorityclass maas-online-inference" in checks["priority_class"].fix
-    assert checks["rbac"].message == "these credentials cannot create namespaces, get pods/proxy in all namespaces"
+    assert checks["rbac"].message == (
+        "these credentials cannot get pods/proxy, create namespaces, create priorityclasses.scheduling.k8s.io"
+        " in all namespaces"
+    )
+    assert "ClusterRole maas-control-plane" in checks["rbac"].fix
     assert "multi-node services are unavailable" in checks["lws_crd"].message
     assert checks["storage_class"].message.startswith("no default StorageClass (classes: slow)")
     assert not result.has_lws and not result.ready
@@ -107,7 +111,10 @@ def test_preflight_failures_each_say_what_to_fix():
 def test_missing_priority_class_passes_when_it_can_be_created():
     with run_kube_api() as server:
         check = probe(server).check("priority_class")
-    assert check.ok and check.message == "PriorityClass maas-online-inference is missing; the platform will create it"
+    assert check.ok and check.message == (
+        "PriorityClass maas-online-inference is missing; the platform will create it"
+        " (value 1000, preemptionPolicy Never)"
+    )
 
 
 def test_lws_check_falls_back_to_discovery_when_crds_are_unreadable():
@@ -190,7 +197,8 @@ def test_forbidden_node_list():
     assert error.kind == "forbidden" and error.status == 403 and not error.retryable
     assert error.message == (
         "the credentials are not allowed to GET /api/v1/nodes (403 Forbidden): nodes is forbidden: User "
-        '"system:serviceaccount:default:maas" cannot list resource "nodes" in API group "" at the cluster scope'
+        '"system:serviceaccount:default:maas" cannot list resource "nodes" in API group "" at the cluster scope; '
+        "the platform needs every permission of the ClusterRole maas-control-plane shown on the cluster page"
     )
 
 

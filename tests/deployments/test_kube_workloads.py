@@ -47,11 +47,13 @@ def test_apply_is_idempotent_server_side_apply(kube_api, kube_client, workload_s
     assert [p["metadata"]["name"] for p in kube_api.pods(NS, NAME)] == pods
     assert calls == [
         ("PATCH", f"/api/v1/namespaces/{NS}"),
+        ("PATCH", f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/maas-access"),
         ("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}"),
         ("PATCH", f"/api/v1/namespaces/{NS}/services/{NAME}"),
+        ("DELETE", f"/api/v1/namespaces/{NS}/secrets/maas-hub-tokens"),
         ("DELETE", f"/apis/leaderworkerset.x-k8s.io/v1/namespaces/{NS}/leaderworkersets/{NAME}"),
     ]
-    for logged in kube_api.request_log[:3]:
+    for logged in kube_api.request_log[:4]:
         assert logged.content_type == "application/apply-patch+yaml"
         assert logged.query == {"fieldManager": "maas", "force": "true"}
     assert [m["manager"] for m in second["metadata"]["managedFields"]] == ["maas"]

@@ -137,7 +137,7 @@ def test_cluster_pass_batches_reads(org, alice, catalog, kube_cluster, region, k
     reconcile.reconcile_cluster(kube_cluster.pk)
     kube_api.reset_log()
     counts = reconcile.reconcile_cluster(kube_cluster.pk)
-    assert counts == {"services": 6, "applied": 0, "deleted": 0, "failed": 0}
+    assert counts == {"services": 6, "applied": 0, "deleted": 0, "failed": 0, "namespaces_removed": 0}
     assert len(kube_api.request_log) <= 3  # deployments + pods (+ LWS) LISTs for all six
     assert {s.status for s in Service.objects.filter(pk__in=[s.pk for s in services])} == {ServiceStatus.RUNNING}
 
@@ -424,3 +424,37 @@ def test_gpus_freed_by_a_service_can_be_deployed_on_at_once(
     assert Cluster.objects.get(pk=kube_cluster.pk).inventory[H100]["free"] == 0
     passes(first, 2)
     assert passes(second, 2).status == ServiceStatus.RUNNING
+
+
+def test_namespace_of_an_org_with_no_service_left_is_removed(two_orgs, kube_api, kube_cluster, alice, charlie):
+    ours, theirs = two_orgs
+    reconcile.reconcile_cluster(kube_cluster.pk)
+    namespaces = {ours.k8s_namespace, theirs.k8s_namespace}
+    assert all(kube_api.get("namespaces", None, ns) for ns in namespaces)
+
+    service_delete(service=theirs, actor=charlie)
+    passes(theirs, 3)
+    assert Service.objects.get(pk=theirs.pk).status == ServiceStatus.DELETED
+    counts = reconcile.reconcile_cluster(kube_cluster.pk)
+    assert counts["namespaces_removed"] == 1
+    assert kube_api.get("namespaces", None, theirs.k8s_namespace) is None
+    assert kube_api.get("namespaces", None, ours.k8s_namespace) is not None  # the other org keeps its namespace
+
+    service_delete(service=ours, actor=alice)
+    passes(ours, 3)
+    assert reconcile.reconcile_cluster(kube_cluster.pk)["namespaces_removed"] == 1  # no service left on the cluster
+    assert kube_api.get("namespaces", None, ours.k8s_namespace) is None
+    assert reconcile.reconcile_cluster(kube_cluster.pk)["namespaces_removed"] == 0
+
+
+def test_a_namespace_being_removed_is_a_retryable_apply_error(service, kube_api):
+    kube_api.fail_next(
+        "PATCH",
+        r"/namespaces/maas-acme$",
+        403,
+        message='namespaces "maas-acme" is forbidden: unable to create new content in namespace maas-acme because '
+        "it is being terminated",
+    )
+    with pytest.raises(KubeError) as caught:
+        reconcile.reconcile_service(service.pk)
+    assert caught.value.retryable

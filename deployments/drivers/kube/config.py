@@ -14,6 +14,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, Literal, overload
 from urllib.parse import urlencode, urlsplit
 
@@ -26,6 +27,16 @@ from kubernetes.config.kube_config import load_kube_config_from_dict
 
 from deployments.drivers.kube.errors import KubeError, from_api_exception, from_http, from_transport
 
+
+def _platform_version() -> str:
+    try:
+        return metadata.version("maas")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+# Every request names the platform, so a cluster's audit log and API priority and fairness can tell it apart.
+USER_AGENT = f"maas/{_platform_version()}"
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 FIELD_MANAGER = "maas"
@@ -234,6 +245,7 @@ class KubeClient(kubernetes.client.ApiClient):
 
     def __init__(self, configuration: kubernetes.client.Configuration, *, timeout: float, context: str):
         super().__init__(configuration=configuration)
+        self.user_agent = USER_AGENT
         self.timeout = timeout
         self.context = context
         self.api_calls = 0

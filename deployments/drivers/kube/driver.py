@@ -24,12 +24,14 @@ from deployments.drivers.kube.workloads import (
     WAITING_FOR_GPUS,
     WorkloadStatus,
     apply_workload,
+    delete_namespace,
     delete_workload,
     missing_services,
     observe_workload,
     observe_workloads,
+    platform_namespaces,
 )
-from deployments.models import Cluster, ClusterHealth, Service, ServiceStatus
+from deployments.models import Cluster, ClusterHealth, ModelCache, Service, ServiceStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,42 @@ KUBE_TIMEOUT_S = 10
 PROBE_TIMEOUT_S = 10
 
 
+def _cache_volume(cluster: Cluster) -> dict:
+    if cluster.model_cache == ModelCache.PVC:
+        return {"pvc": cluster.model_cache_path}
+    if cluster.model_cache == ModelCache.HOST_PATH:
+        return {"host_path": cluster.model_cache_path}
+    return {}
+
+
+def _hub_tokens(cluster: Cluster) -> dict[str, str]:
+    try:
+        tokens = {
+            "HF_TOKEN": decrypt(cluster.hf_token_encrypted) if cluster.hf_token_encrypted else "",
+            "MODELSCOPE_API_TOKEN": decrypt(cluster.modelscope_token_encrypted)
+            if cluster.modelscope_token_encrypted
+            else "",
+        }
+    except SecretDecryptError as exc:
+        raise ClusterUnavailable("HubTokenUnreadable", str(exc)) from None
+    return {key: value for key, value in tokens.items() if value}
+
+
 def workload_spec(service: Service) -> WorkloadSpec:
     catalog = service.catalog_model
+    cluster = service.cluster
     nodes = max(service.nodes_per_instance, 1)
+    namespace_settings: dict = {}
+    if cluster is not None:
+        namespace_settings = {
+            "cache_volume": _cache_volume(cluster),
+            "hub_tokens": _hub_tokens(cluster),
+            "image_mirror": cluster.image_mirror,
+            "gpu_quota": cluster.org_gpu_quota,
+            "access_mode": cluster.access_mode,
+            "network_sources": tuple(cluster.network_source_list()),
+            "ingress_namespace": cluster.ingress_namespace,
+        }
     return WorkloadSpec(
         namespace=service.k8s_namespace,
         name=service.k8s_name,
@@ -59,6 +94,7 @@ def workload_spec(service: Service) -> WorkloadSpec:
         cpu=service.cpu,
         memory_gb=service.memory_gb,
         shm_gb=max(1, min(16, service.memory_gb // 4)),
+        **namespace_settings,
     )
 
 
@@ -138,6 +174,7 @@ def nodes_summary(probe: ClusterProbe) -> list[dict]:
             "gpu_memory_mb": n.gpu_memory_mb,
             "gpu_capacity": n.gpu_capacity,
             "gpu_allocated": n.gpu_allocated,
+            "address": n.address,
         }
         for n in probe.nodes
     ]
@@ -181,20 +218,13 @@ class KubeDriver:
     has_kubeconfig = True
 
     def drive(self, cluster: Cluster, service: Service) -> Observed:
-        client = kube_client(cluster)
-        try:
-            if service.status == ServiceStatus.DELETING:
-                return Observed(phase="Deleting", gone=delete_workload(client, service.k8s_namespace, service.k8s_name))
-            spec = workload_spec(service)
-            if service.observed_generation != service.generation:
-                apply_workload(client, spec)
-                return _observe(client, cluster, spec, None, [])
-            ingress = cluster.ingress_base_url or None
-            status = observe_workload(client, spec, access_mode=cluster.access_mode, ingress_base_url=ingress)
-            missing = bool(status.exists and missing_services(client, [spec]))
-            return _observe(client, cluster, spec, status, _drift(status, missing))
-        finally:
-            client.close()
+        # The same calls as the cluster pass: two paths reading differently (a GET here, a LIST there) made a
+        # service flip between Failed and Running whenever the credentials allowed one read and not the other.
+        outcomes = [o for _s, o in self.drive_cluster(cluster, [service], {"applied": 0, "deleted": 0})]
+        outcome = outcomes[-1] if outcomes else Observed(phase="Missing")
+        if isinstance(outcome, DriverError):
+            raise outcome
+        return outcome
 
     def drive_cluster(
         self, cluster: Cluster, services: list[Service], counts: dict[str, int]
@@ -245,7 +275,15 @@ class KubeDriver:
     def check(self, cluster: Cluster) -> KubeReading:
         try:
             text = decrypt(cluster.kubeconfig_encrypted)
-            return KubeReading(probe_cluster(text, cluster.context, timeout=PROBE_TIMEOUT_S))
+            return KubeReading(
+                probe_cluster(
+                    text,
+                    cluster.context,
+                    timeout=PROBE_TIMEOUT_S,
+                    priority_value=cluster.priority_value,
+                    preemption_policy=cluster.priority_preemption,
+                )
+            )
         except KubeError as exc:
             return KubeReading(None, exc.message)
         except SecretDecryptError as exc:
@@ -275,3 +313,14 @@ class KubeDriver:
 
     def replica_access(self, cluster: Cluster) -> ReplicaAccess:
         return replica_access(cluster)
+
+    def remove_idle_namespaces(self, cluster: Cluster, keep: set[str]) -> list[str]:
+        # Deleting the namespace takes its quota, network policy and hub-token Secret with it.
+        client = kube_client(cluster)
+        try:
+            idle = [name for name in platform_namespaces(client) if name and name not in keep]
+            for name in idle:
+                delete_namespace(client, name)
+            return idle
+        finally:
+            client.close()

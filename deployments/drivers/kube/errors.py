@@ -28,6 +28,9 @@ KINDS = frozenset(
     }
 )
 
+# The ClusterRole generated from rbac.PERMISSIONS; named here so every 403 points an operator at it.
+CLUSTER_ROLE_NAME = "maas-control-plane"
+
 # Conflicts (a concurrent writer bumped resourceVersion) and server-side trouble go away on their own;
 # credentials, permissions and rejected manifests do not.
 RETRYABLE_KINDS = frozenset({"unreachable", "timeout", "conflict", "server_error"})
@@ -80,10 +83,15 @@ def from_http(status: int, body: str | bytes | None, *, method: str, path: str) 
             + (f" ({detail})" if detail and detail.lower() != "unauthorized" else ""),
             status=401,
         )
+    if status == 403 and detail and "because it is being terminated" in detail:
+        # The namespace is going away (its organization's last service was deleted); the next pass recreates it.
+        return KubeError("conflict", f"{method} {path}: {detail}", status=403)
     if status == 403:
         return KubeError(
             "forbidden",
-            f"the credentials are not allowed to {method} {path} (403 Forbidden)" + (f": {detail}" if detail else ""),
+            f"the credentials are not allowed to {method} {path} (403 Forbidden)"
+            + (f": {detail}" if detail else "")
+            + f"; the platform needs every permission of the ClusterRole {CLUSTER_ROLE_NAME} shown on the cluster page",
             status=403,
         )
     if status == 429:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from deployments.drivers.kube.config import api_client, request
 from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.manifests import DEFAULT_PRIORITY_CLASS, GPU_MEMORY_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE
+from deployments.drivers.kube.rbac import CLUSTER_ROLE_NAME, can_i, missing_permissions
 
 LWS_CRD = "leaderworkersets.leaderworkerset.x-k8s.io"
 # Where the released LeaderWorkerSet manifests (and its Helm chart's default release) run the controller, and the
@@ -31,6 +33,7 @@ class GpuNode:
     gpu_allocated: int
     taints: list[dict] = field(default_factory=list)
     labels: dict = field(default_factory=dict)
+    address: str = ""  # InternalIP
 
     @property
     def schedulable(self) -> bool:
@@ -163,32 +166,12 @@ def gpu_nodes(node_list: dict, pod_list: dict) -> list[GpuNode]:
                 gpu_allocated=allocated.get(meta.get("name", ""), 0),
                 taints=list(spec.get("taints") or []),
                 labels=dict(labels),
+                address=next(
+                    (a.get("address", "") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), ""
+                ),
             )
         )
     return nodes
-
-
-def can_i(
-    client, verb: str, resource: str, *, group: str = "", namespace: str = "", subresource: str = ""
-) -> tuple[bool, str]:
-    """One SelfSubjectAccessReview; returns (allowed, reason)."""
-    attributes = {"verb": verb, "resource": resource, "group": group}
-    if namespace:
-        attributes["namespace"] = namespace
-    if subresource:
-        attributes["subresource"] = subresource
-    review = request(
-        client,
-        "POST",
-        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-        body={
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": attributes},
-        },
-    )
-    status = review.get("status") or {}
-    return bool(status.get("allowed")), status.get("reason") or ""
 
 
 def _check_gpus(nodes: list[GpuNode]) -> PreflightCheck:
@@ -207,47 +190,44 @@ def _check_gpus(nodes: list[GpuNode]) -> PreflightCheck:
     return PreflightCheck("gpu_device_plugin", True, message, "")
 
 
-def _check_priority_class(client, name: str) -> PreflightCheck:
+def _check_priority_class(client, name: str, value: int, preemption_policy: str) -> PreflightCheck:
+    wanted = f"value {value}, preemptionPolicy {preemption_policy}"
     found = request(client, "GET", f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}", not_found_ok=True)
     if found is not None:
-        return PreflightCheck("priority_class", True, f"PriorityClass {name} exists (value {found.get('value')})", "")
+        has = f"value {found.get('value')}, preemptionPolicy {found.get('preemptionPolicy', 'PreemptLowerPriority')}"
+        if has == wanted:
+            return PreflightCheck("priority_class", True, f"PriorityClass {name} exists ({has})", "")
+        return PreflightCheck(
+            "priority_class", True, f"PriorityClass {name} exists ({has}); the platform will replace it ({wanted})", ""
+        )
     allowed, _ = can_i(client, "create", "priorityclasses", group="scheduling.k8s.io")
     if allowed:
         return PreflightCheck(
-            "priority_class", True, f"PriorityClass {name} is missing; the platform will create it", ""
+            "priority_class", True, f"PriorityClass {name} is missing; the platform will create it ({wanted})", ""
         )
     return PreflightCheck(
         "priority_class",
         False,
         f"PriorityClass {name} is missing and these credentials cannot create priorityclasses",
-        f"create it: kubectl create priorityclass {name} --value=100000 --description='MaaS online inference'",
+        f"create it: kubectl create priorityclass {name} --value={value} --preemption-policy={preemption_policy} "
+        "--description='MaaS online inference'",
     )
 
 
 def _check_rbac(client, namespace: str) -> PreflightCheck:
-    wanted = [
-        ("create", "namespaces", "", ""),
-        ("patch", "deployments", "apps", ""),
-        ("create", "deployments", "apps", ""),
-        ("create", "services", "", ""),
-        ("get", "pods", "", "proxy"),
-    ]
-    missing = []
-    for verb, resource, group, sub in wanted:
-        allowed, _ = can_i(client, verb, resource, group=group, namespace=namespace, subresource=sub)
-        if not allowed:
-            missing.append(f"{verb} {resource}{'/' + sub if sub else ''}{'.' + group if group else ''}")
+    """Every verb of the platform's permission list (rbac.PERMISSIONS), one SelfSubjectAccessReview each."""
+    missing = missing_permissions(client, namespace=namespace)
     scope = f"namespace {namespace}" if namespace else "all namespaces"
     if missing:
         return PreflightCheck(
             "rbac",
             False,
             f"these credentials cannot {', '.join(missing)} in {scope}",
-            "bind the service account to a ClusterRole granting namespaces (create), deployments/services (create, patch, "  # noqa: E501
-            "delete, list), pods and pods/proxy (get, list) and leaderworkersets (create, patch, delete, list)",
+            f"apply the ClusterRole {CLUSTER_ROLE_NAME} shown on the cluster page (kubectl apply -f) and bind it to "
+            "the platform's service account",
         )
     return PreflightCheck(
-        "rbac", True, f"can create namespaces, deployments and services and proxy to pods in {scope}", ""
+        "rbac", True, f"the credentials hold every permission of ClusterRole {CLUSTER_ROLE_NAME} in {scope}", ""
     )
 
 
@@ -352,6 +332,18 @@ def _check_storage_class(client) -> PreflightCheck:
     )
 
 
+def _refused_is_failed(key: str, check: Callable[[], PreflightCheck], *, blocking: bool = True) -> PreflightCheck:
+    """A check whose read the credentials may not make fails with that reason; the other checks still run."""
+    try:
+        return check()
+    except KubeError as exc:
+        if exc.kind != "forbidden":
+            raise
+        return PreflightCheck(
+            key, False, exc.message, f"apply the ClusterRole {CLUSTER_ROLE_NAME} shown on the cluster page", blocking
+        )
+
+
 def probe_cluster(
     kubeconfig_text: str,
     context: str | None,
@@ -359,6 +351,8 @@ def probe_cluster(
     timeout: float = 10,
     namespace: str = "",
     priority_class: str = DEFAULT_PRIORITY_CLASS,
+    priority_value: int = 1000,
+    preemption_policy: str = "Never",
 ) -> ClusterProbe:
     """Connect, read version, nodes and GPU usage, and run the preflight checks.
 
@@ -378,14 +372,17 @@ def probe_cluster(
         nodes = gpu_nodes(node_list, pod_list)
         checks = [
             _check_gpus(nodes),
-            _check_priority_class(client, priority_class),
+            _refused_is_failed(
+                "priority_class",
+                lambda: _check_priority_class(client, priority_class, priority_value, preemption_policy),
+            ),
             _check_rbac(client, namespace),
         ]
         lws, crd = _check_lws(client)
         checks.append(lws)
         if lws.ok:
             checks.append(_check_lws_controller(client, crd))
-        checks.append(_check_storage_class(client))
+        checks.append(_refused_is_failed("storage_class", lambda: _check_storage_class(client), blocking=False))
     finally:
         client.close()
     return ClusterProbe(

@@ -23,6 +23,11 @@ LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 DEFAULT_PRIORITY_CLASS = "maas-online-inference"
+HUB_TOKEN_SECRET = "maas-hub-tokens"
+HUB_TOKEN_KEYS = ("HF_TOKEN", "MODELSCOPE_API_TOKEN")  # Secret keys, also the engine's environment variables
+NAMESPACE_QUOTA = "maas-gpus"
+NAMESPACE_POLICY = "maas-access"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 CACHE_MOUNT = "/root/.cache/huggingface"
 RAY_PORT = 6379
 SGLANG_DIST_PORT = 20000
@@ -97,7 +102,13 @@ class WorkloadSpec:
     cache_volume: dict = field(default_factory=dict)  # {"host_path": "/mnt/hf"} | {"pvc": "claim"} | {} (emptyDir)
     extra_labels: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
-    hf_token_secret: str | None = None  # Secret (key "token") in the namespace, for gated Hugging Face models
+    # {"HF_TOKEN": ..., "MODELSCOPE_API_TOKEN": ...}: becomes the namespace's Secret; never in a repr or a log.
+    hub_tokens: dict = field(default_factory=dict, repr=False)
+    image_mirror: str = ""  # registry host[/path] that image references are rewritten to
+    gpu_quota: int | None = None  # ResourceQuota of the namespace: GPUs all its pods may request together
+    access_mode: str = "proxy"  # how the gateway reaches pods: decides who the NetworkPolicy lets in
+    network_sources: tuple[str, ...] = ()  # CIDRs of the platform's access path (API server, gateway)
+    ingress_namespace: str = ""  # the ingress controller's namespace (access mode "ingress")
     startup_timeout_s: int = 3600
 
     def __post_init__(self) -> None:
@@ -140,6 +151,13 @@ class WorkloadSpec:
         unknown = set(self.cache_volume) - {"host_path", "pvc"}
         if unknown or len(self.cache_volume) > 1:
             problems.append(f"cache_volume takes one of host_path or pvc, got {sorted(self.cache_volume)}")
+        unknown_tokens = set(self.hub_tokens) - set(HUB_TOKEN_KEYS)
+        if unknown_tokens:
+            problems.append(f"hub_tokens takes {', '.join(HUB_TOKEN_KEYS)}, got {sorted(unknown_tokens)}")
+        if self.access_mode not in ("proxy", "pod_ip", "ingress"):
+            problems.append(f"access_mode {self.access_mode!r} is not one of proxy, pod_ip, ingress")
+        if self.gpu_quota is not None and self.gpu_quota < 0:
+            problems.append("gpu_quota must not be negative")
         if problems:
             raise ValueError("invalid workload spec: " + "; ".join(problems))
 
@@ -256,8 +274,9 @@ def _env(spec: WorkloadSpec) -> list[dict]:
             {"name": "VLLM_USE_MODELSCOPE" if spec.runtime == "vllm" else "SGLANG_USE_MODELSCOPE", "value": "True"}
         )
         env.append({"name": "MODELSCOPE_CACHE", "value": f"{CACHE_MOUNT}/modelscope"})
-    if spec.hf_token_secret:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": spec.hf_token_secret, "key": "token"}}})
+    for key in HUB_TOKEN_KEYS:
+        if spec.hub_tokens.get(key):
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": HUB_TOKEN_SECRET, "key": key}}})
     env += [{"name": str(k), "value": str(v)} for k, v in sorted(spec.env.items())]
     return env
 
@@ -300,7 +319,7 @@ def _volumes(spec: WorkloadSpec) -> tuple[list[dict], list[dict]]:
 def _pod_spec(spec: WorkloadSpec, container: dict) -> dict:
     volumes, mounts = _volumes(spec)
     container = {
-        "image": spec.image,
+        "image": mirrored_image(spec.image, spec.image_mirror),
         "imagePullPolicy": "IfNotPresent",
         "env": _env(spec),
         "resources": _resources(spec),
@@ -340,6 +359,100 @@ def namespace_manifest(spec: WorkloadSpec) -> dict:
         "kind": "Namespace",
         "metadata": {"name": spec.namespace, "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ORG: spec.org_namespace}},
     }
+
+
+def mirrored_image(image: str, mirror: str) -> str:
+    """``image`` pulled through the registry mirror ``mirror`` (e.g. ``harbor.example.com/proxy``).
+
+    Docker Hub references lose their implicit host (``vllm/vllm-openai:v1`` → ``<mirror>/vllm/vllm-openai:v1``,
+    ``nginx`` → ``<mirror>/library/nginx``); references to another registry keep its host as the first path
+    component (``ghcr.io/o/i:t`` → ``<mirror>/ghcr.io/o/i:t``), the layout of pull-through caches per upstream.
+    """
+    mirror = mirror.strip().rstrip("/")
+    if not mirror:
+        return image
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        if first in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+            image = rest
+        else:
+            return f"{mirror}/{first}/{rest}"
+    if "/" not in image:
+        image = f"library/{image}"
+    return f"{mirror}/{image}"
+
+
+def resource_quota_manifest(spec: WorkloadSpec) -> dict:
+    """The GPUs all pods of the organization's namespace may request together."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {
+            "name": NAMESPACE_QUOTA,
+            "namespace": spec.namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ORG: spec.org_namespace},
+        },
+        "spec": {"hard": {f"requests.{GPU_RESOURCE}": str(spec.gpu_quota or 0)}},
+    }
+
+
+def network_policy_manifest(spec: WorkloadSpec) -> dict:
+    """Only the platform's access path reaches the model pods; the pods of one instance reach each other.
+
+    proxy and pod_ip: the HTTP port admits ``network_sources`` (the API server's or gateway's addresses); ingress: the
+    ingress controller's namespace. Everything else, other tenants' pods included, is refused.
+    """
+    http = [{"protocol": "TCP", "port": spec.port}]
+    sources: list[dict[str, Any]]
+    if spec.access_mode == "ingress":
+        sources = [{"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: spec.ingress_namespace}}}]
+    else:
+        sources = [{"ipBlock": {"cidr": cidr}} for cidr in spec.network_sources]
+    ingress: list[dict[str, Any]] = [{"from": [{"podSelector": {}}]}]  # multi-node groups talk among themselves
+    if sources:
+        ingress.append({"from": sources, "ports": http})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": NAMESPACE_POLICY,
+            "namespace": spec.namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ORG: spec.org_namespace},
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_MANAGED_BY: MANAGED_BY}},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
+def hub_token_secret_manifest(spec: WorkloadSpec) -> dict | None:
+    tokens = {key: spec.hub_tokens[key] for key in HUB_TOKEN_KEYS if spec.hub_tokens.get(key)}
+    if not tokens:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": HUB_TOKEN_SECRET,
+            "namespace": spec.namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ORG: spec.org_namespace},
+        },
+        "type": "Opaque",
+        "stringData": tokens,
+    }
+
+
+def namespace_manifests(spec: WorkloadSpec) -> list[dict]:
+    """The organization's namespace with its quota, network policy and (when the cluster has tokens) hub tokens."""
+    manifests = [namespace_manifest(spec), network_policy_manifest(spec)]
+    if spec.gpu_quota is not None:
+        manifests.insert(1, resource_quota_manifest(spec))
+    secret = hub_token_secret_manifest(spec)
+    if secret is not None:
+        manifests.append(secret)
+    return manifests
 
 
 def deployment_manifest(spec: WorkloadSpec) -> dict:
@@ -431,8 +544,8 @@ def workload_manifest(spec: WorkloadSpec) -> dict:
 
 
 def build_manifests(spec: WorkloadSpec) -> list[dict]:
-    """Namespace, workload (Deployment for one node per instance, LeaderWorkerSet beyond) and Service."""
-    return [namespace_manifest(spec), workload_manifest(spec), service_manifest(spec)]
+    """Namespace (with quota, policy, tokens), workload (Deployment, or LeaderWorkerSet beyond one node) and Service."""
+    return [*namespace_manifests(spec), workload_manifest(spec), service_manifest(spec)]
 
 
 # Two recent official schema sets shipped inside kubernetes-validate (it carries 1.25 … 1.37).

@@ -20,6 +20,7 @@ from deployments.drivers.kube.errors import KubeError
 from deployments.drivers.kube.manifests import (
     DEFAULT_PRIORITY_CLASS,
     GPU_RESOURCE,
+    HUB_TOKEN_SECRET,
     LABEL_MANAGED_BY,
     LABEL_NAME,
     LABEL_ORG,
@@ -96,8 +97,10 @@ def object_path(manifest: dict) -> str:
     namespace = manifest["metadata"].get("namespace")
     if kind == "Namespace":
         return f"/api/v1/namespaces/{name}"
-    if kind == "Service":
-        return f"/api/v1/namespaces/{namespace}/services/{name}"
+    if kind in ("Service", "ResourceQuota", "Secret"):
+        return f"/api/v1/namespaces/{namespace}/{kind.lower()}s/{name}"
+    if kind == "NetworkPolicy":
+        return f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"
     if kind == "PriorityClass":
         return f"/apis/scheduling.k8s.io/v1/priorityclasses/{name}"
     prefix, plural = _plural(kind)
@@ -120,8 +123,12 @@ def apply(client, manifest: dict) -> dict:
 
 def apply_workload(client, spec: WorkloadSpec) -> None:
     """Apply namespace, workload and Service; idempotent. Removes the other workload kind if the topology changed."""
-    for manifest in build_manifests(spec):
+    manifests = build_manifests(spec)
+    for manifest in manifests:
         apply(client, manifest)
+    if not any(m["kind"] == "Secret" for m in manifests):
+        # The cluster's hub tokens were removed: so is the namespace's copy.
+        request(client, "DELETE", f"/api/v1/namespaces/{spec.namespace}/secrets/{HUB_TOKEN_SECRET}", not_found_ok=True)
     # A service that moved between one node and several per instance leaves the old kind behind.
     other = WorkloadRef(
         spec.namespace, spec.name, "Deployment" if spec.kind == "LeaderWorkerSet" else "LeaderWorkerSet"
@@ -129,19 +136,33 @@ def apply_workload(client, spec: WorkloadSpec) -> None:
     request(client, "DELETE", _workload_path(other), query={"propagationPolicy": "Background"}, not_found_ok=True)
 
 
-def apply_priority_class(client, name: str = DEFAULT_PRIORITY_CLASS, value: int = 100000) -> None:
-    """The PriorityClass the platform's pods run under (cluster-scoped; apply once per cluster)."""
-    apply(
-        client,
-        {
-            "apiVersion": "scheduling.k8s.io/v1",
-            "kind": "PriorityClass",
-            "metadata": {"name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
-            "value": value,
-            "preemptionPolicy": "PreemptLowerPriority",
-            "description": "MaaS online inference services",
-        },
-    )
+def priority_class_manifest(name: str, value: int, preemption_policy: str) -> dict:
+    return {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
+        "value": value,
+        "preemptionPolicy": preemption_policy,
+        "description": "MaaS online inference services",
+    }
+
+
+def apply_priority_class(
+    client, name: str = DEFAULT_PRIORITY_CLASS, value: int = 1000, preemption_policy: str = "Never"
+) -> bool:
+    """Make the platform's PriorityClass (cluster-scoped) have this value and policy; True when it changed.
+
+    Value and preemptionPolicy are immutable, so a class that differs is deleted and created again: running pods
+    keep the priority they were admitted with, new pods get the new one.
+    """
+    wanted = priority_class_manifest(name, value, preemption_policy)
+    found = request(client, "GET", object_path(wanted), not_found_ok=True)
+    if found is not None:
+        if found.get("value") == value and found.get("preemptionPolicy", "PreemptLowerPriority") == preemption_policy:
+            return False
+        request(client, "DELETE", object_path(wanted), not_found_ok=True)
+    apply(client, wanted)
+    return True
 
 
 def scale_workload(client, spec: WorkloadSpec | WorkloadRef, replicas: int) -> None:
@@ -186,6 +207,11 @@ def delete_namespace(client, namespace: str) -> bool:
     return (
         answer is None or answer.get("kind") == "Status" or not (answer.get("metadata") or {}).get("deletionTimestamp")
     )
+
+
+def platform_namespaces(client) -> list[str]:
+    """The namespaces the platform made (one LIST)."""
+    return [(n.get("metadata") or {}).get("name", "") for n in _list(client, "/api/v1/namespaces", PLATFORM_SELECTOR)]
 
 
 @overload

@@ -83,3 +83,6 @@ class LocalDriver:
 
     def replica_access(self, cluster: Cluster) -> ReplicaAccess:
         return {}, True, None  # plain HTTP on 127.0.0.1
+
+    def remove_idle_namespaces(self, cluster: Cluster, keep: set[str]) -> list[str]:
+        return []  # local processes have no namespaces

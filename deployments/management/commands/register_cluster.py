@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from core.errors import ApplicationError
-from deployments.models import AccessMode, Region
+from deployments.models import DEFAULT_PRIORITY_VALUE, AccessMode, PreemptionPolicy, Region
 from deployments.services import cluster_register
 
 
@@ -21,8 +21,24 @@ class Command(BaseCommand):
         parser.add_argument("--context", default=None)
         parser.add_argument("--access-mode", default=AccessMode.PROXY, choices=AccessMode.values)
         parser.add_argument("--ingress-base-url", default="")
+        parser.add_argument(
+            "--priority-value", type=int, default=DEFAULT_PRIORITY_VALUE, help="value of the platform's PriorityClass"
+        )
+        parser.add_argument("--preemption", default=PreemptionPolicy.NEVER, choices=PreemptionPolicy.values)
 
-    def handle(self, *args, name, region, kubeconfig, context, access_mode, ingress_base_url, **options):
+    def handle(
+        self,
+        *args,
+        name,
+        region,
+        kubeconfig,
+        context,
+        access_mode,
+        ingress_base_url,
+        priority_value,
+        preemption,
+        **options,
+    ):
         found = Region.objects.filter(code=region).first()
         if found is None:
             known = ", ".join(Region.objects.values_list("code", flat=True)) or "none"
@@ -40,6 +56,8 @@ class Command(BaseCommand):
                 context=context,
                 access_mode=access_mode,
                 ingress_base_url=ingress_base_url,
+                priority_value=priority_value,
+                priority_preemption=preemption,
             )
         except ApplicationError as exc:
             raise CommandError(exc.message) from None

@@ -29,7 +29,7 @@ from .resources import (
 )
 from .runner import run_kube_api
 from .selectors import field_match, label_match
-from .server import KubeApiServer, LoggedRequest
+from .server import Attributes, KubeApiServer, LoggedRequest, request_attributes
 
 __all__ = [
     "DEFAULT_TOKEN",
@@ -42,12 +42,14 @@ __all__ = [
     "LWS_WORKER_INDEX",
     "RESOURCES",
     "ApiError",
+    "Attributes",
     "KubeApiServer",
     "LoggedRequest",
     "field_match",
     "label_match",
     "make_certificate",
     "pod_gpus",
+    "request_attributes",
     "run_kube_api",
     "status_body",
 ]

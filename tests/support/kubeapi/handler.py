@@ -77,7 +77,12 @@ class KubeApiRequestHandler(BaseHTTPRequestHandler):
         body = self._body()
         try:
             stall = api.gate(
-                self.command, path, query, self.headers.get("Content-Type"), self.headers.get("Authorization")
+                self.command,
+                path,
+                query,
+                self.headers.get("Content-Type"),
+                self.headers.get("Authorization"),
+                self.headers.get("User-Agent") or "",
             )
             if stall:
                 time.sleep(stall)

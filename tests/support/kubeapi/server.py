@@ -11,8 +11,32 @@ from dataclasses import dataclass
 import yaml
 
 from .pods import PodSim
-from .resources import DEFAULT_TOKEN, FAILURE_REASONS, GPU, LWS_CONTROLLER_NAMESPACE, LWS_CRD, LWS_GROUP, ApiError
+from .resources import (
+    DEFAULT_TOKEN,
+    FAILURE_REASONS,
+    GPU,
+    LWS_CONTROLLER_NAMESPACE,
+    LWS_CRD,
+    LWS_GROUP,
+    RESOURCES,
+    ApiError,
+)
 from .rest import RestApi
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """What an RBAC authorizer sees of a request: verb, API group, resource[/subresource], namespace."""
+
+    verb: str
+    group: str
+    resource: str
+    namespace: str = ""
+
+    @property
+    def label(self) -> str:
+        """As ``set_rbac`` takes it: "verb resource[/subresource]"."""
+        return f"{self.verb} {self.resource}"
 
 
 @dataclass
@@ -21,6 +45,35 @@ class LoggedRequest:
     path: str
     query: dict
     content_type: str | None
+    attributes: Attributes | None = None  # None for non-resource URLs (/version, discovery)
+    user_agent: str = ""
+
+
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def request_attributes(method: str, path: str, query: dict) -> Attributes | None:
+    """The RBAC attributes of a request, as the real API server derives them (non-resource URLs: None)."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if parts[:1] == ["api"] and len(parts) >= 2:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        return None
+    namespace = ""
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    if not rest:
+        return None
+    plural = rest[0]
+    name = rest[1].split(":", 1)[0] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else ""
+    if method == "GET":
+        verb = "watch" if query.get("watch") in ("1", "true") else ("get" if name else "list")
+    else:
+        verb = _VERBS.get(method, method.lower())
+    return Attributes(verb, group, f"{plural}/{sub}" if sub else plural, namespace)
 
 
 @dataclass
@@ -64,6 +117,7 @@ class KubeApiServer(RestApi):
         self.ca_pem: bytes | None = None
         self.tokens = set(tokens)
         self.request_log: list[LoggedRequest] = []
+        self._implied: set[tuple[str, str, str]] = set()
         self._upstreams: dict[tuple[str, str], str] = {}
         self._fail_rules: list[_FailRule] = []
         self._delay_rules: list[_DelayRule] = []
@@ -261,9 +315,22 @@ class KubeApiServer(RestApi):
     set_token = set_tokens
 
     def set_rbac(self, *, denied: set[str] | list[str] = ()) -> None:
-        """SelfSubjectAccessReviews deny these "verb resource[/subresource]" pairs, e.g. "get pods/proxy"."""
+        """The kubeconfig's user lacks these "verb resource[/subresource]" pairs, e.g. "get pods/proxy".
+
+        SelfSubjectAccessReviews say so, and real requests needing them are answered 403 Forbidden.
+        """
         with self.lock:
             self.denied = set(denied)
+
+    def requested_permissions(self) -> set[tuple[str, str, str]]:
+        """(verb, group, resource) of every resource request logged so far; an apply that created also needs create."""
+        with self.lock:
+            found = set()
+            for logged in self.request_log:
+                if logged.attributes is not None:
+                    a = logged.attributes
+                    found.add((a.verb, a.group, a.resource))
+            return found | self._implied
 
     def fail_next(self, method: str, path_regex: str, status: int, times: int = 1, message: str | None = None) -> None:
         """The next `times` matching requests get `status` with a Kubernetes Status body; method "*" matches any."""
@@ -318,6 +385,7 @@ class KubeApiServer(RestApi):
     def reset_log(self) -> None:
         with self.lock:
             self.request_log.clear()
+            self._implied.clear()
 
     def get(
         self, plural: str, namespace: str | None, name: str, *, group: str = "", version: str = "v1"
@@ -360,6 +428,27 @@ class KubeApiServer(RestApi):
             }
         )
 
+    def _authorize(self, attributes: Attributes, path: str, content_type: str | None) -> None:
+        if attributes.label in self.denied:
+            raise _forbidden(attributes)
+        # A server-side apply that creates the object is authorized for create as well.
+        if attributes.verb == "patch" and (content_type or "").startswith("application/apply-patch"):
+            if not self._exists(path):
+                create = Attributes("create", attributes.group, attributes.resource, attributes.namespace)
+                self._implied.add((create.verb, create.group, create.resource))
+                if create.label in self.denied:
+                    raise _forbidden(create)
+
+    def _exists(self, path: str) -> bool:
+        try:
+            group, version, namespace, plural, name, _sub = self._parse(path)
+        except ApiError:
+            return False
+        if plural is None or name is None:
+            return False
+        _kind, namespaced = RESOURCES[(group, version, plural)]
+        return ((namespace or "") if namespaced else "", name) in self._store[(group, version, plural)]
+
     # ------------------------------------------------------------------------------------------- pod proxy
 
     def upstream_for(self, namespace: str, pod_name: str) -> str | None:
@@ -375,10 +464,19 @@ class KubeApiServer(RestApi):
 
     # ------------------------------------------------------------------------------------------- request gate
 
-    def gate(self, method: str, path: str, query: dict, content_type: str | None, authorization: str | None) -> float:
-        """Log the request, check the token and the injected failures; returns how long to stall first."""
+    def gate(
+        self,
+        method: str,
+        path: str,
+        query: dict,
+        content_type: str | None,
+        authorization: str | None,
+        user_agent: str = "",
+    ) -> float:
+        """Log the request, check the token, RBAC and the injected failures; returns how long to stall first."""
         with self.lock:
-            self.request_log.append(LoggedRequest(method, path, query, content_type))
+            attributes = request_attributes(method, path, query)
+            self.request_log.append(LoggedRequest(method, path, query, content_type, attributes, user_agent))
             stall = 0.0
             for rule in self._delay_rules:
                 if (
@@ -392,11 +490,24 @@ class KubeApiServer(RestApi):
             token = (authorization or "").removeprefix("Bearer ").strip()
             if token not in self.tokens:
                 raise ApiError(401, "Unauthorized")
+            if attributes is not None:
+                self._authorize(attributes, path, content_type)
             for rule in self._fail_rules:
                 if rule.times > 0 and rule.method in ("*", method) and rule.pattern.search(path):
                     rule.times -= 1
                     raise ApiError(rule.status, rule.message or _default_failure(rule.status, method, path))
             return stall
+
+
+def _forbidden(attributes: Attributes) -> ApiError:
+    resource, _, sub = attributes.resource.partition("/")
+    where = f' in the namespace "{attributes.namespace}"' if attributes.namespace else " at the cluster scope"
+    return ApiError(
+        403,
+        f'{resource}{"." + attributes.group if attributes.group else ""} is forbidden: User "maas" cannot '
+        f'{attributes.verb} resource "{resource}"{f" subresource {sub!r}" if sub else ""} in API group '
+        f'"{attributes.group}"{where}',
+    )
 
 
 def _default_failure(status: int, method: str, path: str) -> str:
