@@ -119,7 +119,14 @@ def test_preflight_names_each_missing_verb_and_keeps_its_other_checks(kube_api, 
     checks = {c.key: c for c in probe.checks}
     assert not checks["rbac"].ok and checks["rbac"].message == f"these credentials cannot {named} in all namespaces"
     assert CLUSTER_ROLE_NAME in checks["rbac"].fix
-    assert {c.key for c in probe.checks} == {"gpu_device_plugin", "priority_class", "rbac", "lws_crd", "storage_class"}
+    assert {c.key for c in probe.checks} == {
+        "gpu_device_plugin",
+        "priority_class",
+        "rbac",
+        "lws_crd",
+        "lws_controller",
+        "storage_class",
+    }
     assert not probe.ready
 
 

@@ -138,7 +138,9 @@ def test_cluster_pass_batches_reads(org, alice, catalog, kube_cluster, region, k
     kube_api.reset_log()
     counts = reconcile.reconcile_cluster(kube_cluster.pk)
     assert counts == {"services": 6, "applied": 0, "deleted": 0, "failed": 0, "namespaces_removed": 0}
-    assert len(kube_api.request_log) <= 3  # deployments + pods (+ LWS) LISTs for all six
+    # One LIST per kind for all six: deployments, pods (+ LWS), their Services (drift), the org namespaces (cleanup).
+    assert [call.method for call in kube_api.request_log] == ["GET"] * len(kube_api.request_log)
+    assert len(kube_api.request_log) <= 5, [call.path for call in kube_api.request_log]
     assert {s.status for s in Service.objects.filter(pk__in=[s.pk for s in services])} == {ServiceStatus.RUNNING}
 
 

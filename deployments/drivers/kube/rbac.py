@@ -46,7 +46,12 @@ PERMISSIONS: tuple[Permission, ...] = (
         ("list", "create", "patch", "delete"),
         "one namespace per organization, removed with its last service",
     ),
-    Permission("", "services", ("create", "patch", "delete"), "a ClusterIP Service per model service"),
+    Permission(
+        "",
+        "services",
+        ("list", "create", "patch", "delete"),
+        "a ClusterIP Service per model service (list: one deleted behind the platform's back is put back)",
+    ),
     Permission("", "resourcequotas", ("create", "patch"), "each organization namespace's GPU quota"),
     Permission("", "secrets", ("create", "patch", "delete"), "the model hub tokens of each organization namespace"),
     Permission(
