@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import socket
 import time
 import uuid
 import weakref
@@ -39,6 +41,7 @@ from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
@@ -47,6 +50,7 @@ from django.utils.module_loading import import_string
 from billing.pricing import Rates, token_worst_case
 from gateway import errors
 from gateway.store import LuaScript, aredis, fredis, k, sredis
+from metering import open_requests
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,9 @@ def admit_keys(
     key_held: str,
     key_holds: str,
     key_hold_deadlines: str,
+    open_requests: str,  # this worker's open markers (metering.open_requests), and all workers' marker deadlines
+    open_deadlines: str,
+    open_swept: str,  # requests the sweeper settled: their late settlement does nothing
 ) -> list[str]:
     """KEYS of the admission and settlement scripts (settlement with a usage entry appends ``usage_stream``)."""
     return [
@@ -90,6 +97,9 @@ def admit_keys(
         key_held,
         key_holds,
         key_hold_deadlines,
+        open_requests,
+        open_deadlines,
+        open_swept,
     ]
 
 
@@ -108,7 +118,8 @@ def admit_args(
     now: str,
     deadline: str,  # when the holds taken here expire
     period_ttl: int,
-) -> list[str | int]:
+    marker: bytes | str,  # the request's open marker (JSON), '' for none
+) -> list[str | bytes | int]:
     """ARGV of the admission script (then ``slice_grant`` when the worker asks for a balance slice)."""
     return [
         key_rpm,
@@ -124,6 +135,7 @@ def admit_args(
         now,
         deadline,
         period_ttl,
+        marker,
     ]
 
 
@@ -148,10 +160,11 @@ def settle_args(
     org_tpm: str,
     balance_hold: str,  # '1' a hold of its own, '2' reserved from the slice ``slice_id``, '0' none
     cap_hold: str,  # '1': held against the key's spend cap
+    marked: str,  # '1': remove the request's open marker (if the sweeper settled it already, do nothing at all)
 ) -> list[str | int]:
     """ARGV of the settlement scripts; then the ``usage_entry`` for ``usage_stream`` ('' for none) and
     ``slice_settle``, each only when needed."""
-    return [request_id, tokens_delta, cost, period_ttl, key_tpm, org_tpm, balance_hold, cap_hold]
+    return [request_id, tokens_delta, cost, period_ttl, key_tpm, org_tpm, balance_hold, cap_hold, marked]
 
 
 def slice_settle(
@@ -163,8 +176,8 @@ def slice_settle(
     return [slice_id, slice_deadline, slice_last]
 
 
-def give_back_keys(*, held: str, holds: str, hold_deadlines: str) -> list[str]:
-    return [held, holds, hold_deadlines]
+def give_back_keys(*, held: str, holds: str, hold_deadlines: str, open_requests: str) -> list[str]:
+    return [held, holds, hold_deadlines, open_requests]
 
 
 def give_back_args(*, slice_id: str, give: int | str) -> list[str | int]:
@@ -242,6 +255,11 @@ for i = 1, 4 do
     redis.call('EXPIRE', windows[i], ttl)
   end
 end
+if marker ~= '' then
+  local names = {balance, held, holds, hold_deadlines, key_spent, key_held, key_holds, key_hold_deadlines}
+  redis.call('HSET', open_requests, request_id, marker, request_id .. ':k', table.concat(names, ' '))
+  redis.call('ZADD', open_deadlines, deadline, open_requests .. ' ' .. request_id)
+end
 if cost_micro > 0 then
   if tracked == 1 then
     redis.call('HSET', holds, request_id, cost_micro)
@@ -263,6 +281,7 @@ if tracked == 1 and slice_id then
     redis.call('HINCRBY', holds, slice_id, want)
     redis.call('ZADD', hold_deadlines, deadline, slice_id)
     redis.call('INCRBY', held, want)
+    redis.call('HSET', open_requests, slice_id, held .. ' ' .. holds .. ' ' .. hold_deadlines)
     granted = want
   end
 end
@@ -279,6 +298,11 @@ local function unhold(held_key, holds_key, deadlines_key, id)
   redis.call('ZREM', deadlines_key, id)
   redis.call('DECRBY', held_key, tonumber(amount))
   return true
+end
+if marked == '1' then
+  local removed = redis.call('HDEL', open_requests, request_id, request_id .. ':k', request_id .. ':p')
+  redis.call('ZREM', open_deadlines, open_requests .. ' ' .. request_id)
+  if removed < 2 and redis.call('ZSCORE', open_swept, request_id) then return 0 end
 end
 local delta = tonumber(tokens_delta)
 if delta ~= 0 then
@@ -301,6 +325,7 @@ if balance_hold == '2' then
     if slice_last == '1' then
       redis.call('HDEL', holds, slice_id)
       redis.call('ZREM', hold_deadlines, slice_id)
+      redis.call('HDEL', open_requests, slice_id)
     else
       if take > 0 then redis.call('HINCRBY', holds, slice_id, -take) end
       redis.call('ZADD', hold_deadlines, slice_deadline, slice_id)
@@ -339,6 +364,7 @@ if give ~= '*' and tonumber(give) < amount then given = tonumber(give) end
 if given == amount then
   redis.call('HDEL', holds, slice_id)
   redis.call('ZREM', hold_deadlines, slice_id)
+  redis.call('HDEL', open_requests, slice_id)
 else
   redis.call('HINCRBY', holds, slice_id, -given)
 end
@@ -370,6 +396,7 @@ class Slice:
         "growing",
         "granted",
         "closed",
+        "hold_names",
     )
 
     def __init__(self, org_id: str, keys: list[str], now: float):
@@ -384,6 +411,7 @@ class Slice:
         self.growing = False  # a request is asking Redis to grow it: others do not ask too
         self.granted = False  # Redis holds something under its id
         self.closed = False
+        self.hold_names = " ".join(keys[4:12])  # an open marker's reservation keys (metering.open_requests)
 
     def covers(self, cost_micro: int, now: float) -> bool:
         return (
@@ -453,6 +481,7 @@ class _Slices:
             held=k("held", piece.org_id),
             holds=k("holds", piece.org_id),
             hold_deadlines=k("hold-deadlines", piece.org_id),
+            open_requests=piece.keys[12],
         )
         if piece.outstanding == 0:
             await _GIVE_BACK.acall(keys, give_back_args(slice_id=piece.id, give="*"))
@@ -483,6 +512,61 @@ async def give_back_slices() -> None:
             state.timer.cancel()
             state.timer = None
         await state.give_back_all()
+
+
+class _Worker:
+    """This event loop as a gateway worker that holds open requests (``metering.open_requests``): its id, its
+    markers' hash, and a heartbeat in ``open-workers`` every third of ``USAGE_OPEN_GRACE_SECONDS``, by which the
+    sweeper tells a worker that died (SIGKILL, OOM) from one still serving."""
+
+    __slots__ = ("id", "open_requests", "open_deadlines", "open_swept", "loop", "timer", "interval")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.open_requests = open_requests.open_key(self.id)
+        self.open_deadlines = open_requests.deadlines_key()
+        self.open_swept = open_requests.swept_key()
+        self.loop = loop
+        self.interval = max(float(settings.USAGE_OPEN_GRACE_SECONDS) / 3, 0.1)
+        self.timer: asyncio.TimerHandle | None = None
+        self.beat()
+
+    def beat(self) -> None:
+        self.timer = self.loop.call_later(self.interval, self.beat)
+        try:
+            fredis().fire("ZADD", open_requests.workers_key(), f"{time.time():.3f}", self.id)
+        except Exception as exc:  # the next beat tries again; the grace covers a few missed ones
+            logger.warning("gateway worker heartbeat failed: %r", exc)
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+_workers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Worker] = weakref.WeakKeyDictionary()
+
+
+def _loop_worker() -> _Worker:
+    loop = asyncio.get_running_loop()
+    worker = _workers.get(loop)
+    if worker is None:
+        worker = _workers[loop] = _Worker(loop)
+    return worker
+
+
+def stop_heartbeat() -> None:
+    """Stop this event loop's heartbeat (the worker is shutting down; what it left open is swept after the grace)."""
+    worker = _workers.get(asyncio.get_running_loop())
+    if worker is not None:
+        worker.stop()
+
+
+def progress(admission: Admission, payload: bytes) -> None:
+    """Record a stream's progress in its open marker (sent now, not waited on): what the sweeper bills if this
+    worker dies before the request settles."""
+    if admission.open_requests and not admission.settled:
+        fredis().fire("HSET", admission.open_requests, admission.request_id + ":p", payload)
 
 
 def to_micro(amount: Decimal, rounding=ROUND_HALF_UP) -> int:
@@ -578,11 +662,12 @@ class Admission:
     headers: dict = field(default_factory=dict)
     settled: bool = False
     slice: Slice | None = None  # reserved from this worker's balance slice, not by its own hold
+    open_requests: str = ""  # the hash holding this request's open marker ('' for none)
 
     @property
     def needs_settle(self) -> bool:
-        """False when admission only counted requests: nothing to adjust or give back then."""
-        return self.balance_tracked or self.cap_tracked or self.key_tpm or self.org_tpm
+        """False when admission only counted requests and wrote no open marker: nothing to adjust or remove."""
+        return self.balance_tracked or self.cap_tracked or self.key_tpm or self.org_tpm or bool(self.open_requests)
 
 
 def _rate_headers(limit_r, used_r, limit_t, used_t, reset_s) -> dict:
@@ -607,11 +692,15 @@ async def admit(
     price: Rates | None,
     reserve_tokens: tuple[int, int] = (0, 0),
     check_balance: bool = True,
+    marker: dict | None = None,
 ) -> Admission:
     """Count the request against the rate limits and reserve its worst-case cost; raise GatewayError if refused.
 
     ``key`` is the gateway's cached key info (rpm_limit, tpm_limit, spend_cap_micro, spend_cap_period) or None.
     ``reserve_tokens`` is (prompt estimate, completion tokens) to price the worst case with (billing's rule).
+    ``marker``: the usage record's fields known now; written, with how the reservation is held, as the request's
+    open marker (``metering.open_requests``) in the admission's round trip, or sent without waiting when the
+    request is reserved from a balance slice (no round trip).
     """
     now = time.time()
     minute = int(now // WINDOW_SECONDS)
@@ -641,7 +730,7 @@ async def admit(
             piece.remaining -= cost_micro
             piece.outstanding += cost_micro
             piece.last_used = now
-            return Admission(
+            admitted = Admission(
                 request_id=request_id,
                 org_id=org_id,
                 key_id=key_id,
@@ -651,9 +740,18 @@ async def admit(
                 balance_tracked=True,
                 slice=piece,
             )
+            if marker is not None:
+                marker["h"] = ("2", piece.id, "0", 0)
+                keys = piece.keys
+                admitted.open_requests = keys[12]
+                client = fredis()
+                client.fire("HSET", keys[12], request_id, orjson.dumps(marker), request_id + ":k", piece.hold_names)
+                client.fire("ZADD", keys[13], f"{now + HOLD_SECONDS:.3f}", f"{keys[12]} {request_id}")
+            return admitted
     period, period_ttl = ("", 0)
     if cap_micro >= 0:
         period, period_ttl = _period(key.spend_cap_period, timezone.now())
+    worker = _loop_worker()
     keys = admit_keys(
         key_requests=k("rl", "key", kid, "r", minute),
         key_tokens=k("rl", "key", kid, "t", minute),
@@ -667,8 +765,16 @@ async def admit(
         key_held=k("kheld", kid),
         key_holds=k("kholds", kid),
         key_hold_deadlines=k("khold-deadlines", kid),
+        open_requests=worker.open_requests,
+        open_deadlines=worker.open_deadlines,
+        open_swept=worker.open_swept,
     )
     check = "1" if check_balance else "0"
+    encoded: bytes | str = ""
+    if marker is not None:
+        balance_mode = "1" if cost_micro and check_balance else "0"
+        marker["h"] = (balance_mode, "", "1" if cap_micro >= 0 else "0", period_ttl)
+        encoded = orjson.dumps(marker)
     if check_balance and _unlimited_until.get(org_id, 0.0) > now:
         check = "2"  # the loader said unlimited: check a balance only once billing publishes one
     args = admit_args(
@@ -685,6 +791,7 @@ async def admit(
         now=f"{now:.3f}",
         deadline=f"{now + HOLD_SECONDS:.3f}",
         period_ttl=period_ttl,
+        marker=encoded,
     )
     grant: list[str | int | float] = []
     growing = None  # the slice this admission asks Redis to grant or grow
@@ -785,10 +892,17 @@ async def admit(
         org_tpm=bool(org_tpm),
         period_ttl=period_ttl,
         headers=headers,
+        open_requests=worker.open_requests if marker is not None else "",
     )
 
 
-def _settle_args(admission: Admission, actual_tokens: int, cost_micro: int) -> list[str | int]:
+def _settle_args(
+    admission: Admission, actual_tokens: int, cost_micro: int, *, slice_settles: bool = True
+) -> list[str | int]:
+    """``slice_settles``: False when a slice-reserved request has nothing to change in Redis but its marker."""
+    balance_hold = "0"
+    if admission.balance_tracked:
+        balance_hold = "1" if admission.slice is None else ("2" if slice_settles else "0")
     return settle_args(
         request_id=admission.request_id,
         tokens_delta=actual_tokens - admission.est_tokens,
@@ -796,8 +910,9 @@ def _settle_args(admission: Admission, actual_tokens: int, cost_micro: int) -> l
         period_ttl=admission.period_ttl,
         key_tpm="1" if admission.key_tpm else "0",
         org_tpm="1" if admission.org_tpm else "0",
-        balance_hold=("2" if admission.slice is not None else "1") if admission.balance_tracked else "0",
+        balance_hold=balance_hold,
         cap_hold="1" if admission.cap_tracked else "0",
+        marked="1" if admission.open_requests else "0",
     )
 
 
@@ -828,6 +943,9 @@ async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decim
         extra = _settle_slice(admission, admission.slice, cost_micro)
         if extra is not None:
             await _SETTLE.acall(admission.keys, [*_settle_args(admission, actual_tokens, cost_micro), "", *extra])
+        elif admission.open_requests:
+            args = _settle_args(admission, actual_tokens, cost_micro, slice_settles=False)
+            await _SETTLE.acall(admission.keys, args)
     elif admission.needs_settle:
         await _SETTLE.acall(admission.keys, _settle_args(admission, actual_tokens, cost_micro))
 
@@ -846,6 +964,13 @@ async def settle_and_record(
             await _SETTLE_RECORD.acall(
                 [*admission.keys, stream],
                 [*_settle_args(admission, actual_tokens, cost_micro), entry, *extra],
+                later=True,
+            )
+            return
+        if admission.open_requests:  # nothing to change but the marker: removed with the record, or not at all
+            await _SETTLE_RECORD.acall(
+                [*admission.keys, stream],
+                [*_settle_args(admission, actual_tokens, cost_micro, slice_settles=False), entry],
                 later=True,
             )
             return

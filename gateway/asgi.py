@@ -331,6 +331,7 @@ async def lifespan(receive: Receive, send: Send) -> None:
             freeze_heap()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            admission.stop_heartbeat()
             try:
                 await admission.give_back_slices()
             except Exception as exc:  # Redis away: the slices expire like any hold

@@ -68,6 +68,9 @@ class Call:
     latency_ms: int = 0
     usage: dict | None = None
     streamed_tokens: int = 0
+    progress_next: int = 1  # streamed_tokens at which the open marker's progress is written next
+    prompt_estimate: int = 0
+    reserved_completion: int = 0  # the completion tokens admission reserved for
     status: str = "ok"
     http_status: int = 200
     error_code: str = ""
@@ -110,6 +113,32 @@ class Call:
 
     def replica_name(self) -> str:
         return self.replica.replica if self.replica is not None else ""
+
+    def progress(self) -> None:
+        """Write what the sweeper bills if this worker dies now (``metering.open_requests``): the tokens relayed
+        so far plus the marker interval, as the client may receive up to that many before the next write. Sent
+        before the piece that reached this count goes to the client, and not waited on."""
+        step = settings.GATEWAY_PROGRESS_TOKENS
+        streamed = self.streamed_tokens
+        self.progress_next = streamed + step
+        target, marked = self.target, self.admission
+        if marked is None or not marked.open_requests or target is None:
+            return
+        billed = max(min(streamed + step, self.reserved_completion), streamed)
+        price = target.price_at(self.started_at) if target.public else None
+        cost = (
+            token_amount(price, prompt_tokens=self.prompt_estimate, completion_tokens=billed)
+            if price is not None
+            else None
+        )
+        payload = {
+            "t": billed,
+            "cost": str(cost) if cost is not None else None,
+            "r": self.replica_name(),
+            "ttft": self.ttft_ms,
+            "at": time.time(),
+        }
+        admission.progress(marked, orjson.dumps(payload))
 
     def close_upstream(self) -> None:
         """Release the replica's answer (read whole: the connection is reused) or close it (the replica aborts the
@@ -172,13 +201,31 @@ async def prepare(call: Call) -> list:
     else:
         room = max(1, target.context_length - typical)
         completion = (parsed.max_tokens or min(settings.GATEWAY_RESERVE_MAX_TOKENS, room)) * parsed.n
+    call.prompt_estimate, call.reserved_completion = typical, completion
+    price = target.price_at(call.started_at) if target.public else None
     call.admission = await admission.admit(
         request_id=call.request_id,
         org_id=call.org.id,
         key=call.key,
         est_tokens=typical + (parsed.max_tokens or 0) * parsed.n,
-        price=target.price_at(call.started_at) if target.public else None,
+        price=price,
         reserve_tokens=(estimate_prompt_tokens(parsed.prompt_text), completion),
+        marker={
+            "id": call.request_id,
+            "org_id": call.org.id,
+            "api_key_id": call.key.id if call.key else None,
+            "user_id": call.user_id,
+            "source": call.source,
+            "endpoint": call.endpoint,
+            "model_id": parsed.model_id,
+            "catalog_model_id": target.catalog_model_id,
+            "service_id": target.service_ids[0] if len(target.service_ids) == 1 else None,
+            "public": target.public,
+            "stream": parsed.stream,
+            "started_at": call.started_at,
+            "prompt_tokens": typical,
+            "currency": price.currency if price is not None else "",
+        },
     )
     if store.outage_since is not None:
         store.redis_back()
@@ -419,6 +466,8 @@ class StreamRelay:
             b'"text":"' in event and b'"text":""' not in event
         ):
             call.streamed_tokens += 1
+            if call.streamed_tokens >= call.progress_next:
+                call.progress()
         if self.upstream_model in event:
             return event.replace(self.upstream_model, self.client_model)
         return event

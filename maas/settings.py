@@ -216,6 +216,10 @@ RUNTIME_IMAGES = {
 
 # Inserts of one usage entry refused before it moves to the dead letters (metering/ingestion.py).
 USAGE_MAX_ATTEMPTS = env.integer("USAGE_MAX_ATTEMPTS", 5, minimum=1)
+# Open requests of gateway workers that died (metering/open_requests.py): a worker without a heartbeat for GRACE
+# seconds is dead and the sweeper, run every SWEEP seconds, bills and releases what it left open.
+USAGE_OPEN_GRACE_SECONDS = env.integer("USAGE_OPEN_GRACE_SECONDS", 30, minimum=1)
+USAGE_SWEEP_SECONDS = env.integer("USAGE_SWEEP_SECONDS", 10, minimum=1)
 
 # --- gateway (/v1) ---------------------------------------------------------------------------------------------
 GATEWAY_REDIS_PREFIX = env.string("GATEWAY_REDIS_PREFIX", "maas:gw:")
@@ -239,8 +243,15 @@ GATEWAY_BALANCE_SLICE_MAX = env.decimal("GATEWAY_BALANCE_SLICE_MAX", "20")
 # fast: the gateway's own HTTP/1.1 and pipelined RESP clients and the direct uvicorn stream relay (gateway/transport/);
 # plain: httpx, redis-py's asyncio client and plain ASGI send. Same behaviour, the plain path costs more CPU.
 GATEWAY_TRANSPORT = env.choice("GATEWAY_TRANSPORT", "fast", ("fast", "plain"))
+# A stream's open marker records its progress every this many relayed tokens: what a dead worker's stream is billed
+# is the tokens relayed at the last write plus this many (never more than reserved).
+GATEWAY_PROGRESS_TOKENS = env.integer("GATEWAY_PROGRESS_TOKENS", 32, minimum=1)
 MAAS_BALANCE_LOADER = env.string("MAAS_BALANCE_LOADER", "billing.selectors.org_spendable_balance")
 CELERY_BEAT_SCHEDULE["metering-ingest-usage"] = {"task": "metering.tasks.ingest_usage_task", "schedule": 5.0}
+CELERY_BEAT_SCHEDULE["metering-sweep-open-requests"] = {
+    "task": "metering.tasks.sweep_open_requests_task",
+    "schedule": float(USAGE_SWEEP_SECONDS),
+}
 
 # --- deployments (GPU clusters, model services) ----------------------------------------------------------------
 # Price per GPU-hour when no GpuPrice row exists for the region and GPU product.

@@ -60,6 +60,9 @@ class RedisClient(Protocol):
     async def execute(self, *args: Any, later: bool = False) -> Any:
         """Run a command; with ``later`` it may be written together with others at the end of this loop iteration."""
 
+    def fire(self, *args: Any) -> None:
+        """Send a command now that nobody waits on (its reply and any error are dropped): progress markers."""
+
     async def close(self) -> None:
         """Close the connection(s)."""
 

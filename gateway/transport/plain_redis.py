@@ -6,9 +6,15 @@ answers ``b"OK"``, not ``True``), and ``later`` commands are simply sent now: re
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+
+
+def _forget(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a lost progress marker is not an error of anyone waiting
 
 
 class PlainRedis:
@@ -21,6 +27,9 @@ class PlainRedis:
 
     async def execute(self, *args: Any, later: bool = False) -> Any:
         return await self.client.execute_command(*args)
+
+    def fire(self, *args: Any) -> None:
+        asyncio.ensure_future(self.client.execute_command(*args)).add_done_callback(_forget)
 
     async def close(self) -> None:
         await self.client.aclose()

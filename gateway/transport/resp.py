@@ -24,6 +24,11 @@ def _reply_error(message: str) -> redis.exceptions.ResponseError:
     return redis.exceptions.ResponseError(message)
 
 
+def _forget(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: nobody waits on a fired command
+
+
 class _Protocol(asyncio.Protocol):
     transport: asyncio.Transport  # set by connection_made, before the protocol is handed out
 
@@ -96,6 +101,7 @@ class FastRedis:
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.protocol: _Protocol | None = None
         self.connecting: asyncio.Future[None] | None = None
+        self.ignored: asyncio.Future[Any] | None = None  # a done future: the reply slot of a command sent by fire()
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,6 +138,19 @@ class FastRedis:
         else:
             protocol.write(hiredis.pack_command(args))
         return future
+
+    def fire(self, *args: Any) -> None:
+        """Send a command now that nobody waits on: its reply is dropped in order (no future, no callback)."""
+        protocol = self.protocol
+        if protocol is None or protocol.transport.is_closing():
+            asyncio.ensure_future(self.execute(*args)).add_done_callback(_forget)
+            return
+        ignored = self.ignored
+        if ignored is None:
+            ignored = self.ignored = asyncio.get_running_loop().create_future()
+            ignored.set_result(None)
+        self.pending.append(ignored)
+        protocol.write(hiredis.pack_command(args))
 
     def lost(self, error: Exception, protocol: _Protocol | None = None) -> None:
         if protocol is not None and protocol is not self.protocol:

@@ -30,13 +30,15 @@ SERVER_ENV = {
 
 
 @contextmanager
-def gateway_server(http: str = "httptools", **env):
-    """uvicorn serving maas.asgi:application on a free port, on the test database; yields its base URL."""
+def gateway_server(http: str = "httptools", with_process: bool = False, **env):
+    """uvicorn serving maas.asgi:application on a free port, on the test database; yields its base URL (with
+    ``with_process``: the URL and the server's ``Popen``)."""
     with servers.run_asgi(
         env={"GATEWAY_REDIS_PREFIX": PREFIX, **SERVER_ENV, **env},
         ready_path="/v1/models",
         ready_status=401,
         extra_args=("--loop", "uvloop", "--http", http),
+        with_process=with_process,
     ) as url:
         yield url
 

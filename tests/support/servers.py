@@ -43,8 +43,10 @@ def run_asgi(
     ready_path: str = "/accounts/login/",
     ready_status: int | None = None,
     extra_args: tuple[str, ...] = (),
+    with_process: bool = False,
 ):
-    """uvicorn on a free port against the test database; yields its base URL once ``ready_path`` answers."""
+    """uvicorn on a free port against the test database; yields its base URL once ``ready_path`` answers (with
+    ``with_process``: the URL and the server's ``Popen``, for a test that kills it)."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -84,7 +86,7 @@ def run_asgi(
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the ASGI server did not start")
             time.sleep(0.1)
-        yield url
+        yield (url, process) if with_process else url
     finally:
         process.terminate()
         try:
