@@ -4,8 +4,9 @@ Loaded with ``-p tests.plugins.embedded`` (pyproject's addopts); run pytest as `
 checkout (as ``./dev test`` does) so that ``tests`` is importable that early. Settings start nothing, so the servers
 must run before pytest-django reads them: this hook wraps ``pytest_load_initial_conftests``, where pytest-django sets
 Django up, starts the servers in a temporary folder and exports their URLs to this process (and so to the servers
-and workers the tests start). The folder and the servers go away when pytest ends, also when the set-up fails. Their Redis runs without
-persistence (``durable=False``; the folder is deleted anyway); the one ``./dev up`` starts keeps an append-only file.
+and workers the tests start). The folder and the servers go away when pytest ends, also when the set-up fails.
+Their Redis runs without persistence (``durable=False``; the folder is deleted anyway); the one ``./dev up`` starts
+keeps an append-only file.
 """
 
 from __future__ import annotations
