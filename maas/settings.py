@@ -267,7 +267,7 @@ CELERY_BEAT_SCHEDULE["deployments-check-clusters"] = {"task": "deployments.check
 # Hours an org may stay at or below zero spendable balance before its pay-as-you-go services are stopped.
 BILLING_GRACE_HOURS = env.integer("BILLING_GRACE_HOURS", 24, minimum=0)
 BILLING_LOW_BALANCE = env.decimal("BILLING_LOW_BALANCE", "10")  # the console warns below this spendable balance
-BILLING_CHARGE_BATCH_SIZE = env.integer("BILLING_CHARGE_BATCH_SIZE", 500, minimum=1)  # usage records per batch
+BILLING_CHARGE_BATCH_SIZE = env.integer("BILLING_CHARGE_BATCH_SIZE", 2000, minimum=1)  # usage records per batch
 BILLING_TOPUP_MIN = env.decimal("BILLING_TOPUP_MIN", "10")
 BILLING_TOPUP_MAX = env.decimal("BILLING_TOPUP_MAX", "100000")
 STRIPE_SECRET_KEY = env.string("STRIPE_SECRET_KEY", "")

@@ -3,6 +3,7 @@
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 import time_machine
 from django.utils import timezone
 
@@ -115,3 +116,56 @@ def test_a_record_priced_with_a_superseded_price_is_set_to_its_charge(org, publi
         record.refresh_from_db()
         assert record.cost == UsageCharge.objects.get(usage_record=record).amount == Decimal("0.001600")
         assert record.currency == public_model.currency
+
+
+def test_a_batch_of_many_orgs_is_charged_once_each_in_a_fixed_number_of_queries(
+    public_model, django_assert_max_num_queries
+):
+    from django.db import transaction
+
+    from tests.factories import OrganizationFactory
+
+    orgs = [OrganizationFactory() for _ in range(30)]
+    records = {org.pk: [make_usage(org, public_model, prompt=1000 * (i + 1)) for i in range(3)] for org in orgs}
+    services.usage_charge_pending(limit=1)  # seeds the price and one account, outside the counted batch
+    with pytest.raises(RuntimeError), transaction.atomic():  # a worker that dies after the batch: nothing stays
+        services.usage_charge_pending()
+        raise RuntimeError("worker killed")
+    assert UsageCharge.objects.count() == 1
+
+    with django_assert_max_num_queries(20):  # was about 10 per org (300 here); 16 with the cost correction
+        assert services.usage_charge_pending() == 89
+    assert services.usage_charge_pending() == 0
+
+    for org in orgs:
+        entries = LedgerEntry.objects.filter(org=org, kind=EntryKind.TOKEN_CHARGE)
+        charges = UsageCharge.objects.filter(org=org)
+        assert charges.count() == 3
+        assert sum(e.amount for e in entries) == -sum(c.amount for c in charges)
+        assert BillingAccount.objects.get(org=org).balance == sum(e.amount for e in entries)
+        assert -sum(e.amount for e in entries) == Decimal("0.005400")  # (1 + 2 + 3) × 0.0006 + 3 × 500 × 0.0012/1k
+    assert {c.usage_record_id for c in UsageCharge.objects.all()} == {r.pk for rs in records.values() for r in rs}
+
+
+def test_posting_many_entries_again_changes_nothing(org, other_org):
+    from billing.services.ledger import Posting, ledger_post_many
+
+    postings = [
+        Posting(org_id=org.pk, kind=EntryKind.TOKEN_CHARGE, amount=Decimal("-1.5"), key="usage:replay-a"),
+        Posting(org_id=other_org.pk, kind=EntryKind.TOKEN_CHARGE, amount=Decimal("-2"), key="usage:replay-b"),
+    ]
+    first = ledger_post_many(postings)
+    again = ledger_post_many(postings)  # a replay: the unique keys refuse the insert, ledger_post finds them
+    assert [created for _e, created in first] == [True, True]
+    assert [(e.pk, created) for e, created in again] == [(e.pk, False) for e, _c in first]
+    assert BillingAccount.objects.get(org=org).balance == Decimal("-1.5")
+    assert BillingAccount.objects.get(org=other_org).balance == Decimal("-2")
+
+
+def test_the_charge_task_drains_more_than_a_fixed_number_of_batches(org, public_model, settings):
+    from billing.tasks import charge_usage_task
+
+    settings.BILLING_CHARGE_BATCH_SIZE = 1
+    for _ in range(25):
+        make_usage(org, public_model)
+    assert charge_usage_task() == 25  # bounded by time, not by 20 batches (which capped charging at 1,000/s)

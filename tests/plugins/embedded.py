@@ -5,6 +5,8 @@ checkout (as ``./dev test`` does) so that ``tests`` is importable that early. Se
 must run before pytest-django reads them: this hook wraps ``pytest_load_initial_conftests``, where pytest-django sets
 Django up, starts the servers in a temporary folder and exports their URLs to this process (and so to the servers
 and workers the tests start). The folder and the servers go away when pytest ends, also when the set-up fails.
+Their Redis runs without persistence (``durable=False``; the folder is deleted anyway); the one ``./dev up`` starts
+keeps an append-only file.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
     root = Path(tempfile.mkdtemp(prefix="maas-test-"))
     early_config.stash[_root_key] = root
     try:
-        embedded.start(root).export()
+        embedded.start(root, durable=False).export()
         return (yield)
     except BaseException:
         embedded.stop(root, delete=True)
