@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -17,7 +16,7 @@ from tenancy.api import OrgScopedViewSetMixin
 
 
 class LedgerEntrySerializer(serializers.ModelSerializer):
-    service = serializers.CharField(source="service.name", default=None, read_only=True)
+    service = serializers.CharField(source="service.name", default=None, allow_null=True, read_only=True)
 
     class Meta:
         model = LedgerEntry
@@ -66,7 +65,7 @@ class BalanceSerializer(serializers.Serializer):
 @extend_schema_view(
     list=extend_schema(
         summary="Ledger entries of the organization, newest first",
-        parameters=[OpenApiParameter("kind", OpenApiTypes.STR, enum=list(EntryKind.values))],
+        parameters=[LedgerQuerySerializer],
     ),
     retrieve=extend_schema(summary="One ledger entry"),
 )

@@ -6,10 +6,22 @@ from decimal import Decimal
 
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
+
+# A model's slug keeps the model's own spelling, dots included (qwen2.5-7b-instruct). The spec parser, this field's
+# validator, the console's URL converter and the API's lookup (and so its OpenAPI schema) all use this one pattern.
+SLUG_PATTERN = r"[a-z0-9][a-z0-9._-]{0,98}[a-z0-9]"
+validate_model_slug = RegexValidator(
+    rf"^{SLUG_PATTERN}\Z",
+    _(
+        "Lowercase letters, digits, dots, hyphens and underscores; start and end with a letter or digit; "
+        "2–100 characters."
+    ),
+)
 
 
 class Task(models.TextChoices):
@@ -28,7 +40,7 @@ class Runtime(models.TextChoices):
 
 
 class CatalogModel(models.Model):
-    slug = models.SlugField(max_length=100, unique=True)
+    slug = models.CharField(max_length=100, unique=True, validators=[validate_model_slug])
     name = models.CharField(max_length=200)
     display_name = models.CharField(max_length=200)
     publisher = models.CharField(max_length=100, db_index=True)

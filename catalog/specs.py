@@ -15,10 +15,10 @@ from typing import TypeVar
 
 import yaml
 
-from catalog.models import Runtime, Task
+from catalog.models import SLUG_PATTERN, Runtime, Task
 from catalog.semver import SemverError, parse_range
 
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,98}[a-z0-9]$")
+SLUG_RE = re.compile(rf"^{SLUG_PATTERN}\Z")
 PARAMS_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([BbMm])$")
 HUBS = ("huggingface", "modelscope")
 CURRENCIES = ("CNY", "USD", "EUR")

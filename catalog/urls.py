@@ -1,12 +1,13 @@
 from django.urls import path, register_converter
 
 from catalog import views
+from catalog.models import SLUG_PATTERN
 
 
 class ModelSlugConverter:
     """Catalog slugs keep the model's own spelling, dots included (qwen2.5-7b-instruct)."""
 
-    regex = r"[a-z0-9][a-z0-9._-]*"
+    regex = SLUG_PATTERN
 
     def to_python(self, value):
         return value

@@ -2,8 +2,8 @@
 
 PostgreSQL cannot hold or compare a NUL character, so a NUL in the path or a query parameter would turn any lookup
 into a database error (a 500). :class:`RejectNulMiddleware` refuses such a request with a 400 before a view runs.
-The error handlers answer in DRF's JSON shape under ``/api/`` (API clients never get Django's HTML page) and with
-Django's pages elsewhere.
+The error handlers (400, 404, 500) answer in DRF's JSON shape under ``/api/`` (API clients never get Django's HTML
+page, also not for a URL no route matches) and with Django's pages elsewhere.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
         detail = str(exception) if isinstance(exception, QueryRejected) else "Bad request."
         return JsonResponse({"detail": detail, "code": "bad_request"}, status=400)
     return defaults.bad_request(request, exception)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -1,16 +1,20 @@
 """Management API for model services (/api/services): tenant-scoped, session or sk- key."""
 
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from catalog import selectors as catalog_selectors
 from core.errors import ApplicationError
+from core.openapi import error_response
 from deployments import services
 from deployments.models import Region, Service
 from deployments.serializers import ServiceCreateSerializer, ServiceScaleSerializer, ServiceSerializer
 from tenancy.api import OrgScopedViewSetMixin
+
+PAYMENT_REQUIRED = error_response("Subscription mode: the balance does not cover the month (insufficient_quota).")
+BEING_DELETED = error_response("The service is being deleted (deleted).")
 
 
 def _org(request):
@@ -23,7 +27,14 @@ def _org(request):
     create=extend_schema(
         summary="Deploy a catalog model as a dedicated service",
         request=ServiceCreateSerializer,
-        responses={201: ServiceSerializer},
+        responses={201: ServiceSerializer, 402: PAYMENT_REQUIRED},
+        examples=[
+            OpenApiExample(
+                "Qwen2.5 7B Instruct",
+                value={"name": "my-qwen", "model": "qwen2.5-7b-instruct", "region": "cn-shanghai-2", "instances": 1},
+                request_only=True,
+            )
+        ],
     ),
     destroy=extend_schema(
         summary="Delete a service (its instances stop; billing stops at once)", responses={202: ServiceSerializer}
@@ -70,7 +81,9 @@ class ServiceViewSet(OrgScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         return self.request.user if getattr(self.request.user, "is_authenticated", False) else None
 
     @extend_schema(
-        summary="Change the number of instances", request=ServiceScaleSerializer, responses={200: ServiceSerializer}
+        summary="Change the number of instances",
+        request=ServiceScaleSerializer,
+        responses={200: ServiceSerializer, 402: PAYMENT_REQUIRED, 409: BEING_DELETED},
     )
     @action(detail=True, methods=["post"])
     def scale(self, request, pk=None):
@@ -84,13 +97,15 @@ class ServiceViewSet(OrgScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
     @extend_schema(
         summary="Stop every instance (billing stops; the service keeps its name)",
         request=None,
-        responses={200: ServiceSerializer},
+        responses={200: ServiceSerializer, 409: BEING_DELETED},
     )
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
         return Response(ServiceSerializer(services.service_stop(service=self.get_object(), actor=self._actor())).data)
 
-    @extend_schema(summary="Start a stopped service again", request=None, responses={200: ServiceSerializer})
+    @extend_schema(
+        summary="Start a stopped service again", request=None, responses={200: ServiceSerializer, 409: BEING_DELETED}
+    )
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         return Response(ServiceSerializer(services.service_start(service=self.get_object(), actor=self._actor())).data)

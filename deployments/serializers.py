@@ -1,8 +1,10 @@
 """Serializers of the services management API."""
 
+from django.core.validators import validate_slug
 from rest_framework import serializers
 
-from deployments.models import BillingMode, Service
+from catalog.models import validate_model_slug
+from deployments.models import BillingMode, Service, dns1123_label
 from deployments.services import MAX_INSTANCES
 
 
@@ -47,9 +49,19 @@ class ServiceSerializer(serializers.ModelSerializer):
 
 
 class ServiceCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=40, help_text="DNS-1123 label, unique among the organization's services.")
-    model = serializers.CharField(help_text="Catalog model slug, e.g. qwen2.5-7b-instruct.")
-    region = serializers.CharField(help_text="Region code, e.g. cn-shanghai-2.")
+    # The same rules as the models' fields, so the schema states them and a blank or malformed value is refused here,
+    # before any lookup, the same way every time.
+    name = serializers.CharField(
+        max_length=40,
+        validators=[dns1123_label],
+        help_text="DNS-1123 label, unique among the organization's services.",
+    )
+    model = serializers.CharField(
+        max_length=100, validators=[validate_model_slug], help_text="Catalog model slug, e.g. qwen2.5-7b-instruct."
+    )
+    region = serializers.CharField(
+        max_length=40, validators=[validate_slug], help_text="Region code, e.g. cn-shanghai-2."
+    )
     instances = serializers.IntegerField(min_value=1, max_value=MAX_INSTANCES, default=1)
     billing_mode = serializers.ChoiceField(choices=BillingMode.choices, default=BillingMode.PAYG)
 

@@ -242,7 +242,9 @@ def parse(endpoint: str, body) -> Parsed:
     model = body.get("model")
     if model is None:
         raise invalid_request("You must provide a model parameter.", "model", "missing_required_parameter")
-    if not isinstance(model, str) or not model:
+    if model == "":
+        raise invalid_request("Invalid 'model': empty string. Expected a model id.", "model", "invalid_value")
+    if not isinstance(model, str):
         raise invalid_request(
             f"Invalid type for 'model': expected a string, but got {_type_name(model)} instead.",
             "model",
@@ -321,7 +323,7 @@ def parse(endpoint: str, body) -> Parsed:
                     "invalid_type",
                 )
             role = message.get("role")
-            if role not in ROLES:
+            if not isinstance(role, str) or role not in ROLES:  # an object or array is unhashable: a 400, not a 500
                 raise invalid_request(
                     f"Invalid value for '{where}.role': expected one of {', '.join(sorted(ROLES))}.",
                     "messages",

@@ -199,6 +199,8 @@ SPECTACULAR_SETTINGS = {
     "(`Authorization: Bearer sk-...`). The OpenAI-compatible data plane lives under `/v1`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The errors every operation may answer are declared once (core/openapi.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.error_responses"],
 }
 
 # --- platform ------------------------------------------------------------------------------------------------

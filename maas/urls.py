@@ -1,10 +1,24 @@
+from pathlib import Path
+
 from csp.decorators import csp_exempt
 from django.contrib import admin
+from django.http import FileResponse, HttpRequest
 from django.urls import include, path
+from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
+import gateway
 from tenancy import views
+
+V1_DOCUMENT = Path(gateway.__file__).parent / "openapi.yaml"
+
+
+@require_safe
+def v1_schema(request: HttpRequest) -> FileResponse:
+    """The hand-written OpenAPI document of /v1 (the gateway is no Django view, so nothing generates it)."""
+    return FileResponse(V1_DOCUMENT.open("rb"), content_type="application/yaml; charset=utf-8")
+
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="catalog:marketplace", permanent=False)),
@@ -30,7 +44,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # Redoc is a third-party page (a CDN script, inline bootstrapping and styles): outside the console's CSP.
     path("api/docs/", csp_exempt()(SpectacularRedocView.as_view(url_name="api-schema")), name="api-docs"),
+    path("api/schema/v1/", v1_schema, name="v1-schema"),
 ]
 
 handler400 = "core.http.bad_request"
+handler404 = "core.http.not_found"
 handler500 = "core.http.server_error"

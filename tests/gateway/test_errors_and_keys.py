@@ -72,6 +72,14 @@ def test_expired_key_is_refused(v1, org, public_model):
             "messages",
             "invalid_value",
         ),
+        # an unhashable role was a 500 (found by schemathesis, tests/gateway/test_openapi.py)
+        (b'{"model": "public/tiny-chat", "messages": [{"role": {}, "content": "x"}]}', "messages", "invalid_value"),
+        (
+            b'{"model": "public/tiny-chat", "messages": [{"role": ["user"], "content": "x"}]}',
+            "messages",
+            "invalid_value",
+        ),
+        (b'{"model": "", "messages": [{"role": "user", "content": "x"}]}', "model", "invalid_value"),
         (b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": 7}]}', "messages", "invalid_type"),
         (
             b'{"model": "public/tiny-chat", "messages": [{"role": "user", "content": "x"}], "max_tokens": "10"}',
