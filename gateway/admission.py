@@ -28,6 +28,7 @@ ever published, the loader named by ``settings.MAAS_BALANCE_LOADER`` is asked on
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -35,7 +36,7 @@ import socket
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -49,7 +50,7 @@ from django.utils.module_loading import import_string
 
 from billing.pricing import Rates, token_worst_case
 from gateway import errors
-from gateway.store import LuaScript, aredis, fredis, k, sredis
+from gateway.store import REDIS_ERRORS, LuaScript, aredis, fredis, k, keep_until_redis_is_back, sredis
 from metering import open_requests
 
 logger = logging.getLogger(__name__)
@@ -954,6 +955,9 @@ async def settle_and_record(
     admission: Admission | None, *, actual_tokens: int, actual_cost: Decimal | None, stream: str, entry: bytes
 ) -> None:
     """settle() and append ``entry`` to the usage ``stream`` in one round trip (the XADD alone without holds)."""
+    send: Callable[[], Awaitable[Any]] = functools.partial(
+        fredis().execute, "XADD", stream, "*", "r", entry, later=True
+    )
     if admission is not None and not admission.settled:
         admission.settled = True
         cost_micro = to_micro(actual_cost) if actual_cost else 0
@@ -961,20 +965,16 @@ async def settle_and_record(
         if admission.slice is not None:
             extra = _settle_slice(admission, admission.slice, cost_micro)
         if extra is not None and admission.needs_settle:
-            await _SETTLE_RECORD.acall(
-                [*admission.keys, stream],
-                [*_settle_args(admission, actual_tokens, cost_micro), entry, *extra],
-                later=True,
-            )
-            return
-        if admission.open_requests:  # nothing to change but the marker: removed with the record, or not at all
-            await _SETTLE_RECORD.acall(
-                [*admission.keys, stream],
-                [*_settle_args(admission, actual_tokens, cost_micro, slice_settles=False), entry],
-                later=True,
-            )
-            return
-    await fredis().execute("XADD", stream, "*", "r", entry, later=True)
+            args = [*_settle_args(admission, actual_tokens, cost_micro), entry, *extra]
+            send = functools.partial(_SETTLE_RECORD.acall, [*admission.keys, stream], args, later=True)
+        elif admission.open_requests:  # nothing to change but the marker: removed with the record, or not at all
+            args = [*_settle_args(admission, actual_tokens, cost_micro, slice_settles=False), entry]
+            send = functools.partial(_SETTLE_RECORD.acall, [*admission.keys, stream], args, later=True)
+    try:
+        await send()
+    except REDIS_ERRORS:
+        keep_until_redis_is_back(send)  # answered, so its usage is owed: sent again when Redis is back
+        raise
 
 
 async def release(admission: Admission) -> None:

@@ -8,6 +8,9 @@ Redis is the gateway's shared state (limits, reservations, the usage stream): wi
 admitted, so while it is unreachable /v1 answers ``503 service_unavailable`` with ``Retry-After``
 (:func:`redis_unavailable`), logged once per outage. Both clients reconnect on the next command, so the gateway
 recovers by itself; the first request admitted again ends the outage (:func:`redis_back`, one flag test per request).
+A request answered before the outage whose settlement (its usage record and the release of its reservation) Redis
+then refused is not lost with it: :func:`keep_until_redis_is_back` holds it in the worker and sends it when Redis is
+back.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import hashlib
 import logging
 import time
 import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -86,6 +91,58 @@ def redis_back() -> None:
     if outage_since is not None:
         logger.warning("Redis is reachable again after %.1f s", time.monotonic() - outage_since)
         outage_since = None
+
+
+# Settlements Redis refused during an outage, oldest first, and the task sending them once it is back (per worker).
+UNSENT_MAX = 200_000  # ~ a minute and a half of a worker's peak rate; beyond it the oldest are dropped (logged)
+_unsent: deque[Callable[[], Awaitable[Any]]] = deque()
+_unsent_dropped = 0
+_resender: asyncio.Task | None = None
+
+
+def keep_until_redis_is_back(send: Callable[[], Awaitable[Any]]) -> None:
+    """Hold ``send`` (a settlement Redis refused) and call it again, in order, once Redis answers.
+
+    Safe to send twice: ingestion keeps one usage record per request id, and a marked request's settlement does
+    nothing once its open marker is gone. An unmarked one sent twice (only if the connection dropped after Redis had
+    run it) would release a hold once more, adjusting the Redis budget counters, never the ledger.
+    """
+    global _resender, _unsent_dropped
+    if len(_unsent) >= UNSENT_MAX:
+        _unsent.popleft()
+        _unsent_dropped += 1
+    _unsent.append(send)
+    if _resender is None or _resender.done():
+        _resender = asyncio.get_running_loop().create_task(_resend())
+
+
+async def _resend() -> None:
+    global _unsent_dropped
+    delay = 0.25
+    while _unsent:
+        await asyncio.sleep(delay)
+        try:
+            sent = 0
+            while _unsent:
+                await _unsent[0]()
+                _unsent.popleft()
+                sent += 1
+        except REDIS_ERRORS:
+            delay = min(delay * 2, 5.0)
+            continue
+        except Exception as exc:  # not Redis being down: this settlement cannot be sent; keep the others going
+            logger.error("a held settlement failed: %r", exc)
+            _unsent.popleft()
+            continue
+        dropped, _unsent_dropped = _unsent_dropped, 0
+        logger.warning("sent %d settlements held while Redis was unreachable (%d dropped)", sent, dropped)
+        if dropped:
+            logger.error("%d usage records were lost: more than %d settlements waited for Redis", dropped, UNSENT_MAX)
+
+
+def pending_settlements() -> int:
+    """How many settlements this worker holds for Redis (tests, diagnostics)."""
+    return len(_unsent)
 
 
 class LuaScript:

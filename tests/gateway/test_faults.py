@@ -118,3 +118,38 @@ def test_a_stream_cut_by_a_replica_crash_ends_with_an_error_event(
     assert set(last) == {"error"}
     assert (last["error"]["type"], last["error"]["code"]) == ("server_error", "upstream_disconnected")
     assert "public/doomed-chat" in last["error"]["message"]
+
+
+@pytest.mark.parametrize("path", TRANSPORTS)
+def test_a_request_answered_while_redis_went_down_keeps_its_usage(
+    path, api_key, public_org, make_catalog_model, make_service
+):
+    """The stream was admitted, Redis died before it ended: its usage record is sent once Redis is back."""
+    port = servers.free_port()
+    with _simulator_process("public/slow-small") as (_replica, replica_url):
+        make_service(org=public_org, model=make_catalog_model("slow-chat"), name="slow-small", replicas=[replica_url])
+        with _redis_server(port) as redis_process:
+            with gateway_server(REDIS_URL=f"redis://127.0.0.1:{port}/0", GATEWAY_TRANSPORT=path) as url:
+                body = {"model": "public/slow-chat", "messages": CHAT, "max_tokens": 20, "stream": True}
+                headers = {"Authorization": f"Bearer {api_key}"}
+                received = b""
+                with httpx.stream("POST", url + "/v1/chat/completions", json=body, headers=headers, timeout=20) as r:
+                    assert r.status_code == 200
+                    request_id = r.headers["x-request-id"]
+                    for chunk in r.iter_bytes():
+                        if not received:
+                            redis_process.kill()  # Redis dies while the answer is still streaming
+                            redis_process.wait(10)
+                        received += chunk
+                assert received.rstrip().endswith(b"data: [DONE]")  # the user got the whole answer
+                with _redis_server(port):  # back, empty: the held settlement carries the record
+                    import redis as redis_lib
+                    from metering.ingestion import stream_key
+
+                    client = redis_lib.Redis(port=port)
+                    deadline = time.monotonic() + 15
+                    while not (entries := client.xrange(stream_key())) and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                    records = [json.loads(fields[b"r"]) for _id, fields in entries]
+                    assert [r["id"] for r in records] == [request_id]
+                    assert records[0]["completion_tokens"] == 20
