@@ -144,6 +144,7 @@ def test_a_request_answered_while_redis_went_down_keeps_its_usage(
                 assert received.rstrip().endswith(b"data: [DONE]")  # the user got the whole answer
                 with _redis_server(port):  # back, empty: the held settlement carries the record
                     import redis as redis_lib
+
                     from metering.ingestion import stream_key
 
                     client = redis_lib.Redis(port=port)

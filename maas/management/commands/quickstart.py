@@ -1,5 +1,6 @@
 """Start the whole platform locally: servers (embedded unless DATABASE_URL/REDIS_URL are set), schema, catalog,
-demo data, then the ASGI web server, the usage ingester, a Celery worker and Celery beat. Ctrl-C stops everything it started.
+demo data, then the ASGI web server, the usage ingester, a Celery worker and Celery beat. Ctrl-C stops everything
+it started.
 
 The embedded servers are started by ``manage.py`` before settings are read (``maas.embedded.prepare_environment``),
 so this command owns them: its children inherit their URLs, and it stops them when it ends.
