@@ -109,3 +109,15 @@ def test_genkey_runs_before_encryption_keys_exist(production, tmp_path):
     Fernet(key.encode())  # a valid key
     result = _import_in_subprocess("maas.settings", tmp_path, **production, ENCRYPTION_KEYS=key) if production else None
     assert result is None or result["error"] is None
+
+
+def test_every_variable_the_settings_read_is_in_the_readme_table():
+    """The README's configuration table is the operator's reference: a new setting without a row fails here."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    read = set(re.findall(r'env\.[a-z_]+\(\s*"([A-Z][A-Z0-9_]+)"', (root / "maas" / "settings.py").read_text()))
+    table = "\n".join(line for line in (root / "README.md").read_text().splitlines() if line.startswith("| `"))
+    assert read, "no env reads found: the pattern is out of date"
+    assert sorted(name for name in read if f"`{name}`" not in table) == []
