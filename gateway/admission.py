@@ -344,6 +344,34 @@ end
 _SETTLE_KEYS = (*slots(admit_keys), "usage_stream")
 _SETTLE_ARGS = (*slots(settle_args), "usage_entry", *slots(slice_settle))
 _SETTLE = LuaScript(_lua(_SETTLE_KEYS, _SETTLE_ARGS, _SETTLE_BODY + "return 1\n"))
+
+
+def marker_keys(*, open_requests: str, open_deadlines: str, open_swept: str, usage_stream: str) -> list[str]:
+    """KEYS of the settlement of a request that held nothing but its open marker."""
+    return [open_requests, open_deadlines, open_swept, usage_stream]
+
+
+def marker_args(*, request_id: str, usage_entry: bytes | str) -> list[bytes | str]:
+    return [request_id, usage_entry]  # usage_entry '' for none
+
+
+# The settlement of a request that held nothing but its open marker (counted only, or reserved from a slice with
+# nothing to give back yet): remove the marker and append the usage entry, unless the sweeper settled it already.
+_SETTLE_MARKER = LuaScript(
+    _lua(
+        slots(marker_keys),
+        slots(marker_args),
+        """
+local removed = redis.call('HDEL', open_requests, request_id, request_id .. ':k', request_id .. ':p')
+redis.call('ZREM', open_deadlines, open_requests .. ' ' .. request_id)
+if removed < 2 and redis.call('ZSCORE', open_swept, request_id) then return 0 end
+if usage_entry ~= '' then redis.call('XADD', usage_stream, '*', 'r', usage_entry) end
+return 1
+""",
+    )
+)
+_OPEN_KEYS = slice(12, 15)  # open_requests, open_deadlines, open_swept in admit_keys
+assert slots(admit_keys)[_OPEN_KEYS] == ("open_requests", "open_deadlines", "open_swept")
 # Settlement plus the request's usage entry: one round trip.
 _SETTLE_RECORD = LuaScript(
     _lua(
@@ -944,11 +972,27 @@ async def settle(admission: Admission, *, actual_tokens: int, actual_cost: Decim
         extra = _settle_slice(admission, admission.slice, cost_micro)
         if extra is not None:
             await _SETTLE.acall(admission.keys, [*_settle_args(admission, actual_tokens, cost_micro), "", *extra])
+        elif _only_marked(admission):
+            await _settle_marker(admission, "", "")
         elif admission.open_requests:
             args = _settle_args(admission, actual_tokens, cost_micro, slice_settles=False)
             await _SETTLE.acall(admission.keys, args)
+    elif _only_marked(admission):
+        await _settle_marker(admission, "", "")
     elif admission.needs_settle:
         await _SETTLE.acall(admission.keys, _settle_args(admission, actual_tokens, cost_micro))
+
+
+def _only_marked(admission: Admission) -> bool:
+    """Nothing to adjust in Redis but the open marker: no token counters, and no hold (or a slice's, unchanged)."""
+    if not admission.open_requests or admission.key_tpm or admission.org_tpm:
+        return False
+    return admission.slice is not None or not (admission.balance_tracked or admission.cap_tracked)
+
+
+def _settle_marker(admission: Admission, stream: str, entry: bytes | str, later: bool = False) -> Awaitable[Any]:
+    keys = [*admission.keys[_OPEN_KEYS], stream]
+    return _SETTLE_MARKER.acall(keys, marker_args(request_id=admission.request_id, usage_entry=entry), later=later)
 
 
 async def settle_and_record(
@@ -964,10 +1008,12 @@ async def settle_and_record(
         extra: list[str] | None = []
         if admission.slice is not None:
             extra = _settle_slice(admission, admission.slice, cost_micro)
-        if extra is not None and admission.needs_settle:
+        if _only_marked(admission) and (extra is None or admission.slice is None):
+            send = functools.partial(_settle_marker, admission, stream, entry, later=True)
+        elif extra is not None and admission.needs_settle:
             args = [*_settle_args(admission, actual_tokens, cost_micro), entry, *extra]
             send = functools.partial(_SETTLE_RECORD.acall, [*admission.keys, stream], args, later=True)
-        elif admission.open_requests:  # nothing to change but the marker: removed with the record, or not at all
+        elif admission.open_requests:  # nothing to change but the marker and counters: removed with the record
             args = [*_settle_args(admission, actual_tokens, cost_micro, slice_settles=False), entry]
             send = functools.partial(_SETTLE_RECORD.acall, [*admission.keys, stream], args, later=True)
     try:

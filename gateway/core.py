@@ -116,8 +116,8 @@ class Call:
 
     def progress(self) -> None:
         """Write what the sweeper bills if this worker dies now (``metering.open_requests``): the tokens relayed
-        so far plus the marker interval, as the client may receive up to that many before the next write. Sent
-        before the piece that reached this count goes to the client, and not waited on."""
+        so far plus the marker interval, as the client may receive up to that many before the next write. Not
+        waited on: written with the other Redis commands of this loop iteration."""
         step = settings.GATEWAY_PROGRESS_TOKENS
         streamed = self.streamed_tokens
         self.progress_next = streamed + step

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 
 
@@ -26,7 +27,13 @@ class PlainRedis:
         self.client.response_callbacks.clear()
 
     async def execute(self, *args: Any, later: bool = False) -> Any:
-        return await self.client.execute_command(*args)
+        try:
+            return await self.client.execute_command(*args)
+        except redis.exceptions.ConnectionError:
+            # Redis went away: every pooled connection belongs to the old server. Drop them all now, so that once it
+            # is back no request fails on a stale one (each would fail once, and answer 503, otherwise).
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+            raise
 
     def fire(self, *args: Any) -> None:
         asyncio.ensure_future(self.client.execute_command(*args)).add_done_callback(_forget)

@@ -140,7 +140,8 @@ class FastRedis:
         return future
 
     def fire(self, *args: Any) -> None:
-        """Send a command now that nobody waits on: its reply is dropped in order (no future, no callback)."""
+        """Send a command nobody waits on, at the end of this loop iteration in one write with the others queued
+        meanwhile (as ``later``): its reply is dropped in order (no future, no callback)."""
         protocol = self.protocol
         if protocol is None or protocol.transport.is_closing():
             asyncio.ensure_future(self.execute(*args)).add_done_callback(_forget)
@@ -150,7 +151,7 @@ class FastRedis:
             ignored = self.ignored = asyncio.get_running_loop().create_future()
             ignored.set_result(None)
         self.pending.append(ignored)
-        protocol.write(hiredis.pack_command(args))
+        protocol.later(hiredis.pack_command(args))
 
     def lost(self, error: Exception, protocol: _Protocol | None = None) -> None:
         if protocol is not None and protocol is not self.protocol:
