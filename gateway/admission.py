@@ -592,10 +592,20 @@ def stop_heartbeat() -> None:
 
 
 def progress(admission: Admission, payload: bytes) -> None:
-    """Record a stream's progress in its open marker (sent now, not waited on): what the sweeper bills if this
-    worker dies before the request settles."""
-    if admission.open_requests and not admission.settled:
-        fredis().fire("HSET", admission.open_requests, admission.request_id + ":p", payload)
+    """Record a stream's progress in its open marker (not waited on): what the sweeper bills if this worker dies
+    before the request settles. A slice-reserved stream's first progress writes its whole marker."""
+    if admission.settled:
+        return
+    rid, unwritten = admission.request_id, admission.unwritten
+    if unwritten is not None:
+        open_key, deadlines, marker, hold_names, deadline = unwritten
+        admission.unwritten = None
+        admission.open_requests = open_key
+        client = fredis()
+        client.fire("HSET", open_key, rid, orjson.dumps(marker), rid + ":k", hold_names, rid + ":p", payload)
+        client.fire("ZADD", deadlines, deadline, f"{open_key} {rid}")
+    elif admission.open_requests:
+        fredis().fire("HSET", admission.open_requests, rid + ":p", payload)
 
 
 def to_micro(amount: Decimal, rounding=ROUND_HALF_UP) -> int:
@@ -692,6 +702,12 @@ class Admission:
     settled: bool = False
     slice: Slice | None = None  # reserved from this worker's balance slice, not by its own hold
     open_requests: str = ""  # the hash holding this request's open marker ('' for none)
+    unwritten: tuple | None = None  # a slice-reserved stream's marker, written with its first progress
+
+    @property
+    def marked(self) -> bool:
+        """Whether this request has (or will have, with its first progress) an open marker."""
+        return bool(self.open_requests) or self.unwritten is not None
 
     @property
     def needs_settle(self) -> bool:
@@ -769,13 +785,13 @@ async def admit(
                 balance_tracked=True,
                 slice=piece,
             )
-            if marker is not None:
+            if marker is not None and marker.get("stream"):
+                # No round trip here, so no marker yet either: the slice's hold is released whole with a dead worker
+                # (the slice is in its markers' hash) and a request that relayed nothing is billed nothing, so a
+                # stream's marker goes out with its first progress and a non-streamed request's never.
                 marker["h"] = ("2", piece.id, "0", 0)
-                keys = piece.keys
-                admitted.open_requests = keys[12]
-                client = fredis()
-                client.fire("HSET", keys[12], request_id, orjson.dumps(marker), request_id + ":k", piece.hold_names)
-                client.fire("ZADD", keys[13], f"{now + HOLD_SECONDS:.3f}", f"{keys[12]} {request_id}")
+                deadline = f"{now + HOLD_SECONDS:.3f}"
+                admitted.unwritten = (piece.keys[12], piece.keys[13], marker, piece.hold_names, deadline)
             return admitted
     period, period_ttl = ("", 0)
     if cap_micro >= 0:

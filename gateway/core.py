@@ -122,7 +122,7 @@ class Call:
         streamed = self.streamed_tokens
         self.progress_next = streamed + step
         target, marked = self.target, self.admission
-        if marked is None or not marked.open_requests or target is None:
+        if marked is None or not marked.marked or target is None:
             return
         billed = max(min(streamed + step, self.reserved_completion), streamed)
         price = target.price_at(self.started_at) if target.public else None
