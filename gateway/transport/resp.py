@@ -24,6 +24,9 @@ def _reply_error(message: str) -> redis.exceptions.ResponseError:
     return redis.exceptions.ResponseError(message)
 
 
+_SKIP_REPLY = hiredis.pack_command(("CLIENT", "REPLY", "SKIP"))
+
+
 def _forget(task: asyncio.Future) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: nobody waits on a fired command
@@ -101,7 +104,6 @@ class FastRedis:
         self.pending: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.protocol: _Protocol | None = None
         self.connecting: asyncio.Future[None] | None = None
-        self.ignored: asyncio.Future[Any] | None = None  # a done future: the reply slot of a command sent by fire()
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,17 +143,12 @@ class FastRedis:
 
     def fire(self, *args: Any) -> None:
         """Send a command nobody waits on, at the end of this loop iteration in one write with the others queued
-        meanwhile (as ``later``): its reply is dropped in order (no future, no callback)."""
+        meanwhile (as ``later``), preceded by ``CLIENT REPLY SKIP``: Redis sends no reply, so there is none to read."""
         protocol = self.protocol
         if protocol is None or protocol.transport.is_closing():
             asyncio.ensure_future(self.execute(*args)).add_done_callback(_forget)
             return
-        ignored = self.ignored
-        if ignored is None:
-            ignored = self.ignored = asyncio.get_running_loop().create_future()
-            ignored.set_result(None)
-        self.pending.append(ignored)
-        protocol.later(hiredis.pack_command(args))
+        protocol.later(_SKIP_REPLY + hiredis.pack_command(args))
 
     def lost(self, error: Exception, protocol: _Protocol | None = None) -> None:
         if protocol is not None and protocol is not self.protocol:
