@@ -24,7 +24,7 @@ def _reply_error(message: str) -> redis.exceptions.ResponseError:
     return redis.exceptions.ResponseError(message)
 
 
-_SKIP_REPLY = hiredis.pack_command(("CLIENT", "REPLY", "SKIP"))
+_SKIP_REPLY = hiredis.pack_command(("CLIENT", "REPLY", "SKIP"))  # type: ignore[arg-type]  # the stub types a 1-tuple
 
 
 def _forget(task: asyncio.Future) -> None:
