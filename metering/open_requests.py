@@ -3,7 +3,8 @@
 At admission the gateway writes an *open marker* per request, in the round trip that takes its reservation (the
 admission script; a stream reserved from a balance slice, which has no round trip, sends it with its first progress
 write, not waited on; a non-streamed slice request has none: it relays nothing to bill before it ends, and its hold
-is the slice's, released whole with a dead worker). Settlement removes it in its own round trip. Layout, per gateway worker (one event loop) ``w``:
+is the slice's, released whole with a dead worker). Settlement removes it in its own round trip. Layout, per gateway
+worker (one event loop) ``w``:
 
 - ``open-requests:<w>``, a hash: ``<request id>`` → the marker (JSON: the usage record's fields known at admission,
   the prompt's estimate and ``h``, how the reservation is held: ``[balance mode, slice id, cap held, period ttl]``);
