@@ -9,7 +9,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from billing import pricing, selectors, services
+from billing import selectors, services
 from deployments import enforcement
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ def settle_service_task(service_id: str) -> int:
 
 @shared_task(name="billing.tasks.settle_instances_task")
 def settle_instances_task() -> int:
-    """Charge every service's instance time up to the start of the current hour (closed windows)."""
-    until = pricing.hour_floor(timezone.now())
+    """Charge every service's instance time so far (as far as observed), so balances include it within minutes."""
+    until = timezone.now()
     settled = 0
     for service_id in services.services_to_settle(until):
         try:

@@ -7,6 +7,7 @@ hold the service row locked (``select_for_update``) and save the service themsel
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
@@ -25,9 +26,11 @@ def event_record(
     message: str = "",
     actor: Any = None,
     billable_instances: int | None = None,
+    at: datetime | None = None,
 ) -> ServiceEvent:
     return ServiceEvent.objects.create(
         service=service,
+        created_at=at or timezone.now(),
         kind=kind,
         status=status,
         reason=reason[:100],
@@ -52,15 +55,28 @@ def status_set(*, service: Service, status: str, reason: str = "", message: str 
     return True
 
 
-def meter_set(*, service: Service, instances: int) -> bool:
-    """Write a meter event when the billable instance count changes (exactly one per change)."""
+def meter_set(*, service: Service, instances: int, since: datetime | None = None) -> bool:
+    """Write a meter event when the billable instance count changes (exactly one per change).
+
+    ``since``: the change happened earlier than now (instances found gone count from when they were last seen). It
+    is never put before the service's latest meter event, so the meter stays in order.
+    """
     if service.billed_instances == instances:
         return False
     service.billed_instances = instances
+    if since is not None:
+        latest = (
+            service.events.filter(kind=EventKind.METER)
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        since = min(max(since, latest or since), timezone.now())
     event_record(
         service=service,
         kind=EventKind.METER,
         billable_instances=instances,
         message=f"{instances} billable instance(s)",
+        at=since,
     )
     return True

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -96,11 +96,10 @@ def _status_for(service: Service, observed: Observed) -> str:
     return _PHASE_STATUS.get(observed.phase, ServiceStatus.CREATING)
 
 
-def _sync_replicas(service: Service, observed: Observed) -> None:
+def _sync_replicas(service: Service, observed: Observed, now: datetime) -> None:
     """Mirror the observed replicas; only as many Ready ones as the service wants are routed to (ready=True)."""
     names = {r.name for r in observed.replicas}
     Replica.objects.filter(service=service).exclude(name__in=names).delete()
-    now = timezone.now()
     routable = service.desired_instances
     for r in sorted(observed.replicas, key=lambda r: r.name):
         ready = r.ready and routable > 0
@@ -139,8 +138,22 @@ def _enqueue_cluster_pass(cluster_id) -> None:
     transaction.on_commit(lambda: reconcile_cluster_task.delay(str(cluster_id)))
 
 
+def _billed_until(service: Service, observed: Observed, billable: int) -> datetime | None:
+    """When fewer instances are billable because some were found gone: from when they were last seen running.
+
+    Never before the service's last observation (``last_reconciled_at``): billing charges a running meter only up to
+    the last observation, so a change dated from there never reaches into time already charged.
+    """
+    if observed.lost_since is None or billable >= service.billed_instances:
+        return None
+    return max(observed.lost_since, service.last_reconciled_at or observed.lost_since)
+
+
 def record(service_id, observed: Observed, generation: int) -> Service | None:
-    """Write one observation; skipped (None) when the desired state changed during the pass."""
+    """Write one observation; skipped (None) when the desired state changed during the pass.
+
+    ``last_reconciled_at`` is the service's heartbeat: billing charges running instances up to it and no further.
+    """
     with transaction.atomic():
         service = Service.objects.select_for_update().get(pk=service_id)
         if service.generation != generation or service.status == ServiceStatus.DELETED:
@@ -158,17 +171,18 @@ def record(service_id, observed: Observed, generation: int) -> Service | None:
             reason, message = NO_PROGRESS, stalled
         status_set(service=service, status=status, reason=reason, message=message)
         billable = min(observed.ready, service.desired_instances) if status in BILLABLE_STATUSES else 0
-        meter_set(service=service, instances=billable)
+        meter_set(service=service, instances=billable, since=_billed_until(service, observed, billable))
+        now = timezone.now()
         if status == ServiceStatus.DELETED:
             Replica.objects.filter(service=service).delete()
             if service.cluster_id is not None:
                 _enqueue_cluster_pass(service.cluster_id)
         else:
-            _sync_replicas(service, observed)
+            _sync_replicas(service, observed, now)
         # Replicas beyond the wanted count (scaled up behind the platform's back) are neither shown, billed nor routed.
         service.ready_instances = min(observed.ready, service.desired_instances)
         service.observed_generation = generation
-        service.last_reconciled_at = timezone.now()
+        service.last_reconciled_at = now
         service.save()
         return service
 

@@ -2,6 +2,7 @@ from pathlib import Path
 
 from csp.decorators import csp_exempt
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.http import FileResponse, HttpRequest
 from django.urls import include, path
 from django.views.decorators.http import require_safe
@@ -10,6 +11,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 import gateway
 from tenancy import views
+from tenancy.forms import EmailAuthenticationForm
 
 V1_DOCUMENT = Path(gateway.__file__).parent / "openapi.yaml"
 
@@ -24,6 +26,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="catalog:marketplace", permanent=False)),
     path("admin/", admin.site.urls),
     path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/login/", LoginView.as_view(authentication_form=EmailAuthenticationForm), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("org/switch/", views.org_switch, name="org-switch"),

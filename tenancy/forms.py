@@ -2,6 +2,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth import password_validation
+from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
 from tenancy.models import Role, SpendPeriod, namespace_validator
@@ -16,6 +17,20 @@ class SignupForm(forms.Form):
         password: str = self.cleaned_data["password"]
         password_validation.validate_password(password)
         return password
+
+
+class EmailAuthenticationForm(AuthenticationForm):
+    """The log-in form: an account's user name is its e-mail address, so the field says so."""
+
+    username = forms.CharField(
+        label=_("E-mail"),
+        max_length=254,
+        widget=forms.EmailInput(attrs={"autofocus": True, "autocomplete": "email"}),
+    )
+
+    def clean_username(self) -> str:
+        # Accounts are stored under the lower-cased address (``user_signup``): Alice@Example.com logs in too.
+        return str(self.cleaned_data["username"]).strip().lower()
 
 
 class OrgCreateForm(forms.Form):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.contrib.sessions.backends.base import SessionBase
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from tenancy.models import ApiKey, AuditEvent, Invitation, Membership, hash_api_key
@@ -21,14 +21,15 @@ SESSION_ORG_KEY = "current_org_id"
 def current_membership(user: User, session: SessionBase | None) -> Membership | None:
     """The membership a console session acts as (HTTP and WebSocket alike).
 
-    The session's chosen organization when the user still belongs to it, else the personal organization, else
-    the oldest membership; None for a user with no organization.
+    The session's organization when the user still belongs to it; else (a new log-in) the organization the user
+    chose last (``Membership.chosen_at``), else the personal organization, else the oldest membership; None for a
+    user with no organization.
     """
     memberships = Membership.objects.filter(user=user).select_related("org")
     wanted = session.get(SESSION_ORG_KEY) if session is not None else None
     membership = memberships.filter(org_id=wanted).first() if wanted else None
     if membership is None:
-        membership = memberships.order_by("-org__personal", "created_at").first()
+        membership = memberships.order_by(F("chosen_at").desc(nulls_last=True), "-org__personal", "created_at").first()
     return membership
 
 

@@ -75,6 +75,19 @@ def _unused_personal_namespace() -> str:
 
 
 @transaction.atomic
+def membership_choose(*, user: User, org_id: Any) -> Membership | None:
+    """Make ``org_id`` the organization ``user``'s next log-in starts in; None when the user is not a member.
+
+    The console's switcher, a new organization and an accepted invitation choose; the current session holds the
+    choice itself (``SESSION_ORG_KEY``), this remembers it for the sessions to come.
+    """
+    membership = Membership.objects.filter(user=user, org_id=org_id).select_related("org").first()
+    if membership is not None:
+        membership.chosen_at = timezone.now()
+        membership.save(update_fields=["chosen_at"])
+    return membership
+
+
 def org_create(*, owner: User, name: str, namespace: str | None = None, personal: bool = False) -> Organization:
     name = name.strip()
     if not name:

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -23,7 +22,7 @@ from core.errors import ApplicationError
 from core.forms import apply_error
 from core.querysets import get_for_org_or_404
 from tenancy import permissions, selectors, services
-from tenancy.forms import ApiKeyForm, InviteForm, OrgCreateForm, RoleForm, SignupForm
+from tenancy.forms import ApiKeyForm, EmailAuthenticationForm, InviteForm, OrgCreateForm, RoleForm, SignupForm
 from tenancy.http import ConsoleRequest, membership_or_404
 from tenancy.models import ApiKey, Invitation, Membership, Role
 from tenancy.selectors import SESSION_ORG_KEY
@@ -38,7 +37,7 @@ def login_locked_out(request: HttpRequest, response: HttpResponse | None, creden
         minutes,
     ) % {"minutes": minutes}
     # An unbound form: binding it would authenticate again, and count one more failure.
-    form = AuthenticationForm(request, initial={"username": request.POST.get("username", "")})
+    form = EmailAuthenticationForm(request, initial={"username": request.POST.get("username", "")})
     context = {"form": form, "next": request.POST.get("next", ""), "locked_out": message}
     return render(request, "registration/login.html", context, status=429)
 
@@ -71,7 +70,7 @@ def org_switch(request: ConsoleRequest) -> HttpResponse:
         org_id = uuid.UUID(request.POST.get("org", ""))
     except ValueError:
         raise Http404 from None
-    membership = Membership.objects.filter(user=request.user, org_id=org_id).first()
+    membership = services.membership_choose(user=request.user, org_id=org_id)
     if membership is None:
         raise Http404
     request.session[SESSION_ORG_KEY] = str(membership.org_id)
@@ -92,6 +91,7 @@ def org_new(request: ConsoleRequest) -> HttpResponse:
         except ApplicationError as exc:
             apply_error(form, exc)
         else:
+            services.membership_choose(user=request.user, org_id=org.pk)
             request.session[SESSION_ORG_KEY] = str(org.pk)
             messages.success(request, _("Organization %(name)s created.") % {"name": org.name})
             return redirect("org-members")
@@ -185,6 +185,7 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
         except ApplicationError as exc:
             error = exc.message
         else:
+            services.membership_choose(user=request.user, org_id=membership.org_id)
             request.session[SESSION_ORG_KEY] = str(membership.org_id)
             messages.success(request, _("You joined %(org)s.") % {"org": membership.org.name})
             return redirect("catalog:marketplace")

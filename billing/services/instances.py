@@ -1,4 +1,21 @@
-"""Per-instance-hour charging of dedicated pay-as-you-go services, from their meter timeline."""
+"""Per-instance-hour charging of dedicated pay-as-you-go services, from their meter timeline.
+
+Instance time is charged as it accrues, not when its clock hour closes: the settlement beat
+(``settle_instances_task``, every few minutes) posts each service's time up to the moment it was last observed, so
+the balance and the month's spend shown to the user include running services within one settle period, and what
+was shown is what the ledger holds (there is no second, estimated figure).
+
+Charged only as far as observed: while the meter says instances run, a settlement goes no further than the
+service's last observation (its last meter event or reconcile heartbeat, ``Service.last_reconciled_at``). Time after
+it is unknown until the next observation: instances that kept running (a Kubernetes cluster while the platform was
+down) are charged then; instances found gone (local processes that died with the platform) end their meter at the
+moment they were last seen, which is never before that heartbeat (``deployments.reconcile``), so it never reaches
+into time already charged.
+
+Exactly once: the cursor (``MeterCursor``) moves forward under its row lock, each posting's key is (service, clock
+hour, segment start), and a clock hour's segments are differences of that hour's cumulative cost rounded once, so
+any number of settlements of an hour add up to what one settlement of the whole hour would charge.
+"""
 
 from __future__ import annotations
 
@@ -46,13 +63,21 @@ def _is_platform_service(service: Service) -> bool:
     return bool(service.org.namespace == PUBLIC_NAMESPACE)
 
 
-def service_settle(*, service_id: UUID | str, until: datetime | None = None) -> list[LedgerEntry]:
-    """Charge a service's instance time up to ``until`` (default now), one entry per hour window touched.
+def _observed_until(service: Service, last_meter: tuple[datetime, int | None] | None) -> datetime | None:
+    """How far the meter is known: the last observation while instances run; None (no limit) while none do."""
+    if last_meter is None or not last_meter[1]:
+        return None
+    at = last_meter[0]
+    return max(at, service.last_reconciled_at) if service.last_reconciled_at else at
 
-    Idempotent and safe to call any time (hourly beat, scale, stop, delete): the cursor only moves forward under
-    its row lock, each (service, window, segment start) posts once, and a window's partial charges are differences
-    of the window's cumulative cost rounded once, so a settle-on-stop followed by the hourly run charges exactly
-    what one hourly run would have.
+
+def service_settle(*, service_id: UUID | str, until: datetime | None = None) -> list[LedgerEntry]:
+    """Charge a service's instance time up to ``until`` (default now) as far as observed, one entry per hour touched.
+
+    Idempotent and safe to call any time (the settlement beat, scale, stop, delete): the cursor only moves forward
+    under its row lock, each (service, window, segment start) posts once, and a window's partial charges are
+    differences of the window's cumulative cost rounded once, so settlements every few minutes charge exactly what
+    one settlement after the hour would have.
     """
     from deployments.models import Service
 
@@ -73,6 +98,17 @@ def service_settle(*, service_id: UUID | str, until: datetime | None = None) -> 
             return entries
         MeterCursor.objects.get_or_create(service=service, defaults={"charged_until": first_meter})
         cursor = MeterCursor.objects.select_for_update().get(service=service)
+        # A reconcile pass dates a change no earlier than the heartbeat and the latest meter event it read, both
+        # never newer than what is read here: time charged up to them is never taken back by a later change.
+        last_meter = (
+            service.events.filter(kind=EventKind.METER, billable_instances__isnull=False)
+            .order_by("-created_at", "-id")
+            .values_list("created_at", "billable_instances")
+            .first()
+        )
+        observed = _observed_until(service, last_meter)
+        if observed is not None:
+            until = min(until, observed)
         if cursor.charged_until >= until:
             return entries
         timeline = _timeline(service)

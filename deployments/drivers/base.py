@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class Observed:
     replicas: list[ObservedReplica] = field(default_factory=list)
     gone: bool = False  # deleting: nothing of the service is left
     waiting_on: str = ""  # short of Running with no reason: what it waits for (said when it makes no progress)
+    # Instances found gone that were last seen running at this moment (local processes that died with the
+    # platform): they stopped at some unknown time after it, so their billing ends here, not when found gone.
+    lost_since: datetime | None = None
 
 
 class ClusterReading(Protocol):

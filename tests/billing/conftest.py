@@ -63,6 +63,13 @@ def make_service(
 
 
 def meter(service, at, instances) -> ServiceEvent:
+    """A change of billable instances at ``at`` (a reconcile pass observing it)."""
+    Service.objects.filter(pk=service.pk).update(billed_instances=instances)
     return ServiceEvent.objects.create(
         service=service, kind=EventKind.METER, billable_instances=instances, created_at=at
     )
+
+
+def observed(service, at) -> None:
+    """A reconcile pass saw ``service`` at ``at`` with nothing changed (its heartbeat)."""
+    Service.objects.filter(pk=service.pk).update(last_reconciled_at=at)

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from billing import services
 from billing.models import EntryKind, LedgerEntry
-from tests.billing.conftest import make_service, make_usage, meter
+from tests.billing.conftest import make_service, make_usage, meter, observed
 
 
 @pytest.fixture
@@ -21,6 +21,7 @@ def activity(org, other_org, public_model, region):
     services.usage_charge_pending()
     service = make_service(org, public_model, region, name="mine")
     meter(service, timezone.now() - timedelta(hours=3), 2)
+    observed(service, timezone.now())
     services.service_settle(service_id=service.pk)
     return service
 

@@ -87,3 +87,33 @@ def test_confirm_and_autosubmit_come_from_console_js(page, live_server, alice, b
     with page.expect_navigation():
         page.locator("tr", has_text=bob.email).get_by_role("button", name="Remove").click()
     assert not Membership.objects.filter(org=org, user=bob).exists()
+
+
+def test_the_demo_login_asks_for_the_e_mail_and_remembers_the_chosen_org(page, live_server, catalog):
+    """The README's demo login lands in the demo organization; the one chosen later is where the next log-in lands."""
+    from django.core.management import call_command
+
+    from maas.management.commands.seed_demo import DEMO_EMAIL, DEMO_PASSWORD
+    from tenancy.models import Organization
+
+    call_command("seed_demo", verbosity=0)
+    demo = Organization.objects.get(namespace="demo")
+    personal = Membership.objects.get(user__username=DEMO_EMAIL, org__personal=True).org
+
+    def log_in() -> None:
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.get_by_label("E-mail").fill(DEMO_EMAIL)
+        page.get_by_label("Password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url("**/models/")
+
+    log_in()
+    assert page.locator("#org-select").input_value() == str(demo.pk)
+    with page.expect_navigation():
+        page.locator("#org-select").select_option(str(personal.pk))  # console.js submits the switcher
+    assert page.locator("#org-select").input_value() == str(personal.pk)
+    page.locator(".usermenu summary").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Log out").click()
+    log_in()
+    assert page.locator("#org-select").input_value() == str(personal.pk)

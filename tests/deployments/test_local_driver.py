@@ -4,13 +4,17 @@ import io
 import os
 import signal
 import time
+from datetime import timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
+import time_machine
 from django.core.management import call_command
+from django.utils import timezone
 
 from deployments.drivers import local
-from deployments.models import Cluster, Region, Replica, Service, ServiceStatus
+from deployments.models import Cluster, EventKind, Region, Replica, Service, ServiceStatus
 from deployments.services import service_create, service_delete, service_stop
 from tenancy.models import Organization
 from tests.deployments.helpers import meters, passes, qwen, statuses
@@ -96,11 +100,47 @@ def test_seed_platform_is_idempotent(catalog):
     ]
 
 
+def meter_timeline(service: Service) -> list[tuple[object, int]]:
+    return list(
+        service.events.filter(kind=EventKind.METER)
+        .order_by("created_at", "id")
+        .values_list("created_at", "billable_instances")
+    )
+
+
 def test_platform_shutdown_stops_local_processes_and_the_next_pass_restarts_them(running):
     service = until_running(running)
     first = Replica.objects.get(service=service)
+    stopping = timezone.now()
     assert local.stop_machine_processes() == 1
+    stopped = timezone.now()
     assert not local.process_alive(first.pid, port=first.port)
     assert Replica.objects.filter(service=service).exists()  # rows stay for the next start
-    service = until_running(passes(service))
+    with time_machine.travel(stopped + timedelta(seconds=40), tick=True):  # started again 40 s later
+        service = until_running(passes(service))
     assert local.process_alive(Replica.objects.get(service=service).pid, port=Replica.objects.get(service=service).port)
+    (_, up), (closed_at, down), (again, up_again) = meter_timeline(service)
+    # The instance is billed until the platform stopped it, not until the next start found it gone.
+    assert (up, down, up_again) == (1, 0, 1)
+    assert stopping <= closed_at <= stopped and again >= stopped + timedelta(seconds=40)
+
+
+def test_instances_that_died_with_the_platform_are_not_billed_while_it_was_down(running):
+    """Ctrl-C and a restart 40 s later: the 40 s with no process were billed as running instances."""
+    from billing.services import service_settle
+
+    service = passes(until_running(running))  # a reconcile heartbeat
+    heartbeat = service.last_reconciled_at
+    row = Replica.objects.get(service=service)
+    os.kill(row.pid, signal.SIGKILL)  # the machine went down with the platform: nothing saw the process end
+    time.sleep(0.3)
+    with time_machine.travel(heartbeat + timedelta(seconds=40), tick=True):
+        service = until_running(passes(service))
+        assert service.events.filter(reason="ProcessRestarted").exists()
+        (started, up), (closed_at, down), (again, up_again) = meter_timeline(service)
+        assert (up, down, up_again) == (1, 0, 1) and closed_at == heartbeat
+        charged = service_settle(service_id=service.pk)
+    service.refresh_from_db()
+    billed = sum(Decimal(e.data["instance_seconds"]) for e in charged)
+    ran = (heartbeat - started) + (service.last_reconciled_at - again)
+    assert billed == Decimal(ran // timedelta(microseconds=1)) / 1_000_000

@@ -5,11 +5,14 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from maas.management.commands.seed_demo import DEMO_EMAIL, DEMO_PASSWORD
 from tenancy.models import Invitation, Membership, Organization, Role
 from tenancy.selectors import SESSION_ORG_KEY
+from tenancy.services import user_signup
 from tests.factories import MembershipFactory, OrganizationFactory
 
 User = get_user_model()
@@ -61,6 +64,58 @@ def test_password_reset_sends_a_working_link(client, alice):
     client.post(reverse("logout"))
     login = client.post(reverse("login"), {"username": "alice@example.com", "password": "fresh-passphrase-42"})
     assert login.status_code == 302 and client.get(reverse("apikeys")).status_code == 200
+
+
+def current_org(client) -> Organization:
+    """The organization the console acts for after a page load."""
+    client.get(reverse("apikeys"))
+    return Organization.objects.get(pk=client.session[SESSION_ORG_KEY])
+
+
+@pytest.mark.django_db
+def test_the_demo_login_lands_in_the_demo_org(client):
+    """The README's demo logs in as demo@example.com and works in the organization ``demo``, every time."""
+    call_command("seed_demo", verbosity=0)
+    for _ in range(2):
+        assert client.post(reverse("login"), {"username": DEMO_EMAIL, "password": DEMO_PASSWORD}).status_code == 302
+        assert current_org(client).namespace == "demo"
+        client.post(reverse("logout"))
+
+
+@pytest.mark.django_db
+def test_the_org_a_user_chose_is_where_the_next_login_lands(client, org):
+    dana = user_signup(email="dana@example.com", password="a-long-passphrase-9", name="Dana")
+    MembershipFactory(org=org, user=dana, role=Role.MEMBER)
+    personal = dana.memberships.get(org__personal=True).org
+    credentials = {"username": "Dana@Example.com", "password": "a-long-passphrase-9"}  # the address as typed
+    assert client.post(reverse("login"), credentials).status_code == 302
+    assert current_org(client) == personal  # nothing chosen yet: the personal organization
+    client.post(reverse("org-switch"), {"org": str(org.pk)})
+    client.post(reverse("logout"))
+    client.post(reverse("login"), credentials)
+    assert current_org(client) == org
+    client.post(reverse("org-switch"), {"org": str(personal.pk)})
+    client.post(reverse("logout"))
+    client.post(reverse("login"), credentials)
+    assert current_org(client) == personal
+    # Re-seeding the demo data (every ./dev up) leaves a demo user's own choice alone.
+    call_command("seed_demo", verbosity=0)
+    demo_user = User.objects.get(username=DEMO_EMAIL)
+    client.post(reverse("logout"))
+    client.force_login(demo_user)
+    client.post(reverse("org-switch"), {"org": str(demo_user.memberships.get(org__personal=True).org_id)})
+    call_command("seed_demo", verbosity=0)
+    client.post(reverse("logout"))
+    client.post(reverse("login"), {"username": DEMO_EMAIL, "password": DEMO_PASSWORD})
+    assert current_org(client).personal
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("language", "label"), [("en", "E-mail"), ("zh-CN,zh;q=0.9", "邮箱")])
+def test_the_login_form_asks_for_the_e_mail(client, language, label):
+    page = client.get(reverse("login"), HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    assert re.search(rf"<label[^>]*for=\"id_username\"[^>]*>{label}", page)
+    assert 'type="email"' in page and "Username" not in page and "用户名" not in page
 
 
 @pytest.mark.django_db

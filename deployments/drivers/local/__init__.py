@@ -4,6 +4,11 @@
 State lives in the Replica rows (pid, port), written the moment a process is spawned, so a restarted worker re-adopts
 live processes instead of starting duplicates; a pid is only trusted when /proc shows the same replica's command line
 (pids are reused).
+
+The processes die with the platform (``stop_machine_processes`` on a clean stop, or with the machine), and nothing
+watches them while it is down. A row's ``observed_at`` is when its process was last seen running (every reconcile
+pass, and the moment a clean stop ends it), so a process found dead reports that moment as ``lost_since`` and its
+billing ends there, not when the next start finds it gone.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.utils import timezone
 
 LOCAL_GPU_PRODUCT = "Local-Simulated-GPU"
 DEFAULT_LOCAL_GPUS = 8
@@ -47,6 +54,7 @@ class LocalObservation:
     restarted: list[str] = field(default_factory=list)  # replicas found dead and started again
     reason: str = ""
     message: str = ""
+    lost_since: datetime | None = None  # when the earliest of the restarted replicas was last seen running
 
 
 def synthetic_nodes(
@@ -242,6 +250,7 @@ def converge(service, desired: int) -> LocalObservation:
     wanted = [f"{service.k8s_name}-{i}" for i in range(desired)]
     live: list[LocalReplica] = []
     restarted: list[str] = []
+    last_seen: list[datetime] = []
     spawned = 0
     for name, row in known.items():
         if name not in wanted:
@@ -254,6 +263,7 @@ def converge(service, desired: int) -> LocalObservation:
             continue
         if existing is not None and existing.pid:
             restarted.append(name)
+            last_seen.append(existing.observed_at)
         port = _free_port()
         command = engine_command(
             served_model_name=service.model_id,
@@ -282,7 +292,9 @@ def converge(service, desired: int) -> LocalObservation:
         phase = "Creating"
     else:
         phase = "Starting"
-    observation = LocalObservation(phase=phase, ready=ready, replicas=live, restarted=restarted)
+    observation = LocalObservation(
+        phase=phase, ready=ready, replicas=live, restarted=restarted, lost_since=min(last_seen, default=None)
+    )
     if restarted:
         observation.reason = "ProcessRestarted"
         observation.message = f"restarted {', '.join(restarted)}: the process had exited"
@@ -302,7 +314,8 @@ def stop_all(service) -> bool:
 def stop_machine_processes() -> int:
     """Stop every local engine process this machine runs (when the platform itself shuts down).
 
-    Replica rows stay: the next reconcile finds the processes gone and starts them again.
+    Replica rows stay: the next reconcile finds the processes gone and starts them again. Each row's ``observed_at``
+    becomes the moment its process was stopped, so billing counts it until then and not while the platform is down.
     """
     from deployments.models import ClusterDriver, Replica
 
@@ -310,6 +323,7 @@ def stop_machine_processes() -> int:
     stopped = 0
     for row in rows:
         if process_alive(row.pid, port=row.port):
+            Replica.objects.filter(pk=row.pk).update(observed_at=timezone.now())
             stop(row.pid, port=row.port, grace=3)
             stopped += 1
     return stopped

@@ -51,6 +51,7 @@ class LocalDriver:
             ready=found.ready,
             reason=found.reason,
             message=found.message,
+            lost_since=found.lost_since,
             replicas=[ObservedReplica(r.name, r.base_url, r.ready, r.pid, r.port) for r in found.replicas],
         )
 

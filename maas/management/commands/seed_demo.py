@@ -8,7 +8,7 @@ from django.db import transaction
 from billing.models import EntryKind
 from billing.services import ledger_post
 from tenancy.models import Membership, Organization, Role
-from tenancy.services import org_create, user_signup
+from tenancy.services import membership_choose, org_create, user_signup
 
 ADMIN_EMAIL = "admin@example.com"
 DEMO_EMAIL = "demo@example.com"
@@ -34,6 +34,9 @@ class Command(BaseCommand):
             owner=demo, name="Demo Organization", namespace="demo"
         )
         Membership.objects.get_or_create(org=org, user=admin, defaults={"role": Role.ADMIN})
+        if not demo.memberships.filter(chosen_at__isnull=False).exists():
+            # The README's demo starts in the demo organization; a later choice of the user's own is kept.
+            membership_choose(user=demo, org_id=org.pk)
         # A demo credit so a newcomer can call paid public models and deploy at once (idempotent by its key).
         for demo_org in (org, demo.memberships.get(org__personal=True).org):
             ledger_post(
