@@ -1,6 +1,7 @@
 """Receivers that turn other apps' facts into billing work (the work itself lives in billing.services).
 
 ``subscription_cover_requested`` runs inside the deploy's transaction: a refusal rolls the deploy back.
+``charge_quote_requested`` answers the deploy and scale pages with the price billing will charge.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.dispatch import receiver
 
 from catalog.models import CatalogModel
 from deployments.models import EventKind, Service
-from deployments.signals import subscription_cover_requested
+from deployments.signals import charge_quote_requested, subscription_cover_requested
 
 if TYPE_CHECKING:
     from deployments.models import ServiceEvent
@@ -56,3 +57,14 @@ def subscription_cover_requested_received(
     from billing.services import subscription_cover
 
     subscription_cover(service=service, instances=instances, actor=actor)
+
+
+@receiver(charge_quote_requested, dispatch_uid="billing.charge_quote")
+def charge_quote_requested_received(sender: type, **kwargs: Any) -> Any:
+    """The deploy and scale pages' price, from billing's own rules (``billing.selectors.charge_quote``)."""
+    from billing.selectors import charge_quote
+
+    return charge_quote(**{key: kwargs[key] for key in QUOTE_ARGUMENTS})
+
+
+QUOTE_ARGUMENTS = ("org", "region", "gpu_product", "gpu_count", "instances", "billing_mode", "service")
