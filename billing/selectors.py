@@ -150,6 +150,11 @@ class BalanceState:
     def low(self) -> bool:
         return self.spendable < settings.BILLING_LOW_BALANCE
 
+    @property
+    def unfunded(self) -> bool:
+        """Nothing to spend and never overdrawn: a new organization that has not been credited yet."""
+        return self.spendable <= 0 and self.overdrawn_since is None
+
 
 def balance_state(org: Organization | None) -> BalanceState:
     account = account_of(org)
@@ -380,6 +385,23 @@ class ChargeQuote:
     current_monthly: Decimal = ZERO
     due_now: Decimal = ZERO
     due_until: datetime | None = None
+    spendable: Decimal = ZERO  # the org's balance + credit limit now
+    warn_hours: int = 0  # BILLING_DEPLOY_WARN_HOURS
+    grace_hours: int = 0  # BILLING_GRACE_HOURS
+
+    @property
+    def covers_hours(self) -> Decimal | None:
+        """Whole hours of this service's pay-as-you-go cost the balance pays for; None for a subscription."""
+        if self.subscription or self.total_hourly <= 0:
+            return None
+        return max(self.spendable, ZERO) // self.total_hourly
+
+    @property
+    def warn(self) -> bool:
+        """Pay-as-you-go: the balance runs out within ``warn_hours``; subscription: it does not pay ``due_now``."""
+        if self.subscription:
+            return self.spendable < self.due_now
+        return self.spendable < self.total_hourly * self.warn_hours
 
     @property
     def total_hourly(self) -> Decimal:
@@ -459,4 +481,21 @@ def charge_quote(
         current_monthly=current_monthly,
         due_now=due_now,
         due_until=due_until,
+        spendable=org_spendable_balance(org.pk),
+        warn_hours=settings.BILLING_DEPLOY_WARN_HOURS,
+        grace_hours=settings.BILLING_GRACE_HOURS,
     )
+
+
+def org_accounts(query: str = "") -> QuerySet[Organization]:
+    """Every organization with its balance, for platform staff (those without a billing account yet included)."""
+    from tenancy.models import Organization
+
+    orgs = Organization.objects.all()
+    if query:
+        orgs = orgs.filter(Q(name__icontains=query) | Q(namespace__icontains=query))
+    return orgs.annotate(
+        balance=Coalesce(F("billing_account__balance"), ZERO),
+        credit_limit=Coalesce(F("billing_account__credit_limit"), ZERO),
+        overdrawn_since=F("billing_account__overdrawn_since"),
+    ).order_by("namespace")

@@ -31,6 +31,16 @@ def catalog_model_saved(sender: type[CatalogModel], instance: CatalogModel, **kw
     token_price_sync(catalog_model=instance)
 
 
+@receiver(post_save, sender="maas.Organization", dispatch_uid="billing.welcome_credit")
+def organization_saved(sender: type, instance: Any, created: bool, **kwargs: Any) -> None:
+    """A personal organization (the one a user gets at sign-up) starts with the welcome credit, posted in the
+    sign-up's transaction: one per user; team organizations created later get none."""
+    if created and instance.personal and not kwargs.get("raw"):
+        from billing.services import account_welcome_credit
+
+        account_welcome_credit(org=instance)
+
+
 @receiver(post_save, sender="deployments.ServiceEvent", dispatch_uid="billing.meter_settle")
 def service_event_saved(sender: type[ServiceEvent], instance: ServiceEvent, created: bool, **kwargs: Any) -> None:
     """A change of Running instances (scale, stop, delete) settles the service's instance time so far."""

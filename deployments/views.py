@@ -109,7 +109,25 @@ def service_new(request, slug):
         regions=fitting,
         initial={"name": model.slug.replace(".", "-")[:40], "region": fitting[0].code if fitting else None},
     )
-    if request.method == "POST" and form.is_valid():
+    source = request.POST if request.method == "POST" else {}
+    quoted = _quote(
+        request.org,
+        placements,
+        source.get("region") or (fitting[0].code if fitting else None),
+        source.get("instances", 1),
+        source.get("billing_mode", BillingMode.PAYG),
+    )
+    # A pay-as-you-go deploy the balance pays for less than BILLING_DEPLOY_WARN_HOURS is confirmed on the form.
+    quote = quoted["quote"]
+    confirm_low_balance = (
+        request.method == "POST"
+        and form.is_valid()
+        and quote is not None
+        and quote.warn
+        and not quote.subscription
+        and request.POST.get("confirmed") != "1"
+    )
+    if request.method == "POST" and form.is_valid() and not confirm_low_balance:
         data = form.cleaned_data
         try:
             service = services.service_create(
@@ -126,18 +144,12 @@ def service_new(request, slug):
         else:
             messages.success(request, _("Service %(id)s is being deployed.") % {"id": service.model_id})
             return redirect("deployments:service-detail", pk=service.pk)
-    source = request.POST if request.method == "POST" else {}
     context = {
         "model": model,
         "form": form,
         "unfit": [(region, reason) for region, placement, reason in regions if not placement],
-        **_quote(
-            request.org,
-            placements,
-            source.get("region") or (fitting[0].code if fitting else None),
-            source.get("instances", 1),
-            source.get("billing_mode", BillingMode.PAYG),
-        ),
+        "confirm_low_balance": confirm_low_balance,
+        **quoted,
     }
     return render(request, "deployments/service_new.html", context)
 

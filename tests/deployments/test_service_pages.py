@@ -49,6 +49,7 @@ def test_live_price_fragment_follows_the_instance_count(alice_client, catalog, k
 
 
 def test_deploy_creates_the_service_and_redirects(alice_client, alice, org, catalog, kube_cluster):
+    ledger_adjust(org=org, amount=Decimal("1000"), reason="test funds", actor=None)  # 142 hours of 2 × 3.52
     response = alice_client.post(
         NEW, {"name": "my-qwen", "region": "cn-shanghai-2", "instances": "2", "billing_mode": "payg"}
     )
@@ -82,6 +83,7 @@ def test_deploy_form_rejects_bad_input(alice_client, catalog, kube_cluster, data
 
 def test_duplicate_name_and_no_capacity_are_form_errors(alice_client, org, alice, catalog, kube_cluster, region):
     service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="taken")
+    ledger_adjust(org=org, amount=Decimal("10000"), reason="test funds", actor=None)
     dup = alice_client.post(NEW, {"name": "taken", "region": "cn-shanghai-2", "instances": "1", "billing_mode": "payg"})
     assert "already has a service named" in dup.content.decode()
     big = alice_client.post(NEW, {"name": "big", "region": "cn-shanghai-2", "instances": "20", "billing_mode": "payg"})
@@ -159,6 +161,46 @@ def _preview_confirm_and_charge(alice_client, org, url):
     alice_client.post(url, {"instances": "2", "confirmed": "1"})
     charged = balance - BillingAccount.objects.get(org=org).balance
     assert due.group(1) == f"¥{charged:,.2f}" and charged > 0  # what was shown is what was charged
+
+
+@pytest.mark.parametrize(
+    "balance, says",
+    [
+        ("0", "does not pay for any running time of this service"),
+        ("50", "pays for about 14 hours of this service, less than 24 hours"),  # 50 / 3.52
+    ],
+)
+def test_a_deploy_the_balance_pays_for_less_than_a_day_is_warned_and_confirmed(
+    alice_client, org, catalog, kube_cluster, balance, says
+):
+    if balance != "0":
+        ledger_adjust(org=org, amount=Decimal(balance), reason="test funds", actor=None)
+    data = {"region": "cn-shanghai-2", "instances": "1", "billing_mode": "payg"}
+    live = alice_client.get(PRICE, data, HTTP_HX_REQUEST="true").content.decode()
+    assert says in live and "grace period of 24 hours" in live  # before submitting
+    asked = alice_client.post(NEW, {"name": "low", **data}).content.decode()
+    assert says in asked and "Deploy anyway" in asked and 'name="confirmed" value="1"' in asked
+    assert not Service.objects.exists()
+    response = alice_client.post(NEW, {"name": "low", **data, "confirmed": "1"})
+    assert response.status_code == 302 and Service.objects.filter(org=org, name="low").exists()
+
+
+def test_a_deploy_the_balance_pays_for_a_day_is_not_warned(alice_client, org, catalog, kube_cluster):
+    ledger_adjust(org=org, amount=Decimal("84.48"), reason="test funds", actor=None)  # 24 × 3.52
+    data = {"region": "cn-shanghai-2", "instances": "1", "billing_mode": "payg"}
+    assert "balance-warning" not in alice_client.get(PRICE, data, HTTP_HX_REQUEST="true").content.decode()
+    assert "balance-warning" in alice_client.get(PRICE, {**data, "instances": "2"}).content.decode()
+    response = alice_client.post(NEW, {"name": "ok", **data})
+    assert response.status_code == 302
+
+
+def test_the_scale_confirmation_warns_when_the_balance_runs_out_soon(
+    alice_client, org, alice, catalog, kube_cluster, region
+):
+    service = service_create(org=org, actor=alice, catalog_model=qwen(), region=region, name="s1")
+    url = reverse("deployments:service-scale", args=[service.pk])
+    html = alice_client.post(url, {"instances": "2"}).content.decode()
+    assert "does not pay for any running time" in html and "pay-as-you-go services are stopped" in html
 
 
 def test_stop_start_delete_from_the_console(alice_client, org, alice, catalog, kube_cluster, region):
