@@ -64,7 +64,7 @@ class BillingAccountAdmin(admin.ModelAdmin):
                 )
             amount = form.cleaned_data.get("adjust_amount")
             if amount:
-                services.ledger_adjust(
+                services.account_credit(
                     org=obj.org,
                     amount=Decimal(amount),
                     reason=form.cleaned_data["adjust_reason"],
@@ -73,6 +73,7 @@ class BillingAccountAdmin(admin.ModelAdmin):
                 )
         except ApplicationError as exc:
             messages.error(request, exc.message)
+        obj.refresh_from_db()  # the change message names the account with its new balance
 
 
 @admin.register(LedgerEntry)

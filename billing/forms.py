@@ -56,3 +56,24 @@ class SubscriptionForm(forms.Form):
 
 class AddInstancesForm(forms.Form):
     instances = forms.IntegerField(label=_("Add instances"), min_value=1, max_value=64, initial=1)
+
+
+class AccountCreditForm(forms.Form):
+    """A platform admin's credit to an organization (negative: a debit), with the reason the ledger keeps."""
+
+    amount = forms.DecimalField(
+        label=_("Amount"),
+        max_digits=14,
+        decimal_places=2,
+        widget=forms.NumberInput(attrs={"step": "0.01", "inputmode": "decimal"}),
+        help_text=_("Positive credits the balance, negative debits it; posted as an adjustment."),
+    )
+    reason = forms.CharField(label=_("Reason"), max_length=300)
+    # names this rendering of the form: submitting it twice (a double click, a resent POST) credits once
+    token = forms.CharField(widget=forms.HiddenInput, max_length=64)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import secrets
+
+        super().__init__(*args, **kwargs)
+        self.fields["token"].initial = secrets.token_urlsafe(16)

@@ -177,6 +177,14 @@ def monthly_price(hourly_price: Decimal) -> Decimal:
     return quantize_posted(Decimal(hourly_price) * SUBSCRIPTION_HOURS * SUBSCRIPTION_DISCOUNT)
 
 
+def instance_month_price(hourly_price: Decimal, monthly: Decimal | None = None) -> Decimal:
+    """A month of one instance as a subscription charges it: the region's monthly price when it has one, else
+    :func:`monthly_price` of the hourly one (both rounded to a posted amount)."""
+    if monthly:
+        return quantize_posted(monthly)
+    return monthly_price(hourly_price)
+
+
 def prorated(amount: Decimal, *, remaining: timedelta, period: timedelta) -> Decimal:
     """``amount`` for the part ``remaining`` of ``period`` (scale-up of a subscription mid-period)."""
     if remaining <= timedelta(0):

@@ -16,6 +16,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from billing import pricing
 from billing.models import (
     CHARGE_KINDS,
     ZERO,
@@ -32,6 +33,7 @@ from billing.models import (
 from billing.pricing import PRICE_EPOCH, PriceHistory, TokenRates, token_amount
 from catalog.models import CatalogModel
 from core.crypto import SecretDecryptError, decrypt
+from core.money import quantize_posted
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -147,6 +149,11 @@ class BalanceState:
     @property
     def low(self) -> bool:
         return self.spendable < settings.BILLING_LOW_BALANCE
+
+    @property
+    def unfunded(self) -> bool:
+        """Nothing to spend and never overdrawn: a new organization that has not been credited yet."""
+        return self.spendable <= 0 and self.overdrawn_since is None
 
 
 def balance_state(org: Organization | None) -> BalanceState:
@@ -357,3 +364,138 @@ def services_without_subscription(org: Organization) -> list[Service]:
         .exclude(pk__in=covered.values("service_id"))
         .order_by("name")
     )
+
+
+@dataclass(frozen=True)
+class ChargeQuote:
+    """What a deploy or a scale of a dedicated service will cost, in the figures billing charges.
+
+    Pay-as-you-go: ``hourly`` per instance-hour, charged per second of running instances. Subscription: ``monthly``
+    per instance-month, ``due_now`` charged at once (a month of every instance when the service has no active
+    subscription, else the added instances prorated to ``due_until``, at the subscription's own price).
+    """
+
+    currency: str
+    subscription: bool
+    instances: int
+    hourly: Decimal
+    monthly: Decimal
+    current_instances: int = 0
+    current_hourly: Decimal = ZERO
+    current_monthly: Decimal = ZERO
+    due_now: Decimal = ZERO
+    due_until: datetime | None = None
+    spendable: Decimal = ZERO  # the org's balance + credit limit now
+    warn_hours: int = 0  # BILLING_DEPLOY_WARN_HOURS
+    grace_hours: int = 0  # BILLING_GRACE_HOURS
+
+    @property
+    def covers_hours(self) -> Decimal | None:
+        """Whole hours of this service's pay-as-you-go cost the balance pays for; None for a subscription."""
+        if self.subscription or self.total_hourly <= 0:
+            return None
+        return max(self.spendable, ZERO) // self.total_hourly
+
+    @property
+    def warn(self) -> bool:
+        """Pay-as-you-go: the balance runs out within ``warn_hours``; subscription: it does not pay ``due_now``."""
+        if self.subscription:
+            return self.spendable < self.due_now
+        return self.spendable < self.total_hourly * self.warn_hours
+
+    @property
+    def total_hourly(self) -> Decimal:
+        return self.hourly * self.instances
+
+    @property
+    def total_monthly(self) -> Decimal:
+        return self.monthly * self.instances
+
+    @property
+    def hourly_difference(self) -> Decimal:
+        return self.total_hourly - self.current_hourly * self.current_instances
+
+    @property
+    def monthly_difference(self) -> Decimal:
+        return self.total_monthly - self.current_monthly * self.current_instances
+
+
+def charge_quote(
+    *,
+    org: Organization,
+    region: Any,
+    gpu_product: str,
+    gpu_count: int,
+    instances: int,
+    billing_mode: str,
+    service: Service | None = None,
+) -> ChargeQuote:
+    """The price of ``instances`` instances (a new deploy, or ``service`` scaled), as billing will charge it.
+
+    The per-instance prices are the ones a deploy or scale snapshots now (``deployments.placement``); the month and
+    the prorated addition follow ``billing.services.subscriptions``, so the page shows what the ledger will post.
+    """
+    from deployments.models import BillingMode
+    from deployments.placement import instance_prices
+
+    hourly, region_monthly, currency = instance_prices(region, gpu_product, gpu_count)
+    monthly = pricing.instance_month_price(hourly, region_monthly)
+    subscription = billing_mode == BillingMode.SUBSCRIPTION
+    current = service.instances if service is not None else 0
+    current_hourly = service.hourly_price if service is not None else ZERO
+    current_monthly = (
+        pricing.instance_month_price(service.hourly_price, service.monthly_price) if service is not None else ZERO
+    )
+    due_now, due_until = ZERO, None
+    if subscription and instances > current:  # a scale-down or an unchanged count charges nothing now
+        now = timezone.now()
+        active = None
+        if service is not None:
+            active = (
+                Subscription.objects.filter(
+                    service=service, parent=None, status=SubscriptionStatus.ACTIVE, period_end__gt=now
+                )
+                .prefetch_related("addons")
+                .first()
+            )
+        if active is None:
+            due_now = quantize_posted(monthly * instances)
+        else:
+            monthly = current_monthly = active.monthly_price
+            missing = instances - covered_instances(active, now)
+            if missing > 0:
+                due_now = pricing.prorated(
+                    active.monthly_price * missing,
+                    remaining=active.period_end - now,
+                    period=active.period_end - active.period_start,
+                )
+                due_until = active.period_end
+    return ChargeQuote(
+        currency=currency,
+        subscription=subscription,
+        instances=instances,
+        hourly=hourly,
+        monthly=monthly,
+        current_instances=current,
+        current_hourly=current_hourly,
+        current_monthly=current_monthly,
+        due_now=due_now,
+        due_until=due_until,
+        spendable=org_spendable_balance(org.pk),
+        warn_hours=settings.BILLING_DEPLOY_WARN_HOURS,
+        grace_hours=settings.BILLING_GRACE_HOURS,
+    )
+
+
+def org_accounts(query: str = "") -> QuerySet[Organization]:
+    """Every organization with its balance, for platform staff (those without a billing account yet included)."""
+    from tenancy.models import Organization
+
+    orgs = Organization.objects.all()
+    if query:
+        orgs = orgs.filter(Q(name__icontains=query) | Q(namespace__icontains=query))
+    return orgs.annotate(
+        balance=Coalesce(F("billing_account__balance"), ZERO),
+        credit_limit=Coalesce(F("billing_account__credit_limit"), ZERO),
+        overdrawn_since=F("billing_account__overdrawn_since"),
+    ).order_by("namespace")

@@ -1,6 +1,7 @@
 """Receivers that turn other apps' facts into billing work (the work itself lives in billing.services).
 
 ``subscription_cover_requested`` runs inside the deploy's transaction: a refusal rolls the deploy back.
+``charge_quote_requested`` answers the deploy and scale pages with the price billing will charge.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.dispatch import receiver
 
 from catalog.models import CatalogModel
 from deployments.models import EventKind, Service
-from deployments.signals import subscription_cover_requested
+from deployments.signals import charge_quote_requested, subscription_cover_requested
 
 if TYPE_CHECKING:
     from deployments.models import ServiceEvent
@@ -28,6 +29,16 @@ def catalog_model_saved(sender: type[CatalogModel], instance: CatalogModel, **kw
     from billing.services import token_price_sync
 
     token_price_sync(catalog_model=instance)
+
+
+@receiver(post_save, sender="maas.Organization", dispatch_uid="billing.welcome_credit")
+def organization_saved(sender: type, instance: Any, created: bool, **kwargs: Any) -> None:
+    """A personal organization (the one a user gets at sign-up) starts with the welcome credit, posted in the
+    sign-up's transaction: one per user; team organizations created later get none."""
+    if created and instance.personal and not kwargs.get("raw"):
+        from billing.services import account_welcome_credit
+
+        account_welcome_credit(org=instance)
 
 
 @receiver(post_save, sender="deployments.ServiceEvent", dispatch_uid="billing.meter_settle")
@@ -56,3 +67,14 @@ def subscription_cover_requested_received(
     from billing.services import subscription_cover
 
     subscription_cover(service=service, instances=instances, actor=actor)
+
+
+@receiver(charge_quote_requested, dispatch_uid="billing.charge_quote")
+def charge_quote_requested_received(sender: type, **kwargs: Any) -> Any:
+    """The deploy and scale pages' price, from billing's own rules (``billing.selectors.charge_quote``)."""
+    from billing.selectors import charge_quote
+
+    return charge_quote(**{key: kwargs[key] for key in QUOTE_ARGUMENTS})
+
+
+QUOTE_ARGUMENTS = ("org", "region", "gpu_product", "gpu_count", "instances", "billing_mode", "service")

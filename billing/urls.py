@@ -14,5 +14,7 @@ urlpatterns = [
     path("topup/<uuid:pk>/", views.topup_detail, name="topup-detail"),
     path("subscriptions/", views.subscriptions, name="subscriptions"),
     path("subscriptions/<uuid:pk>/", views.subscription_detail, name="subscription-detail"),
+    path("accounts/", views.accounts, name="accounts"),
+    path("accounts/<uuid:org_id>/credit/", views.account_credit, name="account-credit"),
     path("stripe/webhook/", views.stripe_webhook, name="stripe-webhook"),
 ]

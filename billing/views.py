@@ -14,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
@@ -22,12 +23,16 @@ from django_htmx.middleware import HtmxDetails
 
 from billing import selectors, services
 from billing import stripe as stripe_api
-from billing.forms import AddInstancesForm, LedgerFilterForm, SubscriptionForm, TopUpForm
+from billing.context import credit_help
+from billing.forms import AccountCreditForm, AddInstancesForm, LedgerFilterForm, SubscriptionForm, TopUpForm
 from billing.models import EntryKind, Subscription, TopUp
 from core import charts
 from core.errors import ApplicationError
 from core.forms import Echo, actor_of, apply_error, org_or_404
+from core.money import format_money
 from core.querysets import get_for_org_or_404
+from deployments.views import staff_required
+from tenancy.models import Organization
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +153,7 @@ def topup(request: HttpRequest) -> HttpResponse:
             "form": form,
             "configured": stripe_api.is_configured(),
             "topups": selectors.org_topups(org)[:20],
+            **credit_help(),
         },
     )
 
@@ -249,4 +255,47 @@ def subscription_detail(request: HttpRequest, pk: str) -> HttpResponse:
                 :20
             ],
         },
+    )
+
+
+# --- platform staff: every organization's balance, and crediting one -----------------------------------------
+
+
+@staff_required
+def accounts(request: HttpRequest) -> HttpResponse:
+    query = request.GET.get("q", "").strip()[:100]
+    page = Paginator(selectors.org_accounts(query), 50).get_page(request.GET.get("page"))
+    return render(request, "billing/accounts.html", {"page": page, "query": query, "currency": settings.CURRENCY})
+
+
+@staff_required
+def account_credit(request: HttpRequest, org_id: str) -> HttpResponse:
+    org = Organization.objects.filter(pk=org_id).first()
+    if org is None:
+        raise Http404("No such organization")
+    form = AccountCreditForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            entry = services.account_credit(
+                org=org,
+                amount=form.cleaned_data["amount"],
+                reason=form.cleaned_data["reason"],
+                actor=actor_of(request),
+                token=form.cleaned_data["token"],
+            )
+        except ApplicationError as exc:
+            apply_error(form, exc)
+        else:
+            messages.success(
+                request,
+                _("%(amount)s posted to %(org)s; its balance is now %(balance)s.")
+                % {
+                    "amount": format_money(entry.amount, entry.currency),
+                    "org": org.namespace,
+                    "balance": format_money(entry.balance_after, entry.currency),
+                },
+            )
+            return redirect(f"{reverse('billing:accounts')}?q={org.namespace}")
+    return render(
+        request, "billing/account_credit.html", {"org": org, "state": selectors.balance_state(org), "form": form}
     )

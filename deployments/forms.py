@@ -3,6 +3,8 @@
 from typing import cast
 
 from django import forms
+from django.utils.functional import lazy
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from core.forms import SecretTextarea
@@ -21,6 +23,19 @@ from deployments.services import MAX_INSTANCES
 KUBECONFIG_MAX_BYTES = 256 * 1024
 
 
+def _range_message() -> str:
+    return gettext("Enter a whole number of instances from 1 to %(max)d.") % {"max": MAX_INSTANCES}
+
+
+def instances_field(**kwargs) -> forms.IntegerField:
+    """An instance count; every refusal (empty, not a number, out of range) names the allowed range."""
+    message = lazy(_range_message, str)()
+    errors = {key: message for key in ("required", "invalid", "min_value", "max_value")}
+    return forms.IntegerField(
+        label=_("Instances"), min_value=1, max_value=MAX_INSTANCES, error_messages=errors, **kwargs
+    )
+
+
 class ServiceCreateForm(forms.Form):
     name = forms.CharField(
         label=_("Service name"),
@@ -29,7 +44,7 @@ class ServiceCreateForm(forms.Form):
         help_text=_("Callable as <namespace>/<service name>."),
     )
     region = forms.ChoiceField(label=_("Region"))
-    instances = forms.IntegerField(label=_("Instances"), min_value=1, max_value=MAX_INSTANCES, initial=1)
+    instances = instances_field(initial=1)
     billing_mode = forms.ChoiceField(
         label=_("Billing"), choices=BillingMode.choices, initial=BillingMode.PAYG, widget=forms.RadioSelect
     )
@@ -46,7 +61,9 @@ class ServiceCreateForm(forms.Form):
 
 
 class ScaleForm(forms.Form):
-    instances = forms.IntegerField(label=_("Instances"), min_value=1, max_value=MAX_INSTANCES)
+    instances = instances_field()
+    # Set by the confirmation page's button: without it a POST only shows the price and asks.
+    confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
 
 class _KubeconfigFields(forms.Form):

@@ -29,7 +29,8 @@ from deployments.forms import (
     ServiceCreateForm,
 )
 from deployments.models import BillingMode, Cluster, Region, Service
-from deployments.placement import fitting_regions, instance_prices
+from deployments.placement import fitting_regions
+from deployments.signals import charge_quote_requested
 
 
 def staff_required(view):
@@ -60,7 +61,22 @@ def _catalog_model(slug: str) -> CatalogModel:
         raise Http404 from None
 
 
-def _quote(placements: dict, region_code, instances, billing_mode) -> dict:
+def charge_quote(*, org, region, gpu_product: str, gpu_count: int, instances: int, billing_mode: str, service=None):
+    """Billing's price for this deploy or scale (``deployments.signals``): what it will charge; None without billing."""
+    answers = charge_quote_requested.send(
+        sender=Service,
+        org=org,
+        region=region,
+        gpu_product=gpu_product,
+        gpu_count=gpu_count,
+        instances=instances,
+        billing_mode=billing_mode,
+        service=service,
+    )
+    return next((answer for _receiver, answer in answers if answer is not None), None)
+
+
+def _quote(org, placements: dict, region_code, instances, billing_mode) -> dict:
     """The live price shown next to the deploy form."""
     placement = placements.get(region_code)
     try:
@@ -69,19 +85,17 @@ def _quote(placements: dict, region_code, instances, billing_mode) -> dict:
         instances = 0
     if placement is None or not 1 <= instances <= services.MAX_INSTANCES:
         return {"quote": None}
-    hourly, monthly, currency = instance_prices(placement.cluster.region, placement.gpu_product, placement.gpu_count)
-    return {
-        "quote": {
-            "placement": placement,
-            "instances": instances,
-            "currency": currency,
-            "hourly": hourly,
-            "monthly": monthly,
-            "total_hourly": hourly * instances,
-            "total_monthly": monthly * instances,
-            "subscription": billing_mode == BillingMode.SUBSCRIPTION,
-        }
-    }
+    if billing_mode not in BillingMode.values:
+        billing_mode = BillingMode.PAYG
+    quote = charge_quote(
+        org=org,
+        region=placement.cluster.region,
+        gpu_product=placement.gpu_product,
+        gpu_count=placement.gpu_count,
+        instances=instances,
+        billing_mode=billing_mode,
+    )
+    return {"quote": quote, "placement": placement}
 
 
 @login_required
@@ -95,7 +109,25 @@ def service_new(request, slug):
         regions=fitting,
         initial={"name": model.slug.replace(".", "-")[:40], "region": fitting[0].code if fitting else None},
     )
-    if request.method == "POST" and form.is_valid():
+    source = request.POST if request.method == "POST" else {}
+    quoted = _quote(
+        request.org,
+        placements,
+        source.get("region") or (fitting[0].code if fitting else None),
+        source.get("instances", 1),
+        source.get("billing_mode", BillingMode.PAYG),
+    )
+    # A pay-as-you-go deploy the balance pays for less than BILLING_DEPLOY_WARN_HOURS is confirmed on the form.
+    quote = quoted["quote"]
+    confirm_low_balance = (
+        request.method == "POST"
+        and form.is_valid()
+        and quote is not None
+        and quote.warn
+        and not quote.subscription
+        and request.POST.get("confirmed") != "1"
+    )
+    if request.method == "POST" and form.is_valid() and not confirm_low_balance:
         data = form.cleaned_data
         try:
             service = services.service_create(
@@ -112,17 +144,12 @@ def service_new(request, slug):
         else:
             messages.success(request, _("Service %(id)s is being deployed.") % {"id": service.model_id})
             return redirect("deployments:service-detail", pk=service.pk)
-    source = request.POST if request.method == "POST" else {}
     context = {
         "model": model,
         "form": form,
         "unfit": [(region, reason) for region, placement, reason in regions if not placement],
-        **_quote(
-            placements,
-            source.get("region") or (fitting[0].code if fitting else None),
-            source.get("instances", 1),
-            source.get("billing_mode", BillingMode.PAYG),
-        ),
+        "confirm_low_balance": confirm_low_balance,
+        **quoted,
     }
     return render(request, "deployments/service_new.html", context)
 
@@ -138,6 +165,7 @@ def service_price(request, slug):
             if candidate.pk == region.pk and placement:
                 placements[region.code] = placement
     context = _quote(
+        request.org,
         placements,
         region.code if region else None,
         request.GET.get("instances"),
@@ -150,14 +178,12 @@ def _service(request, pk) -> Service:
     return get_for_org_or_404(Service, request.org, pk=pk)
 
 
-@login_required
-def service_detail(request, pk):
-    service = _service(request, pk)
+def _detail_page(request, service: Service, *, scale_form: ScaleForm | None = None):
     context = {
         "service": service,
         "events": selectors.service_events(service, limit=50),
         "replicas": selectors.service_replicas(service),
-        "scale_form": ScaleForm(initial={"instances": service.instances}),
+        "scale_form": scale_form or ScaleForm(initial={"instances": service.instances}),
     }
     # The status and events panels poll themselves.
     if request.htmx and request.htmx.target == "service-status":
@@ -168,36 +194,53 @@ def service_detail(request, pk):
 
 
 @login_required
-def service_scale(request, pk):
-    """GET (htmx): confirm the new count and its price; POST: scale."""
-    service = _service(request, pk)
-    form = ScaleForm(request.POST if request.method == "POST" else request.GET)
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.service_scale(service=service, actor=request.user, instances=form.cleaned_data["instances"])
-        except ApplicationError as exc:
-            messages.error(request, exc.message)
-        else:
-            messages.success(
-                request,
-                _("Scaling %(id)s to %(n)d instances.") % {"id": service.model_id, "n": form.cleaned_data["instances"]},
-            )
-        return redirect("deployments:service-detail", pk=service.pk)
-    quote = None
-    if form.is_valid():
-        hourly, monthly, currency = instance_prices(service.region, service.gpu_product, service.gpu_count)
-        n = form.cleaned_data["instances"]
-        quote = {
-            "instances": n,
-            "hourly": hourly,
-            "total_hourly": hourly * n,
-            "monthly": monthly,
-            "total_monthly": monthly * n,
-            "currency": currency,
-        }
-    return render(
-        request, "deployments/partials/scale_confirm.html", {"service": service, "form": form, "quote": quote}
+def service_detail(request, pk):
+    return _detail_page(request, _service(request, pk))
+
+
+def _scale_quote(service: Service, instances: int):
+    return charge_quote(
+        org=service.org,
+        region=service.region,
+        gpu_product=service.gpu_product,
+        gpu_count=service.gpu_count,
+        instances=instances,
+        billing_mode=service.billing_mode,
+        service=service,
     )
+
+
+@login_required
+def service_scale(request, pk):
+    """GET (htmx): the new count's price and its difference; POST: a confirmation page with the price, then
+    (``confirmed``) scale. A refused count comes back in the service page's form, or in the htmx fragment."""
+    service = _service(request, pk)
+    if request.method != "POST":
+        form = ScaleForm(request.GET)
+        if not request.htmx:
+            form.is_valid()
+            return _detail_page(request, service, scale_form=form)
+        quote = _scale_quote(service, form.cleaned_data["instances"]) if form.is_valid() else None
+        return render(
+            request, "deployments/partials/scale_confirm.html", {"service": service, "form": form, "quote": quote}
+        )
+    form = ScaleForm(request.POST)
+    if not form.is_valid():
+        return _detail_page(request, service, scale_form=form)
+    instances = form.cleaned_data["instances"]
+    if instances == service.instances:
+        messages.info(request, _("%(id)s already has %(n)d instances.") % {"id": service.model_id, "n": instances})
+        return redirect("deployments:service-detail", pk=service.pk)
+    if not form.cleaned_data["confirmed"]:
+        context = {"service": service, "form": form, "quote": _scale_quote(service, instances)}
+        return render(request, "deployments/service_scale_confirm.html", context)
+    try:
+        services.service_scale(service=service, actor=request.user, instances=instances)
+    except ApplicationError as exc:
+        apply_error(form, exc)
+        return _detail_page(request, service, scale_form=form)
+    messages.success(request, _("Scaling %(id)s to %(n)d instances.") % {"id": service.model_id, "n": instances})
+    return redirect("deployments:service-detail", pk=service.pk)
 
 
 def _action(service_fn, done_message):

@@ -270,6 +270,14 @@ CELERY_BEAT_SCHEDULE["deployments-check-clusters"] = {"task": "deployments.check
 BILLING_GRACE_HOURS = env.integer("BILLING_GRACE_HOURS", 24, minimum=0)
 BILLING_LOW_BALANCE = env.decimal("BILLING_LOW_BALANCE", "10")  # the console warns below this spendable balance
 BILLING_CHARGE_BATCH_SIZE = env.integer("BILLING_CHARGE_BATCH_SIZE", 2000, minimum=1)  # usage records per batch
+# Credited once to the organization a user gets at sign-up (ledger key welcome:<org id>); 0: none.
+BILLING_WELCOME_CREDIT = env.decimal("BILLING_WELCOME_CREDIT", "0")
+if not BILLING_WELCOME_CREDIT.is_finite() or BILLING_WELCOME_CREDIT < 0:
+    raise ImproperlyConfigured(f"BILLING_WELCOME_CREDIT: must be a non-negative amount, got {BILLING_WELCOME_CREDIT}")
+# The deploy and scale pages warn when the balance covers fewer hours than this of the chosen service.
+BILLING_DEPLOY_WARN_HOURS = env.integer("BILLING_DEPLOY_WARN_HOURS", 24, minimum=0)
+# Who credits balances when card top-ups are off (an e-mail address or a URL, shown on the top-up page).
+BILLING_CONTACT = env.string("BILLING_CONTACT", "")
 BILLING_TOPUP_MIN = env.decimal("BILLING_TOPUP_MIN", "10")
 BILLING_TOPUP_MAX = env.decimal("BILLING_TOPUP_MAX", "100000")
 STRIPE_SECRET_KEY = env.string("STRIPE_SECRET_KEY", "")

@@ -18,6 +18,7 @@ NAVIGATION = [
     ("billing:overview", _("Billing"), True, False),
     ("metering:usage", _("Usage"), True, False),
     ("deployments:clusters", _("Clusters"), True, True),
+    ("billing:accounts", _("Accounts"), True, True),
 ]
 
 

@@ -27,6 +27,9 @@ billing.topup              ✓                     pay money into the account
 
 Reading pages, inference through ``/v1`` and the playground need no more than membership.
 
+Platform actions are no organization's role: crediting an organization's balance, clusters, the ingestion dead
+letters are for platform staff (``User.is_staff``); their services call ``require_platform_staff(actor)``.
+
 The actor is a ``User`` (its membership's role counts), an ``ApiKeyUser`` (a request made with an ``sk-`` key:
 allowed only when the key has the ``manage`` scope, and then only what its creator's current role allows, never
 more; a key whose creator left the organization may do nothing), or None: the platform itself (Celery tasks,
@@ -109,6 +112,14 @@ def require(actor: Any, org: Organization, action: str) -> None:
         if isinstance(getattr(actor, "key", None), ApiKey) and ApiKeyScope.MANAGE not in actor.key.scopes:
             raise PermissionDenied(_("This API key may only call models (/v1); give it the manage scope."))
         raise PermissionDenied(_("Your role in this organization does not allow this."))
+
+
+def require_platform_staff(actor: Any) -> None:
+    """Raise PermissionDenied unless ``actor`` is platform staff (None, the platform itself, always is)."""
+    if actor is None:
+        return
+    if getattr(actor, "key", None) is not None or not getattr(actor, "is_staff", False):
+        raise PermissionDenied(_("Only a platform administrator may do this."))
 
 
 def matrix() -> list[dict[str, Any]]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from billing.services.instances import service_settle, services_to_settle
 from billing.services.ledger import (
+    account_credit,
     account_get_or_create,
     account_set_credit_limit,
+    account_welcome_credit,
     balance_publish,
     ledger_adjust,
     ledger_post,
@@ -28,8 +30,10 @@ from billing.services.topups import stripe_event_handle, topup_create, topup_ref
 from billing.services.usage_charges import usage_batch_key, usage_charge_pending
 
 __all__ = [
+    "account_credit",
     "account_get_or_create",
     "account_set_credit_limit",
+    "account_welcome_credit",
     "balance_publish",
     "ledger_adjust",
     "ledger_post",

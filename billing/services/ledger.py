@@ -26,6 +26,7 @@ from core import signals
 from core.errors import ApplicationError
 from core.money import quantize_posted
 from tenancy.models import Organization
+from tenancy.permissions import require_platform_staff
 from tenancy.services import audit_record
 
 if TYPE_CHECKING:
@@ -256,6 +257,29 @@ def ledger_adjust(
         audit_record(
             org=org, actor=actor, action="billing.adjust", target=entry, data={"amount": str(amount), "reason": reason}
         )
+    return entry
+
+
+def account_credit(
+    *, org: Organization, amount: Decimal, reason: str, actor: User | None, token: str | None = None
+) -> LedgerEntry:
+    """A platform admin credits (or debits) any organization, with or without a billing account yet (one is
+    created); ``ledger_adjust``'s rules, idempotent by ``token`` and audited. The entry's ``balance_after`` is the
+    new balance."""
+    require_platform_staff(actor)
+    return ledger_adjust(org=org, amount=amount, reason=reason, actor=actor, token=token)
+
+
+def account_welcome_credit(*, org: Organization) -> LedgerEntry | None:
+    """``BILLING_WELCOME_CREDIT`` for a new organization, once (key ``welcome:<org id>``); None when it is 0."""
+    amount = quantize_posted(settings.BILLING_WELCOME_CREDIT)
+    if amount <= 0:
+        return None
+    entry, created = ledger_post(
+        org=org, kind=EntryKind.ADJUSTMENT, amount=amount, key=f"welcome:{org.pk}", description=_("Welcome credit")
+    )
+    if created:
+        audit_record(org=org, actor=None, action="billing.welcome_credit", target=entry, data={"amount": str(amount)})
     return entry
 
 

@@ -37,10 +37,7 @@ logger = logging.getLogger(__name__)
 
 def subscription_monthly_price(service: Service) -> Decimal:
     """The price of a month of one instance of ``service`` (a deployments-provided price wins)."""
-    explicit = getattr(service, "monthly_price", None)
-    if explicit:
-        return quantize_posted(explicit)
-    return pricing.monthly_price(service.hourly_price)
+    return pricing.instance_month_price(service.hourly_price, getattr(service, "monthly_price", None))
 
 
 def _require_funds(org_id: UUID, amount: Decimal) -> None:

@@ -178,7 +178,7 @@ def test_console_key_revoke_follows_the_matrix(request, world, client_name, stat
 def test_console_service_writes_follow_the_matrix(request, world, client_name, allowed):
     client = request.getfixturevalue(client_name)
     service = world["service"]
-    client.post(reverse("deployments:service-scale", args=[service.pk]), {"instances": 2})
+    client.post(reverse("deployments:service-scale", args=[service.pk]), {"instances": 2, "confirmed": "1"})
     client.post(reverse("deployments:service-stop", args=[service.pk]))
     response = client.post(reverse("deployments:service-delete", args=[service.pk]))
     assert response.status_code == (302 if allowed else 403)
