@@ -36,8 +36,7 @@ class Command(BaseCommand):
             if not no_serve:
                 self.serve(host, port)
         finally:
-            if embedded.started is not None:
-                embedded.stop(embedded.started.root)
+            if embedded.stop_started():
                 self.stdout.write("embedded servers stopped")
 
     def prepare(self) -> None:
