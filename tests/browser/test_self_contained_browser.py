@@ -55,5 +55,7 @@ def test_the_api_reference_renders_from_the_platforms_own_files(page, live_serve
     assert "script-src 'self';" in policy + ";"  # Redoc's bundle is a static file here: no script from elsewhere
     assert "/static/drf_spectacular_sidecar/redoc/" in page.content()
     # Redoc fetched the schema and drew it (a blank page before: its script came from a CDN).
-    assert page.get_by_role("heading", name="MaaS management API").first.is_visible()
-    assert page.get_by_text("/api/services/").first.is_visible()
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("heading", name="MaaS management API").first).to_be_visible()
+    expect(page.get_by_text("/api/services/").first).to_be_visible()
