@@ -8,7 +8,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 import gateway
-from maas.views import ApiDocsView
+from maas.views import ApiDocsView, ApiRootView, favicon
 from tenancy import views
 
 V1_DOCUMENT = Path(gateway.__file__).parent / "openapi.yaml"
@@ -40,6 +40,8 @@ urlpatterns = [
     path("billing/", include("billing.urls")),
     path("playground/", include("playground.urls")),
     path("", include("deployments.urls")),
+    path("favicon.ico", favicon, name="favicon"),
+    path("api/", ApiRootView.as_view(), name="api-root"),
     path("api/", include("maas.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
