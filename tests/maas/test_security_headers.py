@@ -117,3 +117,17 @@ def test_check_deploy_names_what_a_tls_deployment_must_set():
 def test_a_malformed_proxy_header_name_fails_loudly():
     out = _production(SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO")
     assert out.returncode != 0 and "SECURE_PROXY_SSL_HEADER: expected an HTTP header name" in out.stderr
+
+
+def test_the_api_reference_is_under_the_policy_widened_only_for_redoc(client, alice_client):
+    """/api/docs/ was exempt from the policy (Redoc from a CDN); now its widening is Redoc's styles and worker alone."""
+    response = client.get("/api/docs/")
+    policy = _csp(response)
+    assert policy["script-src"] == ["'self'"] and policy["img-src"] == ["'self'", "data:"]
+    assert policy["style-src"] == ["'self'", "'unsafe-inline'"] and policy["worker-src"] == ["blob:"]
+    assert policy["connect-src"] == ["'self'"]
+    html = response.content.decode()
+    assert "/static/drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js" in html and "https://" not in html
+
+    console = _csp(alice_client.get("/keys/"))
+    assert "worker-src" not in console and console["style-src"] == ["'self'"]

@@ -2,6 +2,10 @@
 demo data, then the ASGI web server, the usage ingester, a Celery worker and Celery beat. Ctrl-C stops everything
 it started.
 
+The console's log is quiet by default: its processes log warnings and errors only (uvicorn's per-request and start-up
+lines, Celery's line per periodic task run are INFO). ``--verbose`` (``./dev up --verbose``) logs INFO again; a
+``LOG_LEVEL`` set in the environment wins over both.
+
 The embedded servers are started by ``manage.py`` before settings are read (``maas.embedded.prepare_environment``),
 so this command owns them: its children inherit their URLs, and it stops them when it ends.
 """
@@ -29,15 +33,17 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--no-serve", action="store_true", help="Prepare everything, start no process.")
+        parser.add_argument(
+            "--verbose", action="store_true", help="Log INFO lines too (each periodic task run, each server start)."
+        )
 
-    def handle(self, *args: Any, host: str, port: int, no_serve: bool, **options: Any) -> None:
+    def handle(self, *args: Any, host: str, port: int, no_serve: bool, verbose: bool, **options: Any) -> None:
         try:
             self.prepare()
             if not no_serve:
-                self.serve(host, port)
+                self.serve(host, port, verbose=verbose)
         finally:
-            if embedded.started is not None:
-                embedded.stop(embedded.started.root)
+            if embedded.stop_started():
                 self.stdout.write("embedded servers stopped")
 
     def prepare(self) -> None:
@@ -47,52 +53,62 @@ class Command(BaseCommand):
         for extra in getattr(settings, "QUICKSTART_STEPS", []):
             call_command(extra)
 
-    def serve(self, host: str, port: int) -> None:
-        env = {
+    @staticmethod
+    def log_level(*, verbose: bool) -> str:
+        """The processes' log level: ``LOG_LEVEL`` when set, else INFO with ``--verbose`` and WARNING without."""
+        return os.environ.get("LOG_LEVEL") or ("INFO" if verbose else "WARNING")
+
+    def process_commands(self, host: str, port: int, *, verbose: bool) -> list[list[str]]:
+        """The command lines of the web server, the Celery worker and beat, and the usage ingester."""
+        py, level = sys.executable, self.log_level(verbose=verbose)
+        return [
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "maas.asgi:application",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                level.lower(),
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+            [py, "-m", "celery", "-A", "maas", "worker", "-l", level, "--concurrency", "2", "-Q", "celery"],
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "maas",
+                "beat",
+                "-l",
+                level,
+                "-s",
+                str(settings.EMBEDDED_DIR / "celerybeat-schedule"),
+            ],
+            # The usage ingester: records leave Redis for PostgreSQL within about a second (beat's 5-second task is
+            # only the fallback when no ingester runs).
+            [py, "manage.py", "ingest_usage"],
+        ]
+
+    def process_env(self, host: str, port: int, *, verbose: bool) -> dict[str, str]:
+        """Their environment: this one, with the site's URL and the log level (settings' LOGGING reads LOG_LEVEL)."""
+        return {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "maas.settings"),
             "SITE_URL": f"http://{host}:{port}",
+            "LOG_LEVEL": self.log_level(verbose=verbose),
         }
-        py = sys.executable
+
+    def serve(self, host: str, port: int, *, verbose: bool = False) -> None:
+        env = self.process_env(host, port, verbose=verbose)
         procs = [
-            subprocess.Popen(
-                [
-                    py,
-                    "-m",
-                    "uvicorn",
-                    "maas.asgi:application",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                    "--no-access-log",
-                    "--timeout-graceful-shutdown",
-                    "5",
-                ],
-                env=env,
-            ),
-            subprocess.Popen(
-                [py, "-m", "celery", "-A", "maas", "worker", "-l", "INFO", "--concurrency", "2", "-Q", "celery"],
-                env=env,
-            ),
-            subprocess.Popen(
-                [
-                    py,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "maas",
-                    "beat",
-                    "-l",
-                    "INFO",
-                    "-s",
-                    str(settings.EMBEDDED_DIR / "celerybeat-schedule"),
-                ],
-                env=env,
-            ),
-            # The usage ingester: records leave Redis for PostgreSQL within about a second (beat's 5-second task is
-            # only the fallback when no ingester runs).
-            subprocess.Popen([py, "manage.py", "ingest_usage"], env=env, cwd=settings.BASE_DIR),
+            subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
+            for command in self.process_commands(host, port, verbose=verbose)
         ]
         url = f"http://{host}:{port}/"
         servers = "external"
