@@ -82,7 +82,9 @@ def test_local_inventory_tracks_allocations(org, alice, catalog, local_cluster, 
     assert (entry["total"], entry["allocated"], entry["free"]) == (8, 3, 5)
 
 
-def test_seed_platform_is_idempotent(catalog):
+def test_seed_platform_is_idempotent(catalog, django_user_model):
+    # As after seed_demo: a platform admin exists, and is no member of the platform org (the services are still made).
+    django_user_model.objects.create_superuser(username="root", email="root@example.com", password="x")
     for _ in range(2):
         call_command("seed_platform", stdout=io.StringIO())
     assert list(Region.objects.values_list("code", "name_zh")) == [

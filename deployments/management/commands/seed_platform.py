@@ -1,6 +1,5 @@
 """`manage.py seed_platform`: regions, the local cluster, the platform org and its public services (idempotent)."""
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -38,7 +37,6 @@ class Command(BaseCommand):
             org, _created = Organization.objects.get_or_create(
                 namespace=PUBLIC_NAMESPACE, defaults={"name": "Platform"}
             )
-        admin = get_user_model().objects.filter(is_superuser=True).order_by("pk").first()
         for slug in models:
             model = CatalogModel.objects.filter(slug=slug).first()
             if model is None:
@@ -47,8 +45,9 @@ class Command(BaseCommand):
             if Service.objects.for_org(org).live().filter(name=slug.replace(".", "-")).exists():
                 continue
             try:
+                # The platform itself deploys them (actor None): no user is a member of the platform org.
                 service_create(
-                    org=org, actor=admin, catalog_model=model, region=region, name=slug.replace(".", "-"), instances=1
+                    org=org, actor=None, catalog_model=model, region=region, name=slug.replace(".", "-"), instances=1
                 )
             except ApplicationError as exc:
                 self.stderr.write(f"skipped {slug}: {exc.message}")
