@@ -45,6 +45,7 @@ class ModelTarget:
     catalog_slug: str
     context_length: int
     owner_org_id: str  # the org owning the services (the platform org for public models)
+    kind: str  # catalog.models.ModelKind: which endpoints it answers (chat or embeddings)
 
 
 def _public_services(slug: str):
@@ -74,6 +75,7 @@ def resolve_model_target(model_id: str, org) -> ModelTarget | None:
             catalog_slug=first.catalog_model.slug,
             context_length=first.max_model_len,
             owner_org_id=str(first.org_id),
+            kind=first.catalog_model.kind,
         )
     if org is None or namespace != org.namespace:
         return None
@@ -95,6 +97,7 @@ def resolve_model_target(model_id: str, org) -> ModelTarget | None:
         catalog_slug=service.catalog_model.slug,
         context_length=service.max_model_len,
         owner_org_id=str(service.org_id),
+        kind=service.catalog_model.kind,
     )
 
 
@@ -114,6 +117,7 @@ def callable_models(org) -> list[dict]:
                 "catalog_slug": service.catalog_model.slug,
                 "context_length": service.max_model_len,
                 "public": True,
+                "kind": service.catalog_model.kind,
             },
         )
     if org is not None:
@@ -127,6 +131,7 @@ def callable_models(org) -> list[dict]:
                 "catalog_slug": service.catalog_model.slug,
                 "context_length": service.max_model_len,
                 "public": False,
+                "kind": service.catalog_model.kind,
             }
     return list(items.values())
 

@@ -29,6 +29,7 @@ import orjson
 from django.conf import settings
 
 from billing.pricing import token_amount
+from catalog.models import ModelKind
 from deployments.selectors import Endpoint
 from gateway import admission, errors, lookups, store, transport, usage
 from gateway.admission import Admission
@@ -41,6 +42,12 @@ from gateway.validation import Parsed, estimate_prompt_tokens, parse, typical_pr
 logger = logging.getLogger(__name__)
 
 PATHS = {"chat.completions": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
+# The model kind (catalog.models.ModelKind, carried by the cached target) each endpoint needs.
+ENDPOINT_KINDS = {
+    "chat.completions": ModelKind.CHAT,
+    "completions": ModelKind.CHAT,
+    "embeddings": ModelKind.EMBEDDING,
+}
 __all__ = ["UPSTREAM_ERRORS", "Call", "StreamRelay", "chat_stream", "rejected_call", "start"]
 
 
@@ -194,6 +201,8 @@ async def prepare(call: Call) -> list:
         raise errors.model_not_found(parsed.model_id)
     if call.key is not None and call.key.allowed_models and parsed.model_id not in call.key.allowed_models:
         raise errors.model_not_allowed(parsed.model_id)
+    if ENDPOINT_KINDS[call.endpoint] != target.kind:  # refused before admission: nothing reserved, nothing billed
+        raise errors.model_not_supported(parsed.model_id, kind=target.kind, endpoint=call.endpoint)
     call.target = target
     typical = typical_prompt_tokens(parsed.prompt_text)
     if call.endpoint == "embeddings":

@@ -50,6 +50,28 @@ def model_not_found(model_id: str) -> GatewayError:
     )
 
 
+API_NAMES = {
+    "chat.completions": "Chat Completions API (/v1/chat/completions)",
+    "completions": "Completions API (/v1/completions)",
+    "embeddings": "Embeddings API (/v1/embeddings)",
+}
+
+
+def model_not_supported(model_id: str, *, kind: str, endpoint: str) -> GatewayError:
+    """The model exists but answers another endpoint (a chat model asked for embeddings, or the reverse).
+
+    OpenAI answers such a call with an ``invalid_request_error`` naming the model and the endpoint to use, vLLM with
+    a 400 "The model does not support <name> API"; this says both, with the code ``model_not_supported``."""
+    use = "/v1/embeddings" if kind == "embedding" else "/v1/chat/completions"
+    return GatewayError(
+        400,
+        f"The model `{model_id}` is {'an embedding' if kind == 'embedding' else 'a chat'} model and does not support "
+        f"the {API_NAMES[endpoint]}; call {use} with it.",
+        param="model",
+        code="model_not_supported",
+    )
+
+
 def model_not_allowed(model_id: str) -> GatewayError:
     return GatewayError(
         403,
