@@ -72,6 +72,20 @@ def model_not_supported(model_id: str, *, kind: str, endpoint: str) -> GatewayEr
     )
 
 
+def max_tokens_too_large(model_id: str, *, param: str, requested: int, context_length: int) -> GatewayError:
+    """``max_tokens`` that no prompt leaves room for (the prompt has at least one token), refused before anything is
+    reserved: vLLM's words ("... is too large: N. This model's maximum context length is M tokens"), OpenAI's
+    ``invalid_value`` code for a parameter out of its range, as this gateway's other range checks answer."""
+    return GatewayError(
+        400,
+        f"'{param}' is too large: {requested}. The model `{model_id}`'s maximum context length is {context_length} "
+        f"tokens, shared by the prompt and the completion; lower '{param}' to at most {context_length - 1} minus "
+        "the prompt's tokens.",
+        param=param,
+        code="invalid_value",
+    )
+
+
 def model_not_allowed(model_id: str) -> GatewayError:
     return GatewayError(
         403,
