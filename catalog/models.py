@@ -34,6 +34,21 @@ class Task(models.TextChoices):
     RERANK = "rerank", _("Rerank")
 
 
+class ModelKind(models.TextChoices):
+    """What a model answers: chat (and text) completions, or embeddings; the gateway refuses the other endpoints."""
+
+    CHAT = "chat", _("Chat")
+    EMBEDDING = "embedding", _("Embedding")
+
+
+class PublicApi(models.TextChoices):
+    """Whether a model's ``public/<slug>`` API can be called now (the deployments app answers, see catalog.signals)."""
+
+    AVAILABLE = "available", _("Public API available")
+    STARTING = "starting", _("Public API starting")
+    NOT_OFFERED = "not-offered", _("No public API")
+
+
 class Runtime(models.TextChoices):
     VLLM = "vllm", "vLLM"
     SGLANG = "sglang", "SGLang"
@@ -74,6 +89,10 @@ class CatalogModel(models.Model):
     @property
     def public_model_id(self) -> str:
         return f"public/{self.slug}"
+
+    @property
+    def kind(self) -> ModelKind:
+        return ModelKind.EMBEDDING if Task.EMBEDDING in self.tasks else ModelKind.CHAT
 
     @property
     def description(self) -> str:

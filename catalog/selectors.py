@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import cast
 
 from django.db.models import Prefetch, Q, QuerySet
 
-from catalog.models import CatalogModel, DeploymentVariant, Task
+from catalog.models import CatalogModel, DeploymentVariant, PublicApi, Task
+from catalog.signals import public_api_requested
 
 SIZE_BUCKETS = {
     # key: (label, min billions inclusive, max billions exclusive)
@@ -96,3 +98,17 @@ def public_model_by_id(model_id: str) -> CatalogModel | None:
     if not model_id.startswith("public/"):
         return None
     return listed_models().filter(slug=model_id.removeprefix("public/")).first()
+
+
+def public_api(slugs) -> dict[str, PublicApi]:
+    """Whether each model's ``public/<slug>`` API can be called now: one query by the deployments app, whatever the
+    number of models (``catalog.signals``)."""
+    slugs = list(slugs)
+    found: dict[str, PublicApi] = dict.fromkeys(slugs, PublicApi.NOT_OFFERED)
+    if not slugs:
+        return found
+    for _receiver, answer in public_api_requested.send(sender=CatalogModel, slugs=slugs):
+        for slug, state in (cast("dict[str, str] | None", answer) or {}).items():
+            if slug in found:
+                found[slug] = PublicApi(state)
+    return found

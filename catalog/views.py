@@ -23,6 +23,10 @@ def marketplace(request):
     query = selectors.MarketplaceQuery.from_params(request.GET)
     paginator = Paginator(selectors.marketplace_models(query), PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    states = selectors.public_api(m.slug for m in page.object_list)
+    for m in page.object_list:
+        setattr(m, "public_api", states[m.slug])  # noqa: B010  (what the card shows; not a model field)
     params = request.GET.copy()
     params.pop("page", None)
     context = {
@@ -47,6 +51,7 @@ def model_detail(request, slug):
         raise Http404 from None
     context = {
         "model": model,
+        "public_api": selectors.public_api([model.slug])[model.slug],
         "variants": list(model.variants.all()),
         "playground_url": _url_or_none("playground:index"),
         "deploy_url": _url_or_none("deployments:service-new", model.slug),

@@ -4,16 +4,26 @@ Contract for the gateway:
 - ``resolve_model_target(model_id, org)``: what a client's ``model`` names, or None (unknown / not this org's);
 - ``ready_endpoints(service_ids)``: the Ready replicas of those services, with whatever headers reaching them needs;
 - ``callable_models(org)``: the model ids an org can call now (for ``GET /v1/models``).
+
+A public model resolves while one of its public services is offered (``OFFERED_STATUSES``: being created, started,
+scaled or running), so that a request made while its replicas warm up (a restart, a scale from a failure) gets the
+same 503 ``no_ready_replica`` with ``Retry-After`` as an organization's own service, not a 404; a model with no such
+service is not offered and answers 404. The marketplace reads the same rule (``public_api_status``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.db.models import Exists, OuterRef
+
+from catalog.models import PublicApi
 from deployments.drivers import driver_for
 from deployments.models import PUBLIC_NAMESPACE, Replica, Service, ServiceStatus
 
 CALLABLE_STATUSES = (ServiceStatus.RUNNING, ServiceStatus.SCALING)
+# A public service in one of these is offered: callable now, or soon (its requests get 503 with Retry-After).
+OFFERED_STATUSES = (ServiceStatus.PENDING, ServiceStatus.CREATING, ServiceStatus.STARTING, *CALLABLE_STATUSES)
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class ModelTarget:
     catalog_slug: str
     context_length: int
     owner_org_id: str  # the org owning the services (the platform org for public models)
+    kind: str  # catalog.models.ModelKind: which endpoints it answers (chat or embeddings)
 
 
 def _public_services(slug: str):
@@ -42,7 +53,7 @@ def _public_services(slug: str):
         org__namespace=PUBLIC_NAMESPACE,
         catalog_model__slug=slug,
         catalog_model__listed=True,
-        status__in=CALLABLE_STATUSES,
+        status__in=OFFERED_STATUSES,
     ).select_related("catalog_model", "org")
 
 
@@ -64,6 +75,7 @@ def resolve_model_target(model_id: str, org) -> ModelTarget | None:
             catalog_slug=first.catalog_model.slug,
             context_length=first.max_model_len,
             owner_org_id=str(first.org_id),
+            kind=first.catalog_model.kind,
         )
     if org is None or namespace != org.namespace:
         return None
@@ -85,6 +97,7 @@ def resolve_model_target(model_id: str, org) -> ModelTarget | None:
         catalog_slug=service.catalog_model.slug,
         context_length=service.max_model_len,
         owner_org_id=str(service.org_id),
+        kind=service.catalog_model.kind,
     )
 
 
@@ -104,6 +117,7 @@ def callable_models(org) -> list[dict]:
                 "catalog_slug": service.catalog_model.slug,
                 "context_length": service.max_model_len,
                 "public": True,
+                "kind": service.catalog_model.kind,
             },
         )
     if org is not None:
@@ -117,8 +131,29 @@ def callable_models(org) -> list[dict]:
                 "catalog_slug": service.catalog_model.slug,
                 "context_length": service.max_model_len,
                 "public": False,
+                "kind": service.catalog_model.kind,
             }
     return list(items.values())
+
+
+def public_api_status(*, slugs, **_kwargs) -> dict[str, PublicApi]:
+    """Receiver of ``catalog.signals.public_api_requested``: for each of ``slugs`` with an offered public service,
+    AVAILABLE when one has a ready replica the gateway routes to, else STARTING (one query)."""
+    ready = Replica.objects.filter(service=OuterRef("pk"), ready=True)
+    rows = (
+        Service.objects.filter(
+            org__namespace=PUBLIC_NAMESPACE, catalog_model__slug__in=list(slugs), status__in=OFFERED_STATUSES
+        )
+        .annotate(has_ready=Exists(ready))
+        .values_list("catalog_model__slug", "status", "has_ready")
+    )
+    found: dict[str, PublicApi] = {}
+    for slug, status, has_ready in rows:
+        if has_ready and status in CALLABLE_STATUSES:
+            found[slug] = PublicApi.AVAILABLE
+        else:
+            found.setdefault(slug, PublicApi.STARTING)
+    return found
 
 
 def ready_endpoints(service_ids) -> list[Endpoint]:

@@ -910,14 +910,26 @@ async def admit(
             retry_after=reset_s,
             headers=headers,
         )
-    if status == 3:
+    if status in (3, 4):
+        left = int(result[1])
+        needed = f"{from_micro(cost_micro).normalize():f} {settings.CURRENCY}"  # micro-units of the platform currency
+        remaining = f"{from_micro(max(left, 0)).normalize():f} {settings.CURRENCY}"
+        if status == 3:
+            if left <= 0:
+                raise errors.insufficient_quota(
+                    "You exceeded your current quota: the organization's balance is used up. Top up to continue."
+                )
+            raise errors.insufficient_quota(
+                f"This request's worst-case cost {needed} exceeds the {remaining} left of the organization's balance "
+                "(the worst case is reserved before the call); lower max_tokens or top up."
+            )
+        if left <= 0:
+            raise errors.insufficient_quota(
+                "This API key reached its spend cap for the current period; raise the cap or wait for the reset."
+            )
         raise errors.insufficient_quota(
-            "You exceeded your current quota: the organization's balance does not cover this request "
-            "(its worst-case cost is reserved before the call). Top up or lower max_tokens."
-        )
-    if status == 4:
-        raise errors.insufficient_quota(
-            "This API key reached its spend cap for the current period; raise the cap or wait for the reset."
+            f"This request's worst-case cost {needed} exceeds the {remaining} left of this API key's spend cap for "
+            "the current period (the worst case is reserved before the call); lower max_tokens or raise the cap."
         )
     counts = [int(x) for x in result[1:5]]
     if key_rpm or key_tpm:

@@ -29,6 +29,7 @@ import orjson
 from django.conf import settings
 
 from billing.pricing import token_amount
+from catalog.models import ModelKind
 from deployments.selectors import Endpoint
 from gateway import admission, errors, lookups, store, transport, usage
 from gateway.admission import Admission
@@ -41,6 +42,12 @@ from gateway.validation import Parsed, estimate_prompt_tokens, parse, typical_pr
 logger = logging.getLogger(__name__)
 
 PATHS = {"chat.completions": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
+# The model kind (catalog.models.ModelKind, carried by the cached target) each endpoint needs.
+ENDPOINT_KINDS = {
+    "chat.completions": ModelKind.CHAT,
+    "completions": ModelKind.CHAT,
+    "embeddings": ModelKind.EMBEDDING,
+}
 __all__ = ["UPSTREAM_ERRORS", "Call", "StreamRelay", "chat_stream", "rejected_call", "start"]
 
 
@@ -194,6 +201,13 @@ async def prepare(call: Call) -> list:
         raise errors.model_not_found(parsed.model_id)
     if call.key is not None and call.key.allowed_models and parsed.model_id not in call.key.allowed_models:
         raise errors.model_not_allowed(parsed.model_id)
+    if ENDPOINT_KINDS[call.endpoint] != target.kind:  # refused before admission: nothing reserved, nothing billed
+        raise errors.model_not_supported(parsed.model_id, kind=target.kind, endpoint=call.endpoint)
+    if parsed.max_tokens is not None and parsed.max_tokens >= target.context_length:
+        param = "max_completion_tokens" if call.body.get("max_completion_tokens") else "max_tokens"
+        raise errors.max_tokens_too_large(
+            parsed.model_id, param=param, requested=parsed.max_tokens, context_length=target.context_length
+        )
     call.target = target
     typical = typical_prompt_tokens(parsed.prompt_text)
     if call.endpoint == "embeddings":
@@ -353,12 +367,17 @@ def upstream_error(call: Call, status: int, raw: bytes) -> GatewayError:
     message = str(inner.get("message") or raw[:500].decode("utf-8", "replace") or f"Upstream error {status}")
     message = message.replace(call.target.upstream_model, call.parsed.model_id) if call.target else message
     code = inner.get("code")
+    if not isinstance(code, str):
+        code = None  # vLLM puts the HTTP status there (400), which is no OpenAI error code
+    if status == 400 and "maximum context length" in message:
+        code = "context_length_exceeded"  # OpenAI's code for a prompt (plus completion) beyond the context window
+    param = inner.get("param")
     return GatewayError(
         status,
         message,
         type="invalid_request_error" if status < 500 else "server_error",
-        code=str(code) if code is not None else None,
-        param=inner.get("param"),
+        code=code,
+        param=param if isinstance(param, str) else None,
     )
 
 

@@ -50,6 +50,42 @@ def model_not_found(model_id: str) -> GatewayError:
     )
 
 
+API_NAMES = {
+    "chat.completions": "Chat Completions API (/v1/chat/completions)",
+    "completions": "Completions API (/v1/completions)",
+    "embeddings": "Embeddings API (/v1/embeddings)",
+}
+
+
+def model_not_supported(model_id: str, *, kind: str, endpoint: str) -> GatewayError:
+    """The model exists but answers another endpoint (a chat model asked for embeddings, or the reverse).
+
+    OpenAI answers such a call with an ``invalid_request_error`` naming the model and the endpoint to use, vLLM with
+    a 400 "The model does not support <name> API"; this says both, with the code ``model_not_supported``."""
+    use = "/v1/embeddings" if kind == "embedding" else "/v1/chat/completions"
+    return GatewayError(
+        400,
+        f"The model `{model_id}` is {'an embedding' if kind == 'embedding' else 'a chat'} model and does not support "
+        f"the {API_NAMES[endpoint]}; call {use} with it.",
+        param="model",
+        code="model_not_supported",
+    )
+
+
+def max_tokens_too_large(model_id: str, *, param: str, requested: int, context_length: int) -> GatewayError:
+    """``max_tokens`` that no prompt leaves room for (the prompt has at least one token), refused before anything is
+    reserved: vLLM's words ("... is too large: N. This model's maximum context length is M tokens"), OpenAI's
+    ``invalid_value`` code for a parameter out of its range, as this gateway's other range checks answer."""
+    return GatewayError(
+        400,
+        f"'{param}' is too large: {requested}. The model `{model_id}`'s maximum context length is {context_length} "
+        f"tokens, shared by the prompt and the completion; lower '{param}' to at most {context_length - 1} minus "
+        "the prompt's tokens.",
+        param=param,
+        code="invalid_value",
+    )
+
+
 def model_not_allowed(model_id: str) -> GatewayError:
     return GatewayError(
         403,

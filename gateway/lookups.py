@@ -81,6 +81,7 @@ class Target:
     upstream_model: str
     catalog_model_id: int
     context_length: int
+    kind: str  # catalog.models.ModelKind: chat (chat and text completions) or embedding
     prices: PriceHistory | None  # per-token prices of public models; dedicated services are billed per instance-hour
 
     def price_at(self, started_at: float) -> TokenRates | None:
@@ -149,6 +150,7 @@ def _load_target(model_id: str, org_id: str | None, namespace: str | None) -> Ta
         upstream_model=target.upstream_model,
         catalog_model_id=target.catalog_model_id,
         context_length=target.context_length,
+        kind=target.kind,
         prices=prices,
     )
 

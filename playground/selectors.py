@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from catalog.models import ModelKind
 from deployments.selectors import callable_models
 from playground.models import Conversation, Message, Role
 
@@ -41,9 +42,15 @@ def lane_history(conversation: Conversation, lane: int, messages: list[Message] 
 
 
 def pickable_models(org) -> list[dict]:
-    """Models the org can call now: public ones first, then its own running services."""
-    models = callable_models(org)
+    """Chat models the org can call now: public ones first, then its own running services (the playground chats, so
+    an embedding model is never offered, let alone picked by default)."""
+    models = [m for m in callable_models(org) if m["kind"] == ModelKind.CHAT]
     return sorted(models, key=lambda m: (not m["public"], m["id"]))
+
+
+def is_embedding_model(org, model_id: str) -> bool:
+    """Whether the org could call ``model_id`` now, but on /v1/embeddings (so not in the playground)."""
+    return any(m["id"] == model_id and m["kind"] == ModelKind.EMBEDDING for m in callable_models(org))
 
 
 def turns(messages: list[Message], lanes: int) -> list[dict]:

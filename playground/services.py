@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.errors import ApplicationError, PermissionDenied
-from deployments.selectors import callable_models
+from playground import selectors
 from playground.models import (
     MESSAGE_MAX,
     PARAMETERS,
@@ -67,7 +67,7 @@ def _check_model(org, model_id: str, *, field: str) -> str:
     model_id = (model_id or "").strip()
     if not model_id:
         raise ApplicationError(_("Pick a model."), field=field)
-    if model_id not in {m["id"] for m in callable_models(org)}:
+    if model_id not in {m["id"] for m in selectors.pickable_models(org)}:
         raise ApplicationError(
             _("The model “%(model)s” is not available to this organization now.") % {"model": model_id[:200]},
             field=field,

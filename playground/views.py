@@ -55,8 +55,11 @@ def _page(request, conversation: Conversation | None):
     if conversation is not None:
         selected = conversation.model_id
         sampling = conversation.sampling
+    elif unavailable:
+        selected = ""  # asked for a model that cannot chat here: say so, never switch to another one silently
+        sampling = Conversation().sampling
     else:
-        selected = wanted if wanted in model_ids else (models[0]["id"] if models else "")
+        selected = wanted or (models[0]["id"] if models else "")
         sampling = Conversation().sampling
     turns, lanes = [], 1
     if conversation is not None:
@@ -73,6 +76,7 @@ def _page(request, conversation: Conversation | None):
         "service_models": [m for m in models if not m["public"]],
         "selected_model": selected,
         "unavailable_model": unavailable,
+        "unavailable_is_embedding": bool(unavailable) and selectors.is_embedding_model(request.org, unavailable),
         "conversation": conversation,
         "conversations": selectors.user_conversations(org=request.org, user=request.user),
         "turns": turns,

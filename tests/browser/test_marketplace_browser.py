@@ -34,7 +34,7 @@ def test_filters_update_results_in_place_and_the_url(page, live_server, synced):
 
     page.locator(".card-link").first.click()
     page.wait_for_url("**/models/deepseek-**/")
-    assert "public/deepseek-" in page.locator("main").inner_text()
+    assert "No public API" in page.locator("main").inner_text()  # none of them has a public service here
 
 
 def test_chinese_by_browser_language_and_switch_to_english(browser, live_server, synced):
@@ -59,3 +59,30 @@ def test_pagination_and_history(page, live_server, synced):
     page.wait_for_function("document.querySelectorAll('.model-card').length === 2")
     page.go_back()
     page.wait_for_function("document.querySelectorAll('.model-card').length === 12")
+
+
+def test_a_model_page_shows_a_snippet_only_while_its_public_api_can_be_called(page, live_server, synced):
+    from catalog.models import CatalogModel
+    from deployments.models import PUBLIC_NAMESPACE, ServiceStatus
+    from tests.factories import OrganizationFactory, ReplicaFactory, ServiceFactory
+
+    platform = OrganizationFactory(name="Platform", namespace=PUBLIC_NAMESPACE)
+    service = ServiceFactory(
+        org=platform, catalog_model=CatalogModel.objects.get(slug="qwen3-8b"), name="q8", status=ServiceStatus.STARTING
+    )
+    page.goto(f"{live_server.url}/models/llama-3.1-8b-instruct/")
+    main = page.locator("main")
+    assert main.locator("[data-public-api]").inner_text() == "No public API"
+    assert main.locator("pre.code").count() == 0 and "curl" not in main.inner_text()
+    assert page.get_by_role("link", name="Try in playground").count() == 0
+
+    page.goto(f"{live_server.url}/models/qwen3-8b/")
+    assert main.locator("[data-public-api]").inner_text() == "Public API starting"
+    assert main.locator("pre.code").count() == 0 and "503" in main.inner_text()
+
+    ReplicaFactory(service=service, ready=True)
+    type(service).objects.filter(pk=service.pk).update(status=ServiceStatus.RUNNING)
+    page.reload()
+    assert main.locator("[data-public-api]").inner_text() == "Public API available"
+    assert "public/qwen3-8b" in main.locator("#api-snippet").inner_text()
+    assert page.get_by_role("link", name="Try in playground").count() == 1

@@ -12,7 +12,7 @@ def slugs_in(response) -> list[str]:
 
 @pytest.mark.django_db
 def test_marketplace_lists_cards_with_prices_and_context(client, catalog, django_assert_max_num_queries):
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(5):  # the page's public API states are one query, however many cards
         response = client.get(MARKET)
     assert response.status_code == 200
     html = response.content.decode()
@@ -89,7 +89,7 @@ def test_detail_page_shows_specs_variants_and_public_id(client, catalog):
     response = client.get(reverse("catalog:model-detail", args=["deepseek-v3"]))
     html = response.content.decode()
     assert response.status_code == 200
-    assert "public/deepseek-v3" in html
+    assert "not offered as a public API" in html and "public/deepseek-v3" not in html  # no public service here
     assert "16 × 80 GB" in html  # multi-node variant
     assert "deepseek-ai/DeepSeek-V3" in html
     assert client.get(reverse("catalog:model-detail", args=["no-such-model"])).status_code == 404
@@ -142,3 +142,67 @@ def test_openapi_schema_and_docs(client):
 def test_api_routes_answer_with_and_without_trailing_slash(client, catalog):
     assert client.get("/api/catalog/models").status_code == 200
     assert client.get("/api/catalog/models/bge-m3").status_code == 200
+
+
+@pytest.fixture
+def public_services(catalog):
+    """Public services of the shipped catalog: qwen3-8b serving, qwen2.5-7b-instruct starting, bge-m3 serving,
+    deepseek-v3 stopped; every other model has none."""
+    from catalog.models import CatalogModel
+    from deployments.models import PUBLIC_NAMESPACE, ServiceStatus
+    from tests.factories import OrganizationFactory, ReplicaFactory, ServiceFactory
+
+    platform = OrganizationFactory(name="Platform", namespace=PUBLIC_NAMESPACE)
+
+    def service(slug, status, ready):
+        svc = ServiceFactory(org=platform, catalog_model=CatalogModel.objects.get(slug=slug), name=slug, status=status)
+        ReplicaFactory(service=svc, ready=ready)
+
+    service("qwen3-8b", ServiceStatus.RUNNING, True)
+    service("bge-m3", ServiceStatus.RUNNING, True)
+    service("qwen2.5-7b-instruct", ServiceStatus.STARTING, False)
+    service("deepseek-v3", ServiceStatus.STOPPED, False)
+
+
+def _detail(client, slug):
+    response = client.get(reverse("catalog:model-detail", args=[slug]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+@pytest.mark.django_db
+def test_model_pages_say_truthfully_whether_the_public_api_can_be_called(client, public_services):
+    serving = _detail(client, "qwen3-8b")
+    assert 'data-public-api="available"' in serving and "Public API available" in serving
+    assert 'id="api-snippet"' in serving and "/v1/chat/completions" in serving
+    assert "?model=public/qwen3-8b" in serving.replace("%2F", "/")  # Try in playground
+
+    starting = _detail(client, "qwen2.5-7b-instruct")
+    assert 'data-public-api="starting"' in starting and "503" in starting and "Retry-After" in starting
+    assert 'id="api-snippet"' not in starting and "curl" not in starting and "Try in playground" not in starting
+
+    for slug in ("deepseek-v3", "llama-3.1-8b-instruct"):  # stopped, and never deployed publicly
+        html = _detail(client, slug)
+        assert 'data-public-api="not-offered"' in html and "not offered as a public API" in html
+        assert "curl" not in html and "Try in playground" not in html and "Deploy" in html
+
+
+@pytest.mark.django_db
+def test_an_embedding_models_snippet_calls_the_embeddings_endpoint_and_offers_no_chat(client, public_services):
+    html = _detail(client, "bge-m3")
+    assert 'data-public-api="available"' in html and "/v1/embeddings" in html and '"input"' in html
+    assert "/v1/chat/completions" not in html and "Try in playground" not in html
+
+
+@pytest.mark.django_db
+def test_marketplace_cards_show_each_models_public_api_state(client, public_services):
+    states, html = {}, ""
+    for page in (1, 2):
+        response = client.get(MARKET, {"sort": "name", "page": page})
+        states.update({m.slug: m.public_api for m in response.context["page"].object_list})
+        html += response.content.decode()
+    assert states["qwen3-8b"] == "available" and states["bge-m3"] == "available"
+    assert states["qwen2.5-7b-instruct"] == "starting" and states["deepseek-v3"] == "not-offered"
+    assert sum(1 for state in states.values() if state == "not-offered") == 14 - 3
+    assert html.count('data-public-api="') == 14
+    assert "Public API available" in html and "Public API starting" in html and "No public API" in html

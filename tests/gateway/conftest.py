@@ -156,6 +156,16 @@ def public_model(public_org, simulator):
 
 
 @pytest.fixture
+def public_embedding_model(public_org):
+    """``public/tiny-embed``, an embedding model (catalog task ``embedding``) of the platform, priced per token."""
+    from simulator import run_simulator
+
+    with run_simulator(served_model_names=("public/embed-small",), ttft_ms=1, itl_ms=1) as url:
+        model = CatalogModelFactory(slug="tiny-embed", tasks=["embedding"])
+        yield _make_service(org=public_org, model=model, name="embed-small", replicas=[url])
+
+
+@pytest.fixture
 def org_service(org, simulator):
     """The org's dedicated ``acme/my-llama``."""
     model = _make_catalog_model("llama-dedicated")

@@ -79,12 +79,12 @@ def test_streams_are_the_same_through_the_plain_asgi_path(api_key, public_model,
             assert chunks[-1].usage.completion_tokens == 30 and not chunks[-1].choices
 
 
-def test_completions_and_embeddings(any_v1, api_key, public_model):
+def test_completions_and_embeddings(any_v1, api_key, public_model, public_embedding_model):
     client = openai.OpenAI(base_url=any_v1, api_key=api_key)
     completion = client.completions.create(model="public/tiny-chat", prompt="Once upon a time", max_tokens=5)
     assert completion.model == "public/tiny-chat" and completion.usage.completion_tokens <= 5
-    embedding = client.embeddings.create(model="public/tiny-chat", input=["hello", "world"])
-    assert embedding.model == "public/tiny-chat" and len(embedding.data) == 2 and embedding.usage.prompt_tokens > 0
+    embedding = client.embeddings.create(model="public/tiny-embed", input=["hello", "world"])
+    assert embedding.model == "public/tiny-embed" and len(embedding.data) == 2 and embedding.usage.prompt_tokens > 0
 
 
 def test_async_sdk_streams_concurrently(v1, api_key, public_model):

@@ -18,6 +18,7 @@ from metering.models import UsageRecord
 from simulator import run_simulator
 from tenancy.models import ApiKey
 from tenancy.services import apikey_create
+from tests.factories import ReplicaFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -201,6 +202,33 @@ def test_no_ready_replica_is_503_with_retry_after(v1, api_key, public_org, make_
         )
     assert caught.value.status_code == 503 and caught.value.response.headers["retry-after"]
     assert caught.value.body["code"] == "no_ready_replica"
+
+
+@pytest.mark.parametrize("status", ["Pending", "Creating", "Starting", "Running", "Scaling"])
+def test_a_public_model_warming_up_is_503_with_retry_after_not_404(
+    any_v1, api_key, public_org, make_catalog_model, make_service, status
+):
+    """After a restart a public service is Starting (or Running with no replica ready yet): retry, it exists."""
+    service = make_service(
+        org=public_org, model=make_catalog_model("warm-chat"), name="warm", replicas=[], status=status
+    )
+    ReplicaFactory(service=service, ready=False)
+    client = openai.OpenAI(base_url=any_v1, api_key=api_key, max_retries=0)
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="public/warm-chat", messages=CHAT, max_tokens=2)
+    assert caught.value.status_code == 503 and int(caught.value.response.headers["retry-after"]) >= 1
+    assert caught.value.body["code"] == "no_ready_replica" and caught.value.body["type"] == "server_error"
+    assert admission.open_holds(str(service.org_id)) == 0
+
+
+@pytest.mark.parametrize("status", ["Stopped", "Failed", "Deleted"])
+def test_a_public_model_no_longer_offered_is_404(any_v1, api_key, public_org, make_catalog_model, make_service, status):
+    make_service(org=public_org, model=make_catalog_model("gone-chat"), name="gone", replicas=[], status=status)
+    with pytest.raises(openai.NotFoundError) as caught:
+        openai.OpenAI(base_url=any_v1, api_key=api_key, max_retries=0).chat.completions.create(
+            model="public/gone-chat", messages=CHAT, max_tokens=2
+        )
+    assert caught.value.body["code"] == "model_not_found"
 
 
 def test_usage_is_recorded_once_even_when_entries_are_replayed_or_a_consumer_dies(v1, org, key_row, public_model):

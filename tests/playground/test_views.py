@@ -8,7 +8,7 @@ from django.urls import reverse
 from playground import services
 from playground.models import AnswerStatus, Conversation
 from tenancy.models import AuditEvent
-from tests.playground.conftest import PUBLIC_SLUG
+from tests.playground.conftest import PUBLIC_SLUG, make_service
 
 PUBLIC_ID = f"public/{PUBLIC_SLUG}"
 INDEX = "/playground/"
@@ -66,12 +66,43 @@ def test_model_query_parameter_preselects_it(alice_client, public_model, org_ser
     assert '<option value="acme/my-llama" selected>' in html
 
 
-def test_unavailable_model_in_link_is_explained(alice_client, public_model):
+def test_unavailable_model_in_link_is_explained_and_no_other_model_is_picked_for_it(alice_client, public_model):
     html = alice_client.get(INDEX, {"model": "public/deepseek-r1"}).content.decode()
     assert "has no running deployment" in html
+    assert '<option value="" selected disabled>Pick a model</option>' in html
+    picker = html[html.index('<select id="pg-model"') :]
+    picker = picker[: picker.index("</select>")]
+    assert picker.count(" selected>") == 0 and f'value="{PUBLIC_ID}"' in picker  # not silently chosen instead
 
 
-def test_catalog_model_page_links_to_playground_with_model(client, catalog):
+@pytest.fixture
+def embedding_model(catalog, public_org, region):
+    """``public/bge-m3``, an embedding model, running publicly: it sorts before every chat model."""
+    return make_service(org=public_org, slug="bge-m3", name="bge", region=region)
+
+
+def test_embedding_models_are_neither_offered_nor_the_default(alice_client, public_model, embedding_model):
+    html = alice_client.get(INDEX).content.decode()
+    assert "public/bge-m3" not in html
+    assert f'<option value="{PUBLIC_ID}" selected>' in html
+
+
+def test_a_link_to_an_embedding_model_says_it_does_not_chat(alice_client, public_model, embedding_model):
+    html = alice_client.get(INDEX, {"model": "public/bge-m3"}).content.decode()
+    assert "is an embedding model" in html and "/v1/embeddings" in html
+    assert '<option value="" selected disabled>' in html and f'<option value="{PUBLIC_ID}" selected>' not in html
+
+
+def test_a_conversation_on_an_embedding_model_is_refused(alice, org, embedding_model):
+    from core.errors import ApplicationError
+
+    with pytest.raises(ApplicationError) as caught:
+        services.conversation_start(org=org, user=alice, model_id="public/bge-m3", content="hi")
+    assert caught.value.code == "model_not_found"
+
+
+def test_catalog_model_page_links_to_playground_with_model(client, catalog, public_org, region):
+    make_service(org=public_org, slug=PUBLIC_SLUG, name="qwen-small", region=region, base_url="http://127.0.0.1:9")
     html = client.get(reverse("catalog:model-detail", args=[PUBLIC_SLUG])).content.decode()
     assert f'href="{INDEX}?model=public/{PUBLIC_SLUG}"' in html
 
