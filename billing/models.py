@@ -100,6 +100,13 @@ class LedgerEntry(models.Model):
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} {self.currency} ({self.key})"
 
+    @property
+    def reference(self) -> str:
+        """What a person can quote about this entry outside the platform (the card payment's or refund's id at
+        Stripe); never ``key``, which is the platform's own idempotency key."""
+        data = self.data if isinstance(self.data, dict) else {}
+        return str(data.get("payment_intent") or data.get("charge") or "")
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise ValueError("Ledger entries are append-only")

@@ -47,9 +47,12 @@ def overview(request: HttpRequest) -> HttpResponse:
     state = selectors.balance_state(org)
     start, end = selectors.month_bounds(selectors.this_month())
     per_day = selectors.spend_per_day(org, days=30)
+    today = timezone.localdate()
     chart = charts.bar_chart(
-        [(d.strftime("%m-%d"), v) for d, v in per_day],
+        [(_("today") if d == today else d.strftime("%m-%d"), v) for d, v in per_day],
         title=_("Spend per day, last 30 days (%(currency)s)") % {"currency": state.currency},
+        current=next((i for i, (d, _v) in enumerate(per_day) if d == today), None),
+        current_note=_("so far"),
     )
     return render(
         request,
@@ -110,22 +113,33 @@ def statement_csv(request: HttpRequest, year: int, month: int) -> StreamingHttpR
     st = selectors.statement(org, _month(year, month))
     labels = dict(EntryKind.choices)
 
+    # Columns for people (an accountant, a spreadsheet): no internal ids; the reference is one a payment provider
+    # knows.
     def rows() -> Iterator[str]:
         writer = csv.writer(Echo())
         yield writer.writerow(
-            ["created_at", "type", "description", "service", "amount", "balance_after", "currency", "key"]
+            [
+                _("Date"),
+                _("Type"),
+                _("Description"),
+                _("Service"),
+                _("Amount"),
+                _("Balance"),
+                _("Currency"),
+                _("Reference"),
+            ]
         )
         for e in st.entries:
             yield writer.writerow(
                 [
-                    timezone.localtime(e.created_at).isoformat(),
+                    timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"),
                     str(labels.get(e.kind, e.kind)),
                     e.description,
                     e.service.name if e.service else "",
                     e.amount,
                     e.balance_after,
                     e.currency,
-                    e.key,
+                    e.reference,
                 ]
             )
 

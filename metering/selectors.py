@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Aggregate, Avg, Count, F, FloatField, Q, Sum
+from django.db.models import Aggregate, Avg, Case, CharField, Count, F, FloatField, Q, Sum, Value, When
 from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
 
 from core.redis import client as sredis
 from metering import ingestion
-from metering.models import UsageRecord
+from metering.models import UsageRecord, UsageStatus
 
 
 class Percentile(Aggregate):
@@ -33,6 +34,14 @@ class UsageQuery:
         return "hour" if self.days <= 2 else "day"
 
 
+# The groups usage is shown by: a model id the org really used, or one of these keys (none has a "/", and every id
+# that resolves to a model has one, so they never meet a real id).
+NO_MODEL = "none"  # refused before the request named a model (an unreadable body, a missing "model")
+UNKNOWN_MODEL = "unknown"  # named a model that does not exist: mistyped ids, one group
+OTHER_MODELS = "other"  # the charts' groups past the palette, folded together
+TRIED_SHOWN = 5  # the mistyped ids the unknown group names
+
+
 def _usage_records(org, query: UsageQuery):
     qs = UsageRecord.objects.for_org(org).filter(started_at__gte=timezone.now() - timedelta(days=query.days))
     if query.model_id:
@@ -40,11 +49,44 @@ def _usage_records(org, query: UsageQuery):
     return qs
 
 
-def usage_models(org, query: UsageQuery) -> list[dict]:
-    """Per model over the window: requests, errors, tokens, TTFT and latency p50/p99."""
+def usage_model_ids(org) -> list[str]:
+    """The model ids the org has really used: the request reached a model, or was served. Ids that never resolved
+    (mistyped) are left out: they are shown as one group, never offered as a filter."""
+    resolved = Q(catalog_model__isnull=False) | Q(service__isnull=False) | Q(status=UsageStatus.OK)
     return list(
+        UsageRecord.objects.for_org(org)
+        .filter(resolved)
+        .exclude(model_id="")
+        .values_list("model_id", flat=True)
+        .distinct()
+        .order_by("model_id")
+    )
+
+
+def _group(known: Sequence[str], shown: Collection[str] | None = None) -> Case:
+    """A record's group: its model id when known, else ``NO_MODEL`` or ``UNKNOWN_MODEL``; with ``shown``, a group
+    not in it becomes ``OTHER_MODELS``."""
+
+    def kept(group: str) -> Value:
+        return Value(group if shown is None or group in shown else OTHER_MODELS)
+
+    cases = [When(model_id="", then=kept(NO_MODEL))]
+    visible = [m for m in known if shown is None or m in shown]
+    if visible:
+        cases.append(When(model_id__in=visible, then=F("model_id")))
+    hidden = [m for m in known if shown is not None and m not in shown]
+    if hidden:
+        cases.append(When(model_id__in=hidden, then=Value(OTHER_MODELS)))
+    return Case(*cases, default=kept(UNKNOWN_MODEL), output_field=CharField())
+
+
+def usage_models(org, query: UsageQuery, *, known: Sequence[str]) -> list[dict]:
+    """Per group over the window (a known model id, or ``NO_MODEL``/``UNKNOWN_MODEL``): requests, errors, tokens,
+    TTFT and latency p50/p99; the unknown group also lists the ids that were tried (``tried``, the most used first)."""
+    rows = list(
         _usage_records(org, query)
-        .values("model_id")
+        .annotate(group=_group(known))
+        .values("group")
         .annotate(
             requests=Count("id"),
             errors=Count("id", filter=Q(status="error")),
@@ -56,17 +98,31 @@ def usage_models(org, query: UsageQuery) -> list[dict]:
             latency_p99=Percentile("latency_ms", 0.99),
             latency_avg=Avg("latency_ms"),
         )
-        .order_by("-requests", "model_id")
+        .order_by("-requests", "group")
     )
+    for row in rows:
+        row["tried"] = []
+        if row["group"] == UNKNOWN_MODEL:
+            row["tried"] = list(
+                _usage_records(org, query)
+                .exclude(model_id="")
+                .exclude(model_id__in=known)
+                .values("model_id")
+                .annotate(n=Count("id"))
+                .order_by("-n", "model_id")
+                .values_list("model_id", flat=True)[:TRIED_SHOWN]
+            )
+    return rows
 
 
-def usage_series(org, query: UsageQuery) -> list[dict]:
-    """Per time bucket (and model): requests, tokens and latency percentiles, oldest first."""
+def usage_series(org, query: UsageQuery, *, known: Sequence[str], shown: Collection[str]) -> list[dict]:
+    """Per time bucket (and group, past ``shown`` folded into ``OTHER_MODELS``): requests, tokens and latency
+    percentiles, oldest first."""
     trunc = TruncHour("started_at") if query.bucket == "hour" else TruncDate("started_at")
     return list(
         _usage_records(org, query)
-        .annotate(bucket=trunc)
-        .values("bucket", "model_id")
+        .annotate(bucket=trunc, group=_group(known, shown))
+        .values("bucket", "group")
         .annotate(
             requests=Count("id"),
             tokens=Sum(F("prompt_tokens") + F("completion_tokens")),
@@ -75,12 +131,8 @@ def usage_series(org, query: UsageQuery) -> list[dict]:
             latency_p50=Percentile("latency_ms", 0.5),
             latency_p99=Percentile("latency_ms", 0.99),
         )
-        .order_by("bucket", "model_id")
+        .order_by("bucket", "group")
     )
-
-
-def usage_model_ids(org) -> list[str]:
-    return list(UsageRecord.objects.for_org(org).values_list("model_id", flat=True).distinct().order_by("model_id"))
 
 
 def usage_export_rows(org, query: UsageQuery):

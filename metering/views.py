@@ -24,12 +24,21 @@ from metering import ingestion, selectors
 from metering.forms import UsageFilterForm
 
 
-def _usage_query(request, org):
-    form = UsageFilterForm(request.GET or None, model_ids=selectors.usage_model_ids(org))
+def _usage_query(request, org, known: list[str]):
+    form = UsageFilterForm(request.GET or None, model_ids=known)
     query = selectors.UsageQuery()
     if form.is_bound and form.is_valid():
         query = selectors.UsageQuery(days=form.cleaned_data["days"] or 7, model_id=form.cleaned_data["model"])
     return form, query
+
+
+def group_label(group: str) -> str:
+    """What a usage group is called on the page: a model id as it is, the groups that are no model in words."""
+    return {
+        selectors.NO_MODEL: _("(no model: refused before routing)"),
+        selectors.UNKNOWN_MODEL: _("(unknown model ids)"),
+        selectors.OTHER_MODELS: _("Other models"),
+    }.get(group, group)
 
 
 def _bucket_labels(query: selectors.UsageQuery) -> list:
@@ -41,7 +50,7 @@ def _bucket_labels(query: selectors.UsageQuery) -> list:
     return [first_day + timedelta(days=i) for i in range(query.days)]
 
 
-def _usage_charts(series: list[dict], query: selectors.UsageQuery) -> dict:
+def _usage_charts(series: list[dict], query: selectors.UsageQuery, shown: list[str]) -> dict:
     buckets = _bucket_labels(query)
     hourly = query.bucket == "hour"
 
@@ -49,10 +58,12 @@ def _usage_charts(series: list[dict], query: selectors.UsageQuery) -> dict:
         return timezone.localtime(value).replace(minute=0, second=0, microsecond=0) if hourly else value
 
     labels = [b.strftime("%H:00") if hourly else b.strftime("%m-%d") for b in buckets]
+    # The last bucket is the one still running: named so, not mistaken for a whole hour or day.
+    labels[-1] = _("now") if hourly else _("today")
     index = {b: i for i, b in enumerate(buckets)}
-    models = sorted({row["model_id"] for row in series})
+    groups = list(shown) + sorted({row["group"] for row in series} - set(shown))  # "other" last
     tables: dict[str, dict[str, list[float | None]]] = {
-        name: {m: [None] * len(buckets) for m in models}
+        name: {g: [None] * len(buckets) for g in groups}
         for name in ("requests", "tokens", "ttft_p50", "ttft_p99", "latency_p50", "latency_p99")
     }
     for row in series:
@@ -60,35 +71,46 @@ def _usage_charts(series: list[dict], query: selectors.UsageQuery) -> dict:
         if i is None:
             continue
         for name, table in tables.items():
-            table[row["model_id"]][i] = float(row[name]) if row[name] is not None else None
+            table[row["group"]][i] = float(row[name]) if row[name] is not None else None
     for name in ("requests", "tokens"):
         for line in tables[name].values():
             line[:] = [v or 0 for v in line]
-    latency = {f"{m} p50": tables["latency_p50"][m] for m in models}
-    latency.update({f"{m} p99": tables["latency_p99"][m] for m in models})
-    ttft = {f"{m} p50": tables["ttft_p50"][m] for m in models}
-    ttft.update({f"{m} p99": tables["ttft_p99"][m] for m in models})
+    names = {g: group_label(g) for g in groups}
+    other = {group_label(selectors.OTHER_MODELS)}
+
+    def chart(title: str, *metrics: tuple[str, str]):
+        lines = [charts.Series(names[g], tables[metric][g], variant) for g in groups for metric, variant in metrics]
+        return charts.line_chart(labels, lines, title=title, current=len(labels) - 1, muted=other)
+
+    percentiles = ("p50", "p99")
     return {
-        "requests": charts.line_chart(labels, tables["requests"], title=_("Requests")),
-        "tokens": charts.line_chart(labels, tables["tokens"], title=_("Tokens")),
-        "ttft": charts.line_chart(labels, ttft, title=_("Time to first token (ms)")),
-        "latency": charts.line_chart(labels, latency, title=_("Latency (ms)")),
+        "requests": chart(_("Requests"), ("requests", "")),
+        "tokens": chart(_("Tokens"), ("tokens", "")),
+        "ttft": chart(_("Time to first token (ms)"), *((f"ttft_{p}", p) for p in percentiles)),
+        "latency": chart(_("Latency (ms)"), *((f"latency_{p}", p) for p in percentiles)),
     }
 
 
 @login_required
 def usage(request):
     org = org_or_404(request)
-    form, query = _usage_query(request, org)
-    series = selectors.usage_series(org, query)
+    known = selectors.usage_model_ids(org)
+    form, query = _usage_query(request, org, known)
+    models = selectors.usage_models(org, query, known=known)
+    for row in models:
+        row["label"], row["is_model"] = group_label(row["group"]), row["group"] in known
+    groups = [row["group"] for row in models]
+    # Each group its own colour while the palette lasts; past it, the least used fold into "other".
+    shown = groups if len(groups) <= charts.MAX_SERIES else groups[: charts.MAX_SERIES - 1]
+    series = selectors.usage_series(org, query, known=known, shown=shown)
     return render(
         request,
         "metering/usage.html",
         {
             "form": form,
             "query": query,
-            "models": selectors.usage_models(org, query),
-            "charts": _usage_charts(series, query),
+            "models": models,
+            "charts": _usage_charts(series, query, shown),
             "export_query": request.GET.urlencode(),
         },
     )
@@ -97,7 +119,7 @@ def usage(request):
 @login_required
 def usage_csv(request):
     org = org_or_404(request)
-    _form, query = _usage_query(request, org)
+    _form, query = _usage_query(request, org, selectors.usage_model_ids(org))
 
     def rows():
         writer = csv.writer(Echo())

@@ -22,7 +22,9 @@
   }, true);
 
   document.addEventListener("click", function (event) {
-    var target = event.target.closest ? event.target.closest("[data-copy-from], [data-print], [data-reset-form]") : null;
+    var target = event.target.closest
+      ? event.target.closest("[data-copy-from], [data-print], [data-reset-form], [data-toggle-open]")
+      : null;
     if (!target) {
       return;
     }
@@ -38,6 +40,14 @@
     if (target.hasAttribute("data-print")) {
       window.print();
     }
+    // <button data-toggle-open="id" aria-expanded="false">: show or hide that element (its class "is-open"; the
+    // stylesheet decides what that means at which width), saying which in aria-expanded.
+    if (target.hasAttribute("data-toggle-open")) {
+      var panel = document.getElementById(target.getAttribute("data-toggle-open"));
+      if (panel) {
+        target.setAttribute("aria-expanded", String(panel.classList.toggle("is-open")));
+      }
+    }
     // <a data-reset-form="id">: reset that form (the link itself still does what it does).
     if (target.hasAttribute("data-reset-form")) {
       var form = document.getElementById(target.getAttribute("data-reset-form"));
@@ -45,5 +55,19 @@
         form.reset();
       }
     }
+  });
+  // Escape closes what a data-toggle-open button opened, and gives that button the focus back.
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") {
+      return;
+    }
+    document.querySelectorAll("[data-toggle-open][aria-expanded=true]").forEach(function (button) {
+      var panel = document.getElementById(button.getAttribute("data-toggle-open"));
+      if (panel) {
+        panel.classList.remove("is-open");
+      }
+      button.setAttribute("aria-expanded", "false");
+      button.focus();
+    });
   });
 })();

@@ -62,10 +62,23 @@ def test_statement_page_and_csv(alice_client, activity, org):
     month = timezone.localdate()
     page = alice_client.get(f"/billing/statements/{month.year}/{month.month}/").content.decode()
     assert "Closing balance" in page and "data-print" in page
+    services.ledger_post(
+        org=org,
+        kind=EntryKind.TOPUP,
+        amount=Decimal("20"),
+        key="stripe:pi:pi_3Abc",
+        description="Top-up by card",
+        data={"payment_intent": "pi_3Abc", "event": "evt_1"},
+    )
     csv_text = b"".join(alice_client.get(f"/billing/statements/{month.year}/{month.month}/csv/").streaming_content)
     lines = csv_text.decode().strip().splitlines()
-    assert lines[0].startswith("created_at,type,description")
+    assert lines[0] == "Date,Type,Description,Service,Amount,Balance,Currency,Reference"
     assert len(lines) == 1 + LedgerEntry.objects.filter(org=org).count()
+    # People's columns only: the platform's idempotency keys (usage batches, meter windows, Stripe objects) stay in.
+    body = "\n".join(lines[1:])
+    for key in LedgerEntry.objects.filter(org=org).values_list("key", flat=True):
+        assert key not in body
+    assert any(line.startswith(f"{month:%Y-%m-%d} ") and line.endswith(",CNY,pi_3Abc") for line in lines)
     assert sum(1 for line in lines if ",Instance hours," in line) >= 3  # one per hour window touched
     assert alice_client.get(f"/billing/statements/{month.year}/13/").status_code == 404
     assert str(month.strftime("%Y-%m")) in alice_client.get("/billing/statements/").content.decode()

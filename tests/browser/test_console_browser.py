@@ -60,6 +60,36 @@ def test_usage_and_billing_charts_render(page, live_server, alice, org, catalog)
     assert page.locator("svg.chart rect").count() >= 1
 
 
+def test_usage_page_names_every_series_and_labels_today(page, live_server, alice, org, catalog):
+    model = CatalogModel.objects.get(slug="qwen2.5-7b-instruct")
+    make_usage(org, model, prompt=100, latency_ms=120, ttft_ms=30)
+    make_usage(org, None, model_id="", status="error", public=False, prompt=0, completion=0)
+    make_usage(org, None, model_id="public/gtp-4o", status="error", public=False, prompt=0, completion=0)
+    _sign_in(page, live_server.url, alice)
+
+    page.goto(f"{live_server.url}/billing/usage/")
+    legend = page.locator(".legend").first.locator(".legend-item")
+    names = legend.all_inner_texts()
+    assert len(names) == 3 and all(name.strip() for name in names), names
+    assert "(no model: refused before routing)" in names and "(unknown model ids)" in names
+    swatches = legend.locator("rect").evaluate_all("rs => rs.map(r => r.getAttribute('fill'))")
+    assert len(set(swatches)) == 3
+    # Today's point is named, inside its chart, and the axis text is drawn at a readable size (not scaled down).
+    chart = page.locator("svg.chart").first
+    today = chart.locator("text.tick-current")
+    assert today.text_content() == "today" and today.is_visible()
+    box, frame = today.bounding_box(), chart.bounding_box()
+    assert frame["x"] <= box["x"] and box["x"] + box["width"] <= frame["x"] + frame["width"] + 1
+    heights = page.locator(".chart-box text").evaluate_all("ts => ts.map(t => t.getBoundingClientRect().height)")
+    assert heights and min(heights) >= 12, heights
+    options = page.locator("select[name=model] option").evaluate_all("os => os.map(o => o.value)")
+    assert options == ["", "public/qwen2.5-7b-instruct"]
+
+    page.goto(f"{live_server.url}/billing/")
+    assert page.locator("svg.chart text.tick-current").text_content() == "today"
+    assert page.locator("svg.chart rect.bar-current").count() == 1
+
+
 def test_confirm_and_autosubmit_come_from_console_js(page, live_server, alice, bob, org):
     _sign_in(page, live_server.url, alice)
     page.goto(f"{live_server.url}/org/members/")
