@@ -41,6 +41,7 @@ class BillingAccount(models.Model):
 
     class Meta:
         verbose_name = _("billing account")
+        verbose_name_plural = _("billing accounts")
         constraints = [
             models.CheckConstraint(condition=models.Q(credit_limit__gte=0), name="account_credit_limit_gte_0")
         ]
@@ -77,7 +78,11 @@ class LedgerEntry(models.Model):
     currency = models.CharField(max_length=3)
     # The natural idempotency key: usage batch, service + meter window, subscription period, Stripe object.
     key = models.CharField(max_length=200, unique=True)
+    # In English (search, CSV, API); shown translated from the code when it has one (billing.texts.LEDGER). An
+    # adjustment's description is the administrator's reason, as typed.
     description = models.CharField(max_length=300, blank=True)
+    description_code = models.CharField(max_length=64, blank=True)
+    description_params = models.JSONField(default=dict, blank=True)
     service = models.ForeignKey(
         "deployments.Service", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -92,13 +97,22 @@ class LedgerEntry(models.Model):
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-created_at", "-id"]
         verbose_name = _("ledger entry")
         verbose_name_plural = _("ledger entries")
+        ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["org", "-created_at"]), models.Index(fields=["org", "kind", "-created_at"])]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount} {self.currency} ({self.key})"
+
+    @property
+    def description_text(self) -> str:
+        """The description in the reader's language."""
+        from billing.texts import LEDGER
+
+        if not self.description_code:
+            return self.description
+        return LEDGER.render(self.description_code, self.description_params, self.description)
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
@@ -129,8 +143,9 @@ class TokenPrice(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["catalog_model", "-valid_from"]
         verbose_name = _("token price")
+        verbose_name_plural = _("token prices")
+        ordering = ["catalog_model", "-valid_from"]
         constraints = [
             models.UniqueConstraint(fields=["catalog_model", "valid_from"], name="token_price_unique_valid_from"),
             models.CheckConstraint(
@@ -156,6 +171,10 @@ class UsageCharge(models.Model):
 
     objects = OrgScopedQuerySet.as_manager()
 
+    class Meta:
+        verbose_name = _("usage charge")
+        verbose_name_plural = _("usage charges")
+
 
 class MeterCursor(models.Model):
     """How far a service's instance time has been charged (everything before ``charged_until`` is posted)."""
@@ -163,6 +182,10 @@ class MeterCursor(models.Model):
     service = models.OneToOneField("deployments.Service", on_delete=models.CASCADE, related_name="meter_cursor")
     charged_until = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("meter cursor")
+        verbose_name_plural = _("meter cursors")
 
 
 class SubscriptionStatus(models.TextChoices):
@@ -195,8 +218,9 @@ class Subscription(models.Model):
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-created_at"]
         verbose_name = _("subscription")
+        verbose_name_plural = _("subscriptions")
+        ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
                 fields=["service", "period_start"],
@@ -244,8 +268,9 @@ class TopUp(models.Model):
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-created_at"]
         verbose_name = _("top-up")
+        verbose_name_plural = _("top-ups")
+        ordering = ["-created_at"]
 
 
 class StripeEvent(models.Model):
@@ -255,3 +280,7 @@ class StripeEvent(models.Model):
     type = models.CharField(max_length=100)
     payload = models.JSONField(default=dict)
     received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("Stripe event")
+        verbose_name_plural = _("Stripe events")

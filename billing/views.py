@@ -115,7 +115,7 @@ def statement_csv(request: HttpRequest, year: int, month: int) -> StreamingHttpR
                 [
                     timezone.localtime(e.created_at).isoformat(),
                     str(labels.get(e.kind, e.kind)),
-                    e.description,
+                    e.description_text,
                     e.service.name if e.service else "",
                     e.amount,
                     e.balance_after,

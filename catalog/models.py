@@ -64,8 +64,9 @@ class CatalogModel(models.Model):
     synced_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["-spec_updated", "slug"]
         verbose_name = _("catalog model")
+        verbose_name_plural = _("catalog models")
+        ordering = ["-spec_updated", "slug"]
         indexes = [GinIndex(fields=["tasks"], name="catalog_model_tasks_gin")]
 
     def __str__(self) -> str:
@@ -78,6 +79,11 @@ class CatalogModel(models.Model):
     @property
     def description(self) -> str:
         return self.description_zh if (get_language() or "").startswith("zh") else self.description_en
+
+    @property
+    def task_labels(self) -> list[str]:
+        """The model's tasks in the reader's language (a task this version does not know, as its code)."""
+        return [str(Task(t).label) if t in Task.values else t for t in self.tasks]
 
     @property
     def source(self) -> str:
@@ -108,6 +114,8 @@ class DeploymentVariant(models.Model):
     custom_runtime_args = models.JSONField(default=list, blank=True)
 
     class Meta:
+        verbose_name = _("deployment variant")
+        verbose_name_plural = _("deployment variants")
         ordering = ["model", "position"]
         constraints = [models.UniqueConstraint(fields=["model", "position"], name="variant_unique_position")]
 

@@ -29,6 +29,8 @@ class Region(models.Model):
     position = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
+        verbose_name = _("region")
+        verbose_name_plural = _("regions")
         ordering = ["position", "code"]
 
     def __str__(self) -> str:
@@ -126,6 +128,8 @@ class Cluster(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = _("cluster")
+        verbose_name_plural = _("clusters")
         ordering = ["region__position", "name"]
 
     def network_source_list(self) -> list[str]:
@@ -202,7 +206,9 @@ class Service(models.Model):
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=16, choices=ServiceStatus.choices, default=ServiceStatus.PENDING)
     status_reason = models.CharField(max_length=100, blank=True)
-    status_message = models.TextField(blank=True)
+    status_message = models.TextField(blank=True)  # in English; shown translated from the code when it has one
+    status_message_code = models.CharField(max_length=64, blank=True)  # a deployments.texts.TIMELINE code
+    status_message_params = models.JSONField(default=dict, blank=True)
     # Desired-state generation: bumped by every user change, copied to observed_generation by reconcile.
     generation = models.PositiveIntegerField(default=1)
     observed_generation = models.PositiveIntegerField(default=0)
@@ -223,6 +229,8 @@ class Service(models.Model):
     objects = ServiceQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("service")
+        verbose_name_plural = _("services")
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
@@ -258,6 +266,21 @@ class Service(models.Model):
     def k8s_namespace(self) -> str:
         return f"maas-{self.org.namespace}"
 
+    @property
+    def status_reason_label(self) -> str:
+        from deployments.texts import reason_label
+
+        return reason_label(self.status_reason)
+
+    @property
+    def status_message_text(self) -> str:
+        """The status message in the reader's language (a cluster's own text as it came)."""
+        from deployments.texts import TIMELINE
+
+        if not self.status_message_code:
+            return self.status_message
+        return TIMELINE.render(self.status_message_code, self.status_message_params, self.status_message)
+
 
 class ServiceEvent(models.Model):
     """The service's timeline: status changes, scaling, failures with their real reasons."""
@@ -267,7 +290,9 @@ class ServiceEvent(models.Model):
     kind = models.CharField(max_length=32, choices=EventKind.choices)
     status = models.CharField(max_length=16, blank=True)
     reason = models.CharField(max_length=100, blank=True)
-    message = models.TextField(blank=True)
+    message = models.TextField(blank=True)  # in English; shown translated from the code when it has one
+    message_code = models.CharField(max_length=64, blank=True)  # a deployments.texts.TIMELINE code
+    message_params = models.JSONField(default=dict, blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -276,8 +301,29 @@ class ServiceEvent(models.Model):
     billable_instances = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("service event")
+        verbose_name_plural = _("service events")
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["service", "kind", "created_at"])]
+
+    @property
+    def status_label(self) -> str:
+        return ServiceStatus(self.status).label if self.status in ServiceStatus.values else self.status
+
+    @property
+    def reason_label(self) -> str:
+        from deployments.texts import reason_label
+
+        return reason_label(self.reason)
+
+    @property
+    def message_text(self) -> str:
+        """The message in the reader's language (a cluster's own text as it came)."""
+        from deployments.texts import TIMELINE
+
+        if not self.message_code:
+            return self.message
+        return TIMELINE.render(self.message_code, self.message_params, self.message)
 
 
 class Replica(models.Model):
@@ -295,6 +341,8 @@ class Replica(models.Model):
     observed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = _("replica")
+        verbose_name_plural = _("replicas")
         ordering = ["service", "name"]
         constraints = [models.UniqueConstraint(fields=["service", "name"], name="replica_unique_name")]
 
@@ -310,6 +358,8 @@ class GpuPrice(models.Model):
     currency = models.CharField(max_length=3)
 
     class Meta:
+        verbose_name = _("GPU price")
+        verbose_name_plural = _("GPU prices")
         ordering = ["region__position", "gpu_product"]
         constraints = [models.UniqueConstraint(fields=["region", "gpu_product"], name="gpuprice_unique_region_product")]
 

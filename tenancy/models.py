@@ -35,8 +35,9 @@ class Organization(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["name"]
         verbose_name = _("organization")
+        verbose_name_plural = _("organizations")
+        ordering = ["name"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.namespace})"
@@ -57,6 +58,8 @@ class Membership(models.Model):
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("membership")
+        verbose_name_plural = _("memberships")
         constraints = [models.UniqueConstraint(fields=["org", "user"], name="membership_unique_org_user")]
         ordering = ["created_at"]
 
@@ -83,6 +86,8 @@ class Invitation(models.Model):
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("invitation")
+        verbose_name_plural = _("invitations")
         ordering = ["-created_at"]
 
     @property
@@ -139,8 +144,9 @@ class ApiKey(models.Model):
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-created_at"]
         verbose_name = _("API key")
+        verbose_name_plural = _("API keys")
+        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
@@ -180,6 +186,8 @@ class AuditEvent(models.Model):
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["org", "-created_at"])]
 

@@ -32,6 +32,7 @@ from deployments.drivers.kube.workloads import (
     platform_namespaces,
 )
 from deployments.models import Cluster, ClusterHealth, ModelCache, Service, ServiceStatus
+from deployments.texts import TIMELINE
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +122,16 @@ def _from_status(status: WorkloadStatus, cluster: Cluster, spec: WorkloadSpec) -
     phase, reason, message = status.phase, status.reason or "", status.message or ""
     if reason == WAITING_FOR_GPUS:
         if _shape_fits(cluster, spec):
-            message = _("waiting for GPUs: %(scheduler)s") % {"scheduler": message}
+            message = TIMELINE("waiting_for_gpus", scheduler=message)
         else:  # no node is big enough (nodes changed since the placement): waiting would be forever
             phase, reason = ("Failed" if phase == "Pending" else phase), "Unschedulable"
-            message = _("no node of %(cluster)s can hold %(gpus)d× %(product)s: %(scheduler)s") % {
-                "cluster": cluster.name,
-                "gpus": spec.gpus_per_node,
-                "product": spec.gpu_product or "GPU",
-                "scheduler": message,
-            }
+            message = TIMELINE(
+                "unschedulable",
+                cluster=cluster.name,
+                gpus=spec.gpus_per_node,
+                product=spec.gpu_product or "GPU",
+                scheduler=message,
+            )
     return Observed(
         phase=phase,
         ready=status.ready,

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from django.conf import settings
 
+from core.i18n import Text
+from deployments.texts import TIMELINE
+
 LOCAL_GPU_PRODUCT = "Local-Simulated-GPU"
 DEFAULT_LOCAL_GPUS = 8
 DEFAULT_LOCAL_GPU_MEMORY_GB = 80
@@ -46,7 +49,7 @@ class LocalObservation:
     replicas: list[LocalReplica] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)  # replicas found dead and started again
     reason: str = ""
-    message: str = ""
+    message: str | Text = ""
 
 
 def synthetic_nodes(
@@ -285,7 +288,7 @@ def converge(service, desired: int) -> LocalObservation:
     observation = LocalObservation(phase=phase, ready=ready, replicas=live, restarted=restarted)
     if restarted:
         observation.reason = "ProcessRestarted"
-        observation.message = f"restarted {', '.join(restarted)}: the process had exited"
+        observation.message = TIMELINE("process_restarted", names=", ".join(restarted), n=len(restarted))
     return observation
 
 
