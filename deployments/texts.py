@@ -9,7 +9,7 @@ reason it does not know is shown as its code.
 from __future__ import annotations
 
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext_lazy
+from django.utils.translation import ngettext_lazy, pgettext_lazy
 
 from core.i18n import Texts
 from deployments.models import ServiceStatus
@@ -51,42 +51,43 @@ TIMELINE = Texts(
     choices={"status": ServiceStatus},
 )
 
+
 REASONS = {
     # The platform's own.
-    "Created": _("Created"),
-    "Scaled": _("Scaled"),
-    "ScaleRequested": _("Scale requested"),
-    "StartRequested": _("Start requested"),
-    "StopRequested": _("Stop requested"),
-    "DeleteRequested": _("Delete requested"),
-    "ClusterDrained": _("Cluster drained"),
-    "Overdrawn": _("Balance overdrawn"),
-    "NoProgress": _("No progress"),
-    "NoCluster": _("No cluster"),
-    "ClusterUnreachable": _("Cluster unreachable"),
-    "ClusterInvalidKubeconfig": _("Invalid kubeconfig"),
-    "ClusterTimeout": _("Cluster timed out"),
-    "ClusterTls": _("Cluster TLS error"),
-    "ClusterUnauthorized": _("Cluster refused the credentials"),
-    "ClusterForbidden": _("Cluster permission missing"),
-    "ClusterNotFound": _("Not found on the cluster"),
-    "ClusterConflict": _("Cluster conflict"),
-    "ClusterInvalid": _("Refused by the cluster"),
-    "ClusterServerError": _("Cluster server error"),
-    "ProcessRestarted": _("Process restarted"),
-    "WaitingForGPUs": _("Waiting for GPUs"),
+    "Created": pgettext_lazy("timeline reason", "Created"),
+    "Scaled": pgettext_lazy("timeline reason", "Scaled"),
+    "ScaleRequested": pgettext_lazy("timeline reason", "Scale requested"),
+    "StartRequested": pgettext_lazy("timeline reason", "Start requested"),
+    "StopRequested": pgettext_lazy("timeline reason", "Stop requested"),
+    "DeleteRequested": pgettext_lazy("timeline reason", "Delete requested"),
+    "ClusterDrained": pgettext_lazy("timeline reason", "Cluster drained"),
+    "Overdrawn": pgettext_lazy("timeline reason", "Balance overdrawn"),
+    "NoProgress": pgettext_lazy("timeline reason", "No progress"),
+    "NoCluster": pgettext_lazy("timeline reason", "No cluster"),
+    "ClusterUnreachable": pgettext_lazy("timeline reason", "Cluster unreachable"),
+    "ClusterInvalidKubeconfig": pgettext_lazy("timeline reason", "Invalid kubeconfig"),
+    "ClusterTimeout": pgettext_lazy("timeline reason", "Cluster timed out"),
+    "ClusterTls": pgettext_lazy("timeline reason", "Cluster TLS error"),
+    "ClusterUnauthorized": pgettext_lazy("timeline reason", "Cluster refused the credentials"),
+    "ClusterForbidden": pgettext_lazy("timeline reason", "Cluster permission missing"),
+    "ClusterNotFound": pgettext_lazy("timeline reason", "Not found on the cluster"),
+    "ClusterConflict": pgettext_lazy("timeline reason", "Cluster conflict"),
+    "ClusterInvalid": pgettext_lazy("timeline reason", "Refused by the cluster"),
+    "ClusterServerError": pgettext_lazy("timeline reason", "Cluster server error"),
+    "ProcessRestarted": pgettext_lazy("timeline reason", "Process restarted"),
+    "WaitingForGPUs": pgettext_lazy("timeline reason", "Waiting for GPUs"),
     # Kubernetes' words, passed on from pods and workloads.
-    "Unschedulable": _("Cannot be scheduled"),
-    "ImagePullBackOff": _("Image pull failing"),
-    "ErrImagePull": _("Image pull failed"),
-    "InvalidImageName": _("Invalid image name"),
-    "CrashLoopBackOff": _("Crashing repeatedly"),
-    "CreateContainerConfigError": _("Container configuration error"),
-    "CreateContainerError": _("Container could not be created"),
-    "RunContainerError": _("Container could not start"),
-    "OOMKilled": _("Out of memory"),
-    "ProgressDeadlineExceeded": _("Rollout deadline exceeded"),
-    "ReplicaFailure": _("Pods could not be created"),
+    "Unschedulable": pgettext_lazy("timeline reason", "Cannot be scheduled"),
+    "ImagePullBackOff": pgettext_lazy("timeline reason", "Image pull failing"),
+    "ErrImagePull": pgettext_lazy("timeline reason", "Image pull failed"),
+    "InvalidImageName": pgettext_lazy("timeline reason", "Invalid image name"),
+    "CrashLoopBackOff": pgettext_lazy("timeline reason", "Crashing repeatedly"),
+    "CreateContainerConfigError": pgettext_lazy("timeline reason", "Container configuration error"),
+    "CreateContainerError": pgettext_lazy("timeline reason", "Container could not be created"),
+    "RunContainerError": pgettext_lazy("timeline reason", "Container could not start"),
+    "OOMKilled": pgettext_lazy("timeline reason", "Out of memory"),
+    "ProgressDeadlineExceeded": pgettext_lazy("timeline reason", "Rollout deadline exceeded"),
+    "ReplicaFailure": pgettext_lazy("timeline reason", "Pods could not be created"),
 }
 
 

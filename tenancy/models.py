@@ -43,6 +43,21 @@ class Organization(models.Model):
         return f"{self.name} ({self.namespace})"
 
 
+class UserProfile(models.Model):
+    """A person's own settings, whichever organization they act for."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    # An IANA zone name (zoneinfo); empty: the platform's default (settings.TIME_ZONE).
+    time_zone = models.CharField(_("time zone"), max_length=64, blank=True)
+
+    class Meta:
+        verbose_name = _("user profile")
+        verbose_name_plural = _("user profiles")
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.time_zone or 'default'})"
+
+
 class Role(models.TextChoices):
     OWNER = "owner", _("Owner")
     ADMIN = "admin", _("Admin")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from typing import TYPE_CHECKING
 
 from django.contrib.sessions.backends.base import SessionBase
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from tenancy.models import ApiKey, AuditEvent, Invitation, Membership, hash_api_key
+from tenancy.models import ApiKey, AuditEvent, Invitation, Membership, UserProfile, hash_api_key
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -16,6 +18,17 @@ if TYPE_CHECKING:
     from tenancy.models import Organization
 
 SESSION_ORG_KEY = "current_org_id"
+
+
+@functools.cache
+def time_zone_names() -> frozenset[str]:
+    """The IANA zone names a user may choose (those this machine's tz database knows)."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+def user_time_zone(user: User) -> str:
+    """The zone ``user`` chose; empty for the platform's default."""
+    return UserProfile.objects.filter(user=user).values_list("time_zone", flat=True).first() or ""
 
 
 def current_membership(user: User, session: SessionBase | None) -> Membership | None:
