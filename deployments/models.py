@@ -308,7 +308,7 @@ class ServiceEvent(models.Model):
 
     @property
     def status_label(self) -> str:
-        return ServiceStatus(self.status).label if self.status in ServiceStatus.values else self.status
+        return str(ServiceStatus(self.status).label) if self.status in ServiceStatus.values else self.status
 
     @property
     def reason_label(self) -> str:

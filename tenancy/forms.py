@@ -1,4 +1,4 @@
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -92,4 +92,6 @@ class TimeZoneForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         default = _("Platform default (%(zone)s)") % {"zone": settings.TIME_ZONE}
-        self.fields["time_zone"].choices = [("", default)] + [(z, z) for z in sorted(time_zone_names())]
+        cast(forms.ChoiceField, self.fields["time_zone"]).choices = [("", default)] + [
+            (z, z) for z in sorted(time_zone_names())
+        ]

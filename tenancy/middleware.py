@@ -9,7 +9,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from tenancy.selectors import SESSION_ORG_KEY, current_membership, user_time_zone
+from tenancy.selectors import SESSION_ORG_KEY, SESSION_TIME_ZONE_KEY, current_membership, user_time_zone
 
 
 class CurrentOrgMiddleware:
@@ -35,7 +35,9 @@ class CurrentOrgMiddleware:
 class UserTimeZoneMiddleware:
     """Show times in the signed-in user's time zone (``UserProfile.time_zone``), else in ``settings.TIME_ZONE``.
 
-    Only display follows it: Celery work (instance-hour settlement) runs in the platform's zone.
+    The zone is kept in the session: read at log-in (``session_time_zone_load``) and set when the user changes it, so
+    a request costs no query; another session of the same user picks a change up at its next log-in. Only display
+    follows it: Celery work (instance-hour settlement) runs in the platform's zone.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -43,7 +45,11 @@ class UserTimeZoneMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
-        name = user_time_zone(user) if user is not None and user.is_authenticated else ""
+        name = ""
+        if user is not None and user.is_authenticated:
+            name = request.session.get(SESSION_TIME_ZONE_KEY)
+            if name is None:  # a session from before zones were kept in it
+                name = request.session[SESSION_TIME_ZONE_KEY] = user_time_zone(user)
         try:
             zone = zoneinfo.ZoneInfo(name) if name else None
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):  # a zone this machine's tz database no longer has
@@ -55,3 +61,8 @@ class UserTimeZoneMiddleware:
             return self.get_response(request)
         finally:
             timezone.deactivate()
+
+
+def session_time_zone_load(sender: object, request: HttpRequest, user: object, **kwargs: object) -> None:
+    """``user_logged_in`` receiver: keep the user's time zone in the new session."""
+    request.session[SESSION_TIME_ZONE_KEY] = user_time_zone(user)  # type: ignore[arg-type]

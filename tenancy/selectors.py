@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from tenancy.models import Organization
 
 SESSION_ORG_KEY = "current_org_id"
+# The user's time zone, read at log-in (and set when they change it): no query per request.
+SESSION_TIME_ZONE_KEY = "time_zone"
 
 
 @functools.cache

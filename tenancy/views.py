@@ -107,10 +107,11 @@ def account(request: ConsoleRequest) -> HttpResponse:
         form = TimeZoneForm(request.POST)
         if form.is_valid():
             try:
-                services.profile_set_time_zone(user=user, time_zone=form.cleaned_data["time_zone"])
+                profile = services.profile_set_time_zone(user=user, time_zone=form.cleaned_data["time_zone"])
             except ApplicationError as exc:
                 apply_error(form, exc)
             else:
+                request.session[selectors.SESSION_TIME_ZONE_KEY] = profile.time_zone
                 messages.success(request, _("Your settings are saved."))
                 return redirect("account")
     else:

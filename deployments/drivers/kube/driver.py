@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.crypto import SecretDecryptError, decrypt
+from core.i18n import Text
 from deployments.drivers.base import ClusterUnavailable, DriverError, Observed, ObservedReplica, ReplicaAccess
 from deployments.drivers.kube.access import replica_access
 from deployments.drivers.kube.config import KubeClient, api_client
@@ -119,7 +120,8 @@ def _shape_fits(cluster: Cluster, spec: WorkloadSpec) -> bool:
 
 
 def _from_status(status: WorkloadStatus, cluster: Cluster, spec: WorkloadSpec) -> Observed:
-    phase, reason, message = status.phase, status.reason or "", status.message or ""
+    phase, reason = status.phase, status.reason or ""
+    message: str | Text = status.message or ""
     if reason == WAITING_FOR_GPUS:
         if _shape_fits(cluster, spec):
             message = TIMELINE("waiting_for_gpus", scheduler=message)
