@@ -11,12 +11,12 @@ Three nets, each for a way English leaks onto a Chinese page:
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.template.base import Lexer, TokenType
@@ -104,42 +104,48 @@ def _po_entries(path: Path) -> list[tuple[str, str, bool]]:
     return entries
 
 
-@pytest.mark.skipif(shutil.which("msgmerge") is None, reason="GNU gettext is part of the platform's image")
-def test_every_marked_message_has_a_reviewed_zh_hans_translation(tmp_path):
-    """``makemessages`` on a copy of the catalogue: a new message is an empty entry, a changed one a fuzzy entry."""
-    copy = tmp_path / "zh_Hans" / "LC_MESSAGES" / "django.po"
+def _makemessages(sources: Path, into: Path) -> list[tuple[str, str, bool]]:
+    """Run ``makemessages`` as a translator would, on ``sources`` (the working directory it reads), merging into a copy
+    of the zh-Hans catalogue under ``into``; the entries of the merged copy. The real catalogue is never written."""
+    copy = into / "zh_Hans" / "LC_MESSAGES" / "django.po"
     copy.parent.mkdir(parents=True)
     shutil.copy(PO, copy)
-    with override_settings(LOCALE_PATHS=[tmp_path]), translation.override(None):
-        call_command(
-            "makemessages",
-            locale=["zh_Hans"],
-            ignore_patterns=[".venv", "node_modules", "tests", "bench", "simulator", ".local"],
-            no_obsolete=True,
-            verbosity=0,
-        )
-    entries = _po_entries(copy)
+    cwd = Path.cwd()
+    os.chdir(sources)
+    try:
+        with override_settings(LOCALE_PATHS=[into]), translation.override(None):
+            call_command("makemessages", locale=["zh_Hans"], no_obsolete=True, verbosity=0)
+    finally:
+        os.chdir(cwd)
+    check = subprocess.run(["msgfmt", "--check-format", "-o", "/dev/null", str(copy)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    return _po_entries(copy)
+
+
+def test_every_marked_message_has_a_reviewed_zh_hans_translation(tmp_path):
+    """A message marked in the code but new to the catalogue is an empty entry, a changed one a fuzzy entry."""
+    sources = tmp_path / "src"  # makemessages writes beside the sources it reads: a copy keeps the real tree as is
+    shutil.copytree(
+        ROOT,
+        sources,
+        ignore=shutil.ignore_patterns(
+            ".*", "__pycache__", "*.egg-info", "node_modules", "locale", "tests", "bench", "simulator", "static", "docs"
+        ),
+    )
+    entries = _makemessages(sources, tmp_path / "locale")
     assert len(entries) > 600
     untranslated = [msgid for msgid, msgstr, _fuzzy in entries if not msgstr]
     fuzzy = [msgid for msgid, _msgstr, is_fuzzy in entries if is_fuzzy]
     assert (untranslated, fuzzy) == ([], [])
-    check = subprocess.run(["msgfmt", "--check-format", "-o", "/dev/null", str(copy)], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
 
 
-def test_the_catalogue_check_sees_a_new_message(tmp_path, monkeypatch):
-    """The same check fails for a message marked in a template that the catalogue does not have."""
-    app = tmp_path / "probe" / "templates"
-    app.mkdir(parents=True)
-    (app / "probe.html").write_text('{% load i18n %}{% trans "A sentence no translator has seen yet" %}')
-    copy = tmp_path / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po"
-    copy.parent.mkdir(parents=True)
-    shutil.copy(PO, copy)
-    monkeypatch.chdir(tmp_path)  # makemessages reads the sources under the working directory
-    with override_settings(LOCALE_PATHS=[tmp_path / "locale"]), translation.override(None):
-        call_command("makemessages", locale=["zh_Hans"], ignore_patterns=["locale"], verbosity=0)
-    missing = [msgid for msgid, msgstr, _f in _po_entries(copy) if not msgstr]
-    assert missing == ["A sentence no translator has seen yet"]
+def test_the_catalogue_check_sees_a_new_message(tmp_path):
+    """The same check, on sources with one message the catalogue does not have, finds exactly that one."""
+    sources = tmp_path / "src" / "probe" / "templates"
+    sources.mkdir(parents=True)
+    (sources / "probe.html").write_text('{% load i18n %}{% trans "A sentence no translator has seen yet" %}')
+    entries = _makemessages(tmp_path / "src", tmp_path / "locale")
+    assert [msgid for msgid, msgstr, _f in entries if not msgstr] == ["A sentence no translator has seen yet"]
 
 
 def test_model_tags_are_shown_in_the_readers_language(client, catalog):
