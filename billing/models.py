@@ -21,8 +21,10 @@ AMOUNT_DIGITS, AMOUNT_PLACES = 20, 6
 class BillingAccount(models.Model):
     """The org's prepaid balance; only ``billing.services.ledger_post`` changes it, under a row lock."""
 
-    org = models.OneToOneField("maas.Organization", on_delete=models.CASCADE, related_name="billing_account")
-    currency = models.CharField(max_length=3)
+    org = models.OneToOneField(
+        "maas.Organization", on_delete=models.CASCADE, related_name="billing_account", verbose_name=_("organization")
+    )
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
     balance = models.DecimalField(_("balance"), default=ZERO, max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
     credit_limit = models.DecimalField(
         _("credit limit"),
@@ -33,9 +35,9 @@ class BillingAccount(models.Model):
     )
     stripe_customer_id = models.CharField(max_length=100, blank=True)
     # When the spendable balance (balance + credit limit) last dropped to zero or below; cleared on recovery.
-    overdrawn_since = models.DateTimeField(null=True, blank=True)
+    overdrawn_since = models.DateTimeField(null=True, blank=True, verbose_name=_("overdrawn since"))
     created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     objects = OrgScopedQuerySet.as_manager()
 
@@ -69,15 +71,19 @@ CHARGE_KINDS = (EntryKind.TOKEN_CHARGE, EntryKind.INSTANCE_CHARGE, EntryKind.SUB
 class LedgerEntry(models.Model):
     """One change of an account's balance. Append-only; ``key`` makes every posting idempotent."""
 
-    org = models.ForeignKey("maas.Organization", on_delete=models.CASCADE, related_name="ledger_entries")
+    org = models.ForeignKey(
+        "maas.Organization", on_delete=models.CASCADE, related_name="ledger_entries", verbose_name=_("organization")
+    )
     account = models.ForeignKey(BillingAccount, on_delete=models.CASCADE, related_name="entries")
-    kind = models.CharField(max_length=24, choices=EntryKind.choices)
+    kind = models.CharField(max_length=24, choices=EntryKind.choices, verbose_name=_("kind"))
     # Credits are positive, charges negative.
-    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
-    balance_after = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
-    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, verbose_name=_("amount"))
+    balance_after = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, verbose_name=_("balance after")
+    )
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
     # The natural idempotency key: usage batch, service + meter window, subscription period, Stripe object.
-    key = models.CharField(max_length=200, unique=True)
+    key = models.CharField(max_length=200, unique=True, verbose_name=_("key"))
     # In English (search, CSV, API); shown translated from the code when it has one (billing.texts.LEDGER). An
     # adjustment's description is the administrator's reason, as typed.
     description = models.CharField(max_length=300, blank=True)
@@ -92,7 +98,7 @@ class LedgerEntry(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created at"))
 
     objects = OrgScopedQuerySet.as_manager()
 
@@ -123,8 +129,10 @@ class LedgerEntry(models.Model):
 class TokenPrice(models.Model):
     """The per-token price of a public model from ``valid_from`` on; usage is charged with the row in force."""
 
-    catalog_model = models.ForeignKey("catalog.CatalogModel", on_delete=models.CASCADE, related_name="token_prices")
-    currency = models.CharField(max_length=3)
+    catalog_model = models.ForeignKey(
+        "catalog.CatalogModel", on_delete=models.CASCADE, related_name="token_prices", verbose_name=_("catalog model")
+    )
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
     input_per_1k = models.DecimalField(_("input per 1K tokens"), max_digits=14, decimal_places=6)
     output_per_1k = models.DecimalField(_("output per 1K tokens"), max_digits=14, decimal_places=6)
     cached_input_per_1k = models.DecimalField(
@@ -136,7 +144,7 @@ class TokenPrice(models.Model):
     )
     long_input_per_1k = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     long_output_per_1k = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
-    valid_from = models.DateTimeField(default=timezone.now)
+    valid_from = models.DateTimeField(default=timezone.now, verbose_name=_("valid from"))
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -198,21 +206,34 @@ class Subscription(models.Model):
     """A month of prepaid instances of a service (包年包月): covered instances pay no hourly charges."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    org = models.ForeignKey("maas.Organization", on_delete=models.CASCADE, related_name="subscriptions")
-    service = models.ForeignKey("deployments.Service", on_delete=models.CASCADE, related_name="subscriptions")
+    org = models.ForeignKey(
+        "maas.Organization", on_delete=models.CASCADE, related_name="subscriptions", verbose_name=_("organization")
+    )
+    service = models.ForeignKey(
+        "deployments.Service", on_delete=models.CASCADE, related_name="subscriptions", verbose_name=_("service")
+    )
     instances = models.PositiveSmallIntegerField(_("instances"))
     monthly_price = models.DecimalField(_("monthly price per instance"), max_digits=14, decimal_places=2)
     currency = models.CharField(max_length=3)
-    period_start = models.DateTimeField()
-    period_end = models.DateTimeField()
+    period_start = models.DateTimeField(verbose_name=_("period start"))
+    period_end = models.DateTimeField(verbose_name=_("period end"))
     auto_renew = models.BooleanField(_("renew automatically"), default=True)
-    status = models.CharField(max_length=16, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE)
+    status = models.CharField(
+        max_length=16, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE, verbose_name=_("status")
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     # Scale-ups buy extra instances for the rest of the parent's period as their own row, so that every row's
     # [period_start, period_end) × instances never changes once written and past coverage is never rewritten.
-    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="addons")
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="addons",
+        verbose_name=_("parent subscription"),
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = OrgScopedQuerySet.as_manager()
@@ -249,20 +270,26 @@ class TopUp(models.Model):
     """A Stripe PaymentIntent for a top-up; the balance is credited only by the verified webhook."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    org = models.ForeignKey("maas.Organization", on_delete=models.CASCADE, related_name="topups")
-    amount = models.DecimalField(max_digits=14, decimal_places=2)
-    currency = models.CharField(max_length=3)
-    payment_intent_id = models.CharField(max_length=100, unique=True)
+    org = models.ForeignKey(
+        "maas.Organization", on_delete=models.CASCADE, related_name="topups", verbose_name=_("organization")
+    )
+    amount = models.DecimalField(max_digits=14, decimal_places=2, verbose_name=_("amount"))
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
+    payment_intent_id = models.CharField(max_length=100, unique=True, verbose_name=_("payment intent ID"))
     # The PaymentIntent's client secret, Fernet-encrypted (core.crypto): the card page hands it to Stripe.js while
     # the top-up can still be paid (pending, failed) and the payment webhook clears it.
     client_secret_encrypted = models.TextField(blank=True)
-    status = models.CharField(max_length=24, choices=TopUpStatus.choices, default=TopUpStatus.PENDING)
-    refunded_amount = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
+    status = models.CharField(
+        max_length=24, choices=TopUpStatus.choices, default=TopUpStatus.PENDING, verbose_name=_("status")
+    )
+    refunded_amount = models.DecimalField(
+        max_digits=14, decimal_places=2, default=ZERO, verbose_name=_("refunded amount")
+    )
     failure_message = models.CharField(max_length=300, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = OrgScopedQuerySet.as_manager()
@@ -276,10 +303,10 @@ class TopUp(models.Model):
 class StripeEvent(models.Model):
     """Every verified webhook event we handled, once: replays of the same event id are no-ops."""
 
-    event_id = models.CharField(max_length=100, unique=True)
-    type = models.CharField(max_length=100)
+    event_id = models.CharField(max_length=100, unique=True, verbose_name=_("event ID"))
+    type = models.CharField(max_length=100, verbose_name=_("type"))
     payload = models.JSONField(default=dict)
-    received_at = models.DateTimeField(default=timezone.now)
+    received_at = models.DateTimeField(default=timezone.now, verbose_name=_("received at"))
 
     class Meta:
         verbose_name = _("Stripe event")

@@ -42,25 +42,29 @@ class Runtime(models.TextChoices):
 class CatalogModel(models.Model):
     slug = models.CharField(max_length=100, unique=True, validators=[validate_model_slug])
     name = models.CharField(max_length=200)
-    display_name = models.CharField(max_length=200)
-    publisher = models.CharField(max_length=100, db_index=True)
+    display_name = models.CharField(max_length=200, verbose_name=_("display name"))
+    publisher = models.CharField(max_length=100, db_index=True, verbose_name=_("publisher"))
     description_zh = models.TextField()
     description_en = models.TextField()
     tasks = ArrayField(models.CharField(max_length=32), default=list)
     parameters_b = models.DecimalField(_("parameters (billions)"), max_digits=8, decimal_places=2)
     active_parameters_b = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
-    context_length = models.PositiveIntegerField()
+    context_length = models.PositiveIntegerField(verbose_name=_("context length"))
     quantization = models.CharField(max_length=32)
     license = models.CharField(max_length=100)
     source_hub = models.CharField(max_length=20)  # huggingface | modelscope
     source_repo = models.CharField(max_length=200)
-    currency = models.CharField(max_length=3)
-    input_price_per_1k = models.DecimalField(max_digits=14, decimal_places=6)
-    output_price_per_1k = models.DecimalField(max_digits=14, decimal_places=6)
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
+    input_price_per_1k = models.DecimalField(
+        max_digits=14, decimal_places=6, verbose_name=_("input price per 1K tokens")
+    )
+    output_price_per_1k = models.DecimalField(
+        max_digits=14, decimal_places=6, verbose_name=_("output price per 1K tokens")
+    )
     spec_updated = models.DateField(_("updated"))
     spec_file = models.CharField(max_length=200)
     spec_hash = models.CharField(max_length=64)
-    listed = models.BooleanField(default=True, help_text=_("Shown in the marketplace."))
+    listed = models.BooleanField(default=True, help_text=_("Shown in the marketplace."), verbose_name=_("listed"))
     synced_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

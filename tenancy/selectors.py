@@ -22,10 +22,16 @@ SESSION_ORG_KEY = "current_org_id"
 SESSION_TIME_ZONE_KEY = "time_zone"
 
 
+_AREAS = ("Africa/", "America/", "Antarctica/", "Arctic/", "Asia/", "Atlantic/", "Australia/", "Europe/", "Indian/")
+
+
 @functools.cache
 def time_zone_names() -> frozenset[str]:
-    """The IANA zone names a user may choose (those this machine's tz database knows)."""
-    return frozenset(zoneinfo.available_timezones())
+    """The IANA zone names a user may choose: Area/Location names this machine's tz database knows, and UTC.
+
+    The database's old country and US/ aliases (``Japan``, ``US/Eastern``, ``Factory``) are left out of the list.
+    """
+    return frozenset(z for z in zoneinfo.available_timezones() if z.startswith((*_AREAS, "Pacific/")) or z == "UTC")
 
 
 def user_time_zone(user: User) -> str:

@@ -53,6 +53,7 @@ def test_the_account_page_offers_the_default_and_every_zone_in_both_languages(al
     assert "Platform default (Asia/Shanghai)" in english and '<option value="America/New_York">' in english
     chinese = alice_client.get(ACCOUNT, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
     assert "平台默认（Asia/Shanghai）" in chinese and "时区" in chinese and "账号设置" in chinese
+    assert '<option value="UTC">' in english and '<option value="US/Eastern">' not in english  # no old aliases
 
 
 def test_back_to_the_default(alice_client, alice, timeline):

@@ -164,5 +164,29 @@ def test_admin_names_models_in_chinese_without_english_plurals(db, client):
     assert [w for w in ("Clusters", "Services", "Regions", "Deployments") if w in page] == []
 
 
+def test_admin_columns_and_filters_are_named_in_chinese():
+    """The admin's list columns and filters are named by field verbose names (a field without one shows its name)."""
+    from django.contrib import admin
+    from django.contrib.admin.utils import label_for_field
+
+    ours = {"maas", "catalog", "deployments", "gateway", "billing", "playground"}
+    english = {}
+    with translation.override("zh-hans"):
+        for model, model_admin in admin.site._registry.items():
+            if model._meta.app_label not in ours:
+                continue
+            names = [n for n in (*model_admin.list_display, *model_admin.list_filter) if isinstance(n, str)]
+            for name in names:
+                if name == "__str__":
+                    continue
+                label = str(label_for_field(name, model, model_admin))
+                if any(
+                    word not in KEPT | {"ID", "GPU", "Token", "tokens", "API", "Stripe"}
+                    for word in _WORD.findall(label)
+                ):
+                    english[f"{model._meta.label}.{name}"] = label
+    assert english == {}
+
+
 def test_visible_text_leaves_out_markup_and_code():
     assert visible_text('<p title="T">a <b>b</b></p><pre>x</pre><script>y</script>') == "T a b"
