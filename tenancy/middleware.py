@@ -45,11 +45,12 @@ class UserTimeZoneMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = getattr(request, "user", None)
-        name = ""
+        name: str = ""
         if user is not None and user.is_authenticated:
-            name = request.session.get(SESSION_TIME_ZONE_KEY)
-            if name is None:  # a session from before zones were kept in it
-                name = request.session[SESSION_TIME_ZONE_KEY] = user_time_zone(user)
+            kept = request.session.get(SESSION_TIME_ZONE_KEY)
+            if kept is None:  # a session from before zones were kept in it
+                kept = request.session[SESSION_TIME_ZONE_KEY] = user_time_zone(user)
+            name = str(kept)
         try:
             zone = zoneinfo.ZoneInfo(name) if name else None
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):  # a zone this machine's tz database no longer has
