@@ -21,8 +21,10 @@ AMOUNT_DIGITS, AMOUNT_PLACES = 20, 6
 class BillingAccount(models.Model):
     """The org's prepaid balance; only ``billing.services.ledger_post`` changes it, under a row lock."""
 
-    org = models.OneToOneField("maas.Organization", on_delete=models.CASCADE, related_name="billing_account")
-    currency = models.CharField(max_length=3)
+    org = models.OneToOneField(
+        "maas.Organization", on_delete=models.CASCADE, related_name="billing_account", verbose_name=_("organization")
+    )
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
     balance = models.DecimalField(_("balance"), default=ZERO, max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
     credit_limit = models.DecimalField(
         _("credit limit"),
@@ -33,14 +35,15 @@ class BillingAccount(models.Model):
     )
     stripe_customer_id = models.CharField(max_length=100, blank=True)
     # When the spendable balance (balance + credit limit) last dropped to zero or below; cleared on recovery.
-    overdrawn_since = models.DateTimeField(null=True, blank=True)
+    overdrawn_since = models.DateTimeField(null=True, blank=True, verbose_name=_("overdrawn since"))
     created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("billing account")
+        verbose_name_plural = _("billing accounts")
         constraints = [
             models.CheckConstraint(condition=models.Q(credit_limit__gte=0), name="account_credit_limit_gte_0")
         ]
@@ -68,16 +71,24 @@ CHARGE_KINDS = (EntryKind.TOKEN_CHARGE, EntryKind.INSTANCE_CHARGE, EntryKind.SUB
 class LedgerEntry(models.Model):
     """One change of an account's balance. Append-only; ``key`` makes every posting idempotent."""
 
-    org = models.ForeignKey("maas.Organization", on_delete=models.CASCADE, related_name="ledger_entries")
+    org = models.ForeignKey(
+        "maas.Organization", on_delete=models.CASCADE, related_name="ledger_entries", verbose_name=_("organization")
+    )
     account = models.ForeignKey(BillingAccount, on_delete=models.CASCADE, related_name="entries")
-    kind = models.CharField(max_length=24, choices=EntryKind.choices)
+    kind = models.CharField(max_length=24, choices=EntryKind.choices, verbose_name=_("kind"))
     # Credits are positive, charges negative.
-    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
-    balance_after = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
-    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, verbose_name=_("amount"))
+    balance_after = models.DecimalField(
+        max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, verbose_name=_("balance after")
+    )
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
     # The natural idempotency key: usage batch, service + meter window, subscription period, Stripe object.
-    key = models.CharField(max_length=200, unique=True)
+    key = models.CharField(max_length=200, unique=True, verbose_name=_("key"))
+    # In English (search, CSV, API); shown translated from the code when it has one (billing.texts.LEDGER). An
+    # adjustment's description is the administrator's reason, as typed.
     description = models.CharField(max_length=300, blank=True)
+    description_code = models.CharField(max_length=64, blank=True)
+    description_params = models.JSONField(default=dict, blank=True)
     service = models.ForeignKey(
         "deployments.Service", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -87,14 +98,14 @@ class LedgerEntry(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created at"))
 
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-created_at", "-id"]
         verbose_name = _("ledger entry")
         verbose_name_plural = _("ledger entries")
+        ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["org", "-created_at"]), models.Index(fields=["org", "kind", "-created_at"])]
 
     def __str__(self) -> str:
@@ -107,6 +118,15 @@ class LedgerEntry(models.Model):
         data = self.data if isinstance(self.data, dict) else {}
         return str(data.get("payment_intent") or data.get("charge") or "")
 
+    @property
+    def description_text(self) -> str:
+        """The description in the reader's language."""
+        from billing.texts import LEDGER
+
+        if not self.description_code:
+            return self.description
+        return LEDGER.render(self.description_code, self.description_params, self.description)
+
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self._state.adding:
             raise ValueError("Ledger entries are append-only")
@@ -116,8 +136,10 @@ class LedgerEntry(models.Model):
 class TokenPrice(models.Model):
     """The per-token price of a public model from ``valid_from`` on; usage is charged with the row in force."""
 
-    catalog_model = models.ForeignKey("catalog.CatalogModel", on_delete=models.CASCADE, related_name="token_prices")
-    currency = models.CharField(max_length=3)
+    catalog_model = models.ForeignKey(
+        "catalog.CatalogModel", on_delete=models.CASCADE, related_name="token_prices", verbose_name=_("catalog model")
+    )
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
     input_per_1k = models.DecimalField(_("input per 1K tokens"), max_digits=14, decimal_places=6)
     output_per_1k = models.DecimalField(_("output per 1K tokens"), max_digits=14, decimal_places=6)
     cached_input_per_1k = models.DecimalField(
@@ -129,15 +151,16 @@ class TokenPrice(models.Model):
     )
     long_input_per_1k = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     long_output_per_1k = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
-    valid_from = models.DateTimeField(default=timezone.now)
+    valid_from = models.DateTimeField(default=timezone.now, verbose_name=_("valid from"))
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["catalog_model", "-valid_from"]
         verbose_name = _("token price")
+        verbose_name_plural = _("token prices")
+        ordering = ["catalog_model", "-valid_from"]
         constraints = [
             models.UniqueConstraint(fields=["catalog_model", "valid_from"], name="token_price_unique_valid_from"),
             models.CheckConstraint(
@@ -163,6 +186,10 @@ class UsageCharge(models.Model):
 
     objects = OrgScopedQuerySet.as_manager()
 
+    class Meta:
+        verbose_name = _("usage charge")
+        verbose_name_plural = _("usage charges")
+
 
 class MeterCursor(models.Model):
     """How far a service's instance time has been charged (everything before ``charged_until`` is posted)."""
@@ -170,6 +197,10 @@ class MeterCursor(models.Model):
     service = models.OneToOneField("deployments.Service", on_delete=models.CASCADE, related_name="meter_cursor")
     charged_until = models.DateTimeField()
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("meter cursor")
+        verbose_name_plural = _("meter cursors")
 
 
 class SubscriptionStatus(models.TextChoices):
@@ -182,28 +213,42 @@ class Subscription(models.Model):
     """A month of prepaid instances of a service (包年包月): covered instances pay no hourly charges."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    org = models.ForeignKey("maas.Organization", on_delete=models.CASCADE, related_name="subscriptions")
-    service = models.ForeignKey("deployments.Service", on_delete=models.CASCADE, related_name="subscriptions")
+    org = models.ForeignKey(
+        "maas.Organization", on_delete=models.CASCADE, related_name="subscriptions", verbose_name=_("organization")
+    )
+    service = models.ForeignKey(
+        "deployments.Service", on_delete=models.CASCADE, related_name="subscriptions", verbose_name=_("service")
+    )
     instances = models.PositiveSmallIntegerField(_("instances"))
     monthly_price = models.DecimalField(_("monthly price per instance"), max_digits=14, decimal_places=2)
     currency = models.CharField(max_length=3)
-    period_start = models.DateTimeField()
-    period_end = models.DateTimeField()
+    period_start = models.DateTimeField(verbose_name=_("period start"))
+    period_end = models.DateTimeField(verbose_name=_("period end"))
     auto_renew = models.BooleanField(_("renew automatically"), default=True)
-    status = models.CharField(max_length=16, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE)
+    status = models.CharField(
+        max_length=16, choices=SubscriptionStatus.choices, default=SubscriptionStatus.ACTIVE, verbose_name=_("status")
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     # Scale-ups buy extra instances for the rest of the parent's period as their own row, so that every row's
     # [period_start, period_end) × instances never changes once written and past coverage is never rewritten.
-    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="addons")
+    parent = models.ForeignKey(
+        "self",
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="addons",
+        verbose_name=_("parent subscription"),
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-created_at"]
         verbose_name = _("subscription")
+        verbose_name_plural = _("subscriptions")
+        ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
                 fields=["service", "period_start"],
@@ -232,33 +277,44 @@ class TopUp(models.Model):
     """A Stripe PaymentIntent for a top-up; the balance is credited only by the verified webhook."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    org = models.ForeignKey("maas.Organization", on_delete=models.CASCADE, related_name="topups")
-    amount = models.DecimalField(max_digits=14, decimal_places=2)
-    currency = models.CharField(max_length=3)
-    payment_intent_id = models.CharField(max_length=100, unique=True)
+    org = models.ForeignKey(
+        "maas.Organization", on_delete=models.CASCADE, related_name="topups", verbose_name=_("organization")
+    )
+    amount = models.DecimalField(max_digits=14, decimal_places=2, verbose_name=_("amount"))
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
+    payment_intent_id = models.CharField(max_length=100, unique=True, verbose_name=_("payment intent ID"))
     # The PaymentIntent's client secret, Fernet-encrypted (core.crypto): the card page hands it to Stripe.js while
     # the top-up can still be paid (pending, failed) and the payment webhook clears it.
     client_secret_encrypted = models.TextField(blank=True)
-    status = models.CharField(max_length=24, choices=TopUpStatus.choices, default=TopUpStatus.PENDING)
-    refunded_amount = models.DecimalField(max_digits=14, decimal_places=2, default=ZERO)
+    status = models.CharField(
+        max_length=24, choices=TopUpStatus.choices, default=TopUpStatus.PENDING, verbose_name=_("status")
+    )
+    refunded_amount = models.DecimalField(
+        max_digits=14, decimal_places=2, default=ZERO, verbose_name=_("refunded amount")
+    )
     failure_message = models.CharField(max_length=300, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-created_at"]
         verbose_name = _("top-up")
+        verbose_name_plural = _("top-ups")
+        ordering = ["-created_at"]
 
 
 class StripeEvent(models.Model):
     """Every verified webhook event we handled, once: replays of the same event id are no-ops."""
 
-    event_id = models.CharField(max_length=100, unique=True)
-    type = models.CharField(max_length=100)
+    event_id = models.CharField(max_length=100, unique=True, verbose_name=_("event ID"))
+    type = models.CharField(max_length=100, verbose_name=_("type"))
     payload = models.JSONField(default=dict)
-    received_at = models.DateTimeField(default=timezone.now)
+    received_at = models.DateTimeField(default=timezone.now, verbose_name=_("received at"))
+
+    class Meta:
+        verbose_name = _("Stripe event")
+        verbose_name_plural = _("Stripe events")

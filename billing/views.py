@@ -134,7 +134,7 @@ def statement_csv(request: HttpRequest, year: int, month: int) -> StreamingHttpR
                 [
                     timezone.localtime(e.created_at).strftime("%Y-%m-%d %H:%M:%S"),
                     str(labels.get(e.kind, e.kind)),
-                    e.description,
+                    e.description_text,
                     e.service.name if e.service else "",
                     e.amount,
                     e.balance_after,

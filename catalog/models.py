@@ -57,30 +57,35 @@ class Runtime(models.TextChoices):
 class CatalogModel(models.Model):
     slug = models.CharField(max_length=100, unique=True, validators=[validate_model_slug])
     name = models.CharField(max_length=200)
-    display_name = models.CharField(max_length=200)
-    publisher = models.CharField(max_length=100, db_index=True)
+    display_name = models.CharField(max_length=200, verbose_name=_("display name"))
+    publisher = models.CharField(max_length=100, db_index=True, verbose_name=_("publisher"))
     description_zh = models.TextField()
     description_en = models.TextField()
     tasks = ArrayField(models.CharField(max_length=32), default=list)
     parameters_b = models.DecimalField(_("parameters (billions)"), max_digits=8, decimal_places=2)
     active_parameters_b = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
-    context_length = models.PositiveIntegerField()
+    context_length = models.PositiveIntegerField(verbose_name=_("context length"))
     quantization = models.CharField(max_length=32)
     license = models.CharField(max_length=100)
     source_hub = models.CharField(max_length=20)  # huggingface | modelscope
     source_repo = models.CharField(max_length=200)
-    currency = models.CharField(max_length=3)
-    input_price_per_1k = models.DecimalField(max_digits=14, decimal_places=6)
-    output_price_per_1k = models.DecimalField(max_digits=14, decimal_places=6)
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
+    input_price_per_1k = models.DecimalField(
+        max_digits=14, decimal_places=6, verbose_name=_("input price per 1K tokens")
+    )
+    output_price_per_1k = models.DecimalField(
+        max_digits=14, decimal_places=6, verbose_name=_("output price per 1K tokens")
+    )
     spec_updated = models.DateField(_("updated"))
     spec_file = models.CharField(max_length=200)
     spec_hash = models.CharField(max_length=64)
-    listed = models.BooleanField(default=True, help_text=_("Shown in the marketplace."))
+    listed = models.BooleanField(default=True, help_text=_("Shown in the marketplace."), verbose_name=_("listed"))
     synced_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["-spec_updated", "slug"]
         verbose_name = _("catalog model")
+        verbose_name_plural = _("catalog models")
+        ordering = ["-spec_updated", "slug"]
         indexes = [GinIndex(fields=["tasks"], name="catalog_model_tasks_gin")]
 
     def __str__(self) -> str:
@@ -97,6 +102,11 @@ class CatalogModel(models.Model):
     @property
     def description(self) -> str:
         return self.description_zh if (get_language() or "").startswith("zh") else self.description_en
+
+    @property
+    def task_labels(self) -> list[str]:
+        """The model's tasks in the reader's language (a task this version does not know, as its code)."""
+        return [str(Task(t).label) if t in Task.values else t for t in self.tasks]
 
     @property
     def source(self) -> str:
@@ -127,6 +137,8 @@ class DeploymentVariant(models.Model):
     custom_runtime_args = models.JSONField(default=list, blank=True)
 
     class Meta:
+        verbose_name = _("deployment variant")
+        verbose_name_plural = _("deployment variants")
         ordering = ["model", "position"]
         constraints = [models.UniqueConstraint(fields=["model", "position"], name="variant_unique_position")]
 

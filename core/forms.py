@@ -7,6 +7,7 @@ from typing import Any
 from django import forms
 from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from core.errors import ApplicationError
 
@@ -34,6 +35,30 @@ class SecretTextarea(forms.Textarea):
 
     def format_value(self, value: Any) -> None:
         return None
+
+
+class IsoDateInput(forms.DateInput):
+    """A date typed as YYYY-MM-DD, with the format said in the page's language.
+
+    Not ``type="date"``: a browser draws that control in its own UI language (an English Chromium shows
+    "mm/dd/yyyy" on a Chinese page), so the page could not keep its language.
+    """
+
+    input_type = "text"
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        defaults = {"placeholder": _("YYYY-MM-DD"), "inputmode": "numeric", "autocomplete": "off", "size": 10}
+        super().__init__(attrs={**defaults, **(attrs or {})}, format="%Y-%m-%d")
+
+
+class IsoDateTimeInput(forms.DateTimeInput):
+    """A date and time typed as YYYY-MM-DD HH:MM (in the user's time zone); see ``IsoDateInput`` for why."""
+
+    input_type = "text"
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        defaults = {"placeholder": _("YYYY-MM-DD HH:MM"), "autocomplete": "off", "size": 16}
+        super().__init__(attrs={**defaults, **(attrs or {})}, format="%Y-%m-%d %H:%M")
 
 
 class Echo:

@@ -1,8 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class DeploymentsConfig(AppConfig):
     name = "deployments"
+    verbose_name = _("Deployments")
 
     def ready(self):
         from django.db.models.signals import post_delete, post_save

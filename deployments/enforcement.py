@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from uuid import UUID
 
 from django.db import transaction
-from django.utils.translation import gettext as _
 
 from core.errors import ApplicationError
 from deployments.models import BillingMode, Service, ServiceStatus
 from deployments.services import service_stop
+from deployments.texts import TIMELINE
 from tenancy.services import audit_record
 
 logger = logging.getLogger(__name__)
@@ -43,9 +43,7 @@ def overdrawn_services_stop(*, org_ids: Iterable[UUID], grace_hours: int) -> int
         .exclude(status__in=_NOT_ENFORCED)
         .select_related("org")
     )
-    message = _("the organization's spendable balance has been at or below zero for more than %(hours)d hours") % {
-        "hours": grace_hours
-    }
+    message = TIMELINE("overdrawn", n=grace_hours)
     stopped = 0
     for service in services:
         try:

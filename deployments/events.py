@@ -3,6 +3,9 @@
 Every write of a ``ServiceEvent`` goes through here. Meter events are billing's input: each change of the number
 of billable (Running, ready) instances writes exactly one, and billing integrates them into instance time. Callers
 hold the service row locked (``select_for_update``) and save the service themselves.
+
+A message the platform writes is a ``deployments.texts.TIMELINE`` text: its code and parameters are stored with its
+English rendering and it is shown in the reader's language; a cluster's own message is plain text, stored as it came.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from core.i18n import Text, stored_text
 from deployments.models import EventKind, Service, ServiceEvent, ServiceStatus
+from deployments.texts import TIMELINE
 
 __all__ = ["EventKind", "event_record", "meter_set", "status_set"]
 
@@ -23,29 +28,39 @@ def event_record(
     kind: EventKind,
     status: str = "",
     reason: str = "",
-    message: str = "",
+    message: str | Text = "",
     actor: Any = None,
     billable_instances: int | None = None,
     at: datetime | None = None,
 ) -> ServiceEvent:
+    english, code, params = stored_text(message)
     return ServiceEvent.objects.create(
         service=service,
         created_at=at or timezone.now(),
         kind=kind,
         status=status,
         reason=reason[:100],
-        message=message,
+        message=english,
+        message_code=code,
+        message_params=params,
         actor=actor if getattr(actor, "pk", None) else None,
         billable_instances=billable_instances,
     )
 
 
-def status_set(*, service: Service, status: str, reason: str = "", message: str = "", actor: Any = None) -> bool:
+def status_set(*, service: Service, status: str, reason: str = "", message: str | Text = "", actor: Any = None) -> bool:
     """Move ``service`` (locked by the caller) to ``status``; one status event per change. True if anything changed."""
-    if service.status == status and service.status_reason == reason[:100] and service.status_message == message:
+    english, code, params = stored_text(message)
+    if (
+        service.status == status
+        and service.status_reason == reason[:100]
+        and (service.status_message, service.status_message_code, service.status_message_params)
+        == (english, code, params)
+    ):
         return False
     changed = service.status != status or service.status_reason != reason[:100]
-    service.status, service.status_reason, service.status_message = status, reason[:100], message
+    service.status, service.status_reason = status, reason[:100]
+    service.status_message, service.status_message_code, service.status_message_params = english, code, params
     if status == ServiceStatus.RUNNING and service.running_since is None:
         service.running_since = timezone.now()
     if status == ServiceStatus.DELETED and service.deleted_at is None:
@@ -76,7 +91,7 @@ def meter_set(*, service: Service, instances: int, since: datetime | None = None
         service=service,
         kind=EventKind.METER,
         billable_instances=instances,
-        message=f"{instances} billable instance(s)",
+        message=TIMELINE("billable", n=instances),
         at=since,
     )
     return True

@@ -46,7 +46,7 @@ class ServiceCreateForm(forms.Form):
     region = forms.ChoiceField(label=_("Region"))
     instances = instances_field(initial=1)
     billing_mode = forms.ChoiceField(
-        label=_("Billing"), choices=BillingMode.choices, initial=BillingMode.PAYG, widget=forms.RadioSelect
+        label=_("Billing mode"), choices=BillingMode.choices, initial=BillingMode.PAYG, widget=forms.RadioSelect
     )
 
     def __init__(self, *args, regions: list[Region], **kwargs):

@@ -23,12 +23,14 @@ PUBLIC_NAMESPACE = "public"
 
 
 class Region(models.Model):
-    code = models.SlugField(max_length=40, unique=True)  # e.g. cn-shanghai-2
-    name_zh = models.CharField(max_length=60)  # e.g. 上海二区
-    name_en = models.CharField(max_length=60)  # e.g. Shanghai 2
-    position = models.PositiveSmallIntegerField(default=0)
+    code = models.SlugField(max_length=40, unique=True, verbose_name=_("code"))  # e.g. cn-shanghai-2
+    name_zh = models.CharField(max_length=60, verbose_name=_("name (Chinese)"))  # e.g. 上海二区
+    name_en = models.CharField(max_length=60, verbose_name=_("name (English)"))  # e.g. Shanghai 2
+    position = models.PositiveSmallIntegerField(default=0, verbose_name=_("position"))
 
     class Meta:
+        verbose_name = _("region")
+        verbose_name_plural = _("regions")
         ordering = ["position", "code"]
 
     def __str__(self) -> str:
@@ -78,20 +80,24 @@ class ClusterHealth(models.TextChoices):
 
 class Cluster(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.SlugField(max_length=60, unique=True)
-    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="clusters")
-    driver = models.CharField(max_length=16, choices=ClusterDriver.choices, default=ClusterDriver.KUBERNETES)
+    name = models.SlugField(max_length=60, unique=True, verbose_name=_("name"))
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="clusters", verbose_name=_("region"))
+    driver = models.CharField(
+        max_length=16, choices=ClusterDriver.choices, default=ClusterDriver.KUBERNETES, verbose_name=_("driver")
+    )
     # Fernet-encrypted kubeconfig (core.crypto); never rendered back.
     kubeconfig_encrypted = models.TextField(blank=True)
     context = models.CharField(max_length=200, blank=True)
     server_url = models.CharField(max_length=300, blank=True)
-    server_version = models.CharField(max_length=60, blank=True)
+    server_version = models.CharField(max_length=60, blank=True, verbose_name=_("server version"))
     access_mode = models.CharField(max_length=16, choices=AccessMode.choices, default=AccessMode.PROXY)
     ingress_base_url = models.URLField(blank=True)
-    cordoned = models.BooleanField(default=False, help_text=_("No new placements."))
-    health = models.CharField(max_length=16, choices=ClusterHealth.choices, default=ClusterHealth.UNKNOWN)
+    cordoned = models.BooleanField(default=False, help_text=_("No new placements."), verbose_name=_("cordoned"))
+    health = models.CharField(
+        max_length=16, choices=ClusterHealth.choices, default=ClusterHealth.UNKNOWN, verbose_name=_("health")
+    )
     last_error = models.TextField(blank=True)
-    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last checked at"))
     # {gpu_product: {"total", "allocatable", "allocated", "free", "memory_mb", "nodes", "max_per_node"}}
     inventory = models.JSONField(default=dict, blank=True)
     nodes = models.JSONField(default=list, blank=True)
@@ -126,6 +132,8 @@ class Cluster(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = _("cluster")
+        verbose_name_plural = _("clusters")
         ordering = ["region__position", "name"]
 
     def network_source_list(self) -> list[str]:
@@ -175,11 +183,17 @@ class Service(models.Model):
     """A dedicated deployment of a catalog model for one organization, callable as ``<namespace>/<name>``."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    org = models.ForeignKey("maas.Organization", on_delete=models.PROTECT, related_name="services")
+    org = models.ForeignKey(
+        "maas.Organization", on_delete=models.PROTECT, related_name="services", verbose_name=_("organization")
+    )
     name = models.CharField(_("service name"), max_length=40, validators=[dns1123_label])
-    catalog_model = models.ForeignKey("catalog.CatalogModel", on_delete=models.PROTECT, related_name="services")
-    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="services")
-    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="services")
+    catalog_model = models.ForeignKey(
+        "catalog.CatalogModel", on_delete=models.PROTECT, related_name="services", verbose_name=_("catalog model")
+    )
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="services", verbose_name=_("region"))
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="services", verbose_name=_("cluster")
+    )
     # The variant picked at deploy time, copied so later catalog edits do not change a running service.
     variant_position = models.PositiveSmallIntegerField()
     runtime = models.CharField(max_length=16)
@@ -194,15 +208,19 @@ class Service(models.Model):
     runtime_args = models.JSONField(default=list, blank=True)
     max_model_len = models.PositiveIntegerField()
     instances = models.PositiveSmallIntegerField(_("instances"))  # desired while running
-    ready_instances = models.PositiveSmallIntegerField(default=0)
+    ready_instances = models.PositiveSmallIntegerField(default=0, verbose_name=_("ready instances"))
     billing_mode = models.CharField(max_length=16, choices=BillingMode.choices, default=BillingMode.PAYG)
     hourly_price = models.DecimalField(max_digits=14, decimal_places=6)  # per instance, at deploy/scale time
     # Subscription (包年包月) price per instance-month, snapshotted with hourly_price.
     monthly_price = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     currency = models.CharField(max_length=3)
-    status = models.CharField(max_length=16, choices=ServiceStatus.choices, default=ServiceStatus.PENDING)
+    status = models.CharField(
+        max_length=16, choices=ServiceStatus.choices, default=ServiceStatus.PENDING, verbose_name=_("status")
+    )
     status_reason = models.CharField(max_length=100, blank=True)
-    status_message = models.TextField(blank=True)
+    status_message = models.TextField(blank=True)  # in English; shown translated from the code when it has one
+    status_message_code = models.CharField(max_length=64, blank=True)  # a deployments.texts.TIMELINE code
+    status_message_params = models.JSONField(default=dict, blank=True)
     # Desired-state generation: bumped by every user change, copied to observed_generation by reconcile.
     generation = models.PositiveIntegerField(default=1)
     observed_generation = models.PositiveIntegerField(default=0)
@@ -223,6 +241,8 @@ class Service(models.Model):
     objects = ServiceQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("service")
+        verbose_name_plural = _("services")
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
@@ -258,26 +278,64 @@ class Service(models.Model):
     def k8s_namespace(self) -> str:
         return f"maas-{self.org.namespace}"
 
+    @property
+    def status_reason_label(self) -> str:
+        from deployments.texts import reason_label
+
+        return reason_label(self.status_reason)
+
+    @property
+    def status_message_text(self) -> str:
+        """The status message in the reader's language (a cluster's own text as it came)."""
+        from deployments.texts import TIMELINE
+
+        if not self.status_message_code:
+            return self.status_message
+        return TIMELINE.render(self.status_message_code, self.status_message_params, self.status_message)
+
 
 class ServiceEvent(models.Model):
     """The service's timeline: status changes, scaling, failures with their real reasons."""
 
-    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="events")
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    kind = models.CharField(max_length=32, choices=EventKind.choices)
-    status = models.CharField(max_length=16, blank=True)
-    reason = models.CharField(max_length=100, blank=True)
-    message = models.TextField(blank=True)
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="events", verbose_name=_("service"))
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created at"))
+    kind = models.CharField(max_length=32, choices=EventKind.choices, verbose_name=_("kind"))
+    status = models.CharField(max_length=16, blank=True, verbose_name=_("status"))
+    reason = models.CharField(max_length=100, blank=True, verbose_name=_("reason"))
+    message = models.TextField(blank=True)  # in English; shown translated from the code when it has one
+    message_code = models.CharField(max_length=64, blank=True)  # a deployments.texts.TIMELINE code
+    message_params = models.JSONField(default=dict, blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     # Meter events (EventKind.METER): the number of billable (Running, ready) instances from ``created_at`` on.
     # Billing integrates these into instance-seconds; every change of that number writes exactly one.
-    billable_instances = models.PositiveSmallIntegerField(null=True, blank=True)
+    billable_instances = models.PositiveSmallIntegerField(null=True, blank=True, verbose_name=_("billable instances"))
 
     class Meta:
+        verbose_name = _("service event")
+        verbose_name_plural = _("service events")
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["service", "kind", "created_at"])]
+
+    @property
+    def status_label(self) -> str:
+        return str(ServiceStatus(self.status).label) if self.status in ServiceStatus.values else self.status
+
+    @property
+    def reason_label(self) -> str:
+        from deployments.texts import reason_label
+
+        return reason_label(self.reason)
+
+    @property
+    def message_text(self) -> str:
+        """The message in the reader's language (a cluster's own text as it came)."""
+        from deployments.texts import TIMELINE
+
+        if not self.message_code:
+            return self.message
+        return TIMELINE.render(self.message_code, self.message_params, self.message)
 
 
 class Replica(models.Model):
@@ -295,6 +353,8 @@ class Replica(models.Model):
     observed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = _("replica")
+        verbose_name_plural = _("replicas")
         ordering = ["service", "name"]
         constraints = [models.UniqueConstraint(fields=["service", "name"], name="replica_unique_name")]
 
@@ -302,14 +362,18 @@ class Replica(models.Model):
 class GpuPrice(models.Model):
     """What one GPU of a product costs per hour (and per month on a subscription) in a region."""
 
-    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="gpu_prices")
-    gpu_product = models.CharField(max_length=100)  # as nvidia.com/gpu.product labels it
-    hourly_price = models.DecimalField(max_digits=14, decimal_places=6)
+    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="gpu_prices", verbose_name=_("region"))
+    gpu_product = models.CharField(max_length=100, verbose_name=_("GPU product"))  # as nvidia.com/gpu.product labels it
+    hourly_price = models.DecimalField(max_digits=14, decimal_places=6, verbose_name=_("hourly price"))
     # Per GPU-month for subscriptions; empty: hourly × 24 × 30 × the subscription discount.
-    monthly_price = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
-    currency = models.CharField(max_length=3)
+    monthly_price = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, verbose_name=_("monthly price")
+    )
+    currency = models.CharField(max_length=3, verbose_name=_("currency"))
 
     class Meta:
+        verbose_name = _("GPU price")
+        verbose_name_plural = _("GPU prices")
         ordering = ["region__position", "gpu_product"]
         constraints = [models.UniqueConstraint(fields=["region", "gpu_product"], name="gpuprice_unique_region_product")]
 

@@ -28,11 +28,12 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max, Q
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
+from core.i18n import Text
 from deployments.drivers import ClusterUnavailable, DriverError, Observed, driver_for
 from deployments.events import meter_set, status_set
 from deployments.models import Cluster, Replica, Service, ServiceStatus
+from deployments.texts import TIMELINE
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def _sync_replicas(service: Service, observed: Observed, now: datetime) -> None:
         )
 
 
-def _no_progress(service: Service, status: str, observed: Observed) -> str:
+def _no_progress(service: Service, status: str, observed: Observed) -> Text | None:
     """The message when ``service`` (locked) sits in a progressing ``status`` past the timeout with nothing moving.
 
     Progress is any event on the service's timeline (a status or reason change, a ready instance more or less, a
@@ -119,16 +120,15 @@ def _no_progress(service: Service, status: str, observed: Observed) -> str:
     """
     ready = min(observed.ready, service.desired_instances)
     if status not in _PROGRESSING or observed.reason or status != service.status or ready != service.ready_instances:
-        return ""
+        return None
     moved = service.events.exclude(reason=NO_PROGRESS).aggregate(last=Max("created_at"))["last"]
     waited = timezone.now() - (moved or service.created_at)
     if service.status_reason != NO_PROGRESS and waited < timedelta(seconds=settings.SERVICE_PROGRESS_TIMEOUT_S):
-        return ""
-    return _("%(status)s for %(minutes)d minutes without progress: %(waiting_on)s") % {
-        "status": ServiceStatus(status).label,
-        "minutes": waited.total_seconds() // 60,
-        "waiting_on": observed.waiting_on or _("the cluster reports nothing that explains it"),
-    }
+        return None
+    minutes = int(waited.total_seconds() // 60)
+    if not observed.waiting_on:
+        return TIMELINE("no_progress_unexplained", status=status, n=minutes)
+    return TIMELINE("no_progress", status=status, n=minutes, waiting_on=str(observed.waiting_on))
 
 
 def _enqueue_cluster_pass(cluster_id) -> None:
@@ -194,7 +194,7 @@ def record_unreachable(service_id, error: DriverError) -> None:
         if service.status == ServiceStatus.DELETED:
             return
         cluster = service.cluster.name if service.cluster else "?"
-        message = _("cluster %(cluster)s is unreachable: %(error)s") % {"cluster": cluster, "error": error.message}
+        message = TIMELINE("unreachable", cluster=cluster, error=str(error.message))
         if status_set(service=service, status=service.status, reason=CLUSTER_UNREACHABLE, message=message):
             service.save()
 

@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 
 from core.crypto import SecretDecryptError, decrypt, encrypt
 from core.errors import ApplicationError
+from core.i18n import Text
 from deployments.drivers import driver_for
 from deployments.drivers import local as local_driver
 from deployments.drivers.kube import (
@@ -45,6 +46,7 @@ from deployments.models import (
 )
 from deployments.placement import instance_prices, place
 from deployments.signals import subscription_cover_requested
+from deployments.texts import TIMELINE
 from tenancy.permissions import require
 from tenancy.services import audit_record
 
@@ -442,7 +444,7 @@ def cluster_drain(*, cluster: Cluster, actor) -> int:
                 service,
                 actor=actor,
                 reason="ClusterDrained",
-                message=_("cluster %(name)s is being drained by an administrator") % {"name": cluster.name},
+                message=TIMELINE("drained", cluster=cluster.name),
             )
         audit_record(org=None, actor=actor, action="cluster.drain", target=cluster, data={"stopped": len(services)})
     return len(services)
@@ -566,14 +568,14 @@ def service_create(
             status=ServiceStatus.PENDING,
             reason="Created",
             actor=actor,
-            message=_("%(n)d × %(model)s on %(cluster)s (%(gpus)d× %(product)s per instance)")
-            % {
-                "n": instances,
-                "model": catalog_model.name,
-                "cluster": placement.cluster.name,
-                "gpus": variant.gpu_count,
-                "product": placement.gpu_product,
-            },
+            message=TIMELINE(
+                "created",
+                n=instances,
+                model=catalog_model.name,
+                cluster=placement.cluster.name,
+                gpus=variant.gpu_count,
+                product=placement.gpu_product,
+            ),
         )
         _reserve(placement.cluster.pk, placement.gpu_product, variant.gpu_count * instances)
         if billing_mode == BillingMode.SUBSCRIPTION:
@@ -648,7 +650,7 @@ def service_scale(*, service: Service, actor, instances: int) -> Service:
             kind=EventKind.SCALE,
             reason="Scaled",
             actor=actor,
-            message=_("%(a)d → %(b)d instances") % {"a": before, "b": instances},
+            message=TIMELINE("scaled", a=before, n=instances),
         )
         if service.desired_running and service.status == ServiceStatus.RUNNING:
             status_set(
@@ -656,7 +658,7 @@ def service_scale(*, service: Service, actor, instances: int) -> Service:
                 status=ServiceStatus.SCALING,
                 reason="ScaleRequested",
                 actor=actor,
-                message=_("%(a)d → %(b)d instances") % {"a": before, "b": instances},
+                message=TIMELINE("scaled", a=before, n=instances),
             )
         if service.desired_running and instances < service.billed_instances:
             meter_set(service=service, instances=instances)  # billing stops for removed instances at once
@@ -677,7 +679,7 @@ def service_scale(*, service: Service, actor, instances: int) -> Service:
     return service
 
 
-def _stop(service: Service, *, actor, reason: str, message: str = "") -> None:
+def _stop(service: Service, *, actor, reason: str, message: str | Text = "") -> None:
     service.desired_running = False
     service.generation += 1
     status_set(service=service, status=ServiceStatus.STOPPING, reason=reason, message=message, actor=actor)
@@ -687,7 +689,7 @@ def _stop(service: Service, *, actor, reason: str, message: str = "") -> None:
     _enqueue_reconcile(service.pk)
 
 
-def service_stop(*, service: Service, actor: Any, reason: str = "StopRequested", message: str = "") -> Service:
+def service_stop(*, service: Service, actor: Any, reason: str = "StopRequested", message: str | Text = "") -> Service:
     """Stop the service's instances (it keeps its place and can start again); ``reason`` goes on its timeline."""
     require(actor, service.org, "service.stop")
     with transaction.atomic():

@@ -99,6 +99,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "tenancy.middleware.CurrentOrgMiddleware",
+    "tenancy.middleware.UserTimeZoneMiddleware",
     # Last, as django-axes requires: it turns a refused log-in into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]

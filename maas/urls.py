@@ -29,6 +29,7 @@ urlpatterns = [
     path("accounts/login/", LoginView.as_view(authentication_form=EmailAuthenticationForm), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("account/", views.account, name="account"),
     path("org/switch/", views.org_switch, name="org-switch"),
     path("org/new/", views.org_new, name="org-new"),
     path("org/members/", views.org_members, name="org-members"),

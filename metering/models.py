@@ -6,6 +6,7 @@ import uuid
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from core.querysets import OrgScopedQuerySet
 
@@ -61,6 +62,8 @@ class UsageRecord(models.Model):
     objects = OrgScopedQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("usage record")
+        verbose_name_plural = _("usage records")
         ordering = ["-started_at"]
         indexes = [
             models.Index(fields=["org", "-started_at"]),

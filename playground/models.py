@@ -50,8 +50,9 @@ class Conversation(models.Model):
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
-        ordering = ["-updated_at"]
         verbose_name = _("conversation")
+        verbose_name_plural = _("conversations")
+        ordering = ["-updated_at"]
         indexes = [models.Index(fields=["org", "user", "-updated_at"])]
 
     def __str__(self) -> str:
@@ -104,6 +105,8 @@ class Message(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
         ordering = ["conversation", "id"]
         indexes = [models.Index(fields=["conversation", "id"])]
 

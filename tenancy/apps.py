@@ -12,3 +12,10 @@ class TenancyConfig(AppConfig):
     name = "tenancy"
     label = "maas"
     verbose_name = _("Tenancy")
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in
+
+        from tenancy.middleware import session_time_zone_load
+
+        user_logged_in.connect(session_time_zone_load, dispatch_uid="tenancy-session-time-zone")

@@ -1,11 +1,14 @@
-from typing import Any
+from typing import Any, cast
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm
 from django.utils.translation import gettext_lazy as _
 
+from core.forms import IsoDateTimeInput
 from tenancy.models import Role, SpendPeriod, namespace_validator
+from tenancy.selectors import time_zone_names
 
 
 class SignupForm(forms.Form):
@@ -57,7 +60,7 @@ class ApiKeyForm(forms.Form):
     expires_at = forms.DateTimeField(
         label=_("Expires at"),
         required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        widget=IsoDateTimeInput(),
         help_text=_("Leave empty for a key that does not expire."),
     )
     rpm_limit = forms.IntegerField(label=_("Requests per minute"), required=False, min_value=1)
@@ -92,3 +95,18 @@ class ApiKeyForm(forms.Form):
         if data.get("spend_cap") is not None and not data.get("spend_cap_period"):
             self.add_error("spend_cap_period", _("Choose when the spend cap resets."))
         return data
+
+
+class TimeZoneForm(forms.Form):
+    time_zone = forms.ChoiceField(
+        label=_("Time zone"),
+        required=False,
+        help_text=_("Times in the console are shown in this zone."),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        default = _("Platform default (%(zone)s)") % {"zone": settings.TIME_ZONE}
+        cast(forms.ChoiceField, self.fields["time_zone"]).choices = [("", default)] + [
+            (z, z) for z in sorted(time_zone_names())
+        ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from typing import TYPE_CHECKING
 
 from django.contrib.sessions.backends.base import SessionBase
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from tenancy.models import ApiKey, AuditEvent, Invitation, Membership, hash_api_key
+from tenancy.models import ApiKey, AuditEvent, Invitation, Membership, UserProfile, hash_api_key
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -16,6 +18,25 @@ if TYPE_CHECKING:
     from tenancy.models import Organization
 
 SESSION_ORG_KEY = "current_org_id"
+# The user's time zone, read at log-in (and set when they change it): no query per request.
+SESSION_TIME_ZONE_KEY = "time_zone"
+
+
+_AREAS = ("Africa/", "America/", "Antarctica/", "Arctic/", "Asia/", "Atlantic/", "Australia/", "Europe/", "Indian/")
+
+
+@functools.cache
+def time_zone_names() -> frozenset[str]:
+    """The IANA zone names a user may choose: Area/Location names this machine's tz database knows, and UTC.
+
+    The database's old country and US/ aliases (``Japan``, ``US/Eastern``, ``Factory``) are left out of the list.
+    """
+    return frozenset(z for z in zoneinfo.available_timezones() if z.startswith((*_AREAS, "Pacific/")) or z == "UTC")
+
+
+def user_time_zone(user: User) -> str:
+    """The zone ``user`` chose; empty for the platform's default."""
+    return UserProfile.objects.filter(user=user).values_list("time_zone", flat=True).first() or ""
 
 
 def current_membership(user: User, session: SessionBase | None) -> Membership | None:

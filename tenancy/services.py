@@ -29,10 +29,12 @@ from tenancy.models import (
     Organization,
     Role,
     SpendPeriod,
+    UserProfile,
     hash_api_key,
     new_personal_namespace,
 )
 from tenancy.permissions import require, role_of
+from tenancy.selectors import time_zone_names
 
 
 def audit_record(
@@ -57,6 +59,22 @@ def audit_record(
 
 
 @transaction.atomic
+def profile_set_time_zone(*, user: User, time_zone: str) -> UserProfile:
+    """Show ``user`` times in ``time_zone`` (an IANA name; empty: the platform's default), audited."""
+    time_zone = (time_zone or "").strip()
+    if time_zone and time_zone not in time_zone_names():
+        raise ApplicationError(_("Unknown time zone “%(zone)s”.") % {"zone": time_zone[:64]}, field="time_zone")
+    with transaction.atomic():
+        profile, _created = UserProfile.objects.select_for_update().get_or_create(user=user)
+        if profile.time_zone != time_zone:
+            before, profile.time_zone = profile.time_zone, time_zone
+            profile.save(update_fields=["time_zone"])
+            audit_record(
+                org=None, actor=user, action="user.time_zone", target=profile, data={"from": before, "to": time_zone}
+            )
+    return profile
+
+
 def user_signup(*, email: str, password: str, name: str = "") -> User:
     """Create a user with a personal organization they own."""
     email = User.objects.normalize_email(email).lower()

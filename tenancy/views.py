@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -22,7 +23,15 @@ from core.errors import ApplicationError
 from core.forms import apply_error
 from core.querysets import get_for_org_or_404
 from tenancy import permissions, selectors, services
-from tenancy.forms import ApiKeyForm, EmailAuthenticationForm, InviteForm, OrgCreateForm, RoleForm, SignupForm
+from tenancy.forms import (
+    ApiKeyForm,
+    EmailAuthenticationForm,
+    InviteForm,
+    OrgCreateForm,
+    RoleForm,
+    SignupForm,
+    TimeZoneForm,
+)
 from tenancy.http import ConsoleRequest, membership_or_404
 from tenancy.models import ApiKey, Invitation, Membership, Role
 from tenancy.selectors import SESSION_ORG_KEY
@@ -96,6 +105,26 @@ def org_new(request: ConsoleRequest) -> HttpResponse:
             messages.success(request, _("Organization %(name)s created.") % {"name": org.name})
             return redirect("org-members")
     return render(request, "tenancy/org_new.html", {"form": form})
+
+
+@login_required
+def account(request: ConsoleRequest) -> HttpResponse:
+    """The signed-in person's own settings: the time zone times are shown in."""
+    user = request.user
+    if request.method == "POST":
+        form = TimeZoneForm(request.POST)
+        if form.is_valid():
+            try:
+                profile = services.profile_set_time_zone(user=user, time_zone=form.cleaned_data["time_zone"])
+            except ApplicationError as exc:
+                apply_error(form, exc)
+            else:
+                request.session[selectors.SESSION_TIME_ZONE_KEY] = profile.time_zone
+                messages.success(request, _("Your settings are saved."))
+                return redirect("account")
+    else:
+        form = TimeZoneForm(initial={"time_zone": selectors.user_time_zone(user)})
+    return render(request, "tenancy/account.html", {"form": form, "now": timezone.now()})
 
 
 @login_required

@@ -26,7 +26,6 @@ from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from billing import pricing
 from billing.models import (
@@ -37,6 +36,7 @@ from billing.models import (
     SubscriptionStatus,
 )
 from billing.services.ledger import ledger_post
+from billing.texts import LEDGER
 from deployments.models import EventKind
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def service_settle(*, service_id: UUID | str, until: datetime | None = None) -> 
                     kind=EntryKind.INSTANCE_CHARGE,
                     amount=-amount,
                     key=f"instance:{service.pk}:{window:%Y%m%dT%H}:{start.isoformat()}",
-                    description=_("Instance time of %(service)s") % {"service": service.model_id},
+                    description=LEDGER("instance_time", service=service.model_id),
                     service=service,
                     period_start=start,
                     period_end=end,

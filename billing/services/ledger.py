@@ -24,6 +24,7 @@ from billing.models import (
 )
 from core import signals
 from core.errors import ApplicationError
+from core.i18n import Text, stored_text
 from core.money import quantize_posted
 from tenancy.models import Organization
 from tenancy.permissions import require_platform_staff
@@ -71,7 +72,7 @@ class Posting:
     kind: str
     amount: Decimal
     key: str
-    description: str = ""
+    description: str | Text = ""
     period_start: datetime | None = None
     period_end: datetime | None = None
     data: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +119,7 @@ def ledger_post_many(postings: Sequence[Posting]) -> list[tuple[LedgerEntry, boo
         for posting, amount in zip(postings, amounts, strict=True):
             account = accounts[posting.org_id]
             _apply(account, amount)
+            description, code, params = stored_text(posting.description)
             entries.append(
                 LedgerEntry(
                     org_id=posting.org_id,
@@ -127,7 +129,9 @@ def ledger_post_many(postings: Sequence[Posting]) -> list[tuple[LedgerEntry, boo
                     balance_after=account.balance,
                     currency=account.currency,
                     key=posting.key,
-                    description=posting.description[:300],
+                    description=description[:300],
+                    description_code=code,
+                    description_params=params,
                     period_start=posting.period_start,
                     period_end=posting.period_end,
                     data=posting.data,
@@ -175,7 +179,7 @@ def ledger_post(
     kind: str,
     amount: Decimal,
     key: str,
-    description: str = "",
+    description: str | Text = "",
     service: Service | None = None,
     period_start: datetime | None = None,
     period_end: datetime | None = None,
@@ -185,6 +189,7 @@ def ledger_post(
     """Append one entry and move the balance; returns ``(entry, created)``. A known ``key`` changes nothing."""
     amount = _check_posting(kind, amount)
     org_id = org.pk if isinstance(org, Organization) else org
+    english, code, params = stored_text(description)
     with transaction.atomic():
         account = _lock_account(org_id)
         entry = LedgerEntry(
@@ -195,7 +200,9 @@ def ledger_post(
             balance_after=account.balance + amount,
             currency=account.currency,
             key=key,
-            description=description[:300],
+            description=english[:300],
+            description_code=code,
+            description_params=params,
             service=service,
             period_start=period_start,
             period_end=period_end,

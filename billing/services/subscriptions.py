@@ -20,7 +20,9 @@ from billing.models import (
 )
 from billing.services.instances import service_settle
 from billing.services.ledger import ledger_post
+from billing.texts import LEDGER
 from core.errors import ApplicationError
+from core.i18n import Text
 from core.money import quantize_posted
 from tenancy.permissions import require
 from tenancy.services import audit_record
@@ -52,7 +54,7 @@ def _require_funds(org_id: UUID, amount: Decimal) -> None:
 
 
 def _subscription_charge(
-    subscription: Subscription, amount: Decimal, key: str, description: str, actor: User | None
+    subscription: Subscription, amount: Decimal, key: str, description: Text, actor: User | None
 ) -> None:
     ledger_post(
         org=subscription.org,
@@ -105,7 +107,7 @@ def subscription_create(
         subscription,
         amount,
         f"subscription:{subscription.pk}",
-        _("Subscription of %(service)s: %(n)d instances for a month") % {"service": service.model_id, "n": instances},
+        LEDGER("subscription", service=service.model_id, n=instances),
         actor,
     )
     audit_record(
@@ -153,8 +155,12 @@ def subscription_add_instances(
         addon,
         amount,
         f"subscription:{addon.pk}",
-        _("%(n)d more instances of %(service)s until %(end)s (prorated)")
-        % {"n": instances, "service": subscription.service.model_id, "end": f"{subscription.period_end:%Y-%m-%d}"},
+        LEDGER(
+            "subscription_addition",
+            n=instances,
+            service=subscription.service.model_id,
+            end=f"{subscription.period_end:%Y-%m-%d}",
+        ),
         actor,
     )
     audit_record(
@@ -251,8 +257,7 @@ def subscription_renew_due(*, now: datetime | None = None) -> tuple[int, int]:
                     successor,
                     amount,
                     f"subscription:{service.pk}:{plan.period_end.isoformat()}",
-                    _("Renewal of %(service)s: %(n)d instances for a month")
-                    % {"service": service.model_id, "n": instances},
+                    LEDGER("subscription_renewal", service=service.model_id, n=instances),
                     None,
                 )
                 renewed += 1

@@ -20,6 +20,7 @@ from billing.models import (
     TopUpStatus,
 )
 from billing.services.ledger import account_get_or_create, ledger_post
+from billing.texts import LEDGER
 from core.crypto import encrypt
 from core.errors import ApplicationError
 from core.money import from_minor_units, quantize_posted
@@ -133,7 +134,7 @@ def _on_payment_succeeded(event: dict[str, Any], intent: dict[str, Any]) -> None
         kind=EntryKind.TOPUP,
         amount=amount,
         key=f"stripe:pi:{topup.payment_intent_id}",
-        description=_("Top-up by card"),
+        description=LEDGER("card_topup"),
         data={"payment_intent": topup.payment_intent_id, "event": event["id"]},
     )
     topup.status = TopUpStatus.SUCCEEDED
@@ -167,7 +168,7 @@ def _on_charge_refunded(event: dict[str, Any], charge: dict[str, Any]) -> None:
         kind=EntryKind.REFUND,
         amount=-delta,
         key=f"stripe:refund:{charge.get('id')}:{refunded_total}",
-        description=_("Refund of a card top-up"),
+        description=LEDGER("card_refund"),
         data={"charge": charge.get("id"), "event": event["id"]},
     )
     topup.refunded_amount = refunded_total

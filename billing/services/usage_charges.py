@@ -19,7 +19,6 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from billing import pricing
 from billing.models import (
@@ -30,6 +29,7 @@ from billing.models import (
 from billing.selectors import token_price_histories
 from billing.services.ledger import Posting, ledger_post_many
 from billing.services.prices import token_prices_seed
+from billing.texts import LEDGER
 from metering.models import UsageRecord, UsageStatus
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def usage_charge_pending(*, limit: int | None = None) -> int:
                     kind=EntryKind.TOKEN_CHARGE,
                     amount=-sum((amount for _r, _p, amount in items), ZERO),
                     key=usage_batch_key(r.id for r, _p, _a in items),
-                    description=_("Token usage: %(n)d requests") % {"n": len(items)},
+                    description=LEDGER("token_usage", n=len(items)),
                     period_start=min(r.started_at for r, _p, _a in items),
                     period_end=max(r.started_at for r, _p, _a in items),
                     data={

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from core.i18n import Text
     from deployments.models import Cluster, Service
 
 # (headers, tls_verify, client_cert) for the gateway's requests to a cluster's replicas.
@@ -52,7 +53,7 @@ class Observed:
     phase: str  # Pending | Creating | Starting | Running | Scaling | Failed | Stopped | Missing | Deleting
     ready: int = 0
     reason: str = ""
-    message: str = ""
+    message: str | Text = ""  # a cluster's own text, or the platform's words (deployments.texts.TIMELINE)
     replicas: list[ObservedReplica] = field(default_factory=list)
     gone: bool = False  # deleting: nothing of the service is left
     waiting_on: str = ""  # short of Running with no reason: what it waits for (said when it makes no progress)

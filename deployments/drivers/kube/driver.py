@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.crypto import SecretDecryptError, decrypt
+from core.i18n import Text
 from deployments.drivers.base import ClusterUnavailable, DriverError, Observed, ObservedReplica, ReplicaAccess
 from deployments.drivers.kube.access import replica_access
 from deployments.drivers.kube.config import KubeClient, api_client
@@ -32,6 +33,7 @@ from deployments.drivers.kube.workloads import (
     platform_namespaces,
 )
 from deployments.models import Cluster, ClusterHealth, ModelCache, Service, ServiceStatus
+from deployments.texts import TIMELINE
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +120,20 @@ def _shape_fits(cluster: Cluster, spec: WorkloadSpec) -> bool:
 
 
 def _from_status(status: WorkloadStatus, cluster: Cluster, spec: WorkloadSpec) -> Observed:
-    phase, reason, message = status.phase, status.reason or "", status.message or ""
+    phase, reason = status.phase, status.reason or ""
+    message: str | Text = status.message or ""
     if reason == WAITING_FOR_GPUS:
         if _shape_fits(cluster, spec):
-            message = _("waiting for GPUs: %(scheduler)s") % {"scheduler": message}
+            message = TIMELINE("waiting_for_gpus", scheduler=message)
         else:  # no node is big enough (nodes changed since the placement): waiting would be forever
             phase, reason = ("Failed" if phase == "Pending" else phase), "Unschedulable"
-            message = _("no node of %(cluster)s can hold %(gpus)d× %(product)s: %(scheduler)s") % {
-                "cluster": cluster.name,
-                "gpus": spec.gpus_per_node,
-                "product": spec.gpu_product or "GPU",
-                "scheduler": message,
-            }
+            message = TIMELINE(
+                "unschedulable",
+                cluster=cluster.name,
+                gpus=spec.gpus_per_node,
+                product=spec.gpu_product or "GPU",
+                scheduler=message,
+            )
     return Observed(
         phase=phase,
         ready=status.ready,

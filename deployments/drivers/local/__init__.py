@@ -30,6 +30,9 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from core.i18n import Text
+from deployments.texts import TIMELINE
+
 LOCAL_GPU_PRODUCT = "Local-Simulated-GPU"
 DEFAULT_LOCAL_GPUS = 8
 DEFAULT_LOCAL_GPU_MEMORY_GB = 80
@@ -53,7 +56,7 @@ class LocalObservation:
     replicas: list[LocalReplica] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)  # replicas found dead and started again
     reason: str = ""
-    message: str = ""
+    message: str | Text = ""
     lost_since: datetime | None = None  # when the earliest of the restarted replicas was last seen running
 
 
@@ -297,7 +300,7 @@ def converge(service, desired: int) -> LocalObservation:
     )
     if restarted:
         observation.reason = "ProcessRestarted"
-        observation.message = f"restarted {', '.join(restarted)}: the process had exited"
+        observation.message = TIMELINE("process_restarted", names=", ".join(restarted), n=len(restarted))
     return observation
 
 

@@ -7,6 +7,7 @@ from django.db import transaction
 
 from billing.models import EntryKind
 from billing.services import ledger_post
+from billing.texts import LEDGER
 from tenancy.models import Membership, Organization, Role
 from tenancy.services import membership_choose, org_create, user_signup
 
@@ -44,7 +45,7 @@ class Command(BaseCommand):
                 kind=EntryKind.ADJUSTMENT,
                 amount=DEMO_CREDIT,
                 key=f"demo-credit:{demo_org.pk}",
-                description="Demo credit",
+                description=LEDGER("demo_credit"),
                 actor=admin,
             )
         self.stdout.write(

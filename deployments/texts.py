@@ -1,0 +1,97 @@
+"""The words of a service's timeline, translated when shown (see ``core.i18n``).
+
+``TIMELINE`` holds the messages the platform itself writes on a service (its status message and its events); a
+message observed from a cluster (a Kubernetes event, a scheduler's explanation) is the cluster's text and is shown
+as it came. ``REASONS`` labels the CamelCase reasons, the platform's own and the Kubernetes ones it passes on; a
+reason it does not know is shown as its code.
+"""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy, pgettext_lazy
+
+from core.i18n import Texts
+from deployments.models import ServiceStatus
+
+TIMELINE = Texts(
+    {
+        "created": ngettext_lazy(
+            "%(n)d instance of %(model)s on %(cluster)s (%(gpus)d× %(product)s per instance)",
+            "%(n)d instances of %(model)s on %(cluster)s (%(gpus)d× %(product)s per instance)",
+            "n",
+        ),
+        "scaled": ngettext_lazy("%(a)d → %(n)d instance", "%(a)d → %(n)d instances", "n"),
+        "billable": ngettext_lazy("%(n)d billable instance", "%(n)d billable instances", "n"),
+        "drained": _("cluster %(cluster)s is being drained by an administrator"),
+        "overdrawn": ngettext_lazy(
+            "the organization's spendable balance has been at or below zero for more than %(n)d hour",
+            "the organization's spendable balance has been at or below zero for more than %(n)d hours",
+            "n",
+        ),
+        "unreachable": _("cluster %(cluster)s is unreachable: %(error)s"),
+        "no_progress": ngettext_lazy(
+            "%(status)s for %(n)d minute without progress: %(waiting_on)s",
+            "%(status)s for %(n)d minutes without progress: %(waiting_on)s",
+            "n",
+        ),
+        "no_progress_unexplained": ngettext_lazy(
+            "%(status)s for %(n)d minute without progress: the cluster reports nothing that explains it",
+            "%(status)s for %(n)d minutes without progress: the cluster reports nothing that explains it",
+            "n",
+        ),
+        "waiting_for_gpus": _("waiting for GPUs: %(scheduler)s"),
+        "unschedulable": _("no node of %(cluster)s can hold %(gpus)d× %(product)s: %(scheduler)s"),
+        "process_restarted": ngettext_lazy(
+            "restarted %(names)s: the process had exited",
+            "restarted %(names)s: the processes had exited",
+            "n",
+        ),
+    },
+    choices={"status": ServiceStatus},
+)
+
+
+REASONS = {
+    # The platform's own.
+    "Created": pgettext_lazy("timeline reason", "Created"),
+    "Scaled": pgettext_lazy("timeline reason", "Scaled"),
+    "ScaleRequested": pgettext_lazy("timeline reason", "Scale requested"),
+    "StartRequested": pgettext_lazy("timeline reason", "Start requested"),
+    "StopRequested": pgettext_lazy("timeline reason", "Stop requested"),
+    "DeleteRequested": pgettext_lazy("timeline reason", "Delete requested"),
+    "ClusterDrained": pgettext_lazy("timeline reason", "Cluster drained"),
+    "Overdrawn": pgettext_lazy("timeline reason", "Balance overdrawn"),
+    "NoProgress": pgettext_lazy("timeline reason", "No progress"),
+    "NoCluster": pgettext_lazy("timeline reason", "No cluster"),
+    "ClusterUnreachable": pgettext_lazy("timeline reason", "Cluster unreachable"),
+    "ClusterInvalidKubeconfig": pgettext_lazy("timeline reason", "Invalid kubeconfig"),
+    "ClusterTimeout": pgettext_lazy("timeline reason", "Cluster timed out"),
+    "ClusterTls": pgettext_lazy("timeline reason", "Cluster TLS error"),
+    "ClusterUnauthorized": pgettext_lazy("timeline reason", "Cluster refused the credentials"),
+    "ClusterForbidden": pgettext_lazy("timeline reason", "Cluster permission missing"),
+    "ClusterNotFound": pgettext_lazy("timeline reason", "Not found on the cluster"),
+    "ClusterConflict": pgettext_lazy("timeline reason", "Cluster conflict"),
+    "ClusterInvalid": pgettext_lazy("timeline reason", "Refused by the cluster"),
+    "ClusterServerError": pgettext_lazy("timeline reason", "Cluster server error"),
+    "ProcessRestarted": pgettext_lazy("timeline reason", "Process restarted"),
+    "WaitingForGPUs": pgettext_lazy("timeline reason", "Waiting for GPUs"),
+    # Kubernetes' words, passed on from pods and workloads.
+    "Unschedulable": pgettext_lazy("timeline reason", "Cannot be scheduled"),
+    "ImagePullBackOff": pgettext_lazy("timeline reason", "Image pull failing"),
+    "ErrImagePull": pgettext_lazy("timeline reason", "Image pull failed"),
+    "InvalidImageName": pgettext_lazy("timeline reason", "Invalid image name"),
+    "CrashLoopBackOff": pgettext_lazy("timeline reason", "Crashing repeatedly"),
+    "CreateContainerConfigError": pgettext_lazy("timeline reason", "Container configuration error"),
+    "CreateContainerError": pgettext_lazy("timeline reason", "Container could not be created"),
+    "RunContainerError": pgettext_lazy("timeline reason", "Container could not start"),
+    "OOMKilled": pgettext_lazy("timeline reason", "Out of memory"),
+    "ProgressDeadlineExceeded": pgettext_lazy("timeline reason", "Rollout deadline exceeded"),
+    "ReplicaFailure": pgettext_lazy("timeline reason", "Pods could not be created"),
+}
+
+
+def reason_label(reason: str) -> str:
+    """The translated label of a timeline reason; an unknown one (a newer Kubernetes word) as it came."""
+    label = REASONS.get(reason)
+    return str(label) if label is not None else reason
