@@ -164,6 +164,21 @@ class ServiceStatus(models.TextChoices):
     FAILED = "Failed", _("Failed")
     DELETING = "Deleting", _("Deleting")
     DELETED = "Deleted", _("Deleted")
+    # Scaled to zero by its autoscaling policy: no instance runs (nothing is billed), the first request wakes it.
+    IDLE = "Idle", _("Idle")
+
+
+class ScalingMode(models.TextChoices):
+    FIXED = "fixed", _("Fixed: the instances you set")
+    AUTOSCALE = "autoscale", _("Autoscale: between a minimum and a maximum, following demand")
+
+
+class ScalingTarget(models.TextChoices):
+    """What the autoscaler keeps each instance at (``Service.target_value`` is in the unit of the choice)."""
+
+    CONCURRENCY = "concurrency", _("Concurrent requests per instance")
+    TTFT_P95 = "ttft_p95", _("Time to first token, p95 (ms)")
+    KV_CACHE = "kv_cache", _("KV-cache usage (%)")
 
 
 class EventKind(models.TextChoices):
@@ -237,6 +252,21 @@ class Service(models.Model):
     # A reconcile pass holds the service until this time (claimed with a conditional UPDATE).
     reconcile_claimed_until = models.DateTimeField(null=True, blank=True)
     last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    # Elastic serving: with ``autoscale`` the autoscaler sets ``instances`` between the bounds (0 only for
+    # pay-as-you-go: the service goes Idle and wakes on a request); with ``fixed`` only a person changes it.
+    scaling_mode = models.CharField(
+        _("scaling mode"), max_length=16, choices=ScalingMode.choices, default=ScalingMode.FIXED
+    )
+    min_instances = models.PositiveSmallIntegerField(_("minimum instances"), default=1)
+    max_instances = models.PositiveSmallIntegerField(_("maximum instances"), default=1)
+    scaling_target = models.CharField(
+        _("scaling target"), max_length=16, choices=ScalingTarget.choices, default=ScalingTarget.CONCURRENCY
+    )
+    target_value = models.PositiveIntegerField(_("target value"), default=8)
+    scale_down_window_s = models.PositiveIntegerField(_("scale-down stabilisation window (s)"), default=300)
+    idle_to_zero_s = models.PositiveIntegerField(_("idle time before scaling to zero (s)"), default=600)
+    max_wake_wait_s = models.PositiveIntegerField(_("longest wait for a request while waking (s)"), default=120)
+    last_scaled_at = models.DateTimeField(_("last scaled at"), null=True, blank=True)
 
     objects = ServiceQuerySet.as_manager()
 
@@ -379,3 +409,23 @@ class GpuPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.region.code} {self.gpu_product}: {self.hourly_price} {self.currency}/h"
+
+
+class GpuQuota(models.Model):
+    """The most GPUs an organization's services may hold in one region (all its instances, at their maximum when they
+    autoscale); set by a platform admin. No row: the platform default (``DEPLOY_DEFAULT_GPU_QUOTA``)."""
+
+    org = models.ForeignKey(
+        "maas.Organization", on_delete=models.CASCADE, related_name="gpu_quotas", verbose_name=_("organization")
+    )
+    region = models.ForeignKey(Region, on_delete=models.CASCADE, related_name="gpu_quotas", verbose_name=_("region"))
+    max_gpus = models.PositiveIntegerField(_("maximum GPUs"))
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("GPU quota")
+        verbose_name_plural = _("GPU quotas")
+        constraints = [models.UniqueConstraint(fields=["org", "region"], name="gpu_quota_one_per_org_region")]
+
+    def __str__(self) -> str:
+        return f"{self.org_id} {self.region_id}: {self.max_gpus}"
