@@ -10,7 +10,10 @@ zero instances be woken by its first request. Key names, all under the platform 
 ``ttft:<service id>`` (list)
     recent times to first token in milliseconds, newest first, at most ``TTFT_SAMPLES``.
 ``wake`` (set)
-    ids of services a held request waits for; the autoscaler wakes each on its next tick and removes it.
+    ids of services a held request waits for; the autoscaler wakes each and removes it.
+``wake:notify`` (list)
+    one element pushed with every addition to ``wake`` (trimmed to a few): the autoscaler's loop blocks on it between
+    ticks (BLPOP), so a wake request is acted on at once rather than at the next tick.
 
 Counters are kept exact by pairing every increment with its decrement in the same script that settles the request;
 a worker killed mid-request leaves its increments behind, which the open-request sweeper (``metering.open_requests``)
@@ -38,6 +41,10 @@ def ttft_key(service_id: object) -> str:
 
 def wake_key() -> str:
     return platform_redis.key("wake")
+
+
+def wake_notify_key() -> str:
+    return platform_redis.key("wake", "notify")
 
 
 @dataclass(frozen=True)
