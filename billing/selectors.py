@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Count, F, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import Case, CharField, Count, F, Max, Min, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Cast, Coalesce, Concat, TruncDate, TruncHour
 from django.utils import timezone
 
 from billing import pricing
@@ -409,6 +409,107 @@ def ledger_entries(org: Organization, flt: LedgerFilter = LedgerFilter()) -> Que
 
 
 @dataclass(frozen=True)
+class LedgerLine:
+    """What the ledger page and a statement show as one line: one entry, or a service's instance charges of one
+    hour (ledger) or day (statement) summed. The rows stay as posted (exact, each under its key; the CSV lists
+    them); only their reading is grouped. A group stands where its latest row stands, with that row's balance."""
+
+    entry: LedgerEntry  # the latest row of the line: its kind, description, service and balance after
+    amount: Decimal
+    count: int = 1
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+    @property
+    def grouped(self) -> bool:
+        return self.count > 1
+
+
+def ledger_lines(org: Organization, flt: LedgerFilter = LedgerFilter()) -> QuerySet[Any, Any]:
+    """The ledger's lines, newest first, as rows of ``line``, ``last_id``, ``amount``, ``count``, ``start``,
+    ``end``: a service's instance charges grouped per clock hour of the current time zone, every other entry alone.
+    Grouped in the database, so a page of lines is one query (turn rows into :class:`LedgerLine` with
+    :func:`ledger_lines_load`)."""
+    tz = timezone.get_current_timezone()
+    line = Case(
+        When(
+            kind=EntryKind.INSTANCE_CHARGE,
+            service__isnull=False,
+            period_start__isnull=False,
+            then=Concat(
+                Cast("service_id", CharField()),
+                Value(" "),
+                Cast(TruncHour("period_start", tzinfo=tz), CharField()),
+            ),
+        ),
+        default=Concat(Value("e"), Cast("id", CharField())),
+        output_field=CharField(),
+    )
+    return (
+        ledger_entries(org, flt)
+        .order_by()
+        .annotate(line=line)
+        .values("line")
+        .annotate(
+            last_id=Max("id"),
+            latest=Max("created_at"),
+            amount=Sum("amount"),
+            count=Count("id"),
+            start=Min("period_start"),
+            end=Max("period_end"),
+        )
+        .order_by("-latest", "-last_id")
+    )
+
+
+def ledger_lines_load(rows: Iterable[dict[str, Any]]) -> list[LedgerLine]:
+    """:class:`LedgerLine` objects for rows of :func:`ledger_lines` (one query for their latest entries)."""
+    rows = list(rows)
+    entries = LedgerEntry.objects.select_related("service").in_bulk([r["last_id"] for r in rows])
+    return [
+        LedgerLine(entries[r["last_id"]], r["amount"], r["count"], r["start"], r["end"])
+        for r in rows
+        if r["last_id"] in entries
+    ]
+
+
+def group_instance_charges(entries: Sequence[LedgerEntry], *, per: str = "day") -> list[LedgerLine]:
+    """``entries`` (oldest first) as lines: a service's instance charges of one local day (``per="hour"``: hour)
+    summed into one line placed at its latest row; every other entry a line of its own."""
+    tz = timezone.get_current_timezone()
+    groups: dict[tuple[Any, ...], list[LedgerEntry]] = {}
+    order: list[tuple[Any, ...]] = []
+    for e in entries:
+        if e.kind == EntryKind.INSTANCE_CHARGE and e.service_id and e.period_start:
+            local = timezone.localtime(e.period_start, tz)
+            key: tuple[Any, ...] = (e.service_id, local.date(), local.hour if per == "hour" else None)
+        else:
+            key = ("entry", e.pk)
+        if key not in groups:
+            groups[key] = []
+        groups[key].append(e)
+        order.append(key)
+    last_index = {key: i for i, key in enumerate(order)}
+    lines = []
+    for i, key in enumerate(order):
+        if last_index[key] != i:
+            continue
+        rows = groups[key]
+        starts = [r.period_start for r in rows if r.period_start]
+        ends = [r.period_end for r in rows if r.period_end]
+        lines.append(
+            LedgerLine(
+                rows[-1],
+                sum((r.amount for r in rows), ZERO),
+                len(rows),
+                min(starts) if starts else None,
+                max(ends) if ends else None,
+            )
+        )
+    return lines
+
+
+@dataclass(frozen=True)
 class Statement:
     month: date
     opening: Decimal
@@ -418,6 +519,11 @@ class Statement:
     by_kind: Sequence[tuple[str, StrOrPromise, Decimal]]
     entries: list[LedgerEntry]
     currency: str
+
+    @property
+    def lines(self) -> list[LedgerLine]:
+        """The entries for reading: each service's instance charges of a day in one line (the CSV keeps every row)."""
+        return group_instance_charges(self.entries, per="day")
 
 
 def statement_months(org: Organization) -> list[date]:

@@ -100,10 +100,12 @@ def ledger(request: HtmxHttpRequest) -> HttpResponse:
         flt = selectors.LedgerFilter(
             kind=form.cleaned_data["kind"], start=form.cleaned_data["start"], end=form.cleaned_data["end"]
         )
-    page = Paginator(selectors.ledger_entries(org, flt), 50).get_page(request.GET.get("page"))
+    # A service's instance charges (settled every few minutes) read as one line per hour; the rows stay exact.
+    page = Paginator(selectors.ledger_lines(org, flt), 50).get_page(request.GET.get("page"))
+    lines = selectors.ledger_lines_load(page.object_list)
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"form": form, "page": page, "query": query.urlencode(), "currency": settings.CURRENCY}
+    context = {"form": form, "page": page, "lines": lines, "query": query.urlencode(), "currency": settings.CURRENCY}
     template = "billing/partials/ledger_table.html" if request.htmx else "billing/ledger.html"
     return render(request, template, context)
 
