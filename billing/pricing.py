@@ -136,26 +136,41 @@ class InstanceTimeline:
     """The number of billable instances of a service over time, from its meter events, less subscribed instances."""
 
     def __init__(self, meter: list[tuple[datetime, int]], coverage: Sequence[Coverage] = ()) -> None:
+        # ``meter`` in the order it was written (created_at, id): the sort is stable, so of two changes dated the
+        # same moment (a reconcile pass dates instances found gone no earlier than the latest change) the later wins.
         self.meter = sorted(meter, key=lambda item: item[0])
+        self._times = [at for at, _n in self.meter]
         self.coverage = list(coverage)
 
     def _running_at(self, moment: datetime) -> int:
-        count = 0
-        for at, instances in self.meter:
-            if at > moment:
-                break
-            count = instances
-        return count
+        index = bisect.bisect_right(self._times, moment)
+        return self.meter[index - 1][1] if index else 0
 
     def _covered_at(self, moment: datetime) -> int:
         return sum(c.instances for c in self.coverage if c.start <= moment < c.end)
+
+    def covered_at(self, moment: datetime) -> int:
+        """The subscription floor at ``moment``: instances prepaid then (running ones above it are billed hourly)."""
+        return self._covered_at(moment)
+
+    def next_coverage_change(self, start: datetime, end: datetime) -> datetime:
+        """The first moment in (start, end) where the subscription floor changes, else ``end``.
+
+        Settlement cuts its segments there, so each ledger row is charged against one floor and can name it.
+        """
+        changes = [p for c in self.coverage for p in (c.start, c.end) if start < p < end]
+        return min(changes, default=end)
+
+    def running_seconds(self, start: datetime, end: datetime) -> Decimal:
+        """Instance-seconds running in [start, end), subscribed or not (what the billing center charts)."""
+        return InstanceTimeline(self.meter).billable_seconds(start, end)
 
     def billable_seconds(self, start: datetime, end: datetime) -> Decimal:
         """Billable instance-seconds in [start, end): the step function integrated exactly (microseconds kept)."""
         if end <= start:
             return Decimal(0)
         points = {start, end}
-        points.update(at for at, _n in self.meter if start < at < end)
+        points.update(self._times[bisect.bisect_right(self._times, start) : bisect.bisect_left(self._times, end)])
         for c in self.coverage:
             points.update(p for p in (c.start, c.end) if start < p < end)
         ordered = sorted(points)
@@ -170,6 +185,35 @@ class InstanceTimeline:
     def window_cost(self, window_start: datetime, until: datetime, hourly_price: Decimal) -> Decimal:
         """Cost of [window_start, until) rounded once, so partial settlements of a window add up to the whole."""
         return quantize_rate(per_seconds(self.billable_seconds(window_start, until), hourly_price))
+
+
+@dataclass(frozen=True)
+class HourlyRange:
+    """What a service costs per hour between its autoscaling bounds, as settlement charges it.
+
+    Pay-as-you-go: every running instance at ``hourly``. Subscription: the floor (``covered`` instances) is prepaid
+    by the month, so the hourly charge is only for instances above it, and none below it (nothing is refunded).
+    """
+
+    low: Decimal  # per hour at ``min_instances``
+    high: Decimal  # per hour at ``max_instances``
+    hourly: Decimal  # one instance-hour
+    covered: int = 0
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+
+def hourly_range(hourly_price: Decimal, *, min_instances: int, max_instances: int, covered: int = 0) -> HourlyRange:
+    """The hourly charge at ``min_instances`` and at ``max_instances`` with ``covered`` instances prepaid (the same
+    rule as :meth:`InstanceTimeline.billable_seconds`: ``max(0, running - covered)`` instances are billed)."""
+    hourly = Decimal(hourly_price)
+    low, high = sorted((max(0, int(min_instances)), max(0, int(max_instances))))
+    floor = max(0, int(covered))
+    return HourlyRange(
+        low=hourly * max(0, low - floor), high=hourly * max(0, high - floor), hourly=hourly, covered=floor
+    )
 
 
 def monthly_price(hourly_price: Decimal) -> Decimal:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Count, F, Q, QuerySet, Sum
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import Case, CharField, Count, F, Max, Min, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Cast, Coalesce, Concat, TruncDate, TruncHour
 from django.utils import timezone
 
 from billing import pricing
@@ -253,6 +253,141 @@ def spend_by_service(org: Organization, start: datetime, end: datetime) -> list[
     ]
 
 
+def _meter_series(service_ids: Any, start: datetime, end: datetime) -> dict[UUID, list[tuple[datetime, int]]]:
+    """Each service's meter in [start, end): the count in force at ``start`` (dated ``start``) and the changes after
+    it; two queries however many services."""
+    from deployments.models import EventKind, ServiceEvent
+
+    meter = ServiceEvent.objects.filter(
+        service_id__in=service_ids, kind=EventKind.METER, billable_instances__isnull=False
+    ).values_list("service_id", "created_at", "billable_instances")
+    series: dict[UUID, list[tuple[datetime, int]]] = {}
+    before = meter.filter(created_at__lt=start).order_by("service_id", "-created_at", "-id").distinct("service_id")
+    for service_id, _at, instances in before:
+        series.setdefault(service_id, []).append((start, instances or 0))
+    for service_id, at, instances in meter.filter(created_at__gte=start, created_at__lt=end).order_by(
+        "created_at", "id"
+    ):
+        series.setdefault(service_id, []).append((at, instances or 0))
+    return series
+
+
+def _local_midnight(day: date) -> datetime:
+    return timezone.make_aware(datetime(day.year, day.month, day.day), timezone.get_current_timezone())
+
+
+@dataclass(frozen=True)
+class ServiceHours:
+    service_id: UUID
+    name: str
+    hours: list[Decimal]  # one per day of ``InstanceHours.days``
+
+    @property
+    def total(self) -> Decimal:
+        return sum(self.hours, ZERO)
+
+
+@dataclass(frozen=True)
+class InstanceHours:
+    """Instance-hours run per local day and service (every instance running, subscribed or not)."""
+
+    days: list[date]
+    services: list[ServiceHours]
+
+    @property
+    def totals(self) -> list[Decimal]:
+        return [sum((s.hours[i] for s in self.services), ZERO) for i in range(len(self.days))]
+
+    def rows(self) -> list[tuple[date, list[Decimal], Decimal]]:
+        """(day, hours per service, total) per day, newest first: the chart's table."""
+        totals = self.totals
+        return [
+            (day, [s.hours[i] for s in self.services], totals[i]) for i, day in reversed(list(enumerate(self.days)))
+        ]
+
+
+def instance_hours_per_day(org: Organization, *, days: int = 30, now: datetime | None = None) -> InstanceHours:
+    """Instance-hours each of ``org``'s services ran per day over the last ``days`` days, today so far included.
+
+    Days are those of the current time zone (the user's, ``tenancy.middleware.UserTimeZoneMiddleware``), so a day
+    of a user in Shanghai starts at 00:00 there. The hours are integrated from the meter timeline settlement charges
+    (``pricing.InstanceTimeline``), exact to the microsecond; services that ran nothing in the window are left out.
+    """
+    from deployments.models import Service
+
+    now = now or timezone.now()
+    today = timezone.localdate(now)
+    first = today - timedelta(days=days - 1)
+    day_list = [first + timedelta(days=i) for i in range(days)]
+    bounds = [_local_midnight(d) for d in day_list] + [_local_midnight(today + timedelta(days=1))]
+    window_start, window_end = bounds[0], min(bounds[-1], now)
+    services = Service.objects.for_org(org)
+    series = _meter_series(services.values("pk"), window_start, window_end)  # a subquery: the org's own only
+    names = dict(services.filter(pk__in=list(series)).values_list("pk", "name")) if series else {}
+    out = []
+    for service_id, meter in series.items():
+        timeline = pricing.InstanceTimeline(meter)
+        hours = [
+            quantize_hours(timeline.running_seconds(bounds[i], min(bounds[i + 1], window_end))) for i in range(days)
+        ]
+        if any(hours):
+            out.append(ServiceHours(service_id, names.get(service_id, ""), hours))
+    counts: dict[str, int] = {}
+    for s in out:
+        counts[s.name] = counts.get(s.name, 0) + 1
+    # A deleted service and its successor may share a name: the chart tells them apart.
+    out = [
+        ServiceHours(s.service_id, f"{s.name} · {str(s.service_id)[:8]}", s.hours) if counts[s.name] > 1 else s
+        for s in out
+    ]
+    out.sort(key=lambda s: (-s.total, s.name))
+    return InstanceHours(day_list, out)
+
+
+def quantize_hours(seconds: Decimal) -> Decimal:
+    """Instance-seconds as hours with two decimals (half up): what the billing center shows."""
+    return quantize_posted(Decimal(seconds) / 3600)
+
+
+@dataclass(frozen=True)
+class RecentUsage:
+    """A service's last ``days`` days: instance-hours run and the part billed hourly (above any subscription)."""
+
+    days: int
+    instance_hours: Decimal
+    billable_hours: Decimal
+
+    @property
+    def average_instances(self) -> Decimal:
+        return quantize_posted(self.instance_hours / (24 * self.days)) if self.days else ZERO
+
+
+def service_recent_usage(
+    service: Service, *, days: int = 7, floor: int | None = None, now: datetime | None = None
+) -> RecentUsage:
+    """What ``service`` ran over the last ``days`` days (the deploy and scale pages' estimate), from its meter and
+    subscriptions as settlement reads them; with ``floor``, as if that many instances had been subscribed all along
+    (what the same demand would cost under the floor being chosen)."""
+    now = now or timezone.now()
+    start = now - timedelta(days=days)
+    meter = _meter_series([service.pk], start, now).get(service.pk, [])
+    if floor is not None:
+        coverage = [pricing.Coverage(start, now, floor)] if floor else []
+    else:
+        coverage = [
+            pricing.Coverage(c.period_start, c.period_end, c.instances)
+            for c in Subscription.objects.filter(service=service, period_end__gt=start).exclude(
+                status=SubscriptionStatus.CANCELLED
+            )
+        ]
+    timeline = pricing.InstanceTimeline(meter, coverage)
+    return RecentUsage(
+        days=days,
+        instance_hours=Decimal(timeline.running_seconds(start, now)) / 3600,
+        billable_hours=Decimal(timeline.billable_seconds(start, now)) / 3600,
+    )
+
+
 @dataclass(frozen=True)
 class LedgerFilter:
     kind: str = ""
@@ -274,6 +409,107 @@ def ledger_entries(org: Organization, flt: LedgerFilter = LedgerFilter()) -> Que
 
 
 @dataclass(frozen=True)
+class LedgerLine:
+    """What the ledger page and a statement show as one line: one entry, or a service's instance charges of one
+    hour (ledger) or day (statement) summed. The rows stay as posted (exact, each under its key; the CSV lists
+    them); only their reading is grouped. A group stands where its latest row stands, with that row's balance."""
+
+    entry: LedgerEntry  # the latest row of the line: its kind, description, service and balance after
+    amount: Decimal
+    count: int = 1
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+    @property
+    def grouped(self) -> bool:
+        return self.count > 1
+
+
+def ledger_lines(org: Organization, flt: LedgerFilter = LedgerFilter()) -> QuerySet[Any, Any]:
+    """The ledger's lines, newest first, as rows of ``line``, ``last_id``, ``amount``, ``count``, ``start``,
+    ``end``: a service's instance charges grouped per clock hour of the current time zone, every other entry alone.
+    Grouped in the database, so a page of lines is one query (turn rows into :class:`LedgerLine` with
+    :func:`ledger_lines_load`)."""
+    tz = timezone.get_current_timezone()
+    line = Case(
+        When(
+            kind=EntryKind.INSTANCE_CHARGE,
+            service__isnull=False,
+            period_start__isnull=False,
+            then=Concat(
+                Cast("service_id", CharField()),
+                Value(" "),
+                Cast(TruncHour("period_start", tzinfo=tz), CharField()),
+            ),
+        ),
+        default=Concat(Value("e"), Cast("id", CharField())),
+        output_field=CharField(),
+    )
+    return (
+        ledger_entries(org, flt)
+        .order_by()
+        .annotate(line=line)
+        .values("line")
+        .annotate(
+            last_id=Max("id"),
+            latest=Max("created_at"),
+            amount=Sum("amount"),
+            count=Count("id"),
+            start=Min("period_start"),
+            end=Max("period_end"),
+        )
+        .order_by("-latest", "-last_id")
+    )
+
+
+def ledger_lines_load(rows: Iterable[dict[str, Any]]) -> list[LedgerLine]:
+    """:class:`LedgerLine` objects for rows of :func:`ledger_lines` (one query for their latest entries)."""
+    rows = list(rows)
+    entries = LedgerEntry.objects.select_related("service").in_bulk([r["last_id"] for r in rows])
+    return [
+        LedgerLine(entries[r["last_id"]], r["amount"], r["count"], r["start"], r["end"])
+        for r in rows
+        if r["last_id"] in entries
+    ]
+
+
+def group_instance_charges(entries: Sequence[LedgerEntry], *, per: str = "day") -> list[LedgerLine]:
+    """``entries`` (oldest first) as lines: a service's instance charges of one local day (``per="hour"``: hour)
+    summed into one line placed at its latest row; every other entry a line of its own."""
+    tz = timezone.get_current_timezone()
+    groups: dict[tuple[Any, ...], list[LedgerEntry]] = {}
+    order: list[tuple[Any, ...]] = []
+    for e in entries:
+        if e.kind == EntryKind.INSTANCE_CHARGE and e.service_id and e.period_start:
+            local = timezone.localtime(e.period_start, tz)
+            key: tuple[Any, ...] = (e.service_id, local.date(), local.hour if per == "hour" else None)
+        else:
+            key = ("entry", e.pk)
+        if key not in groups:
+            groups[key] = []
+        groups[key].append(e)
+        order.append(key)
+    last_index = {key: i for i, key in enumerate(order)}
+    lines = []
+    for i, key in enumerate(order):
+        if last_index[key] != i:
+            continue
+        rows = groups[key]
+        starts = [r.period_start for r in rows if r.period_start]
+        ends = [r.period_end for r in rows if r.period_end]
+        lines.append(
+            LedgerLine(
+                rows[-1],
+                sum((r.amount for r in rows), ZERO),
+                len(rows),
+                min(starts) if starts else None,
+                max(ends) if ends else None,
+            )
+        )
+    return lines
+
+
+@dataclass(frozen=True)
 class Statement:
     month: date
     opening: Decimal
@@ -283,6 +519,11 @@ class Statement:
     by_kind: Sequence[tuple[str, StrOrPromise, Decimal]]
     entries: list[LedgerEntry]
     currency: str
+
+    @property
+    def lines(self) -> list[LedgerLine]:
+        """The entries for reading: each service's instance charges of a day in one line (the CSV keeps every row)."""
+        return group_instance_charges(self.entries, per="day")
 
 
 def statement_months(org: Organization) -> list[date]:
@@ -366,6 +607,9 @@ def services_without_subscription(org: Organization) -> list[Service]:
     )
 
 
+RECENT_DAYS = 7  # the deploy and scale pages' estimate looks this far back
+
+
 @dataclass(frozen=True)
 class ChargeQuote:
     """What a deploy or a scale of a dedicated service will cost, in the figures billing charges.
@@ -373,6 +617,12 @@ class ChargeQuote:
     Pay-as-you-go: ``hourly`` per instance-hour, charged per second of running instances. Subscription: ``monthly``
     per instance-month, ``due_now`` charged at once (a month of every instance when the service has no active
     subscription, else the added instances prorated to ``due_until``, at the subscription's own price).
+
+    Autoscaling (``min_instances``/``max_instances`` given): ``hourly_range`` is the hourly charge at each bound. A
+    subscription prepays ``covered`` instances (its floor: ``instances`` or what it already covers, whichever is
+    more), and instances above it are charged hourly at ``hourly``, as settlement does. ``recent`` is what the
+    service ran over the last ``RECENT_DAYS`` days with this floor, and ``recent_estimate`` what that demand costs
+    for those days at these prices.
     """
 
     currency: str
@@ -388,6 +638,32 @@ class ChargeQuote:
     spendable: Decimal = ZERO  # the org's balance + credit limit now
     warn_hours: int = 0  # BILLING_DEPLOY_WARN_HOURS
     grace_hours: int = 0  # BILLING_GRACE_HOURS
+    min_instances: int | None = None
+    max_instances: int | None = None
+    covered: int = 0  # a subscription's floor after this deploy or scale
+    recent: RecentUsage | None = None
+
+    @property
+    def elastic(self) -> bool:
+        return self.min_instances is not None and self.max_instances is not None
+
+    @property
+    def hourly_range(self) -> pricing.HourlyRange:
+        """The hourly charge at the minimum and the maximum (``instances`` for both without bounds)."""
+        low = self.min_instances if self.min_instances is not None else self.instances
+        high = self.max_instances if self.max_instances is not None else self.instances
+        return pricing.hourly_range(self.hourly, min_instances=low, max_instances=high, covered=self.covered)
+
+    @property
+    def recent_estimate(self) -> Decimal | None:
+        """The last ``recent.days`` days' demand at these prices: the hours above the floor, and a subscription's
+        floor for those days (prorated from the month); None without history."""
+        if self.recent is None:
+            return None
+        amount = self.hourly * self.recent.billable_hours
+        if self.subscription:
+            amount += self.monthly * self.covered * self.recent.days / pricing.SUBSCRIPTION_PERIOD.days
+        return quantize_posted(amount)
 
     @property
     def covers_hours(self) -> Decimal | None:
@@ -429,11 +705,15 @@ def charge_quote(
     instances: int,
     billing_mode: str,
     service: Service | None = None,
+    min_instances: int | None = None,
+    max_instances: int | None = None,
 ) -> ChargeQuote:
     """The price of ``instances`` instances (a new deploy, or ``service`` scaled), as billing will charge it.
 
     The per-instance prices are the ones a deploy or scale snapshots now (``deployments.placement``); the month and
     the prorated addition follow ``billing.services.subscriptions``, so the page shows what the ledger will post.
+    With autoscaling bounds, also the hourly range between them (a subscription's ``instances`` is its floor) and,
+    for an existing service, the estimate from its last ``RECENT_DAYS`` days.
     """
     from deployments.models import BillingMode
     from deployments.placement import instance_prices
@@ -446,7 +726,19 @@ def charge_quote(
     current_monthly = (
         pricing.instance_month_price(service.hourly_price, service.monthly_price) if service is not None else ZERO
     )
-    due_now, due_until = ZERO, None
+    due_now, due_until, covered = ZERO, None, 0
+    if subscription:
+        covered = instances
+        if service is not None:
+            active = (
+                Subscription.objects.filter(
+                    service=service, parent=None, status=SubscriptionStatus.ACTIVE, period_end__gt=timezone.now()
+                )
+                .prefetch_related("addons")
+                .first()
+            )
+            if active is not None:
+                covered = max(instances, covered_instances(active))
     if subscription and instances > current:  # a scale-down or an unchanged count charges nothing now
         now = timezone.now()
         active = None
@@ -484,6 +776,14 @@ def charge_quote(
         spendable=org_spendable_balance(org.pk),
         warn_hours=settings.BILLING_DEPLOY_WARN_HOURS,
         grace_hours=settings.BILLING_GRACE_HOURS,
+        min_instances=min_instances,
+        max_instances=max_instances,
+        covered=covered,
+        recent=(
+            service_recent_usage(service, days=RECENT_DAYS, floor=covered)
+            if service is not None and min_instances is not None
+            else None
+        ),
     )
 
 

@@ -74,7 +74,12 @@ def charge_quote_requested_received(sender: type, **kwargs: Any) -> Any:
     """The deploy and scale pages' price, from billing's own rules (``billing.selectors.charge_quote``)."""
     from billing.selectors import charge_quote
 
-    return charge_quote(**{key: kwargs[key] for key in QUOTE_ARGUMENTS})
+    return charge_quote(
+        **{key: kwargs[key] for key in QUOTE_ARGUMENTS},
+        **{key: kwargs[key] for key in QUOTE_OPTIONAL if kwargs.get(key) is not None},
+    )
 
 
 QUOTE_ARGUMENTS = ("org", "region", "gpu_product", "gpu_count", "instances", "billing_mode", "service")
+# An autoscaling deploy or scale also sends its bounds: the quote then carries the hourly range and the estimate.
+QUOTE_OPTIONAL = ("min_instances", "max_instances")

@@ -14,6 +14,12 @@ LEDGER = Texts(
     {
         "token_usage": ngettext_lazy("Token usage: %(n)d request", "Token usage: %(n)d requests", "n"),
         "instance_time": _("Instance time of %(service)s"),
+        # Instances a subscription-mode service runs above its prepaid floor (autoscaled up), billed per second.
+        "instance_time_above_subscription": ngettext_lazy(
+            "Instance time above the subscription's %(n)d instance of %(service)s",
+            "Instance time above the subscription's %(n)d instances of %(service)s",
+            "n",
+        ),
         "subscription": ngettext_lazy(
             "Subscription of %(service)s: %(n)d instance for a month",
             "Subscription of %(service)s: %(n)d instances for a month",

@@ -54,11 +54,14 @@ def overview(request: HttpRequest) -> HttpResponse:
         current=next((i for i, (d, _v) in enumerate(per_day) if d == today), None),
         current_note=_("so far"),
     )
+    hours = selectors.instance_hours_per_day(org, days=30)
     return render(
         request,
         "billing/overview.html",
         {
             "state": state,
+            "hours": hours,
+            "hours_chart": _instance_hours_chart(hours, today) if hours.services else None,
             "month_spend": selectors.spend_between(org, start, end),
             "month_start": start,
             "chart": chart,
@@ -67,6 +70,24 @@ def overview(request: HttpRequest) -> HttpResponse:
             "recent": selectors.ledger_entries(org)[:10],
             "topups": selectors.org_topups(org)[:5],
         },
+    )
+
+
+def _instance_hours_chart(hours: selectors.InstanceHours, today: date) -> str:
+    """Instance-hours per day stacked by service; past the palette the smallest services fold into one group."""
+    shown = hours.services
+    other_name = _("Other services")
+    series = [charts.Series(s.name, [float(h) for h in s.hours]) for s in shown[: charts.MAX_SERIES - 1]]
+    if len(shown) >= charts.MAX_SERIES:
+        rest = shown[charts.MAX_SERIES - 1 :]
+        series.append(charts.Series(other_name, [float(sum(s.hours[i] for s in rest)) for i in range(len(hours.days))]))
+    return charts.stacked_bar_chart(
+        [_("today") if d == today else d.strftime("%m-%d") for d in hours.days],
+        series,
+        title=_("Instance hours per day and service, last 30 days"),
+        current=next((i for i, d in enumerate(hours.days) if d == today), None),
+        current_note=_("so far"),
+        muted={other_name},
     )
 
 
@@ -79,10 +100,12 @@ def ledger(request: HtmxHttpRequest) -> HttpResponse:
         flt = selectors.LedgerFilter(
             kind=form.cleaned_data["kind"], start=form.cleaned_data["start"], end=form.cleaned_data["end"]
         )
-    page = Paginator(selectors.ledger_entries(org, flt), 50).get_page(request.GET.get("page"))
+    # A service's instance charges (settled every few minutes) read as one line per hour; the rows stay exact.
+    page = Paginator(selectors.ledger_lines(org, flt), 50).get_page(request.GET.get("page"))
+    lines = selectors.ledger_lines_load(page.object_list)
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"form": form, "page": page, "query": query.urlencode(), "currency": settings.CURRENCY}
+    context = {"form": form, "page": page, "lines": lines, "query": query.urlencode(), "currency": settings.CURRENCY}
     template = "billing/partials/ledger_table.html" if request.htmx else "billing/ledger.html"
     return render(request, template, context)
 

@@ -238,6 +238,62 @@ def line_chart(
     return format_html('{}<div class="legend">{}</div>', svg, legend)
 
 
+def stacked_bar_chart(
+    labels: Sequence[str],
+    series: Sequence[Series],
+    *,
+    title: str,
+    current: int | None = None,
+    current_note: str = "",
+    muted: Collection[str] = (),
+) -> SafeString:
+    """One bar per label, stacked from the series in order (the first at the bottom), with a legend; each segment
+    carries a <title> tooltip with its series and exact value, and None or 0 draws nothing.
+
+    ``current`` marks a period still running as :func:`bar_chart` does (paler, its tooltip reading
+    ``current_note``)."""
+    count = len(labels)
+    totals = [sum(float(s.values[i] or 0) for s in series) for i in range(count)]
+    top = _nice_max(max(totals, default=0))
+    colours = _colours([s.name for s in series], muted)
+    plot_h = HEIGHT - TOP - BOTTOM
+    width = f"{70 / max(count, 1):.3f}%"
+    parts = []
+    for i, label in enumerate(labels):
+        partial = i == current
+        base = 0.0
+        for line in series:
+            value = float(line.values[i] or 0)
+            if value <= 0:
+                continue
+            tooltip = f"{label} ({current_note})" if partial and current_note else label
+            parts.append(
+                format_html(
+                    '<rect class="{}" x="{}" y="{}" width="{}" height="{}" fill="{}" fill-opacity="{}">'
+                    "<title>{} · {}: {}</title></rect>",
+                    "bar bar-current" if partial else "bar",
+                    f"{100 * (i + 0.15) / count:.3f}%",
+                    _y(base + value, top),
+                    width,
+                    f"{plot_h * value / top:.1f}",
+                    colours[line.name],
+                    "0.55" if partial else "1",
+                    tooltip,
+                    line.name,
+                    _fmt(value),
+                )
+            )
+            base += value
+    legend = format_html_join(
+        "",
+        '<span class="legend-item"><svg class="legend-swatch" width="10" height="10" aria-hidden="true">'
+        '<rect width="10" height="10" rx="2" fill="{}"/></svg>{}</span>',
+        ((colour, name) for name, colour in colours.items()),
+    )
+    svg = _frame(title, top, mark_safe("".join(parts)), labels, current)
+    return format_html('{}<div class="legend">{}</div>', svg, legend)
+
+
 def _colours(names: Sequence[str], muted: Collection[str]) -> dict[str, str]:
     """One colour per distinct name, in order: the palette's, grey for muted names and past the palette's end."""
     colours: dict[str, str] = {}

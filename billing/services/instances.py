@@ -12,6 +12,12 @@ down) are charged then; instances found gone (local processes that died with the
 moment they were last seen, which is never before that heartbeat (``deployments.reconcile``), so it never reaches
 into time already charged.
 
+Subscription-mode services pay by the month for a floor of instances (their subscription's count, with its
+add-ons); instances running above it (autoscaled up) are charged here at the pay-as-you-go rate, per second, and
+time below it refunds nothing (``pricing.InstanceTimeline``: ``max(0, running - covered)``). A settlement cuts its
+segments where the floor changes (a subscription starts, an add-on is bought, a period ends), so each row is charged
+against one floor and says so ("above the subscription's N instances").
+
 Exactly once: the cursor (``MeterCursor``) moves forward under its row lock, each posting's key is (service, clock
 hour, segment start), and a clock hour's segments are differences of that hour's cumulative cost rounded once, so
 any number of settlements of an hour add up to what one settlement of the whole hour would charge.
@@ -46,8 +52,10 @@ logger = logging.getLogger(__name__)
 
 
 def _timeline(service: Service) -> pricing.InstanceTimeline:
-    rows = service.events.filter(kind=EventKind.METER, billable_instances__isnull=False).values_list(
-        "created_at", "billable_instances"
+    rows = (
+        service.events.filter(kind=EventKind.METER, billable_instances__isnull=False)
+        .order_by("created_at", "id")  # the order written: of two changes at one moment the later wins
+        .values_list("created_at", "billable_instances")
     )
     meter = [(at, instances) for at, instances in rows if instances is not None]
     coverage = [
@@ -115,7 +123,8 @@ def service_settle(*, service_id: UUID | str, until: datetime | None = None) -> 
         start = cursor.charged_until
         while start < until:
             window = pricing.hour_floor(start)
-            end = min(window + pricing.HOUR, until)
+            end = timeline.next_coverage_change(start, min(window + pricing.HOUR, until))
+            covered = timeline.covered_at(start)
             amount = timeline.window_cost(window, end, service.hourly_price) - timeline.window_cost(
                 window, start, service.hourly_price
             )
@@ -125,13 +134,18 @@ def service_settle(*, service_id: UUID | str, until: datetime | None = None) -> 
                     kind=EntryKind.INSTANCE_CHARGE,
                     amount=-amount,
                     key=f"instance:{service.pk}:{window:%Y%m%dT%H}:{start.isoformat()}",
-                    description=LEDGER("instance_time", service=service.model_id),
+                    description=(
+                        LEDGER("instance_time_above_subscription", n=covered, service=service.model_id)
+                        if covered
+                        else LEDGER("instance_time", service=service.model_id)
+                    ),
                     service=service,
                     period_start=start,
                     period_end=end,
                     data={
                         "instance_seconds": str(timeline.billable_seconds(start, end)),
                         "hourly_price": str(service.hourly_price),
+                        "covered_instances": covered,
                     },
                 )
                 entries.append(entry)

@@ -147,3 +147,31 @@ def test_the_demo_login_asks_for_the_e_mail_and_remembers_the_chosen_org(page, l
         page.get_by_role("button", name="Log out").click()
     log_in()
     assert page.locator("#org-select").input_value() == str(personal.pk)
+
+
+def test_instance_hours_chart_renders_with_its_table(page, live_server, alice, org, catalog, region):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.billing.conftest import make_service, meter
+
+    model = CatalogModel.objects.get(slug="qwen2.5-7b-instruct")
+    for name, instances in (("chat", 2), ("embed", 1)):
+        service = make_service(org, model, region, name=name)
+        meter(service, timezone.now() - timedelta(days=1, hours=3), instances)
+    _sign_in(page, live_server.url, alice)
+
+    page.goto(f"{live_server.url}/billing/")
+    panel = page.locator("#instance-hours")
+    chart = panel.locator("svg.chart")
+    assert chart.is_visible() and chart.bounding_box()["width"] > 300
+    bars = chart.locator("rect.bar")
+    assert bars.count() >= 4  # yesterday and today, one segment per service each
+    heights = bars.evaluate_all("rs => rs.map(r => r.getBoundingClientRect().height)")
+    assert min(heights) > 0, heights
+    assert panel.locator(".legend-item").all_inner_texts() == ["chat", "embed"]
+    table = panel.locator("#instance-hours-table")
+    assert not table.is_visible()  # the table is the fallback, folded away
+    panel.locator("summary").click()
+    assert table.is_visible() and table.locator("tbody tr").count() == 30
