@@ -760,13 +760,13 @@ def service_scale(*, service: Service, actor, instances: int, on_autoscale: str 
             exclude=service.pk,
             field="instances",
         )
-        if policy != before_policy:
-            policy.apply_to(service)
-            _policy_event(service, actor=actor)
+        policy.apply_to(service)
         if instances != before:
             _instances_set(service, actor=actor, instances=instances)
         else:
             service.save(update_fields=ScalingPolicy.names())
+        if policy != before_policy:
+            _policy_event(service, actor=actor)
         data: dict[str, Any] = {"from": before, "to": instances, "hourly_price": str(service.hourly_price)}
         if policy != before_policy:
             data["policy"] = {"before": before_policy.as_dict(), "after": policy.as_dict()}
@@ -815,12 +815,12 @@ def service_set_policy(*, service: Service, actor, policy: ScalingPolicy) -> Ser
             field="max_instances" if policy.autoscale else "scaling_mode",
         )
         policy.apply_to(service)
-        if policy != before_policy:
-            _policy_event(service, actor=actor)
         if instances != before:
             _instances_set(service, actor=actor, instances=instances)
         else:
             service.save(update_fields=ScalingPolicy.names())
+        if policy != before_policy:
+            _policy_event(service, actor=actor)
         audit_record(
             org=service.org,
             actor=actor,
