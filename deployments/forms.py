@@ -128,7 +128,7 @@ class ScaleForm(forms.Form):
     instances = instances_field()
     # Set by the confirmation page's button: without it a POST only shows the price and asks.
     confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
-    # An autoscaling service: which of the confirmation page's two buttons was pressed (see policy.manual_scale_outcome).
+    # An autoscaling service: which of the confirmation page's two buttons was pressed (policy.manual_scale_outcome).
     on_autoscale = forms.ChoiceField(choices=ManualScale.choices, required=False, widget=forms.HiddenInput)
 
 
