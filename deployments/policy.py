@@ -147,7 +147,7 @@ def policy_check(policy: ScalingPolicy, *, billing_mode: str) -> None:
     if policy.scaling_target not in TARGET_RANGES:
         raise ApplicationError(_("The scaling target is concurrency, ttft_p95 or kv_cache."), field="scaling_target")
     low, high = TARGET_RANGES[policy.scaling_target]
-    messages = {
+    messages: dict[str, str] = {
         ScalingTarget.CONCURRENCY: _("The target is %(low)d to %(high)d concurrent requests per instance."),
         ScalingTarget.TTFT_P95: _("The time-to-first-token goal is %(low)d to %(high)d ms."),
         ScalingTarget.KV_CACHE: _("The KV-cache usage target is %(low)d to %(high)d %%."),

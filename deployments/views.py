@@ -462,7 +462,7 @@ def gpu_quota(request, org_id, region_code):
     form = GpuQuotaForm(request.POST)
     back = f"{reverse('deployments:gpu-quotas')}?q={org.namespace}"
     if not form.is_valid():
-        messages.error(request, " ".join(form.errors.get("max_gpus", [])))
+        messages.error(request, " ".join(str(e) for e in form.errors.get("max_gpus", [])))
         return redirect(back)
     max_gpus = form.cleaned_data["max_gpus"]
     try:
