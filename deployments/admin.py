@@ -25,7 +25,7 @@ class GpuPriceAdmin(admin.ModelAdmin):
 class GpuQuotaAdmin(admin.ModelAdmin):
     """Quotas are set through ``gpu_quota_set`` (checked and audited), as on the console's GPU quotas page."""
 
-    list_display = ["org", "region", "max_gpus", "updated_at"]
+    list_display = ["org", "region", "max_gpus"]
     list_filter = ["region"]
     search_fields = ["org__name", "org__namespace"]
     list_select_related = ["org", "region"]
