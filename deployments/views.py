@@ -251,14 +251,14 @@ def _detail_page(
         "service": service,
         "events": selectors.service_events(service, limit=50),
         "replicas": selectors.service_replicas(service),
-        "scale_form": scale_form or ScaleForm(initial={"instances": service.instances}),
-        **_scaling_context(service, policy_form),
     }
-    # The status and events panels poll themselves.
+    # The status and events panels poll themselves (without the prices and the estimate, which they do not show).
     if request.htmx and request.htmx.target == "service-status":
         return render(request, "deployments/partials/service_status.html", context)
     if request.htmx and request.htmx.target == "service-events":
         return render(request, "deployments/partials/service_events.html", context)
+    context["scale_form"] = scale_form or ScaleForm(initial={"instances": service.instances})
+    context.update(_scaling_context(service, policy_form))
     return render(request, "deployments/service_detail.html", context)
 
 
