@@ -1,8 +1,11 @@
 """Platform admin for regions, GPU prices, clusters and services (kubeconfigs are never shown)."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from deployments.models import Cluster, GpuPrice, Region, Replica, Service, ServiceEvent
+from core.errors import ApplicationError
+from core.forms import actor_of
+from deployments import services
+from deployments.models import Cluster, GpuPrice, GpuQuota, Region, Replica, Service, ServiceEvent
 
 
 @admin.register(Region)
@@ -16,6 +19,38 @@ class GpuPriceAdmin(admin.ModelAdmin):
     list_display = ["region", "gpu_product", "hourly_price", "monthly_price", "currency"]
     list_filter = ["region"]
     search_fields = ["gpu_product"]
+
+
+@admin.register(GpuQuota)
+class GpuQuotaAdmin(admin.ModelAdmin):
+    """Quotas are set through ``gpu_quota_set`` (checked and audited), as on the console's GPU quotas page."""
+
+    list_display = ["org", "region", "max_gpus"]
+    list_filter = ["region"]
+    search_fields = ["org__name", "org__namespace"]
+    list_select_related = ["org", "region"]
+    autocomplete_fields = ["org"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["org", "region"] if obj is not None else []
+
+    def save_model(self, request, obj, form, change):
+        try:
+            saved = services.gpu_quota_set(
+                actor=actor_of(request), org=obj.org, region=obj.region, max_gpus=obj.max_gpus
+            )
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+            return
+        if saved is not None:
+            obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        services.gpu_quota_set(actor=actor_of(request), org=obj.org, region=obj.region, max_gpus=None)
+
+    def delete_queryset(self, request, queryset):
+        for quota in queryset.select_related("org", "region"):
+            self.delete_model(request, quota)
 
 
 @admin.register(Cluster)

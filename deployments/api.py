@@ -10,7 +10,12 @@ from core.errors import ApplicationError
 from core.openapi import error_response
 from deployments import services
 from deployments.models import Region, Service
-from deployments.serializers import ServiceCreateSerializer, ServiceScaleSerializer, ServiceSerializer
+from deployments.serializers import (
+    ScalingPolicySerializer,
+    ServiceCreateSerializer,
+    ServiceScaleSerializer,
+    ServiceSerializer,
+)
 from tenancy.api import OrgScopedViewSetMixin
 
 PAYMENT_REQUIRED = error_response("Subscription mode: the balance does not cover the month (insufficient_quota).")
@@ -25,7 +30,7 @@ def _org(request):
     list=extend_schema(summary="List the organization's model services"),
     retrieve=extend_schema(summary="A model service"),
     create=extend_schema(
-        summary="Deploy a catalog model as a dedicated service",
+        summary="Deploy a catalog model as a dedicated service (fixed; set autoscaling with PATCH …/scaling/)",
         request=ServiceCreateSerializer,
         responses={201: ServiceSerializer, 402: PAYMENT_REQUIRED},
         examples=[
@@ -33,7 +38,7 @@ def _org(request):
                 "Qwen2.5 7B Instruct",
                 value={"name": "my-qwen", "model": "qwen2.5-7b-instruct", "region": "cn-shanghai-2", "instances": 1},
                 request_only=True,
-            )
+            ),
         ],
     ),
     destroy=extend_schema(
@@ -90,8 +95,42 @@ class ServiceViewSet(OrgScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
         payload = ServiceScaleSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         service = services.service_scale(
-            service=self.get_object(), actor=self._actor(), instances=payload.validated_data["instances"]
+            service=self.get_object(),
+            actor=self._actor(),
+            instances=payload.validated_data["instances"],
+            on_autoscale=payload.validated_data["on_autoscale"],
         )
+        return Response(ServiceSerializer(service).data)
+
+    @extend_schema(
+        summary="Change the scaling policy (fields left out keep their values)",
+        description=(
+            "Switching to autoscale brings the instances within the new bounds at once. Refused with 400 and the "
+            "field: a value out of range, min above max, min 0 for a subscription, or more GPUs than the "
+            "organization's quota in the region (code quota_exceeded; an autoscaling service counts at its maximum)."
+        ),
+        request=ScalingPolicySerializer,
+        responses={200: ServiceSerializer, 409: BEING_DELETED},
+        examples=[
+            OpenApiExample(
+                "Autoscale on concurrency",
+                value={
+                    "scaling_mode": "autoscale",
+                    "min_instances": 1,
+                    "max_instances": 4,
+                    "scaling_target": "concurrency",
+                    "target_value": 8,
+                },
+                request_only=True,
+            )
+        ],
+    )
+    @action(detail=True, methods=["patch"])
+    def scaling(self, request, pk=None):
+        service = self.get_object()
+        payload = ScalingPolicySerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        service = services.service_set_policy(service=service, actor=self._actor(), policy=payload.policy(service))
         return Response(ServiceSerializer(service).data)
 
     @extend_schema(

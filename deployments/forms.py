@@ -13,11 +13,15 @@ from deployments.models import (
     MAX_PRIORITY_VALUE,
     AccessMode,
     BillingMode,
+    ManualScale,
     ModelCache,
     PreemptionPolicy,
     Region,
+    ScalingMode,
+    ScalingTarget,
     dns1123_label,
 )
+from deployments.policy import ScalingPolicy
 from deployments.services import MAX_INSTANCES
 
 KUBECONFIG_MAX_BYTES = 256 * 1024
@@ -36,7 +40,52 @@ def instances_field(**kwargs) -> forms.IntegerField:
     )
 
 
-class ServiceCreateForm(forms.Form):
+def _whole(label, help_text="") -> forms.IntegerField:
+    # Only the shape is checked here; the ranges are the policy's (deployments.policy), shown on the field.
+    return forms.IntegerField(
+        label=label, help_text=help_text, widget=forms.NumberInput(attrs={"inputmode": "numeric"})
+    )
+
+
+class ScalingPolicyForm(forms.Form):
+    """A service's scaling policy; the fields after the mode matter when it autoscales (the page hides them else)."""
+
+    AUTOSCALE_FIELDS = [
+        "min_instances",
+        "max_instances",
+        "scaling_target",
+        "target_value",
+        "scale_down_window_s",
+        "idle_to_zero_s",
+        "max_wake_wait_s",
+    ]
+
+    scaling_mode = forms.ChoiceField(
+        label=_("Scaling"), choices=ScalingMode.choices, initial=ScalingMode.FIXED, widget=forms.RadioSelect
+    )
+    min_instances = _whole(_("Minimum instances"), _("0 lets an idle pay-as-you-go service stop until a request."))
+    max_instances = _whole(_("Maximum instances"))
+    scaling_target = forms.ChoiceField(label=_("Scale on"), choices=ScalingTarget.choices)
+    target_value = _whole(
+        _("Target"), _("Requests per instance (1–1000), TTFT p95 in ms (50–60000) or KV-cache % (10–95).")
+    )
+    scale_down_window_s = _whole(
+        _("Scale-down window (s)"), _("Demand must stay lower this long before instances are removed (0–3600).")
+    )
+    idle_to_zero_s = _whole(_("Idle before scaling to zero (s)"), _("With minimum 0 (60–86400)."))
+    max_wake_wait_s = _whole(
+        _("Longest wait while waking (s)"), _("A request to a service at zero waits this long at most (5–600).")
+    )
+
+    @classmethod
+    def initial_for(cls, policy: ScalingPolicy) -> dict:
+        return policy.as_dict()
+
+    def policy(self) -> ScalingPolicy:
+        return ScalingPolicy(**{name: self.cleaned_data[name] for name in ScalingPolicy.names()})
+
+
+class ServiceCreateForm(ScalingPolicyForm):
     name = forms.CharField(
         label=_("Service name"),
         max_length=40,
@@ -49,8 +98,16 @@ class ServiceCreateForm(forms.Form):
         label=_("Billing mode"), choices=BillingMode.choices, initial=BillingMode.PAYG, widget=forms.RadioSelect
     )
 
+    field_order = ["name", "region", "billing_mode", "scaling_mode", "instances", *ScalingPolicyForm.AUTOSCALE_FIELDS]
+    # What the policy fields start as, and stand for when a post leaves them out (a fixed deploy needs none).
+    DEFAULT_POLICY = ScalingPolicy(max_instances=2)
+
     def __init__(self, *args, regions: list[Region], **kwargs):
+        kwargs["initial"] = {**self.DEFAULT_POLICY.as_dict(), **kwargs.get("initial", {})}
         super().__init__(*args, **kwargs)
+        for name in ScalingPolicy.names():
+            self.fields[name].required = False
+        self.fields["instances"].help_text = _("With autoscaling: the instances it starts with, within the bounds.")
         self.regions = {r.code: r for r in regions}
         cast(forms.ChoiceField, self.fields["region"]).choices = [
             (r.code, f"{r.display_name} · {r.code}") for r in regions
@@ -59,11 +116,30 @@ class ServiceCreateForm(forms.Form):
     def clean_region(self):
         return self.regions[self.cleaned_data["region"]]
 
+    def clean(self):
+        data = super().clean() or {}
+        for name, default in self.DEFAULT_POLICY.as_dict().items():
+            if name not in self.errors and data.get(name) in (None, ""):
+                data[name] = default
+        return data
+
 
 class ScaleForm(forms.Form):
     instances = instances_field()
     # Set by the confirmation page's button: without it a POST only shows the price and asks.
     confirmed = forms.BooleanField(required=False, widget=forms.HiddenInput)
+    # An autoscaling service: which of the confirmation page's two buttons was pressed (policy.manual_scale_outcome).
+    on_autoscale = forms.ChoiceField(choices=ManualScale.choices, required=False, widget=forms.HiddenInput)
+
+
+class GpuQuotaForm(forms.Form):
+    max_gpus = forms.IntegerField(
+        label=_("Maximum GPUs"),
+        min_value=0,
+        required=False,
+        help_text=_("Empty: the platform default."),
+        widget=forms.NumberInput(attrs={"inputmode": "numeric", "size": 6}),
+    )
 
 
 class _KubeconfigFields(forms.Form):

@@ -181,6 +181,13 @@ class ScalingTarget(models.TextChoices):
     KV_CACHE = "kv_cache", _("KV-cache usage (%)")
 
 
+class ManualScale(models.TextChoices):
+    """What scaling an autoscaling service by hand does to its policy, so that the autoscaler never undoes it."""
+
+    FIXED = "fixed", _("Switch to fixed at this count: the autoscaler stops")
+    BOUNDS = "bounds", _("Keep autoscaling: move the bounds to this count")
+
+
 class EventKind(models.TextChoices):
     """What a ServiceEvent records; the stored values are read by billing (meter) and the console (timeline)."""
 

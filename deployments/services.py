@@ -13,6 +13,7 @@ from uuid import UUID
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.crypto import SecretDecryptError, decrypt, encrypt
@@ -34,23 +35,34 @@ from deployments.events import EventKind, event_record, meter_set, status_set
 from deployments.models import (
     DEFAULT_PRIORITY_VALUE,
     MAX_PRIORITY_VALUE,
+    PUBLIC_NAMESPACE,
     AccessMode,
     BillingMode,
     Cluster,
     ClusterDriver,
+    GpuQuota,
+    ManualScale,
     ModelCache,
     PreemptionPolicy,
     Region,
+    ScalingMode,
     Service,
     ServiceStatus,
 )
 from deployments.placement import instance_prices, place
+from deployments.policy import MAX_INSTANCES as MAX_INSTANCES  # forms and serializers read the bound here
+from deployments.policy import (
+    ScalingPolicy,
+    manual_scale_outcome,
+    policy_check,
+    quota_check,
+    quota_gpus,
+)
 from deployments.signals import subscription_cover_requested
 from deployments.texts import TIMELINE
-from tenancy.permissions import require
+from tenancy.permissions import require, require_platform_staff
 from tenancy.services import audit_record
 
-MAX_INSTANCES = 32
 SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 CLUSTER_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,58}[a-z0-9])?$")
 
@@ -498,9 +510,21 @@ def subscription_cover(*, service: Service, instances: int, actor: Any) -> None:
 
 
 def service_create(
-    *, org, actor, catalog_model, region: Region, name: str, instances: int = 1, billing_mode: str = BillingMode.PAYG
+    *,
+    org,
+    actor,
+    catalog_model,
+    region: Region,
+    name: str,
+    instances: int = 1,
+    billing_mode: str = BillingMode.PAYG,
+    policy: ScalingPolicy | None = None,
 ) -> Service:
-    """Deploy ``catalog_model`` in ``region``: the platform picks the variant and the cluster."""
+    """Deploy ``catalog_model`` in ``region``: the platform picks the variant and the cluster.
+
+    Without ``policy`` the service is fixed at ``instances`` (its bounds both ``instances``); an autoscaling policy
+    starts it at ``instances`` brought within its bounds, and at least one instance (its first minutes show it runs).
+    """
     require(actor, org, "service.create")
     name = (name or "").strip()
     if not SERVICE_NAME_RE.match(name):
@@ -514,6 +538,10 @@ def service_create(
     _check_instances(instances)
     if billing_mode not in BillingMode.values:
         raise ApplicationError(_("Unknown billing mode."), field="billing_mode")
+    policy = policy or ScalingPolicy(min_instances=instances, max_instances=instances)
+    policy_check(policy, billing_mode=billing_mode)
+    if policy.autoscale:
+        instances = min(max(instances, policy.min_instances, 1), policy.max_instances)
     with transaction.atomic():
         # Deploys into one region are serialized so two of them cannot take the same free GPUs.
         Region.objects.select_for_update().get(pk=region.pk)
@@ -527,6 +555,17 @@ def service_create(
             catalog_model, Region.objects.prefetch_related("clusters").get(pk=region.pk), instances=instances
         )
         variant = placement.variant
+        quota_check(
+            org=org,
+            region=region,
+            gpus=quota_gpus(
+                scaling_mode=policy.scaling_mode,
+                instances=instances,
+                max_instances=policy.max_instances,
+                gpu_count=variant.gpu_count,
+            ),
+            field="max_instances" if policy.autoscale else "instances",
+        )
         hourly, monthly, currency = instance_prices(region, placement.gpu_product, variant.gpu_count)
         service = Service(
             org=org,
@@ -553,6 +592,7 @@ def service_create(
             currency=currency,
             created_by=actor if getattr(actor, "pk", None) else None,
         )
+        policy.apply_to(service)
         try:
             with transaction.atomic():
                 service.save()
@@ -577,6 +617,8 @@ def service_create(
                 product=placement.gpu_product,
             ),
         )
+        if policy.autoscale:
+            _policy_event(service, actor=actor)
         _reserve(placement.cluster.pk, placement.gpu_product, variant.gpu_count * instances)
         if billing_mode == BillingMode.SUBSCRIPTION:
             # 包年包月: a month per instance is paid up front; without the funds nothing is deployed.
@@ -594,6 +636,7 @@ def service_create(
                 "cluster": placement.cluster.name,
                 "hourly_price": str(hourly),
                 "billing_mode": billing_mode,
+                "policy": policy.as_dict(),
             },
         )
         _enqueue_reconcile(service.pk)
@@ -630,53 +673,197 @@ def _capacity_for(service: Service, extra_instances: int) -> None:
         )
 
 
-def service_scale(*, service: Service, actor, instances: int) -> Service:
-    require(actor, service.org, "service.scale")
-    _check_instances(instances)
-    with transaction.atomic():
-        service = _locked(service)
-        _require_live(service)
-        if instances == service.instances:
-            return service
-        before = service.instances
-        if service.desired_running:
-            _capacity_for(service, instances - before)
-        hourly, monthly, currency = instance_prices(service.region, service.gpu_product, service.gpu_count)
-        service.instances = instances
-        service.hourly_price, service.monthly_price, service.currency = hourly, monthly, currency
-        service.generation += 1
-        event_record(
+def _lock_region(service: Service) -> None:
+    """Writes that change what a service counts against its organization's GPU quota are serialized per region
+    (as deploys are), so two of them cannot both take the quota's last GPUs. Taken before the service's row."""
+    Region.objects.select_for_update().filter(pk=service.region_id).first()
+
+
+def _instances_set(service: Service, *, actor, instances: int) -> None:
+    """Change a locked service's desired instances: capacity, prices, timeline, meter, GPUs and billing follow."""
+    before = service.instances
+    if service.desired_running:
+        _capacity_for(service, instances - before)
+    hourly, monthly, currency = instance_prices(service.region, service.gpu_product, service.gpu_count)
+    service.instances = instances
+    service.hourly_price, service.monthly_price, service.currency = hourly, monthly, currency
+    service.generation += 1
+    service.last_scaled_at = timezone.now()
+    event_record(
+        service=service,
+        kind=EventKind.SCALE,
+        reason="Scaled",
+        actor=actor,
+        message=TIMELINE("scaled", a=before, n=instances),
+    )
+    if service.desired_running and service.status == ServiceStatus.RUNNING:
+        status_set(
             service=service,
-            kind=EventKind.SCALE,
-            reason="Scaled",
+            status=ServiceStatus.SCALING,
+            reason="ScaleRequested",
             actor=actor,
             message=TIMELINE("scaled", a=before, n=instances),
         )
-        if service.desired_running and service.status == ServiceStatus.RUNNING:
-            status_set(
-                service=service,
-                status=ServiceStatus.SCALING,
-                reason="ScaleRequested",
-                actor=actor,
-                message=TIMELINE("scaled", a=before, n=instances),
-            )
-        if service.desired_running and instances < service.billed_instances:
-            meter_set(service=service, instances=instances)  # billing stops for removed instances at once
-        service.save()
-        if service.billing_mode == BillingMode.SUBSCRIPTION and instances > before:
-            subscription_cover(service=service, instances=instances, actor=actor)  # prorated for the added ones
-        if service.desired_running and service.cluster_id:
-            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * max(instances - before, 0))
-            _release(service, before - instances)
+    if service.desired_running and instances < service.billed_instances:
+        meter_set(service=service, instances=instances)  # billing stops for removed instances at once
+    service.save()
+    if service.billing_mode == BillingMode.SUBSCRIPTION and instances > before:
+        subscription_cover(service=service, instances=instances, actor=actor)  # prorated for the added ones
+    if service.desired_running and service.cluster_id:
+        _reserve(service.cluster_id, service.gpu_product, service.gpu_count * max(instances - before, 0))
+        _release(service, before - instances)
+    _enqueue_reconcile(service.pk)
+
+
+def _policy_event(service: Service, *, actor) -> None:
+    """The service's policy, as it is now, on its timeline."""
+    if service.scaling_mode == ScalingMode.AUTOSCALE:
+        message = TIMELINE(
+            "policy_autoscale",
+            low=service.min_instances,
+            high=service.max_instances,
+            target=service.scaling_target,
+            value=service.target_value,
+        )
+    else:
+        message = TIMELINE("policy_fixed", n=service.instances)
+    event_record(service=service, kind=EventKind.SCALE, reason="PolicyChanged", actor=actor, message=message)
+
+
+def service_scale(*, service: Service, actor, instances: int, on_autoscale: str = ManualScale.FIXED) -> Service:
+    """Set the service's instances by hand. An autoscaling service is switched to fixed at that count, or (with
+    ``on_autoscale="bounds"``) keeps autoscaling with its bounds moved to the count (``policy.manual_scale_outcome``),
+    so the autoscaler never undoes it."""
+    require(actor, service.org, "service.scale")
+    _check_instances(instances)
+    if on_autoscale not in ManualScale.values:
+        raise ApplicationError(_("Choose fixed or bounds for an autoscaling service."), field="on_autoscale")
+    with transaction.atomic():
+        _lock_region(service)
+        service = _locked(service)
+        _require_live(service)
+        before_policy = ScalingPolicy.of(service)
+        policy = manual_scale_outcome(service, instances, on_autoscale)
+        before = service.instances
+        if instances == before and policy == before_policy:
+            return service
+        policy_check(policy, billing_mode=service.billing_mode)
+        quota_check(
+            org=service.org,
+            region=service.region,
+            gpus=quota_gpus(
+                scaling_mode=policy.scaling_mode,
+                instances=instances,
+                max_instances=policy.max_instances,
+                gpu_count=service.gpu_count,
+            ),
+            exclude=service.pk,
+            field="instances",
+        )
+        policy.apply_to(service)
+        if instances != before:
+            _instances_set(service, actor=actor, instances=instances)
+        else:
+            service.save(update_fields=ScalingPolicy.names())
+        if policy != before_policy:
+            _policy_event(service, actor=actor)
+        data: dict[str, Any] = {"from": before, "to": instances, "hourly_price": str(service.hourly_price)}
+        if policy != before_policy:
+            data["policy"] = {"before": before_policy.as_dict(), "after": policy.as_dict()}
+        audit_record(org=service.org, actor=actor, action="service.scale", target=service, data=data)
+    return service
+
+
+def _require_policy_actor(actor, org) -> None:
+    """The platform's own public services are set by platform staff (their organization has no members)."""
+    if org.namespace == PUBLIC_NAMESPACE:
+        require_platform_staff(actor)
+    else:
+        require(actor, org, "service.policy")
+
+
+def service_set_policy(*, service: Service, actor, policy: ScalingPolicy) -> Service:
+    """Set the service's scaling policy (``deployments.policy`` holds the rules), audited and on its timeline.
+
+    Switching to autoscale brings the instances within the new bounds at once; switching to fixed keeps the count
+    the service has (at least one).
+    """
+    _require_policy_actor(actor, service.org)
+    policy_check(policy, billing_mode=service.billing_mode)
+    with transaction.atomic():
+        _lock_region(service)
+        service = _locked(service)
+        _require_live(service)
+        before_policy = ScalingPolicy.of(service)
+        before = service.instances
+        if policy.autoscale:
+            instances = min(max(before, policy.min_instances), policy.max_instances)
+        else:
+            instances = max(before, 1)
+        if policy == before_policy and instances == before:
+            return service
+        quota_check(
+            org=service.org,
+            region=service.region,
+            gpus=quota_gpus(
+                scaling_mode=policy.scaling_mode,
+                instances=instances,
+                max_instances=policy.max_instances,
+                gpu_count=service.gpu_count,
+            ),
+            exclude=service.pk,
+            field="max_instances" if policy.autoscale else "scaling_mode",
+        )
+        policy.apply_to(service)
+        if instances != before:
+            _instances_set(service, actor=actor, instances=instances)
+        else:
+            service.save(update_fields=ScalingPolicy.names())
+        if policy != before_policy:
+            _policy_event(service, actor=actor)
         audit_record(
             org=service.org,
             actor=actor,
-            action="service.scale",
+            action="service.policy",
             target=service,
-            data={"from": before, "to": instances, "hourly_price": str(hourly)},
+            data={"before": before_policy.as_dict(), "after": policy.as_dict(), "instances": [before, instances]},
         )
-        _enqueue_reconcile(service.pk)
     return service
+
+
+def gpu_quota_set(*, actor, org, region: Region, max_gpus: int | None) -> GpuQuota | None:
+    """Set the most GPUs ``org`` may hold in ``region`` (None: back to the default); platform staff only, audited.
+
+    A quota below what the organization holds now stops nothing: its services keep running, and deploys, scale-ups
+    and larger maximums are refused until it is back within the quota.
+    """
+    require_platform_staff(actor)
+    if max_gpus is not None and (not isinstance(max_gpus, int) or not 0 <= max_gpus <= MAX_ORG_GPU_QUOTA):
+        raise ApplicationError(
+            _("The GPU quota is a whole number from 0 to %(max)d.") % {"max": MAX_ORG_GPU_QUOTA}, field="max_gpus"
+        )
+    with transaction.atomic():
+        Region.objects.select_for_update().get(pk=region.pk)
+        row = GpuQuota.objects.filter(org=org, region=region).first()
+        before = row.max_gpus if row is not None else None
+        if before == max_gpus:
+            return row
+        if max_gpus is None:
+            GpuQuota.objects.filter(org=org, region=region).delete()
+            row = None
+        elif row is None:
+            row = GpuQuota.objects.create(org=org, region=region, max_gpus=max_gpus)
+        else:
+            row.max_gpus = max_gpus
+            row.save(update_fields=["max_gpus", "updated_at"])
+        audit_record(
+            org=org,
+            actor=actor,
+            action="gpu_quota.set",
+            target=row,
+            data={"region": region.code, "before": before, "after": max_gpus},
+        )
+    return row
 
 
 def _stop(service: Service, *, actor, reason: str, message: str | Text = "") -> None:

@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy, pgettext_lazy
 
 from core.i18n import Texts
-from deployments.models import ServiceStatus
+from deployments.models import ScalingTarget, ServiceStatus
 
 TIMELINE = Texts(
     {
@@ -47,8 +47,12 @@ TIMELINE = Texts(
             "restarted %(names)s: the processes had exited",
             "n",
         ),
+        "policy_autoscale": _("autoscale between %(low)d and %(high)d instances; target: %(target)s %(value)d"),
+        "policy_fixed": ngettext_lazy(
+            "fixed at %(n)d instance: no autoscaling", "fixed at %(n)d instances: no autoscaling", "n"
+        ),
     },
-    choices={"status": ServiceStatus},
+    choices={"status": ServiceStatus, "target": ScalingTarget},
 )
 
 
@@ -57,6 +61,7 @@ REASONS = {
     "Created": pgettext_lazy("timeline reason", "Created"),
     "Scaled": pgettext_lazy("timeline reason", "Scaled"),
     "ScaleRequested": pgettext_lazy("timeline reason", "Scale requested"),
+    "PolicyChanged": pgettext_lazy("timeline reason", "Scaling policy changed"),
     "StartRequested": pgettext_lazy("timeline reason", "Start requested"),
     "StopRequested": pgettext_lazy("timeline reason", "Stop requested"),
     "DeleteRequested": pgettext_lazy("timeline reason", "Delete requested"),

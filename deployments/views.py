@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
@@ -24,13 +28,23 @@ from deployments.forms import (
     ClusterForm,
     ClusterNamespaceForm,
     ClusterPriorityForm,
+    GpuQuotaForm,
     KubeconfigReplaceForm,
     ScaleForm,
+    ScalingPolicyForm,
     ServiceCreateForm,
 )
-from deployments.models import BillingMode, Cluster, Region, Service
+from deployments.models import PUBLIC_NAMESPACE, BillingMode, Cluster, ManualScale, Region, ScalingMode, Service
 from deployments.placement import fitting_regions
+from deployments.policy import (
+    ScalingPolicy,
+    manual_scale_outcome,
+    price_range,
+    quota_overview,
+    usage_estimate,
+)
 from deployments.signals import charge_quote_requested
+from tenancy.models import Organization
 
 
 def staff_required(view):
@@ -76,13 +90,30 @@ def charge_quote(*, org, region, gpu_product: str, gpu_count: int, instances: in
     return next((answer for _receiver, answer in answers if answer is not None), None)
 
 
-def _quote(org, placements: dict, region_code, instances, billing_mode) -> dict:
-    """The live price shown next to the deploy form."""
-    placement = placements.get(region_code)
+def _int(value) -> int | None:
     try:
-        instances = int(instances)
+        return int(value)
     except (TypeError, ValueError):
-        instances = 0
+        return None
+
+
+def _draft_policy(source) -> ScalingPolicy | None:
+    """The autoscaling bounds typed so far on the deploy form, for its price; None when fixed or not yet numbers."""
+    if source.get("scaling_mode") != ScalingMode.AUTOSCALE:
+        return None
+    low, high = _int(source.get("min_instances")), _int(source.get("max_instances"))
+    if low is None or high is None or not 0 <= low <= high <= services.MAX_INSTANCES or high < 1:
+        return None
+    return ScalingPolicy(scaling_mode=ScalingMode.AUTOSCALE, min_instances=low, max_instances=high)
+
+
+def _quote(org, placements: dict, region_code, instances, billing_mode, source=None) -> dict:
+    """The live price shown next to the deploy form, with the range an autoscaling policy spans."""
+    placement = placements.get(region_code)
+    instances = _int(instances) or 0
+    policy = _draft_policy(source or {})
+    if policy is not None:  # it starts within its bounds (service_create), at least one instance
+        instances = min(max(instances, policy.min_instances, 1), policy.max_instances)
     if placement is None or not 1 <= instances <= services.MAX_INSTANCES:
         return {"quote": None}
     if billing_mode not in BillingMode.values:
@@ -95,7 +126,12 @@ def _quote(org, placements: dict, region_code, instances, billing_mode) -> dict:
         instances=instances,
         billing_mode=billing_mode,
     )
-    return {"quote": quote, "placement": placement}
+    return {
+        "quote": quote,
+        "placement": placement,
+        "range": price_range(quote, policy or ScalingPolicy(), instances=instances),
+        "new_service": True,
+    }
 
 
 @login_required
@@ -116,6 +152,7 @@ def service_new(request, slug):
         source.get("region") or (fitting[0].code if fitting else None),
         source.get("instances", 1),
         source.get("billing_mode", BillingMode.PAYG),
+        source,
     )
     # A pay-as-you-go deploy the balance pays for less than BILLING_DEPLOY_WARN_HOURS is confirmed on the form.
     quote = quoted["quote"]
@@ -138,6 +175,7 @@ def service_new(request, slug):
                 name=data["name"],
                 instances=data["instances"],
                 billing_mode=data["billing_mode"],
+                policy=form.policy() if data["scaling_mode"] == ScalingMode.AUTOSCALE else None,
             )
         except ApplicationError as exc:
             apply_error(form, exc)
@@ -170,6 +208,7 @@ def service_price(request, slug):
         region.code if region else None,
         request.GET.get("instances"),
         request.GET.get("billing_mode", BillingMode.PAYG),
+        request.GET,
     )
     return render(request, "deployments/partials/price.html", context)
 
@@ -178,18 +217,48 @@ def _service(request, pk) -> Service:
     return get_for_org_or_404(Service, request.org, pk=pk)
 
 
-def _detail_page(request, service: Service, *, scale_form: ScaleForm | None = None):
+def _costs(service: Service, policy: ScalingPolicy | None = None, instances: int | None = None) -> dict:
+    """The price range of ``policy`` (default: the service's) and the month the last 7 days point to."""
+    policy = policy or ScalingPolicy.of(service)
+    instances = service.instances if instances is None else instances
+    quote = _scale_quote(service, max(instances, 1))
+    if quote is None:
+        return {"range": None, "estimate": None}
+    return {
+        "range": price_range(quote, policy, instances=instances),
+        "estimate": usage_estimate(service, hourly=quote.hourly, monthly=quote.monthly, currency=quote.currency),
+        "platform_cost": service.org.namespace == PUBLIC_NAMESPACE,
+    }
+
+
+def _policy_form(service: Service, data=None) -> ScalingPolicyForm:
+    return ScalingPolicyForm(data, initial=ScalingPolicyForm.initial_for(ScalingPolicy.of(service)))
+
+
+def _scaling_context(service: Service, policy_form: ScalingPolicyForm | None = None, *, action: str = "") -> dict:
+    return {
+        "service": service,
+        "policy_form": policy_form or _policy_form(service),
+        "policy_action": action or reverse("deployments:service-scaling", args=[service.pk]),
+        **_costs(service),
+    }
+
+
+def _detail_page(
+    request, service: Service, *, scale_form: ScaleForm | None = None, policy_form: ScalingPolicyForm | None = None
+):
     context = {
         "service": service,
         "events": selectors.service_events(service, limit=50),
         "replicas": selectors.service_replicas(service),
-        "scale_form": scale_form or ScaleForm(initial={"instances": service.instances}),
     }
-    # The status and events panels poll themselves.
+    # The status and events panels poll themselves (without the prices and the estimate, which they do not show).
     if request.htmx and request.htmx.target == "service-status":
         return render(request, "deployments/partials/service_status.html", context)
     if request.htmx and request.htmx.target == "service-events":
         return render(request, "deployments/partials/service_events.html", context)
+    context["scale_form"] = scale_form or ScaleForm(initial={"instances": service.instances})
+    context.update(_scaling_context(service, policy_form))
     return render(request, "deployments/service_detail.html", context)
 
 
@@ -210,10 +279,23 @@ def _scale_quote(service: Service, instances: int):
     )
 
 
+def _scale_choices(service: Service, instances: int) -> list[dict]:
+    """An autoscaling service's two ways to take a manual count, each with the policy and price it leads to."""
+    choices = []
+    for effect in (ManualScale.FIXED, ManualScale.BOUNDS):
+        outcome = manual_scale_outcome(service, instances, effect)
+        costs = _costs(service, outcome, instances)
+        choices.append({"effect": effect, "label": ManualScale(effect).label, "policy": outcome, **costs})
+    return choices
+
+
 @login_required
 def service_scale(request, pk):
     """GET (htmx): the new count's price and its difference; POST: a confirmation page with the price, then
-    (``confirmed``) scale. A refused count comes back in the service page's form, or in the htmx fragment."""
+    (``confirmed``) scale. A refused count comes back in the service page's form, or in the htmx fragment.
+
+    An autoscaling service's confirmation page offers two buttons, each saying what follows: switch to fixed at the
+    count (the autoscaler stops), or keep autoscaling with the bounds moved to the count."""
     service = _service(request, pk)
     if request.method != "POST":
         form = ScaleForm(request.GET)
@@ -228,19 +310,59 @@ def service_scale(request, pk):
     if not form.is_valid():
         return _detail_page(request, service, scale_form=form)
     instances = form.cleaned_data["instances"]
-    if instances == service.instances:
+    autoscaling = service.scaling_mode == ScalingMode.AUTOSCALE
+    if instances == service.instances and not autoscaling:
         messages.info(request, _("%(id)s already has %(n)d instances.") % {"id": service.model_id, "n": instances})
         return redirect("deployments:service-detail", pk=service.pk)
-    if not form.cleaned_data["confirmed"]:
-        context = {"service": service, "form": form, "quote": _scale_quote(service, instances)}
+    effect = form.cleaned_data["on_autoscale"]
+    if not form.cleaned_data["confirmed"] or (autoscaling and not effect):
+        context = {
+            "service": service,
+            "form": form,
+            "quote": _scale_quote(service, instances),
+            "choices": _scale_choices(service, instances) if autoscaling else None,
+            **({} if autoscaling else _costs(service, instances=instances)),
+        }
         return render(request, "deployments/service_scale_confirm.html", context)
     try:
-        services.service_scale(service=service, actor=request.user, instances=instances)
+        services.service_scale(
+            service=service, actor=request.user, instances=instances, on_autoscale=effect or ManualScale.FIXED
+        )
     except ApplicationError as exc:
         apply_error(form, exc)
         return _detail_page(request, service, scale_form=form)
     messages.success(request, _("Scaling %(id)s to %(n)d instances.") % {"id": service.model_id, "n": instances})
     return redirect("deployments:service-detail", pk=service.pk)
+
+
+def _set_policy(request, service: Service) -> tuple[Service, ScalingPolicyForm, bool]:
+    """Set the policy posted in ``request``; the refreshed form after a save, else the form with its errors."""
+    form = _policy_form(service, request.POST)
+    if form.is_valid():
+        try:
+            service = services.service_set_policy(service=service, actor=request.user, policy=form.policy())
+        except ApplicationError as exc:
+            apply_error(form, exc)
+        else:
+            return service, _policy_form(service), True
+    return service, form, False
+
+
+@login_required
+def service_scaling(request, pk):
+    """The Scaling panel: GET shows it (htmx: the panel alone); POST sets the policy. htmx swaps the panel back,
+    saved or with its errors (status 200, so htmx swaps it); without htmx a save redirects to the service page."""
+    service = _service(request, pk)
+    form, saved = _policy_form(service), False
+    if request.method == "POST":
+        service, form, saved = _set_policy(request, service)
+        if saved and not request.htmx:
+            messages.success(request, _("Scaling policy of %(id)s saved.") % {"id": service.model_id})
+            return redirect("deployments:service-detail", pk=service.pk)
+    if request.htmx:
+        context = {**_scaling_context(service, form), "saved": saved}
+        return render(request, "deployments/partials/service_scaling.html", context)
+    return _detail_page(request, service, policy_form=form)
 
 
 def _action(service_fn, done_message):
@@ -270,6 +392,97 @@ def service_delete(request, pk):
     services.service_delete(service=service, actor=request.user)
     messages.success(request, _("Deleting %(id)s.") % {"id": service.model_id})
     return redirect("deployments:services")
+
+
+# --- platform staff: the platform's public services, and GPU quotas ------------------------------------------
+
+
+def _public_service(pk) -> Service:
+    service = (
+        Service.objects.filter(pk=pk, org__namespace=PUBLIC_NAMESPACE)
+        .live()
+        .select_related("org", "region", "catalog_model")
+        .first()
+    )
+    if service is None:
+        raise Http404("No such public service")
+    return service
+
+
+@staff_required
+def platform_services(request):
+    """The public models' services (the platform organization has no members: staff set their policies)."""
+    rows = (
+        Service.objects.filter(org__namespace=PUBLIC_NAMESPACE)
+        .live()
+        .select_related("catalog_model", "region")
+        .order_by("catalog_model__slug", "name")
+    )
+    return render(request, "deployments/platform_services.html", {"services": list(rows)})
+
+
+@staff_required
+def platform_service(request, pk):
+    """A public service's scaling policy, set by platform staff; its cost is the platform's."""
+    service = _public_service(pk)
+    action = reverse("deployments:platform-service", args=[service.pk])
+    form, saved = _policy_form(service), False
+    if request.method == "POST":
+        service, form, saved = _set_policy(request, service)
+        if saved and not request.htmx:
+            messages.success(request, _("Scaling policy of %(id)s saved.") % {"id": service.model_id})
+            return redirect(action)
+    context = {**_scaling_context(service, form, action=action), "saved": saved}
+    if request.htmx:
+        return render(request, "deployments/partials/service_scaling.html", context)
+    return render(request, "deployments/platform_service.html", context)
+
+
+@staff_required
+def gpu_quotas(request):
+    """Every organization × region: its GPU quota (set, or the default) and the GPUs its services hold."""
+    query = request.GET.get("q", "").strip()[:100]
+    orgs = Organization.objects.order_by("namespace")
+    if query:
+        orgs = orgs.filter(Q(name__icontains=query) | Q(namespace__icontains=query))
+    page = Paginator(orgs, 20).get_page(request.GET.get("page"))
+    regions = list(Region.objects.order_by("position", "code"))
+    rows = quota_overview(list(page.object_list), regions)
+    context = {"page": page, "query": query, "rows": rows, "default_quota": settings.DEPLOY_DEFAULT_GPU_QUOTA}
+    return render(request, "deployments/gpu_quotas.html", context)
+
+
+@staff_required
+@require_POST
+def gpu_quota(request, org_id, region_code):
+    org = Organization.objects.filter(pk=org_id).first()
+    region = Region.objects.filter(code=region_code).first()
+    if org is None or region is None:
+        raise Http404("No such organization or region")
+    form = GpuQuotaForm(request.POST)
+    back = f"{reverse('deployments:gpu-quotas')}?q={org.namespace}"
+    if not form.is_valid():
+        messages.error(request, " ".join(str(e) for e in form.errors.get("max_gpus", [])))
+        return redirect(back)
+    max_gpus = form.cleaned_data["max_gpus"]
+    try:
+        services.gpu_quota_set(actor=request.user, org=org, region=region, max_gpus=max_gpus)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        if max_gpus is None:
+            messages.success(
+                request,
+                _("%(org)s in %(region)s is back to the default quota.")
+                % {"org": org.namespace, "region": region.code},
+            )
+        else:
+            messages.success(
+                request,
+                _("%(org)s may hold %(n)d GPUs in %(region)s.")
+                % {"org": org.namespace, "n": max_gpus, "region": region.code},
+            )
+    return redirect(back)
 
 
 # --- clusters (platform admins) -----------------------------------------------------------------------------

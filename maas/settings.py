@@ -265,6 +265,9 @@ DEFAULT_GPU_HOURLY_PRICE = env.decimal("DEFAULT_GPU_HOURLY_PRICE", "3.52")
 # Seconds a service may sit in Creating, Starting or Scaling with nothing changing (no status, no ready instance) and
 # no reason from the cluster before its status says so, with what its workload is waiting on (deployments/reconcile.py).
 SERVICE_PROGRESS_TIMEOUT_S = env.integer("SERVICE_PROGRESS_TIMEOUT_S", 900, minimum=1)
+# GPUs an organization's services may hold in one region (at their maximum when they autoscale) where a platform admin
+# set no GpuQuota for it; the platform's own (public) services are limited only by a GpuQuota row.
+DEPLOY_DEFAULT_GPU_QUOTA = env.integer("DEPLOY_DEFAULT_GPU_QUOTA", 64, minimum=0)
 QUICKSTART_STEPS = ["seed_platform"]
 CELERY_BEAT_SCHEDULE["deployments-reconcile-all"] = {"task": "deployments.reconcile_all", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["deployments-check-clusters"] = {"task": "deployments.check_clusters", "schedule": 60.0}

@@ -19,6 +19,7 @@ NAVIGATION = [
     ("metering:usage", _("Usage"), True, False),
     ("deployments:clusters", _("Clusters"), True, True),
     ("billing:accounts", _("Accounts"), True, True),
+    ("deployments:gpu-quotas", _("Quotas"), True, True),
 ]
 
 

@@ -10,6 +10,7 @@ action                     owner  admin  member
 playground.use             ✓      ✓      ✓       chat, rename and delete one's own conversations
 service.create             ✓      ✓              deploy a billed dedicated service
 service.scale              ✓      ✓
+service.policy             ✓      ✓              autoscaling bounds, target and windows
 service.start              ✓      ✓
 service.stop               ✓      ✓
 service.delete             ✓      ✓
@@ -27,8 +28,9 @@ billing.topup              ✓                     pay money into the account
 
 Reading pages, inference through ``/v1`` and the playground need no more than membership.
 
-Platform actions are no organization's role: crediting an organization's balance, clusters, the ingestion dead
-letters are for platform staff (``User.is_staff``); their services call ``require_platform_staff(actor)``.
+Platform actions are no organization's role: crediting an organization's balance, GPU quotas, the scaling policies
+of the platform's own public services, clusters, the ingestion dead letters are for platform staff
+(``User.is_staff``); their services call ``require_platform_staff(actor)``.
 
 The actor is a ``User`` (its membership's role counts), an ``ApiKeyUser`` (a request made with an ``sk-`` key:
 allowed only when the key has the ``manage`` scope, and then only what its creator's current role allows, never
@@ -55,6 +57,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "playground.use": _EVERYONE,
     "service.create": _MANAGERS,
     "service.scale": _MANAGERS,
+    "service.policy": _MANAGERS,
     "service.start": _MANAGERS,
     "service.stop": _MANAGERS,
     "service.delete": _MANAGERS,
@@ -75,6 +78,7 @@ LABELS: dict[str, Any] = {
     "playground.use": gettext_lazy("Use the playground and the API (/v1)"),
     "service.create": gettext_lazy("Deploy services"),
     "service.scale": gettext_lazy("Scale, stop, start and delete services"),
+    "service.policy": gettext_lazy("Set services' autoscaling policies"),
     "apikey.create": gettext_lazy("Create and revoke API keys"),
     "member.invite": gettext_lazy("Invite and remove members"),
     "member.role": gettext_lazy("Change members' roles"),

@@ -56,6 +56,32 @@
       }
     }
   });
+  // <element data-shown-when="name=value">: shown only while its form's field "name" (radio buttons or a select) has
+  // that value; always shown while it holds an error message, so a refused value is never hidden from its owner.
+  function applyShownWhen(root) {
+    root.querySelectorAll("[data-shown-when]").forEach(function (element) {
+      var rule = element.getAttribute("data-shown-when").split("=");
+      var form = element.closest("form");
+      if (!form) {
+        return;
+      }
+      var chosen = form.querySelector('[name="' + rule[0] + '"]:checked') ||
+        form.querySelector('select[name="' + rule[0] + '"]');
+      element.hidden = (chosen ? chosen.value : "") !== rule[1] && !element.querySelector(".error");
+    });
+  }
+  document.addEventListener("change", function (event) {
+    if (event.target.form) {
+      applyShownWhen(event.target.form);
+    }
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    applyShownWhen(document);
+  });
+  document.addEventListener("htmx:afterSwap", function () {
+    applyShownWhen(document);
+  });
+
   // Escape closes what a data-toggle-open button opened, and gives that button the focus back.
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape") {

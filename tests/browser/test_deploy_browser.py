@@ -27,7 +27,7 @@ def test_the_deploy_forms_price_shows_the_month_for_a_subscription(page, live_se
     expect(total).to_have_text("¥1,774.08 / month")  # 3.52 × 720 × 0.7
     expect(page.locator("#price-due-now")).to_contain_text("¥1,774.08")
 
-    page.get_by_label("Instances").fill("2")
+    page.get_by_role("spinbutton", name="Instances", exact=True).fill("2")
     expect(total).to_have_text("¥3,548.16 / month")
     page.get_by_label("Pay as you go").check()
     expect(total).to_have_text("¥7.04 / hour")
@@ -39,15 +39,15 @@ def test_scaling_shows_the_new_price_and_asks_before_it_scales(page, live_server
     _sign_in(page, live_server.url, alice)
     page.goto(f"{live_server.url}/services/{service.pk}/")
 
-    page.get_by_label("Instances").fill("3")
+    page.get_by_role("spinbutton", name="Instances", exact=True).fill("3")
     preview = page.locator("#scale-confirm .scale-price")
     expect(preview).to_contain_text("¥10.56 / hour")
     expect(preview).to_contain_text("+¥7.04 / hour")
 
-    page.get_by_label("Instances").fill("50")
+    page.get_by_role("spinbutton", name="Instances", exact=True).fill("50")
     expect(page.locator("#scale-confirm .error")).to_contain_text("from 1 to 32")
 
-    page.get_by_label("Instances").fill("3")
+    page.get_by_role("spinbutton", name="Instances", exact=True).fill("3")
     expect(preview).to_contain_text("¥10.56 / hour")
     page.get_by_role("button", name="Apply").click()
     page.wait_for_url(f"**/services/{service.pk}/scale/")
@@ -65,7 +65,7 @@ def test_an_invalid_count_stays_in_the_styled_service_page(page, live_server, al
     service = service_create(org=org, actor=alice, catalog_model=model, region=cluster.region, name="s1")
     _sign_in(page, live_server.url, alice)
     page.goto(f"{live_server.url}/services/{service.pk}/")
-    page.get_by_label("Instances").fill("0")
+    page.get_by_role("spinbutton", name="Instances", exact=True).fill("0")
     page.get_by_role("button", name="Apply").click()
     page.wait_for_load_state()
     assert page.locator("header").is_visible() and page.locator("#service-status").is_visible()

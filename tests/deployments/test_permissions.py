@@ -14,7 +14,15 @@ from billing import services as billing
 from billing.models import EntryKind, Subscription
 from core.errors import PermissionDenied
 from deployments.models import Service
-from deployments.services import service_create, service_delete, service_scale, service_start, service_stop
+from deployments.policy import ScalingPolicy
+from deployments.services import (
+    service_create,
+    service_delete,
+    service_scale,
+    service_set_policy,
+    service_start,
+    service_stop,
+)
 from playground.services import conversation_delete, conversation_rename
 from tenancy import services as tenancy
 from tenancy.models import ApiKey, AuditEvent, Invitation, Membership, Role
@@ -26,6 +34,7 @@ pytestmark = pytest.mark.django_db
 MANAGERS_ONLY = {
     "service.create",
     "service.scale",
+    "service.policy",
     "service.stop",
     "service.start",
     "service.delete",
@@ -86,6 +95,11 @@ OPERATIONS = {
         org=w["org"], actor=a, catalog_model=qwen(), region=w["region"], name="new", instances=1
     ),
     "service.scale": lambda w, a: service_scale(service=w["service"], actor=a, instances=2),
+    "service.policy": lambda w, a: service_set_policy(
+        service=w["service"],
+        actor=a,
+        policy=ScalingPolicy(scaling_mode="autoscale", min_instances=0, max_instances=3),
+    ),
     "service.stop": lambda w, a: service_stop(service=w["service"], actor=a),
     "service.start": lambda w, a: service_start(service=w["stopped"], actor=a),
     "service.delete": lambda w, a: service_delete(service=w["service"], actor=a),
