@@ -159,7 +159,12 @@ def public_api_status(*, slugs, **_kwargs) -> dict[str, PublicApi]:
 
 def ready_endpoints(service_ids) -> list[Endpoint]:
     replicas = (
-        Replica.objects.filter(service_id__in=list(service_ids), ready=True, service__status__in=CALLABLE_STATUSES)
+        Replica.objects.filter(
+            service_id__in=list(service_ids),
+            ready=True,
+            draining_since__isnull=True,
+            service__status__in=CALLABLE_STATUSES,
+        )
         .select_related("service__cluster")
         .order_by("service_id", "name")
     )

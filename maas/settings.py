@@ -265,6 +265,10 @@ DEFAULT_GPU_HOURLY_PRICE = env.decimal("DEFAULT_GPU_HOURLY_PRICE", "3.52")
 # Seconds a service may sit in Creating, Starting or Scaling with nothing changing (no status, no ready instance) and
 # no reason from the cluster before its status says so, with what its workload is waiting on (deployments/reconcile.py).
 SERVICE_PROGRESS_TIMEOUT_S = env.integer("SERVICE_PROGRESS_TIMEOUT_S", 900, minimum=1)
+# Longest a scaled-down local instance finishes its requests before it is stopped anyway.
+SERVICE_DRAIN_GRACE_S = env.integer("SERVICE_DRAIN_GRACE_S", 300, minimum=0)
+# The autoscaler (`manage.py autoscale`): seconds between its ticks (a wake request is acted on at once).
+AUTOSCALE_TICK_S = env.decimal("AUTOSCALE_TICK_S", "5")
 QUICKSTART_STEPS = ["seed_platform"]
 CELERY_BEAT_SCHEDULE["deployments-reconcile-all"] = {"task": "deployments.reconcile_all", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["deployments-check-clusters"] = {"task": "deployments.check_clusters", "schedule": 60.0}

@@ -287,6 +287,10 @@ def _resources(spec: WorkloadSpec) -> dict:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
+DRAIN_PAUSE_S = 15  # a removed pod's preStop pause: the platform stops routing to it meanwhile
+STREAM_GRACE_S = 300  # then the engine's graceful shutdown finishes its in-flight streams within this
+
+
 def _probes(spec: WorkloadSpec) -> dict:
     get = {"path": "/health", "port": "http"}
     return {
@@ -326,6 +330,9 @@ def _pod_spec(spec: WorkloadSpec, container: dict) -> dict:
         "volumeMounts": mounts,
         # A crashing engine's last log lines become the termination message the console shows.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        # Drain on scale-down: a pod being removed keeps serving while the platform's next observation stops routing
+        # to it (pods with a deletionTimestamp are not routed to), then SIGTERM lets the engine finish its streams.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_PAUSE_S)]}}},
         **container,
     }
     pod = {
@@ -334,7 +341,7 @@ def _pod_spec(spec: WorkloadSpec, container: dict) -> dict:
         "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
         # Service links would inject e.g. VLLM_PORT=tcp://... for a Service named "vllm" and crash the engine.
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 60,
+        "terminationGracePeriodSeconds": DRAIN_PAUSE_S + STREAM_GRACE_S,
     }
     if spec.gpu_product:
         pod["nodeSelector"] = {GPU_PRODUCT_LABEL: spec.gpu_product}
