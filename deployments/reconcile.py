@@ -176,7 +176,7 @@ def record(service_id, observed: Observed, generation: int) -> Service | None:
             else ""
         )
         message = observed.message if reason else ""
-        if not reason and service.status_reason == NO_CAPACITY_TO_SCALE and status in BILLABLE_STATUSES:
+        if not reason and service.status_reason == NO_CAPACITY_TO_SCALE and service.desired_running:
             # The autoscaler's "cannot add instances" stays until the autoscaler clears it.
             reason = NO_CAPACITY_TO_SCALE
             code = service.status_message_code

@@ -2,9 +2,10 @@
 
 Every admitted request counts in its service's ``inflight`` (and sets ``last_ms``) and is taken back when its call
 finishes, which also pushes the stream's time to first token onto the service's sample list. Each side is one small
-script, *fired*: written with the loop iteration's other Redis commands and without a reply (``CLIENT REPLY SKIP`` on
-the fast transport), so it adds no round trip. The admission side is fired just before the admission script, so the
-two go out in one write; the settlement side goes out with the settlement's own (deferred) write. The scripts are
+script sent without a reply (``CLIENT REPLY SKIP`` on the fast transport), so it adds no round trip: the admission
+side is *piggybacked*, queued just before the admission script and written with it in one write, or, for a request
+reserved from a balance slice (no round trip), with the next command any request of the worker writes (within
+``transport.resp.PIGGYBACK_S``); the settlement side is fired with the settlement's own deferred write. The scripts are
 sent by ``EVAL`` with their source, never ``EVALSHA``: a fired command has no reply to say ``NOSCRIPT`` after a Redis
 restart emptied the script cache, and a lost decrement would leave the count wrong for good.
 
@@ -26,16 +27,17 @@ from gateway import admission
 from gateway.store import fredis
 from metering.open_requests import SIGNAL_FIELD_PREFIX
 
+# The two scripts commute (a worker count's field goes when it is exactly 0, readers clamp a negative total to 0): on
+# the plain transport they may reach Redis in either order.
 _ARRIVED = """
 redis.call('HINCRBY', KEYS[1], 'inflight', 1)
 redis.call('HSET', KEYS[1], 'last_ms', ARGV[2])
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+if redis.call('HINCRBY', KEYS[2], ARGV[1], 1) == 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
 """
 
-# Both counts are clamped at zero: a worker the sweeper took for dead (stalled past the grace) may still settle.
 _LEFT = """
-if redis.call('HINCRBY', KEYS[1], 'inflight', -1) < 0 then redis.call('HSET', KEYS[1], 'inflight', 0) end
-if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+redis.call('HINCRBY', KEYS[1], 'inflight', -1)
+if redis.call('HINCRBY', KEYS[2], ARGV[1], -1) == 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
 if ARGV[2] ~= '' then
   redis.call('LPUSH', KEYS[3], ARGV[2])
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
@@ -55,10 +57,10 @@ class Counted:
 
 
 def arrived(service_id: str) -> Counted:
-    """Count a request in ``service_id``'s in-flight requests (fired: goes out with the loop's next Redis write)."""
+    """Count a request in ``service_id``'s in-flight requests (goes out with the loop's next Redis write)."""
     worker_key = admission.worker_open_key()
     counted = Counted(service_id, worker_key)
-    fredis().fire("EVAL", _ARRIVED, 2, signal_key(service_id), worker_key, counted.field, int(time.time() * 1000))
+    fredis().piggyback("EVAL", _ARRIVED, 2, signal_key(service_id), worker_key, counted.field, int(time.time() * 1000))
     return counted
 
 

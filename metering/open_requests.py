@@ -148,12 +148,12 @@ return 1
 """
 
 
-# A dead worker's in-flight counts are taken back from each service's signals (clamped at zero).
+# A dead worker's in-flight counts are taken back from each service's signals.
 _UNCOUNT = """
 local open_requests, signal = KEYS[1], KEYS[2]
 local n = tonumber(redis.call('HGET', open_requests, ARGV[1]) or '0')
 redis.call('HDEL', open_requests, ARGV[1])
-if n ~= 0 and redis.call('HINCRBY', signal, 'inflight', -n) < 0 then redis.call('HSET', signal, 'inflight', 0) end
+if n ~= 0 then redis.call('HINCRBY', signal, 'inflight', -n) end
 return n
 """
 
