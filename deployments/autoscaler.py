@@ -121,12 +121,12 @@ class Autoscaler:
         close_old_connections()
         now = self.clock()
         woken = {str(i) for i in woken}
-        services = Service.objects.filter(
+        rows = Service.objects.filter(
             scaling_mode=ScalingMode.AUTOSCALE, desired_running=True, status__in=DECIDED_STATUSES
         ).select_related("cluster")
         if only is not None:
-            services = services.filter(pk__in=list(only))
-        services = list(services)
+            rows = rows.filter(pk__in=list(only))
+        services = list(rows)
         ids = [str(s.pk) for s in services]
         signals = serving_signals.signals_read(ids)
         metrics = self.scraper.scrape([str(s.pk) for s in services if s.instances > 0]) if services else {}

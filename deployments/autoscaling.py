@@ -81,7 +81,7 @@ class Decision:
 
 def demand_of(signals: ServingSignals, metrics: ServiceMetrics | None) -> int:
     scraped = metrics.running + metrics.waiting if metrics is not None else 0
-    return max(signals.inflight, signals.held, scraped)
+    return max(signals.demand, scraped)
 
 
 def _ttft_p95(signals: ServingSignals, metrics: ServiceMetrics | None) -> int | None:

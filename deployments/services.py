@@ -694,8 +694,8 @@ def service_autoscale(*, service_id: UUID | str, instances: int, message: Text) 
     if not isinstance(instances, int) or not 0 <= instances <= MAX_INSTANCES:
         raise ApplicationError(_("Instances must be a whole number from 0 to %(max)d.") % {"max": MAX_INSTANCES})
     with transaction.atomic():
-        service = Service.objects.select_for_update(of=("self",)).select_related("org", "cluster", "region")
-        service = service.filter(pk=service_id).first()
+        rows = Service.objects.select_for_update(of=("self",)).select_related("org", "cluster", "region")
+        service = rows.filter(pk=service_id).first()
         if (
             service is None
             or service.scaling_mode != ScalingMode.AUTOSCALE

@@ -270,9 +270,9 @@ def test_kubernetes_deployment_replicas_follow_the_decision(org, alice, catalog,
     service = passes(service)
     deployment = kube_api.get("deployments", "maas-acme", "svc-chat", group="apps")
     assert service.instances == 3 and deployment["spec"]["replicas"] == 3
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][0] == (
-        "sleep"
-    )
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][:2] == ["python3", "-c"]  # drains
+    assert pod["terminationGracePeriodSeconds"] > 300
     _demand(service, 0, last=clock.now - 3600)
     clock.now += PANIC_HOLD_S + 1  # the burst's hold on scale-down is over
     loop.tick()

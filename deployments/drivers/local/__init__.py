@@ -299,7 +299,7 @@ def converge(service, desired: int) -> LocalObservation:
                 row.draining_since = None
                 row.save(update_fields=["draining_since"])
             continue
-        if service.desired_running and row.pid and process_alive(row.pid, port=row.port):
+        if service.desired_running and row.pid and row.port and process_alive(row.pid, port=row.port):
             if row.draining_since is None:
                 row.draining_since = now
                 row.save(update_fields=["draining_since"])  # the gateway drops it (serving epoch)
