@@ -710,7 +710,9 @@ def service_autoscale(*, service_id: UUID | str, instances: int, message: Text) 
         service.instances = instances
         service.generation += 1
         service.last_scaled_at = timezone.now()
-        reason = "ScaledToZero" if instances == 0 else ("Woken" if before == 0 else "Autoscaled")
+        reason = "ScaledToZero" if instances == 0 else "Autoscaled"
+        if before == 0 and message.code == "autoscale_wake":
+            reason = "Woken"
         event_record(service=service, kind=EventKind.SCALE, reason=reason, message=message)
         if before == 0:
             status_set(service=service, status=ServiceStatus.STARTING, reason=reason, message=message)
