@@ -388,6 +388,9 @@ class Replica(models.Model):
     pid = models.PositiveIntegerField(null=True, blank=True)  # local driver only
     port = models.PositiveIntegerField(null=True, blank=True)  # local driver only
     observed_at = models.DateTimeField(default=timezone.now)
+    # Set when a scale-down chose this instance to leave: the gateway stops sending it requests and it is removed once
+    # its in-flight requests are done (or after ``SERVICE_DRAIN_GRACE_S``).
+    draining_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = _("replica")

@@ -41,6 +41,7 @@ CLAIM_SECONDS = 120
 BILLABLE_STATUSES = (ServiceStatus.RUNNING, ServiceStatus.SCALING)
 NO_PROGRESS = "NoProgress"
 CLUSTER_UNREACHABLE = "ClusterUnreachable"
+NO_CAPACITY_TO_SCALE = "NoCapacityToScale"  # set by the autoscaler (services.service_autoscale_blocked)
 # Statuses in which a service is expected to move on its own; sitting in one without a reason is "no progress".
 _PROGRESSING = (ServiceStatus.CREATING, ServiceStatus.STARTING, ServiceStatus.SCALING)
 _PHASE_STATUS = {
@@ -94,7 +95,16 @@ def _status_for(service: Service, observed: Observed) -> str:
             if observed.ready == 0 and observed.phase in ("Stopped", "Missing")
             else ServiceStatus.STOPPING
         )
-    return _PHASE_STATUS.get(observed.phase, ServiceStatus.CREATING)
+    if service.instances == 0:  # scaled to zero by its policy: Idle once its instances have drained
+        return (
+            ServiceStatus.IDLE
+            if observed.ready == 0 and observed.phase in ("Stopped", "Missing")
+            else ServiceStatus.SCALING
+        )
+    status = _PHASE_STATUS.get(observed.phase, ServiceStatus.CREATING)
+    if service.status == ServiceStatus.STARTING and status == ServiceStatus.CREATING:
+        return ServiceStatus.STARTING  # waking from Idle: Starting until an instance is Ready
+    return status
 
 
 def _sync_replicas(service: Service, observed: Observed, now: datetime) -> None:
@@ -166,6 +176,11 @@ def record(service_id, observed: Observed, generation: int) -> Service | None:
             else ""
         )
         message = observed.message if reason else ""
+        if not reason and service.status_reason == NO_CAPACITY_TO_SCALE and service.desired_running:
+            # The autoscaler's "cannot add instances" stays until the autoscaler clears it.
+            reason = NO_CAPACITY_TO_SCALE
+            code = service.status_message_code
+            message = TIMELINE(code, **service.status_message_params) if code else service.status_message
         stalled = _no_progress(service, status, observed)
         if stalled:
             reason, message = NO_PROGRESS, stalled

@@ -33,6 +33,7 @@ class Endpoint:
     headers: dict = field(default_factory=dict)  # e.g. Authorization for the API-server proxy
     tls_verify: bool | str = True  # False, True or a CA bundle path
     client_cert: tuple[str, str] | None = None
+    service_id: str = ""  # the service the replica belongs to (its serving signals count the requests sent there)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,12 @@ def public_api_status(*, slugs, **_kwargs) -> dict[str, PublicApi]:
 
 def ready_endpoints(service_ids) -> list[Endpoint]:
     replicas = (
-        Replica.objects.filter(service_id__in=list(service_ids), ready=True, service__status__in=CALLABLE_STATUSES)
+        Replica.objects.filter(
+            service_id__in=list(service_ids),
+            ready=True,
+            draining_since__isnull=True,
+            service__status__in=CALLABLE_STATUSES,
+        )
         .select_related("service__cluster")
         .order_by("service_id", "name")
     )
@@ -172,7 +178,12 @@ def ready_endpoints(service_ids) -> list[Endpoint]:
             headers, verify, cert = driver_for(cluster).replica_access(cluster)
         endpoints.append(
             Endpoint(
-                replica=replica.name, base_url=replica.base_url, headers=headers, tls_verify=verify, client_cert=cert
+                replica=replica.name,
+                base_url=replica.base_url,
+                headers=headers,
+                tls_verify=verify,
+                client_cert=cert,
+                service_id=str(replica.service_id),
             )
         )
     return endpoints

@@ -58,6 +58,7 @@ from deployments.policy import (
     quota_check,
     quota_gpus,
 )
+from deployments.reconcile import NO_CAPACITY_TO_SCALE
 from deployments.signals import subscription_cover_requested
 from deployments.texts import TIMELINE
 from tenancy.permissions import require, require_platform_staff
@@ -864,6 +865,79 @@ def gpu_quota_set(*, actor, org, region: Region, max_gpus: int | None) -> GpuQuo
             data={"region": region.code, "before": before, "after": max_gpus},
         )
     return row
+
+
+def service_autoscale(*, service_id: UUID | str, instances: int, message: Text) -> Service | None:
+    """Apply the autoscaler's decision (``deployments.autoscaling``): ``instances`` of a running autoscaled service.
+
+    The same path as a manual scale (desired state, generation, GPUs taken or given back, the reconcile task), written
+    by the platform rather than a person: no permission check or audit row, the decision and its reason go on the
+    timeline (``message``). 0 makes the service Idle (its instances drain, then nothing runs and nothing is billed);
+    from 0 it wakes (Starting, then Running once an instance is Ready). Raises ``ApplicationError`` (code
+    ``no_capacity``) when added instances cannot be placed; None when the service no longer autoscales or runs.
+    """
+    if not isinstance(instances, int) or not 0 <= instances <= MAX_INSTANCES:
+        raise ApplicationError(_("Instances must be a whole number from 0 to %(max)d.") % {"max": MAX_INSTANCES})
+    with transaction.atomic():
+        rows = Service.objects.select_for_update(of=("self",)).select_related("org", "cluster", "region")
+        service = rows.filter(pk=service_id).first()
+        if (
+            service is None
+            or service.scaling_mode != ScalingMode.AUTOSCALE
+            or not service.desired_running
+            or service.status in (ServiceStatus.DELETING, ServiceStatus.DELETED)
+        ):
+            return None
+        before = service.instances
+        if instances == before:
+            return service
+        _capacity_for(service, instances - before)
+        service.instances = instances
+        service.generation += 1
+        service.last_scaled_at = timezone.now()
+        reason = "ScaledToZero" if instances == 0 else "Autoscaled"
+        if before == 0 and message.code == "autoscale_wake":
+            reason = "Woken"
+        event_record(service=service, kind=EventKind.SCALE, reason=reason, message=message)
+        if before == 0:
+            status_set(service=service, status=ServiceStatus.STARTING, reason=reason, message=message)
+        elif service.status in (ServiceStatus.RUNNING, ServiceStatus.IDLE) or service.status_reason == (
+            NO_CAPACITY_TO_SCALE
+        ):
+            status_set(service=service, status=ServiceStatus.SCALING, reason=reason, message=message)
+        if instances < service.billed_instances:
+            meter_set(service=service, instances=instances)  # billing stops for removed instances at once
+        service.save()
+        if service.cluster_id:
+            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * max(instances - before, 0))
+            _release(service, before - instances)
+        _enqueue_reconcile(service.pk)
+    return service
+
+
+def service_autoscale_blocked(*, service_id: UUID | str, want: int, error: str, retry_in_s: int) -> None:
+    """Say on the service that the autoscaler cannot add the instances it wants (no GPUs), and when it tries again.
+
+    The status stays; its reason (``NoCapacityToScale``) stays through reconcile passes until the autoscaler clears it
+    (``service_autoscale_unblocked``): the scale-up went through, or demand no longer asks for it.
+    """
+    with transaction.atomic():
+        service = Service.objects.select_for_update(of=("self",)).filter(pk=service_id).first()
+        if service is None or service.status in (ServiceStatus.DELETING, ServiceStatus.DELETED):
+            return
+        message = TIMELINE("autoscale_no_gpus", a=service.instances, want=want, error=error, n=retry_in_s)
+        if status_set(service=service, status=service.status, reason=NO_CAPACITY_TO_SCALE, message=message):
+            service.save()
+
+
+def service_autoscale_unblocked(*, service_id: UUID | str) -> None:
+    """Clear ``NoCapacityToScale`` from the service's status (see ``service_autoscale_blocked``)."""
+    with transaction.atomic():
+        service = Service.objects.select_for_update(of=("self",)).filter(pk=service_id).first()
+        if service is None or service.status_reason != NO_CAPACITY_TO_SCALE:
+            return
+        if status_set(service=service, status=service.status, reason="", message=""):
+            service.save()
 
 
 def _stop(service: Service, *, actor, reason: str, message: str | Text = "") -> None:

@@ -15,9 +15,10 @@ zero instances be woken by its first request. Key names, all under the platform 
     one element pushed with every addition to ``wake`` (trimmed to a few): the autoscaler's loop blocks on it between
     ticks (BLPOP), so a wake request is acted on at once rather than at the next tick.
 
-Counters are kept exact by pairing every increment with its decrement in the same script that settles the request;
-a worker killed mid-request leaves its increments behind, which the open-request sweeper (``metering.open_requests``)
-takes back with the rest of that request's state.
+``inflight`` is written by ``gateway.serving``: counted before admission's script (in its write), taken back with the
+call's settlement; every worker also keeps its share in its open-requests hash, so that a worker killed mid-request
+has its counts taken back by the open-request sweeper (``metering.open_requests``). It includes requests being held
+for an instance (they were admitted), so demand is the larger of ``inflight`` and ``held``, never their sum.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ class ServingSignals:
 
     @property
     def demand(self) -> int:
-        """Requests the service has to serve now: those running and those waiting for an instance."""
-        return self.inflight + self.held
+        """Requests the service has to serve now (``inflight`` counts held requests too)."""
+        return max(self.inflight, self.held)
 
     def ttft_percentile(self, q: float) -> int | None:
         """The q-th percentile (0-100) of the recent TTFT samples (nearest rank), or None without samples."""

@@ -51,6 +51,33 @@ TIMELINE = Texts(
         "policy_fixed": ngettext_lazy(
             "fixed at %(n)d instance: no autoscaling", "fixed at %(n)d instances: no autoscaling", "n"
         ),
+        # The autoscaler's decisions (deployments.autoscaling): "a → n: why".
+        "autoscale_demand": _(
+            "%(a)d → %(n)d: %(demand)d requests in flight or waiting, target %(target)d per instance"
+        ),
+        "autoscale_down_demand": _(
+            "%(a)d → %(n)d: at most %(demand)d requests in flight or waiting for %(window)d s, "
+            "target %(target)d per instance"
+        ),
+        "autoscale_ttft": _("%(a)d → %(n)d: TTFT p95 %(p95)d ms, goal %(goal)d ms"),
+        "autoscale_down_ttft": _("%(a)d → %(n)d: TTFT p95 at most %(p95)d ms for %(window)d s, goal %(goal)d ms"),
+        "autoscale_kv_cache": _("%(a)d → %(n)d: KV cache %(usage)d%% used, target %(target)d%%"),
+        "autoscale_down_kv_cache": _(
+            "%(a)d → %(n)d: KV cache at most %(usage)d%% used for %(window)d s, target %(target)d%%"
+        ),
+        "autoscale_down_quiet": _("%(a)d → %(n)d: no requests for %(window)d s"),
+        "autoscale_panic": _(
+            "%(a)d → %(n)d: burst of %(demand)d requests in flight or waiting, at least twice what runs; "
+            "no scale-down for %(hold)d s"
+        ),
+        "autoscale_idle": ngettext_lazy("%(a)d → 0: idle %(n)d min", "%(a)d → 0: idle %(n)d min", "n"),
+        "autoscale_wake": _("0 → %(n)d: woken by a request"),
+        "autoscale_bounds": _("%(a)d → %(n)d: the policy's bounds are %(low)d to %(high)d instances"),
+        "autoscale_no_gpus": ngettext_lazy(
+            "cannot add instances (%(a)d → %(want)d): %(error)s; trying again in %(n)d second",
+            "cannot add instances (%(a)d → %(want)d): %(error)s; trying again in %(n)d seconds",
+            "n",
+        ),
     },
     choices={"status": ServiceStatus, "target": ScalingTarget},
 )
@@ -81,6 +108,10 @@ REASONS = {
     "ClusterServerError": pgettext_lazy("timeline reason", "Cluster server error"),
     "ProcessRestarted": pgettext_lazy("timeline reason", "Process restarted"),
     "WaitingForGPUs": pgettext_lazy("timeline reason", "Waiting for GPUs"),
+    "Autoscaled": pgettext_lazy("timeline reason", "Autoscaled"),
+    "ScaledToZero": pgettext_lazy("timeline reason", "Scaled to zero"),
+    "Woken": pgettext_lazy("timeline reason", "Woken by a request"),
+    "NoCapacityToScale": pgettext_lazy("timeline reason", "No GPUs to scale up"),
     # Kubernetes' words, passed on from pods and workloads.
     "Unschedulable": pgettext_lazy("timeline reason", "Cannot be scheduled"),
     "ImagePullBackOff": pgettext_lazy("timeline reason", "Image pull failing"),

@@ -584,6 +584,11 @@ def _loop_worker() -> _Worker:
     return worker
 
 
+def worker_open_key() -> str:
+    """This event loop's open-requests hash (its heartbeat started with it): what the sweeper reads if it dies."""
+    return _loop_worker().open_requests
+
+
 def stop_heartbeat() -> None:
     """Stop this event loop's heartbeat (the worker is shutting down; what it left open is swept after the grace)."""
     worker = _workers.get(asyncio.get_running_loop())

@@ -21,9 +21,10 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -31,7 +32,7 @@ from django.conf import settings
 from billing.pricing import token_amount
 from catalog.models import ModelKind
 from deployments.selectors import Endpoint
-from gateway import admission, errors, lookups, store, transport, usage
+from gateway import admission, errors, lookups, serving, store, transport, usage
 from gateway.admission import Admission
 from gateway.errors import GatewayError
 from gateway.lookups import KeyInfo, OrgInfo, Target
@@ -86,6 +87,7 @@ class Call:
     finalized: bool = False
     upstream_closed: bool = False
     finishing: asyncio.Future[None] | None = None
+    counted: serving.Counted | None = None  # the call's count in its service's serving signals, until taken back
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.t0) * 1000)
@@ -93,6 +95,12 @@ class Call:
     def mark_first_byte(self) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = self.elapsed_ms()
+
+    def uncount(self) -> None:
+        """Take the call back out of its service's in-flight requests (once), with a stream's TTFT as a sample."""
+        counted, self.counted = self.counted, None
+        if counted is not None:
+            serving.left(counted, self.ttft_ms if self.parsed.stream and self.status == "ok" else None)
 
     def fail(self, error: GatewayError) -> None:
         self.status = "error"
@@ -217,7 +225,30 @@ async def prepare(call: Call) -> list:
         completion = (parsed.max_tokens or min(settings.GATEWAY_RESERVE_MAX_TOKENS, room)) * parsed.n
     call.prompt_estimate, call.reserved_completion = typical, completion
     price = target.price_at(call.started_at) if target.public else None
-    call.admission = await admission.admit(
+    if len(target.service_ids) == 1:  # counted now, so that the count goes out in the admission's own write
+        call.counted = serving.arrived(target.service_ids[0])
+    try:
+        call.admission = await _admit(call, target, price)
+    except BaseException:
+        call.uncount()
+        raise
+    if store.outage_since is not None:
+        store.redis_back()
+    try:
+        endpoints = await lookups.endpoints_for(target.service_ids)
+    except Exception:
+        await admission.release(call.admission)
+        raise
+    if not endpoints:
+        raise errors.no_ready_replica(parsed.model_id)
+    return endpoints
+
+
+def _admit(call: Call, target: Target, price) -> Coroutine[Any, Any, Admission]:
+    """The admission of ``call`` (a coroutine, so ``prepare`` can wrap it without another frame)."""
+    parsed = call.parsed
+    typical, completion = call.prompt_estimate, call.reserved_completion
+    return admission.admit(
         request_id=call.request_id,
         org_id=call.org.id,
         key=call.key,
@@ -241,16 +272,6 @@ async def prepare(call: Call) -> list:
             "currency": price.currency if price is not None else "",
         },
     )
-    if store.outage_since is not None:
-        store.redis_back()
-    try:
-        endpoints = await lookups.endpoints_for(target.service_ids)
-    except Exception:
-        await admission.release(call.admission)
-        raise
-    if not endpoints:
-        raise errors.no_ready_replica(parsed.model_id)
-    return endpoints
 
 
 def upstream_payload(call: Call) -> bytes:
@@ -289,6 +310,7 @@ async def start(call: Call) -> None:
         raise
     except BaseException:  # cancelled, or Redis or the database failed: the replica's answer is not left open
         call.close_upstream()
+        call.uncount()  # no finish() follows such a failure
         raise
 
 
@@ -304,6 +326,8 @@ async def open_upstream(call: Call, endpoints: list[Endpoint]) -> None:
         if endpoint is None:
             break
         tried.add(endpoint.base_url)
+        if call.counted is None and endpoint.service_id:  # a model of several services: counted where it goes
+            call.counted = serving.arrived(endpoint.service_id)
         router.started(endpoint)
         try:
             response = await transport.request(endpoint, path, payload, call.request_id)
@@ -402,6 +426,7 @@ async def _finalize(call: Call) -> None:
         return
     call.finalized = True
     call.latency_ms = call.elapsed_ms()
+    call.uncount()  # fired: goes out in the settlement's write
     prompt, completion, cached = _usage_tokens(call)
     target = call.target
     price = target.price_at(call.started_at) if target is not None and target.public else None

@@ -268,6 +268,10 @@ SERVICE_PROGRESS_TIMEOUT_S = env.integer("SERVICE_PROGRESS_TIMEOUT_S", 900, mini
 # GPUs an organization's services may hold in one region (at their maximum when they autoscale) where a platform admin
 # set no GpuQuota for it; the platform's own (public) services are limited only by a GpuQuota row.
 DEPLOY_DEFAULT_GPU_QUOTA = env.integer("DEPLOY_DEFAULT_GPU_QUOTA", 64, minimum=0)
+# Longest a scaled-down local instance finishes its requests before it is stopped anyway.
+SERVICE_DRAIN_GRACE_S = env.integer("SERVICE_DRAIN_GRACE_S", 300, minimum=0)
+# The autoscaler (`manage.py autoscale`): seconds between its ticks (a wake request is acted on at once).
+AUTOSCALE_TICK_S = env.decimal("AUTOSCALE_TICK_S", "5")
 QUICKSTART_STEPS = ["seed_platform"]
 CELERY_BEAT_SCHEDULE["deployments-reconcile-all"] = {"task": "deployments.reconcile_all", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["deployments-check-clusters"] = {"task": "deployments.check_clusters", "schedule": 60.0}

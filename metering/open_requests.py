@@ -14,6 +14,9 @@ worker (one event loop) ``w``:
   to the prompt estimate and ``t``), ``r`` the replica, ``ttft`` and ``at``.
   ``slice:<id>`` → the key names (held, holds, deadlines) of a balance slice the worker holds (released whole when
   the worker is found dead: none of its requests can use it any more).
+  ``sig:<service id>`` → how many of the service's in-flight requests (``deployments.serving_signals``) this worker
+  counted and has not taken back (``gateway.serving``); subtracted from the service's count when the worker is found
+  dead, so ``inflight`` returns to the truth.
 - ``open-workers``, a sorted set: worker → its last heartbeat (``time.time()``, every third of the grace).
 - ``open-deadlines``, a sorted set: ``<open-requests key> <request id>`` → when the reservation expires.
 - ``open-swept``, a sorted set: request id → when the sweeper settled it. A settlement that finds its marker gone
@@ -41,10 +44,12 @@ from django.conf import settings
 
 from core.redis import client as sredis
 from core.redis import key as k
+from deployments import serving_signals
 from metering.ingestion import stream_key
 
 logger = logging.getLogger(__name__)
 
+SIGNAL_FIELD_PREFIX = "sig:"  # a worker's count of a service's in-flight requests, in its open-requests hash
 SWEPT_KEEP_SECONDS = 86400  # a settlement arriving later than this after its sweep is not expected
 LOST = "gateway_worker_lost"
 
@@ -140,6 +145,16 @@ redis.call('HDEL', holds, slice_id)
 redis.call('ZREM', hold_deadlines, slice_id)
 redis.call('DECRBY', held, tonumber(amount))
 return 1
+"""
+
+
+# A dead worker's in-flight counts are taken back from each service's signals.
+_UNCOUNT = """
+local open_requests, signal = KEYS[1], KEYS[2]
+local n = tonumber(redis.call('HGET', open_requests, ARGV[1]) or '0')
+redis.call('HDEL', open_requests, ARGV[1])
+if n ~= 0 then redis.call('HINCRBY', signal, 'inflight', -n) end
+return n
 """
 
 
@@ -240,7 +255,10 @@ def open_requests_sweep(*, now: float | None = None) -> int:
         hash_key = open_key(worker)
         names = [_text(field) for field in client.hkeys(hash_key)]
         for name in names:
-            if not name.startswith("slice:") and not name.endswith((":k", ":p")):
+            if name.startswith(SIGNAL_FIELD_PREFIX):
+                service_id = name[len(SIGNAL_FIELD_PREFIX) :]
+                client.eval(_UNCOUNT, 2, hash_key, serving_signals.signal_key(service_id), name)
+            elif not name.startswith("slice:") and not name.endswith((":k", ":p")):
                 settled += _settle(client, hash_key, name, dead=True, now=now)
         for name in names:
             if name.startswith("slice:"):

@@ -63,6 +63,9 @@ class RedisClient(Protocol):
     def fire(self, *args: Any) -> None:
         """Send a command now that nobody waits on (its reply and any error are dropped): progress markers."""
 
+    def piggyback(self, *args: Any) -> None:
+        """As ``fire``, but it may wait (briefly, in order) to go out with the next command written."""
+
     async def close(self) -> None:
         """Close the connection(s)."""
 

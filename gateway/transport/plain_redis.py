@@ -38,5 +38,8 @@ class PlainRedis:
     def fire(self, *args: Any) -> None:
         asyncio.ensure_future(self.client.execute_command(*args)).add_done_callback(_forget)
 
+    def piggyback(self, *args: Any) -> None:
+        self.fire(*args)  # no write coalescing here: sent now
+
     async def close(self) -> None:
         await self.client.aclose()

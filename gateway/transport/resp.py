@@ -32,6 +32,9 @@ def _forget(task: asyncio.Future) -> None:
         task.exception()  # retrieved: nobody waits on a fired command
 
 
+PIGGYBACK_S = 0.05  # the longest a piggybacked command waits for another command's write
+
+
 class _Protocol(asyncio.Protocol):
     transport: asyncio.Transport  # set by connection_made, before the protocol is handed out
 
@@ -39,6 +42,8 @@ class _Protocol(asyncio.Protocol):
         self.client = client
         self.reader = hiredis.Reader()
         self.queued: list[bytes] = []
+        self.soon = False  # a flush is scheduled for the end of this loop iteration
+        self.timer: asyncio.TimerHandle | None = None  # a flush for piggybacked commands
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
@@ -56,11 +61,24 @@ class _Protocol(asyncio.Protocol):
     def later(self, data: bytes) -> None:
         """Send a command at the end of this loop iteration, in one write with the others queued meanwhile (for
         commands nobody waits on to answer a client: settlement and usage records)."""
-        if not self.queued:
+        if not self.soon:
+            self.soon = True
             asyncio.get_running_loop().call_soon(self.flush)
         self.queued.append(data)
 
+    def piggyback(self, data: bytes) -> None:
+        """Send a command with the next one written (in order), and after ``PIGGYBACK_S`` at the latest: for
+        commands not worth a write of their own (a serving signal of a request that makes no round trip)."""
+        self.queued.append(data)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(PIGGYBACK_S, self._timed_flush)
+
+    def _timed_flush(self) -> None:
+        self.timer = None
+        self.flush()
+
     def flush(self) -> None:
+        self.soon = False
         if self.queued:
             data = b"".join(self.queued)
             self.queued.clear()
@@ -149,6 +167,14 @@ class FastRedis:
             asyncio.ensure_future(self.execute(*args)).add_done_callback(_forget)
             return
         protocol.later(_SKIP_REPLY + hiredis.pack_command(args))
+
+    def piggyback(self, *args: Any) -> None:
+        """As ``fire``, but written with the next command this loop writes (``_Protocol.piggyback``)."""
+        protocol = self.protocol
+        if protocol is None or protocol.transport.is_closing():
+            asyncio.ensure_future(self.execute(*args)).add_done_callback(_forget)
+            return
+        protocol.piggyback(_SKIP_REPLY + hiredis.pack_command(args))
 
     def lost(self, error: Exception, protocol: _Protocol | None = None) -> None:
         if protocol is not None and protocol is not self.protocol:

@@ -81,7 +81,8 @@ def test_favicon_is_served_and_linked(client, alice_client):
 
 
 def _levels(commands: list[list[str]]) -> dict[str, str]:
-    uvicorn, worker, beat, _ingester = commands
+    uvicorn, worker, beat, _ingester, autoscaler = commands
+    assert autoscaler[-2:] == ["manage.py", "autoscale"]  # like the ingester, it reads LOG_LEVEL
     return {
         "uvicorn": uvicorn[uvicorn.index("--log-level") + 1],
         "worker": worker[worker.index("-l") + 1],

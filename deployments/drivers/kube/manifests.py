@@ -287,6 +287,24 @@ def _resources(spec: WorkloadSpec) -> dict:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
+DRAIN_PAUSE_S = 10  # a removed pod's preStop waits this long at least: the platform stops routing to it meanwhile
+STREAM_GRACE_S = 300  # then until its engine's /metrics show nothing running or waiting, this long at most
+# The preStop hook (the engine images ship python3; a hook that fails only ends the wait): the pause, then the wait
+# for vLLM's num_requests_running and num_requests_waiting to reach 0 (an engine without them ends it at once).
+# Arguments: the engine's port, the pause, the longest wait.
+DRAIN_SCRIPT = (
+    "import sys,time,urllib.request\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "end=time.time()+float(sys.argv[3])\n"
+    "while time.time()<end:\n"
+    " text=urllib.request.urlopen('http://127.0.0.1:%s/metrics'%sys.argv[1],timeout=2).read().decode()\n"
+    " busy=sum(float(l.rsplit(' ',1)[1]) for l in text.splitlines()"
+    " if l.startswith(('vllm:num_requests_running','vllm:num_requests_waiting')))\n"
+    " if busy==0: break\n"
+    " time.sleep(1)\n"
+)
+
+
 def _probes(spec: WorkloadSpec) -> dict:
     get = {"path": "/health", "port": "http"}
     return {
@@ -326,6 +344,15 @@ def _pod_spec(spec: WorkloadSpec, container: dict) -> dict:
         "volumeMounts": mounts,
         # A crashing engine's last log lines become the termination message the console shows.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        # Drain on scale-down: a pod being removed keeps serving until the platform's next observation stops routing
+        # to it (pods with a deletionTimestamp are not routed to) and its engine has finished what it runs.
+        "lifecycle": {
+            "preStop": {
+                "exec": {
+                    "command": ["python3", "-c", DRAIN_SCRIPT, str(spec.port), str(DRAIN_PAUSE_S), str(STREAM_GRACE_S)]
+                }
+            }
+        },
         **container,
     }
     pod = {
@@ -334,7 +361,7 @@ def _pod_spec(spec: WorkloadSpec, container: dict) -> dict:
         "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
         # Service links would inject e.g. VLLM_PORT=tcp://... for a Service named "vllm" and crash the engine.
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 60,
+        "terminationGracePeriodSeconds": DRAIN_PAUSE_S + STREAM_GRACE_S + 30,
     }
     if spec.gpu_product:
         pod["nodeSelector"] = {GPU_PRODUCT_LABEL: spec.gpu_product}

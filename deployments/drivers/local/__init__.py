@@ -38,6 +38,7 @@ DEFAULT_LOCAL_GPUS = 8
 DEFAULT_LOCAL_GPU_MEMORY_GB = 80
 HEALTH_TIMEOUT_S = 1.0
 STOP_GRACE_S = 5.0
+DRAIN_SETTLE_S = 2.0
 
 
 @dataclass
@@ -58,6 +59,7 @@ class LocalObservation:
     reason: str = ""
     message: str | Text = ""
     lost_since: datetime | None = None  # when the earliest of the restarted replicas was last seen running
+    draining: int = 0  # instances a scale-down is removing that still finish their requests
 
 
 def synthetic_nodes(
@@ -245,8 +247,42 @@ def stop(pid: int | None, *, port: int | None, grace: float = STOP_GRACE_S) -> N
         time.sleep(0.05)
 
 
+def in_flight(port: int) -> int | None:
+    """Requests the instance on ``port`` is running or has queued (its ``/metrics``), None if it does not say."""
+    from deployments.replica_metrics import parse
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=HEALTH_TIMEOUT_S)
+    try:
+        connection.request("GET", "/metrics")
+        answer = connection.getresponse()
+        if answer.status != 200:
+            return None
+        reading = parse(answer.read().decode("utf-8", "replace"))
+        return int(reading.running + reading.waiting)
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def drained(row, now: datetime) -> bool:
+    """Whether a draining instance may be stopped: its requests are done, or the grace period is over.
+
+    It drains for ``DRAIN_SETTLE_S`` at least, so that every gateway worker has dropped it from its cached
+    replicas (they refresh on the serving epoch within a second) before "nothing in flight" is believed.
+    """
+    waited = (now - row.draining_since).total_seconds()
+    if waited >= settings.SERVICE_DRAIN_GRACE_S or not process_alive(row.pid, port=row.port):
+        return True
+    return waited >= DRAIN_SETTLE_S and in_flight(row.port) == 0
+
+
 def converge(service, desired: int) -> LocalObservation:
-    """Make ``desired`` processes of ``service`` run; restart dead ones; stop extras. Replica rows are kept current."""
+    """Make ``desired`` processes of ``service`` run; restart dead ones; stop extras. Replica rows are kept current.
+
+    A running service's extras drain first (``Replica.draining_since``: no new requests, stopped once idle); a
+    stopped or deleted service's are stopped at once.
+    """
     from deployments.models import Replica
 
     known = {r.name: r for r in Replica.objects.filter(service=service)}
@@ -255,10 +291,24 @@ def converge(service, desired: int) -> LocalObservation:
     restarted: list[str] = []
     last_seen: list[datetime] = []
     spawned = 0
+    draining = 0
+    now = timezone.now()
     for name, row in known.items():
-        if name not in wanted:
-            stop(row.pid, port=row.port)
-            row.delete()
+        if name in wanted:
+            if row.draining_since is not None:  # wanted again (scaled back up while it drained): serves again
+                row.draining_since = None
+                row.save(update_fields=["draining_since"])
+            continue
+        if service.desired_running and row.pid and row.port and process_alive(row.pid, port=row.port):
+            if row.draining_since is None:
+                row.draining_since = now
+                row.save(update_fields=["draining_since"])  # the gateway drops it (serving epoch)
+            if not drained(row, now):
+                draining += 1  # observed (not ready), so that its row and its drain are kept
+                live.append(LocalReplica(name, row.base_url, False, row.pid, row.port))
+                continue
+        stop(row.pid, port=row.port)
+        row.delete()
     for name in wanted:
         existing = known.get(name)
         if existing is not None and existing.pid and existing.port and process_alive(existing.pid, port=existing.port):
@@ -285,7 +335,9 @@ def converge(service, desired: int) -> LocalObservation:
         live.append(LocalReplica(name, base_url, False, pid, port))
         spawned += 1
     ready = sum(1 for r in live if r.ready)
-    if desired == 0:
+    if draining:
+        phase = "Scaling"
+    elif desired == 0:
         phase = "Stopped"
     elif ready >= desired:
         phase = "Running"
@@ -296,7 +348,12 @@ def converge(service, desired: int) -> LocalObservation:
     else:
         phase = "Starting"
     observation = LocalObservation(
-        phase=phase, ready=ready, replicas=live, restarted=restarted, lost_since=min(last_seen, default=None)
+        phase=phase,
+        ready=ready,
+        replicas=live,
+        restarted=restarted,
+        lost_since=min(last_seen, default=None),
+        draining=draining,
     )
     if restarted:
         observation.reason = "ProcessRestarted"

@@ -59,7 +59,7 @@ class Command(BaseCommand):
         return os.environ.get("LOG_LEVEL") or ("INFO" if verbose else "WARNING")
 
     def process_commands(self, host: str, port: int, *, verbose: bool) -> list[list[str]]:
-        """The command lines of the web server, the Celery worker and beat, and the usage ingester."""
+        """The command lines of the web server, the Celery worker and beat, the usage ingester and the autoscaler."""
         py, level = sys.executable, self.log_level(verbose=verbose)
         return [
             [
@@ -93,6 +93,8 @@ class Command(BaseCommand):
             # The usage ingester: records leave Redis for PostgreSQL within about a second (beat's 5-second task is
             # only the fallback when no ingester runs).
             [py, "manage.py", "ingest_usage"],
+            # The autoscaler: scales autoscaled services to their demand, wakes Idle ones on a request.
+            [py, "manage.py", "autoscale"],
         ]
 
     def process_env(self, host: str, port: int, *, verbose: bool) -> dict[str, str]:
