@@ -94,6 +94,9 @@ def _status_for(service: Service, observed: Observed) -> str:
             if observed.ready == 0 and observed.phase in ("Stopped", "Missing")
             else ServiceStatus.STOPPING
         )
+    if service.instances == 0:
+        # Scaled to zero by its autoscaling policy: nothing runs, nothing is billed or routed, a request wakes it.
+        return ServiceStatus.IDLE
     return _PHASE_STATUS.get(observed.phase, ServiceStatus.CREATING)
 
 

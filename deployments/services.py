@@ -7,12 +7,15 @@ loop (deployments.reconcile) makes the cluster match and records what it observe
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from typing import Any
 from uuid import UUID
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.crypto import SecretDecryptError, decrypt, encrypt
@@ -41,6 +44,7 @@ from deployments.models import (
     ModelCache,
     PreemptionPolicy,
     Region,
+    ScalingMode,
     Service,
     ServiceStatus,
 )
@@ -49,6 +53,8 @@ from deployments.signals import subscription_cover_requested
 from deployments.texts import TIMELINE
 from tenancy.permissions import require
 from tenancy.services import audit_record
+
+log = logging.getLogger(__name__)
 
 MAX_INSTANCES = 32
 SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
@@ -497,6 +503,39 @@ def subscription_cover(*, service: Service, instances: int, actor: Any) -> None:
         )
 
 
+def _service_new(
+    *, org, catalog_model, region: Region, name: str, placement, instances: int, billing_mode: str, actor
+) -> Service:
+    """The unsaved row of a new service placed by ``placement``, priced at the region's price now."""
+    variant = placement.variant
+    hourly, monthly, currency = instance_prices(region, placement.gpu_product, variant.gpu_count)
+    return Service(
+        org=org,
+        name=name,
+        catalog_model=catalog_model,
+        region=region,
+        cluster=placement.cluster,
+        variant_position=variant.position,
+        runtime=variant.runtime,
+        runtime_version=placement.runtime_version,
+        image=placement.image,
+        gpu_product=placement.gpu_product,
+        gpu_count=variant.gpu_count,
+        per_gpu_memory_gb=variant.per_gpu_memory_gb,
+        nodes_per_instance=placement.nodes_per_instance,
+        cpu=variant.cpu,
+        memory_gb=variant.memory_gb,
+        runtime_args=list(variant.custom_runtime_args or []),
+        max_model_len=catalog_model.context_length,
+        instances=instances,
+        billing_mode=billing_mode,
+        hourly_price=hourly,
+        monthly_price=monthly,
+        currency=currency,
+        created_by=actor if getattr(actor, "pk", None) else None,
+    )
+
+
 def service_create(
     *, org, actor, catalog_model, region: Region, name: str, instances: int = 1, billing_mode: str = BillingMode.PAYG
 ) -> Service:
@@ -527,32 +566,17 @@ def service_create(
             catalog_model, Region.objects.prefetch_related("clusters").get(pk=region.pk), instances=instances
         )
         variant = placement.variant
-        hourly, monthly, currency = instance_prices(region, placement.gpu_product, variant.gpu_count)
-        service = Service(
+        service = _service_new(
             org=org,
-            name=name,
             catalog_model=catalog_model,
             region=region,
-            cluster=placement.cluster,
-            variant_position=variant.position,
-            runtime=variant.runtime,
-            runtime_version=placement.runtime_version,
-            image=placement.image,
-            gpu_product=placement.gpu_product,
-            gpu_count=variant.gpu_count,
-            per_gpu_memory_gb=variant.per_gpu_memory_gb,
-            nodes_per_instance=placement.nodes_per_instance,
-            cpu=variant.cpu,
-            memory_gb=variant.memory_gb,
-            runtime_args=list(variant.custom_runtime_args or []),
-            max_model_len=catalog_model.context_length,
+            name=name,
+            placement=placement,
             instances=instances,
             billing_mode=billing_mode,
-            hourly_price=hourly,
-            monthly_price=monthly,
-            currency=currency,
-            created_by=actor if getattr(actor, "pk", None) else None,
+            actor=actor,
         )
+        hourly = service.hourly_price
         try:
             with transaction.atomic():
                 service.save()
@@ -735,3 +759,148 @@ def service_delete(*, service: Service, actor) -> Service:
         audit_record(org=service.org, actor=actor, action="service.delete", target=service, data={"name": service.name})
         _enqueue_reconcile(service.pk)
     return service
+
+
+# --- scale to zero: public services that start Idle, and waking on a request ----------------------------------------
+
+
+def public_service_create(
+    *, org, catalog_model, region: Region, name: str, min_instances: int, max_instances: int
+) -> Service:
+    """A public (platform) service of ``catalog_model`` that autoscales between the bounds, created by the platform.
+
+    At ``min_instances`` 0 it is created Idle: placed (the model must fit the region now, so that a wake can succeed)
+    but holding no GPU and running nothing until a request wakes it (``service_wake``); its cost is the platform's.
+    """
+    if not isinstance(min_instances, int) or not 0 <= min_instances <= max_instances <= MAX_INSTANCES:
+        raise ApplicationError(
+            _("The instance bounds must satisfy 0 ≤ minimum ≤ maximum ≤ %(max)d.") % {"max": MAX_INSTANCES},
+            field="min_instances",
+        )
+    if not SERVICE_NAME_RE.match(name or ""):
+        raise ApplicationError(_("Not a valid service name."), field="name")
+    with transaction.atomic():
+        Region.objects.select_for_update().get(pk=region.pk)
+        placement = place(
+            catalog_model,
+            Region.objects.prefetch_related("clusters").get(pk=region.pk),
+            instances=max(min_instances, 1),
+        )
+        service = _service_new(
+            org=org,
+            catalog_model=catalog_model,
+            region=region,
+            name=name,
+            placement=placement,
+            instances=min_instances,
+            billing_mode=BillingMode.PAYG,
+            actor=None,
+        )
+        service.scaling_mode = ScalingMode.AUTOSCALE
+        service.min_instances, service.max_instances = min_instances, max_instances
+        if min_instances == 0:
+            service.status = ServiceStatus.IDLE
+        service.save()
+        event_record(
+            service=service,
+            kind=EventKind.STATUS,
+            status=service.status,
+            reason="Created",
+            message=TIMELINE(
+                "created",
+                n=min_instances,
+                model=catalog_model.name,
+                cluster=placement.cluster.name,
+                gpus=placement.variant.gpu_count,
+                product=placement.gpu_product,
+            ),
+        )
+        if min_instances:
+            _reserve(placement.cluster.pk, placement.gpu_product, placement.variant.gpu_count * min_instances)
+        audit_record(
+            org=org,
+            actor=None,
+            action="service.create",
+            target=service,
+            data={
+                "name": name,
+                "model": catalog_model.slug,
+                "region": region.code,
+                "instances": min_instances,
+                "min_instances": min_instances,
+                "max_instances": max_instances,
+                "cluster": placement.cluster.name,
+            },
+        )
+        _enqueue_reconcile(service.pk)
+    return service
+
+
+def service_wake(*, service_id: UUID | str) -> Service | None:
+    """Wake an autoscaling service at zero instances for the requests that wait for it; the service when woken.
+
+    It gets ``max(min_instances, 1)`` instances, a new generation and a timeline event ("woken by a request"), and a
+    reconcile pass starts them. Idempotent: a service that already has instances (woken before, by another worker's
+    request or a person), is stopped, fixed or being deleted is left as it is (None). A wake the cluster has no room
+    for leaves the service Idle and says so on its timeline; the gateway asks again while requests wait.
+    """
+    with transaction.atomic():
+        service = (
+            Service.objects.select_for_update(of=("self",))
+            .select_related("org", "cluster", "region")
+            .filter(pk=service_id)
+            .first()
+        )
+        if (
+            service is None
+            or service.instances > 0
+            or not service.desired_running
+            or service.scaling_mode != ScalingMode.AUTOSCALE
+            or service.status in (ServiceStatus.DELETING, ServiceStatus.DELETED)
+        ):
+            return None
+        instances = max(service.min_instances, 1)
+        try:
+            _capacity_for(service, instances)
+        except ApplicationError as exc:
+            if status_set(
+                service=service,
+                status=service.status,
+                reason="WakeFailed",
+                message=TIMELINE("wake_no_capacity", error=exc.message),
+            ):
+                service.save()
+            return None
+        hourly, monthly, currency = instance_prices(service.region, service.gpu_product, service.gpu_count)
+        service.instances = instances
+        service.hourly_price, service.monthly_price, service.currency = hourly, monthly, currency
+        service.generation += 1
+        service.last_scaled_at = timezone.now()
+        status_set(
+            service=service, status=ServiceStatus.PENDING, reason="Woken", message=TIMELINE("woken", n=instances)
+        )
+        service.save()
+        if service.cluster_id:
+            _reserve(service.cluster_id, service.gpu_product, service.gpu_count * instances)
+        _enqueue_reconcile(service.pk)
+    return service
+
+
+def wake_pending() -> list[str]:
+    """Wake every service that held requests asked for (``serving_signals.wake_requests_take``); the ids woken.
+
+    The autoscaler's loop calls this whenever ``wake:notify`` has an element (or each tick). A failure is that
+    service's alone: it is logged and the others are still woken; the gateway asks again while its requests wait.
+    """
+    from deployments.serving_signals import wake_requests_take
+
+    woken = []
+    for service_id in wake_requests_take():
+        try:
+            if service_wake(service_id=service_id) is not None:
+                woken.append(service_id)
+        except (ValueError, ValidationError):
+            log.warning("wake request for %r: not a service id", service_id)
+        except Exception:
+            log.exception("could not wake service %s", service_id)
+    return woken

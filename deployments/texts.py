@@ -42,6 +42,12 @@ TIMELINE = Texts(
         ),
         "waiting_for_gpus": _("waiting for GPUs: %(scheduler)s"),
         "unschedulable": _("no node of %(cluster)s can hold %(gpus)d× %(product)s: %(scheduler)s"),
+        "woken": ngettext_lazy(
+            "woken by a request: 0 → %(n)d instance",
+            "woken by a request: 0 → %(n)d instances",
+            "n",
+        ),
+        "wake_no_capacity": _("a request could not wake it: %(error)s"),
         "process_restarted": ngettext_lazy(
             "restarted %(names)s: the process had exited",
             "restarted %(names)s: the processes had exited",
@@ -76,6 +82,8 @@ REASONS = {
     "ClusterServerError": pgettext_lazy("timeline reason", "Cluster server error"),
     "ProcessRestarted": pgettext_lazy("timeline reason", "Process restarted"),
     "WaitingForGPUs": pgettext_lazy("timeline reason", "Waiting for GPUs"),
+    "Woken": pgettext_lazy("timeline reason", "Woken by a request"),
+    "WakeFailed": pgettext_lazy("timeline reason", "Could not wake"),
     # Kubernetes' words, passed on from pods and workloads.
     "Unschedulable": pgettext_lazy("timeline reason", "Cannot be scheduled"),
     "ImagePullBackOff": pgettext_lazy("timeline reason", "Image pull failing"),
