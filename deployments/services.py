@@ -12,10 +12,11 @@ import re
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from core.crypto import SecretDecryptError, decrypt, encrypt
@@ -861,7 +862,10 @@ def service_wake(*, service_id: UUID | str) -> Service | None:
             return None
         instances = max(service.min_instances, 1)
         try:
-            _capacity_for(service, instances)
+            # The refusal is stored as a parameter of the timeline text: in the platform's language, not in whatever
+            # language the calling thread last served.
+            with translation.override(settings.LANGUAGE_CODE):
+                _capacity_for(service, instances)
         except ApplicationError as exc:
             if status_set(
                 service=service,
