@@ -5,6 +5,7 @@
 
     python bench/gateway_bench.py overhead --workers 2
     python bench/gateway_bench.py cpu        # CPU time per request of simulator, gateway worker, client, Redis
+    python bench/gateway_bench.py held       # normal traffic's latency and CPU with 1,000 requests held meanwhile
 
 Needs PostgreSQL and Redis (DATABASE_URL, default postgres://postgres@127.0.0.1:5432/maas_bench, created and
 migrated on first use; REDIS_URL). The bench org has a published balance, so requests reserve their worst case and
@@ -599,6 +600,145 @@ def cpu(args) -> None:
         sim.terminate()
 
 
+def setup_idle_service() -> str:
+    """``public/bench-idle``: a public model scaled to zero (autoscale, minimum 0) that nothing wakes here, so that
+    every request for it is held by the gateway until its client leaves; returns the service id."""
+    import django
+
+    django.setup()
+    from decimal import Decimal
+
+    from catalog.models import CatalogModel
+    from deployments.models import Region, ScalingMode, Service, ServiceStatus
+    from deployments.serving_signals import signal_key
+    from gateway.store import sredis
+    from tenancy.models import Organization
+
+    public = Organization.objects.get(namespace="public")
+    base = CatalogModel.objects.get(slug="bench-chat")
+    model = CatalogModel.objects.filter(slug="bench-idle").first()
+    if model is None:
+        model = CatalogModel.objects.get(pk=base.pk)
+        model.pk, model.slug, model.spec_file = None, "bench-idle", "bench-idle.yaml"
+        model.save()
+    Service.objects.filter(org=public, name="bench-idle").delete()
+    service = Service.objects.create(
+        org=public,
+        name="bench-idle",
+        catalog_model=model,
+        region=Region.objects.get(code="bench-1"),
+        variant_position=0,
+        runtime="vllm",
+        runtime_version="0.10.2",
+        image="-",
+        gpu_count=1,
+        per_gpu_memory_gb=80,
+        cpu=8,
+        memory_gb=64,
+        max_model_len=32768,
+        instances=0,
+        hourly_price=Decimal("1"),
+        currency="CNY",
+        status=ServiceStatus.IDLE,
+        scaling_mode=ScalingMode.AUTOSCALE,
+        min_instances=0,
+        max_instances=1,
+        max_wake_wait_s=3600,
+    )
+    sredis().delete(signal_key(service.pk))
+    return str(service.pk)
+
+
+def hold_clients(args) -> None:
+    """``_hold``: open ``--count`` requests for the idle model and keep them waiting until this process is ended."""
+    import uvloop
+
+    async def run():
+        connector = aiohttp.TCPConnector(limit=0)
+        headers = {"Authorization": f"Bearer {args.key}"}
+        body = {"model": "public/bench-idle", "messages": [{"role": "user", "content": "wake up"}], "max_tokens": 4}
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+
+            async def one():
+                try:
+                    async with session.post(args.url + "/v1/chat/completions", json=body, headers=headers) as r:
+                        await r.read()
+                except (aiohttp.ClientError, OSError):
+                    pass
+
+            await asyncio.gather(*(one() for _ in range(args.count)))
+
+    uvloop.run(run())
+
+
+def held(args) -> None:
+    """Normal traffic to a running model, alone and with ``--held`` requests held for a model scaled to zero."""
+    prepare_database()
+    sim_port, gw_port = free_port(), free_port()
+    sim = start_simulator(sim_port, ttft_ms=20, itl_ms=5, max_num_seqs=4096)
+    key = setup_world([f"http://127.0.0.1:{sim_port}"])
+    idle_id = setup_idle_service()
+    gw = start_gateway(gw_port)
+    url = f"http://127.0.0.1:{gw_port}"
+    from deployments.serving_signals import signals_read
+
+    def held_now() -> int:
+        return signals_read([idle_id])[idle_id].held
+
+    def until(predicate, timeout=120.0) -> float:
+        t0 = time.monotonic()
+        while not predicate():
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"held is {held_now()}")
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
+    print("| round | held meanwhile | mode | ok | errors | req/s | p50 ms | p99 ms | gateway CPU µs/request |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    try:
+        measure(url, key, "public/bench-chat", concurrency=8, requests=400, stream=True)  # warm up
+        for round_ in range(1, args.rounds + 1):
+            for holding in (0, args.held):
+                holder = None
+                if holding:
+                    holder = subprocess.Popen(
+                        [sys.executable, __file__, "_hold", "--url", url, "--key", key, "--count", str(holding)],
+                        cwd=REPO,
+                    )
+                    took = until(lambda n=holding: held_now() == n)
+                    print(f"<!-- {holding} requests held after {took:.1f} s -->", flush=True)
+                for stream in (False, True):
+                    before = _cpu_seconds(gw.pid)
+                    result = summarize(
+                        [
+                            measure(
+                                url,
+                                key,
+                                "public/bench-chat",
+                                concurrency=args.concurrency,
+                                requests=args.requests,
+                                stream=stream,
+                            )
+                        ]
+                    )
+                    cpu_us = (_cpu_seconds(gw.pid) - before) * 1e6 / max(result["ok"], 1)
+                    print(
+                        f"| {round_} | {holding} | {'stream (TTFT)' if stream else 'non-stream'} | {result['ok']} "
+                        f"| {result['errors']} | {result['rps']:.0f} | "
+                        f"{result['ttft_p50']:.1f} | {result['ttft_p99']:.1f} | {cpu_us:.0f} |",
+                        flush=True,
+                    )
+                if holder is not None:
+                    assert held_now() == holding, held_now()
+                    holder.terminate()
+                    holder.wait()
+                    took = until(lambda: held_now() == 0)
+                    print(f"<!-- their clients gone: held back to 0 after {took:.1f} s -->", flush=True)
+    finally:
+        gw.terminate()
+        sim.terminate()
+
+
 def routing(args) -> None:
     import uvloop
 
@@ -730,6 +870,15 @@ def main() -> None:
         g.add_argument(name, type=int, required=True)
     g.add_argument("--stream", action="store_true")
     g.add_argument("--client", choices=("aiohttp", "lean"), default="aiohttp")
+    h = sub.add_parser("held")
+    h.add_argument("--held", type=int, default=1000, help="requests held for a model scaled to zero")
+    h.add_argument("--rounds", type=int, default=2)
+    h.add_argument("--concurrency", type=int, default=16)
+    h.add_argument("--requests", type=int, default=2000)
+    w = sub.add_parser("_hold")
+    w.add_argument("--url", required=True)
+    w.add_argument("--key", required=True)
+    w.add_argument("--count", type=int, required=True)
     r = sub.add_parser("routing")
     r.add_argument("--replicas", type=int, default=4)
     r.add_argument("--conversations", type=int, default=32)
@@ -739,7 +888,9 @@ def main() -> None:
     global LOAD_CLIENT
     if args.command in ("overhead", "cpu"):
         LOAD_CLIENT = args.client
-    {"overhead": overhead, "routing": routing, "cpu": cpu, "_load": loadgen}[args.command](args)
+    commands = {"overhead": overhead, "routing": routing, "cpu": cpu, "held": held, "_load": loadgen}
+    commands["_hold"] = hold_clients
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class PublicApi(models.TextChoices):
 
     AVAILABLE = "available", _("Public API available")
     STARTING = "starting", _("Public API starting")
+    IDLE = "idle", _("Public API wakes on first request")
     NOT_OFFERED = "not-offered", _("No public API")
 
 

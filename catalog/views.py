@@ -7,7 +7,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext_lazy as _
 
 from catalog import selectors
-from catalog.models import CatalogModel, Task
+from catalog.models import CatalogModel, PublicApi, Task
 
 PAGE_SIZE = 12
 
@@ -52,6 +52,8 @@ def model_detail(request, slug):
     context = {
         "model": model,
         "public_api": selectors.public_api([model.slug])[model.slug],
+        # Callable now, or on the first request (which wakes it): both show the snippet and the playground link.
+        "callable_states": (PublicApi.AVAILABLE, PublicApi.IDLE),
         "variants": list(model.variants.all()),
         "playground_url": _url_or_none("playground:index"),
         "deploy_url": _url_or_none("deployments:service-new", model.slug),

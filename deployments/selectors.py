@@ -6,24 +6,55 @@ Contract for the gateway:
 - ``callable_models(org)``: the model ids an org can call now (for ``GET /v1/models``).
 
 A public model resolves while one of its public services is offered (``OFFERED_STATUSES``: being created, started,
-scaled or running), so that a request made while its replicas warm up (a restart, a scale from a failure) gets the
-same 503 ``no_ready_replica`` with ``Retry-After`` as an organization's own service, not a 404; a model with no such
-service is not offered and answers 404. The marketplace reads the same rule (``public_api_status``).
+scaled or running, or Idle: scaled to zero by its autoscaling policy), so that a request made while its replicas warm
+up (a restart, a scale from a failure) gets the same 503 ``no_ready_replica`` with ``Retry-After`` as an
+organization's own service, not a 404; a model with no such service is not offered and answers 404. The marketplace
+reads the same rule (``public_api_status``).
+
+Wake on request: a target names the service a request may wake (``ModelTarget.wake_service_id``: an autoscaling
+service that is Idle or on its way up) and how long a request waits for it (``max_wake_wait_s``); the gateway holds
+such a request instead of answering 503 (``gateway/waking.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 
 from catalog.models import PublicApi
 from deployments.drivers import driver_for
-from deployments.models import PUBLIC_NAMESPACE, Replica, Service, ServiceStatus
+from deployments.models import PUBLIC_NAMESPACE, Replica, ScalingMode, Service, ServiceStatus
 
 CALLABLE_STATUSES = (ServiceStatus.RUNNING, ServiceStatus.SCALING)
-# A public service in one of these is offered: callable now, or soon (its requests get 503 with Retry-After).
-OFFERED_STATUSES = (ServiceStatus.PENDING, ServiceStatus.CREATING, ServiceStatus.STARTING, *CALLABLE_STATUSES)
+STARTING_STATUSES = (ServiceStatus.PENDING, ServiceStatus.CREATING, ServiceStatus.STARTING)
+# A public service in one of these is offered: callable now, soon (its requests get 503 with Retry-After), or on its
+# first request (Idle: the request is held while the service wakes).
+OFFERED_STATUSES = (*STARTING_STATUSES, *CALLABLE_STATUSES, ServiceStatus.IDLE)
+
+
+class ServingState:
+    """What ``/v1/models`` and the playground say of a callable model (``status``)."""
+
+    READY = "ready"  # a ready instance answers now
+    STARTING = "starting"  # instances are on their way up: requests wait (autoscaling) or get 503 with Retry-After
+    IDLE = "idle"  # scaled to zero: the first request wakes it and waits for it
+
+
+def serving_state(status: str) -> str:
+    if status in CALLABLE_STATUSES:
+        return ServingState.READY
+    if status == ServiceStatus.IDLE:
+        return ServingState.IDLE
+    return ServingState.STARTING
+
+
+def _wakeable(service: Service) -> bool:
+    """Whether a request that finds no ready replica of ``service`` waits for one (held while the service wakes or
+    starts) rather than being answered 503 at once: autoscaling services that should run."""
+    return (
+        service.scaling_mode == ScalingMode.AUTOSCALE and service.desired_running and service.status in OFFERED_STATUSES
+    )
 
 
 @dataclass(frozen=True)
@@ -47,6 +78,10 @@ class ModelTarget:
     context_length: int
     owner_org_id: str  # the org owning the services (the platform org for public models)
     kind: str  # catalog.models.ModelKind: which endpoints it answers (chat or embeddings)
+    # An autoscaling service a request may wake when no replica is ready (None: such a request gets 503 at once),
+    # and the longest such a request waits for a ready replica.
+    wake_service_id: str | None = None
+    max_wake_wait_s: int = 0
 
 
 def _public_services(slug: str):
@@ -67,6 +102,7 @@ def resolve_model_target(model_id: str, org) -> ModelTarget | None:
         if not services:
             return None
         first = services[0]
+        wakeable = next((s for s in services if _wakeable(s)), None)
         return ModelTarget(
             model_id=model_id,
             public=True,
@@ -77,6 +113,8 @@ def resolve_model_target(model_id: str, org) -> ModelTarget | None:
             context_length=first.max_model_len,
             owner_org_id=str(first.org_id),
             kind=first.catalog_model.kind,
+            wake_service_id=str(wakeable.pk) if wakeable is not None else None,
+            max_wake_wait_s=wakeable.max_wake_wait_s if wakeable is not None else 0,
         )
     if org is None or namespace != org.namespace:
         return None
@@ -99,32 +137,43 @@ def resolve_model_target(model_id: str, org) -> ModelTarget | None:
         context_length=service.max_model_len,
         owner_org_id=str(service.org_id),
         kind=service.catalog_model.kind,
+        wake_service_id=str(service.pk) if _wakeable(service) else None,
+        max_wake_wait_s=service.max_wake_wait_s if _wakeable(service) else 0,
     )
 
 
 def callable_models(org) -> list[dict]:
-    """Public models with a running public deployment, then the org's running services."""
+    """Public models with an offered public deployment, then the org's running (or Idle, autoscaling) services; each
+    with its ``status`` (``ServingState``): ready, starting, or idle (the first request wakes it)."""
     items: dict[str, dict] = {}
     public = Service.objects.filter(
-        org__namespace=PUBLIC_NAMESPACE, catalog_model__listed=True, status__in=CALLABLE_STATUSES
+        org__namespace=PUBLIC_NAMESPACE, catalog_model__listed=True, status__in=OFFERED_STATUSES
     )
-    for service in public.select_related("catalog_model").order_by("catalog_model__slug"):
-        items.setdefault(
-            f"public/{service.catalog_model.slug}",
+    rank = {ServingState.READY: 0, ServingState.STARTING: 1, ServingState.IDLE: 2}
+    for service in public.select_related("catalog_model").order_by("catalog_model__slug", "created_at"):
+        model_id = f"public/{service.catalog_model.slug}"
+        state = serving_state(service.status)
+        item = items.setdefault(
+            model_id,
             {
-                "id": f"public/{service.catalog_model.slug}",
+                "id": model_id,
                 "owned_by": PUBLIC_NAMESPACE,
                 "created": int(service.created_at.timestamp()),
                 "catalog_slug": service.catalog_model.slug,
                 "context_length": service.max_model_len,
                 "public": True,
                 "kind": service.catalog_model.kind,
+                "status": state,
             },
         )
+        if rank[state] < rank[item["status"]]:  # one service ready is enough for the model to be ready
+            item["status"] = state
     if org is not None:
-        for service in (
-            Service.objects.for_org(org).filter(status__in=CALLABLE_STATUSES).select_related("catalog_model", "org")
-        ):
+        own = Service.objects.for_org(org).filter(
+            Q(status__in=CALLABLE_STATUSES)
+            | Q(status__in=OFFERED_STATUSES, scaling_mode=ScalingMode.AUTOSCALE, desired_running=True)
+        )
+        for service in own.select_related("catalog_model", "org"):
             items[service.model_id] = {
                 "id": service.model_id,
                 "owned_by": org.namespace,
@@ -133,13 +182,15 @@ def callable_models(org) -> list[dict]:
                 "context_length": service.max_model_len,
                 "public": False,
                 "kind": service.catalog_model.kind,
+                "status": serving_state(service.status),
             }
     return list(items.values())
 
 
 def public_api_status(*, slugs, **_kwargs) -> dict[str, PublicApi]:
     """Receiver of ``catalog.signals.public_api_requested``: for each of ``slugs`` with an offered public service,
-    AVAILABLE when one has a ready replica the gateway routes to, else STARTING (one query)."""
+    AVAILABLE when one has a ready replica the gateway routes to, else STARTING, or IDLE when every one is scaled to
+    zero and wakes on a request (one query)."""
     ready = Replica.objects.filter(service=OuterRef("pk"), ready=True)
     rows = (
         Service.objects.filter(
@@ -149,11 +200,16 @@ def public_api_status(*, slugs, **_kwargs) -> dict[str, PublicApi]:
         .values_list("catalog_model__slug", "status", "has_ready")
     )
     found: dict[str, PublicApi] = {}
+    rank = {PublicApi.AVAILABLE: 0, PublicApi.STARTING: 1, PublicApi.IDLE: 2}
     for slug, status, has_ready in rows:
         if has_ready and status in CALLABLE_STATUSES:
-            found[slug] = PublicApi.AVAILABLE
+            state = PublicApi.AVAILABLE
+        elif status == ServiceStatus.IDLE:
+            state = PublicApi.IDLE
         else:
-            found.setdefault(slug, PublicApi.STARTING)
+            state = PublicApi.STARTING
+        if slug not in found or rank[state] < rank[found[slug]]:
+            found[slug] = state
     return found
 
 

@@ -7,13 +7,16 @@ loop (deployments.reconcile) makes the cluster match and records what it observe
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from core.crypto import SecretDecryptError, decrypt, encrypt
@@ -63,6 +66,8 @@ from deployments.signals import subscription_cover_requested
 from deployments.texts import TIMELINE
 from tenancy.permissions import require, require_platform_staff
 from tenancy.services import audit_record
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$")
 CLUSTER_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,58}[a-z0-9])?$")
@@ -510,6 +515,39 @@ def subscription_cover(*, service: Service, instances: int, actor: Any) -> None:
         )
 
 
+def _service_new(
+    *, org, catalog_model, region: Region, name: str, placement, instances: int, billing_mode: str, actor
+) -> Service:
+    """The unsaved row of a new service placed by ``placement``, priced at the region's price now."""
+    variant = placement.variant
+    hourly, monthly, currency = instance_prices(region, placement.gpu_product, variant.gpu_count)
+    return Service(
+        org=org,
+        name=name,
+        catalog_model=catalog_model,
+        region=region,
+        cluster=placement.cluster,
+        variant_position=variant.position,
+        runtime=variant.runtime,
+        runtime_version=placement.runtime_version,
+        image=placement.image,
+        gpu_product=placement.gpu_product,
+        gpu_count=variant.gpu_count,
+        per_gpu_memory_gb=variant.per_gpu_memory_gb,
+        nodes_per_instance=placement.nodes_per_instance,
+        cpu=variant.cpu,
+        memory_gb=variant.memory_gb,
+        runtime_args=list(variant.custom_runtime_args or []),
+        max_model_len=catalog_model.context_length,
+        instances=instances,
+        billing_mode=billing_mode,
+        hourly_price=hourly,
+        monthly_price=monthly,
+        currency=currency,
+        created_by=actor if getattr(actor, "pk", None) else None,
+    )
+
+
 def service_create(
     *,
     org,
@@ -567,33 +605,18 @@ def service_create(
             ),
             field="max_instances" if policy.autoscale else "instances",
         )
-        hourly, monthly, currency = instance_prices(region, placement.gpu_product, variant.gpu_count)
-        service = Service(
+        service = _service_new(
             org=org,
-            name=name,
             catalog_model=catalog_model,
             region=region,
-            cluster=placement.cluster,
-            variant_position=variant.position,
-            runtime=variant.runtime,
-            runtime_version=placement.runtime_version,
-            image=placement.image,
-            gpu_product=placement.gpu_product,
-            gpu_count=variant.gpu_count,
-            per_gpu_memory_gb=variant.per_gpu_memory_gb,
-            nodes_per_instance=placement.nodes_per_instance,
-            cpu=variant.cpu,
-            memory_gb=variant.memory_gb,
-            runtime_args=list(variant.custom_runtime_args or []),
-            max_model_len=catalog_model.context_length,
+            name=name,
+            placement=placement,
             instances=instances,
             billing_mode=billing_mode,
-            hourly_price=hourly,
-            monthly_price=monthly,
-            currency=currency,
-            created_by=actor if getattr(actor, "pk", None) else None,
+            actor=actor,
         )
         policy.apply_to(service)
+        hourly = service.hourly_price
         try:
             with transaction.atomic():
                 service.save()
@@ -996,3 +1019,134 @@ def service_delete(*, service: Service, actor) -> Service:
         audit_record(org=service.org, actor=actor, action="service.delete", target=service, data={"name": service.name})
         _enqueue_reconcile(service.pk)
     return service
+
+
+# --- scale to zero: public services that start Idle, and waking on a request ----------------------------------------
+
+
+def public_service_create(
+    *, org, catalog_model, region: Region, name: str, min_instances: int, max_instances: int
+) -> Service:
+    """A public (platform) service of ``catalog_model`` that autoscales between the bounds, created by the platform.
+
+    At ``min_instances`` 0 it is created Idle: placed (the model must fit the region now, so that a wake can succeed)
+    but holding no GPU and running nothing until a request wakes it (``service_wake``); its cost is the platform's.
+    """
+    if not isinstance(min_instances, int) or not 0 <= min_instances <= max_instances <= MAX_INSTANCES:
+        raise ApplicationError(
+            _("The instance bounds must satisfy 0 ≤ minimum ≤ maximum ≤ %(max)d.") % {"max": MAX_INSTANCES},
+            field="min_instances",
+        )
+    if not SERVICE_NAME_RE.match(name or ""):
+        raise ApplicationError(_("Not a valid service name."), field="name")
+    with transaction.atomic():
+        Region.objects.select_for_update().get(pk=region.pk)
+        placement = place(
+            catalog_model,
+            Region.objects.prefetch_related("clusters").get(pk=region.pk),
+            instances=max(min_instances, 1),
+        )
+        service = _service_new(
+            org=org,
+            catalog_model=catalog_model,
+            region=region,
+            name=name,
+            placement=placement,
+            instances=min_instances,
+            billing_mode=BillingMode.PAYG,
+            actor=None,
+        )
+        service.scaling_mode = ScalingMode.AUTOSCALE
+        service.min_instances, service.max_instances = min_instances, max_instances
+        if min_instances == 0:
+            service.status = ServiceStatus.IDLE
+        service.save()
+        event_record(
+            service=service,
+            kind=EventKind.STATUS,
+            status=service.status,
+            reason="Created",
+            message=TIMELINE(
+                "created",
+                n=min_instances,
+                model=catalog_model.name,
+                cluster=placement.cluster.name,
+                gpus=placement.variant.gpu_count,
+                product=placement.gpu_product,
+            ),
+        )
+        if min_instances:
+            _reserve(placement.cluster.pk, placement.gpu_product, placement.variant.gpu_count * min_instances)
+        audit_record(
+            org=org,
+            actor=None,
+            action="service.create",
+            target=service,
+            data={
+                "name": name,
+                "model": catalog_model.slug,
+                "region": region.code,
+                "instances": min_instances,
+                "min_instances": min_instances,
+                "max_instances": max_instances,
+                "cluster": placement.cluster.name,
+            },
+        )
+        _enqueue_reconcile(service.pk)
+    return service
+
+
+def service_wake(*, service_id: UUID | str) -> Service | None:
+    """Wake an autoscaling service at zero instances for the requests that wait for it; the service when woken.
+
+    It gets ``max(min_instances, 1)`` instances through the autoscaler's own path (``service_autoscale``: a new
+    generation, the GPUs reserved, Starting, the reconcile task) with the reason "woken by a request". Idempotent: a
+    service that already has instances (woken before, by another worker's request or a person), is stopped, fixed or
+    being deleted is left as it is (None). A wake the cluster has no room for leaves the service Idle and says so on
+    its timeline; the gateway asks again while requests wait.
+    """
+    service = Service.objects.filter(pk=service_id).only("instances", "min_instances").first()
+    if service is None or service.instances > 0:
+        return None
+    instances = max(service.min_instances, 1)
+    try:
+        # A refusal is stored as a parameter of the timeline text: in the platform's language, not in whatever
+        # language the calling thread last served.
+        with translation.override(settings.LANGUAGE_CODE):
+            woken = service_autoscale(
+                service_id=service_id, instances=instances, message=TIMELINE("autoscale_wake", n=instances)
+            )
+    except ApplicationError as exc:
+        if exc.code != "no_capacity":
+            raise
+        with transaction.atomic():
+            row = Service.objects.select_for_update(of=("self",)).filter(pk=service_id, instances=0).first()
+            if row is not None and status_set(
+                service=row,
+                status=row.status,
+                reason="WakeFailed",
+                message=TIMELINE("wake_no_capacity", error=exc.message),
+            ):
+                row.save()
+        return None
+    return woken if woken is not None and woken.instances == instances else None
+
+
+def wake_pending() -> list[str]:
+    """Wake every service that held requests asked for (``serving_signals.wake_requests_take``); the ids woken.
+
+    The autoscaler's loop calls this whenever ``wake:notify`` has an element (or each tick). A failure is that
+    service's alone: it is logged and the others are still woken; the gateway asks again while its requests wait.
+    """
+    from deployments.serving_signals import wake_requests_take
+
+    woken = []
+    for service_id in wake_requests_take():
+        try:
+            if service_wake(service_id=service_id) is not None:
+                woken.append(service_id)
+        except (ValueError, ValidationError):
+            log.warning("wake request for %r: not a service id", service_id)
+        except Exception:
+            log.exception("could not wake service %s", service_id)
+    return woken

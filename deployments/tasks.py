@@ -15,6 +15,19 @@ log = logging.getLogger(__name__)
 # Transitional services are looked at again this soon; a busy service (another worker holds it) a little later.
 POLL_SECONDS = 3
 BUSY_RETRY_SECONDS = 2
+# ...and this soon while requests wait for it (a woken service): they are sent once a pass sees a ready instance.
+WAKE_POLL_SECONDS = 0.5
+
+
+def _poll_seconds(service_id: str) -> float:
+    from deployments.serving_signals import signals_read
+
+    try:
+        held = signals_read([service_id])[service_id].held
+    except Exception as exc:  # Redis away: poll at the usual pace
+        log.warning("could not read the serving signals of %s: %r", service_id, exc)
+        return POLL_SECONDS
+    return WAKE_POLL_SECONDS if held else POLL_SECONDS
 
 
 @shared_task(bind=True, name="deployments.reconcile_service", acks_late=True, max_retries=8)
@@ -28,7 +41,8 @@ def reconcile_service_task(self, service_id: str) -> str:
     if result.outcome == "busy":
         reconcile_service_task.apply_async((service_id,), countdown=BUSY_RETRY_SECONDS)
     elif result.outcome == "requeue" or reconcile.needs_another_pass(result.status):
-        reconcile_service_task.apply_async((service_id,), countdown=0 if result.outcome == "requeue" else POLL_SECONDS)
+        countdown = 0 if result.outcome == "requeue" else _poll_seconds(service_id)
+        reconcile_service_task.apply_async((service_id,), countdown=countdown)
     return result.outcome
 
 

@@ -42,6 +42,7 @@ TIMELINE = Texts(
         ),
         "waiting_for_gpus": _("waiting for GPUs: %(scheduler)s"),
         "unschedulable": _("no node of %(cluster)s can hold %(gpus)d× %(product)s: %(scheduler)s"),
+        "wake_no_capacity": _("a request could not wake it: %(error)s"),
         "process_restarted": ngettext_lazy(
             "restarted %(names)s: the process had exited",
             "restarted %(names)s: the processes had exited",
@@ -112,6 +113,7 @@ REASONS = {
     "ScaledToZero": pgettext_lazy("timeline reason", "Scaled to zero"),
     "Woken": pgettext_lazy("timeline reason", "Woken by a request"),
     "NoCapacityToScale": pgettext_lazy("timeline reason", "No GPUs to scale up"),
+    "WakeFailed": pgettext_lazy("timeline reason", "Could not wake"),
     # Kubernetes' words, passed on from pods and workloads.
     "Unschedulable": pgettext_lazy("timeline reason", "Cannot be scheduled"),
     "ImagePullBackOff": pgettext_lazy("timeline reason", "Image pull failing"),

@@ -8,6 +8,7 @@ disconnects cancels the upstream request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from gateway import admission, core, errors, lookups, store, transport
+from gateway import admission, core, errors, lookups, store, transport, waking
 from gateway.errors import GatewayError
 from gateway.transport import UPSTREAM_ERRORS, UpstreamResponse
 from gateway.transport.http import Response as FastResponse
@@ -40,6 +41,7 @@ ENDPOINTS = {
 }
 JSON = (b"content-type", b"application/json")
 NOSNIFF = (b"x-content-type-options", b"nosniff")
+WAKING_COMMENT = b": waking\n\n"
 SSE_HEADERS = [
     NOSNIFF,
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -144,6 +146,9 @@ async def list_models(key: lookups.KeyInfo) -> list[dict[str, Any]]:
             "created": m["created"],
             "owned_by": m["owned_by"],
             "max_model_len": m.get("context_length"),
+            # An extra field (OpenAI's clients keep unknown ones): ready, starting, or idle (the first request wakes
+            # it and waits for it).
+            "status": m["status"],
         }
         for m in items
     ]
@@ -166,7 +171,8 @@ async def _respond(call: core.Call, send: Send, watch: _Watch) -> None:
     relay = core.StreamRelay(call)
     ended = False  # the client's response is complete: the piece with [DONE] went out as the last body part
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
+        if not call.stream_started:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
         if isinstance(response, FastResponse) and (cycle := direct_cycle(send)) is not None:
             ended = await relay_direct(cycle, send, response, relay, watch)
         else:
@@ -177,6 +183,18 @@ async def _respond(call: core.Call, send: Send, watch: _Watch) -> None:
     if not ended:
         watch.responding = False
         await send({"type": "http.response.body", "body": _stream_error(call) if call.status == "error" else b""})
+
+
+async def _keep_alive(call: core.Call, send: Send, tick: int) -> None:
+    """Every GATEWAY_WAKE_KEEPALIVE_S while a stream is held for its waking service: the 200 and SSE headers (the
+    first time), then an SSE comment, which clients (the openai SDK among them) skip and proxies see as traffic."""
+    if tick == 0:
+        return  # the hold just started: a wake that is quick enough answers with its real status
+    if not call.stream_started:
+        call.stream_started = True
+        extra = _headers(call.admission.headers if call.admission else None, call.request_id)
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + extra})
+    await send({"type": "http.response.body", "body": WAKING_COMMENT, "more_body": True})
 
 
 def _stream_error(call: core.Call) -> bytes:
@@ -225,10 +243,20 @@ async def serve_generation(scope: Scope, receive: Receive, send: Send, endpoint:
         await call.finish()
         return
     call = core.Call(endpoint=endpoint, body=data, parsed=parsed, org=key.org, key=key, source="api")
+    call.receive = receive  # read only while the call is held for a waking service (gateway.waking)
+    if parsed.stream and settings.GATEWAY_WAKE_KEEPALIVE_S:
+        call.on_hold = functools.partial(_keep_alive, call, send)
     try:
         await core.start(call)
     except GatewayError as error:
-        await send_error(send, error, call.request_id, call.admission.headers if call.admission else None)
+        if call.stream_started:  # held with keep-alive comments: the 200 went out, the error is the stream's end
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(error.body()) + b"\n\n"})
+        else:
+            await send_error(send, error, call.request_id, call.admission.headers if call.admission else None)
+        await call.finish()
+        return
+    except waking.ClientGone:
+        call.client_gone()
         await call.finish()
         return
     current = asyncio.current_task()

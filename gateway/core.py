@@ -17,11 +17,12 @@ writes the replica's health once and settles with one usage record.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -32,7 +33,7 @@ from django.conf import settings
 from billing.pricing import token_amount
 from catalog.models import ModelKind
 from deployments.selectors import Endpoint
-from gateway import admission, errors, lookups, serving, store, transport, usage
+from gateway import admission, errors, lookups, serving, store, transport, usage, waking
 from gateway.admission import Admission
 from gateway.errors import GatewayError
 from gateway.lookups import KeyInfo, OrgInfo, Target
@@ -88,6 +89,11 @@ class Call:
     upstream_closed: bool = False
     finishing: asyncio.Future[None] | None = None
     counted: serving.Counted | None = None  # the call's count in its service's serving signals, until taken back
+    # While held for a waking service (gateway.waking): called with 0 when the hold starts, then with 1, 2, ... every
+    # GATEWAY_WAKE_KEEPALIVE_S; ``receive`` (the ASGI edge's) tells a held request that its client left.
+    on_hold: Callable[[int], Awaitable[None]] | None = None
+    receive: Callable[[], Awaitable[dict]] | None = None
+    stream_started: bool = False  # a held stream's 200 and SSE headers went out already (its keep-alive comments)
 
     def elapsed_ms(self) -> int:
         return int((time.perf_counter() - self.t0) * 1000)
@@ -240,7 +246,9 @@ async def prepare(call: Call) -> list:
         await admission.release(call.admission)
         raise
     if not endpoints:
-        raise errors.no_ready_replica(parsed.model_id)
+        if target.wake_service_id is None or target.max_wake_wait_s <= 0:
+            raise errors.no_ready_replica(parsed.model_id)
+        endpoints = await waking.hold(call, target)  # the service wakes (or starts): wait for a ready replica
     return endpoints
 
 
@@ -564,14 +572,28 @@ def read_complete(call: Call, raw: bytes) -> bytes:
     return orjson.dumps(data)
 
 
+async def _first_hold(on_waking: Callable[[], Awaitable[None]], tick: int) -> None:
+    if tick == 0:
+        await on_waking()
+
+
 async def chat_stream(
-    *, org, model_id: str, body: dict, user=None, api_key=None, source: str = "playground"
+    *,
+    org,
+    model_id: str,
+    body: dict,
+    user=None,
+    api_key=None,
+    source: str = "playground",
+    on_waking: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[dict]:
     """Stream a chat completion for the playground: chunk dicts, then one summary dict.
 
     Same routing, limits, budgets and metering as /v1. Raises GatewayError before the first chunk (unknown model
-    404, not allowed 403, 429 rate limit or insufficient_quota, 503 no ready replica, 400 bad body). Cancelling the
-    consuming task closes the upstream request and still records the streamed tokens (status "aborted").
+    404, not allowed 403, 429 rate limit or insufficient_quota, 503 no ready replica or a wake that took too long,
+    400 bad body). ``on_waking`` is awaited when the request is held while its model wakes from zero instances.
+    Cancelling the consuming task closes the upstream request and still records the streamed tokens (status
+    "aborted").
     """
     body = dict(body or {})
     body["model"] = model_id
@@ -591,6 +613,8 @@ async def chat_stream(
         user_id=getattr(user, "pk", None),
         source=source,
     )
+    if on_waking is not None:
+        call.on_hold = functools.partial(_first_hold, on_waking)
     try:
         await start(call)
     except GatewayError:

@@ -134,3 +134,18 @@ def stream_interrupted(model_id: str, code: str) -> GatewayError:
         type="server_error",
         code=code or "upstream_error",
     )
+
+
+WAKE_RETRY_AFTER = 10  # seconds: a service still waking after its longest wait is usually up within a few more
+
+
+def wake_timed_out(model_id: str, waited_s: int) -> GatewayError:
+    """A request held while its service woke from zero instances, answered when no instance was ready in time."""
+    return GatewayError(
+        503,
+        f"The model `{model_id}` is starting (it had scaled to zero) and no instance was ready within {waited_s} s; "
+        "nothing was charged. Retry shortly.",
+        type="server_error",
+        code="service_unavailable",
+        retry_after=WAKE_RETRY_AFTER,
+    )

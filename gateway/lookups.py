@@ -83,6 +83,9 @@ class Target:
     context_length: int
     kind: str  # catalog.models.ModelKind: chat (chat and text completions) or embedding
     prices: PriceHistory | None  # per-token prices of public models; dedicated services are billed per instance-hour
+    # The autoscaling service a request waits for when no replica is ready (gateway.waking), and for how long.
+    wake_service_id: str | None = None
+    max_wake_wait_s: int = 0
 
     def price_at(self, started_at: float) -> TokenRates | None:
         """The price in force when a request started (a ``time.time()``), as billing will charge it."""
@@ -152,6 +155,8 @@ def _load_target(model_id: str, org_id: str | None, namespace: str | None) -> Ta
         context_length=target.context_length,
         kind=target.kind,
         prices=prices,
+        wake_service_id=target.wake_service_id,
+        max_wake_wait_s=target.max_wake_wait_s,
     )
 
 
@@ -213,6 +218,10 @@ class TTLCache:
         value = await self.loader(*key)
         self._store(key, value)
         return value
+
+    async def reload(self, *key):
+        """Load ``key`` now, whatever the cache holds (a waiter that cannot wait for the next refresh)."""
+        return await self._load(key)
 
     async def _refresh(self, key, entry: _Entry) -> None:
         try:
@@ -296,6 +305,11 @@ async def _check_epoch() -> None:
         task.add_done_callback(_retrieve)
     if age >= EPOCH_MAX_AGE_SECONDS:
         await asyncio.shield(task)
+
+
+async def check_epochs() -> None:
+    """Re-read the epochs if they are older than ``EPOCH_CHECK_SECONDS`` (for a task that waits on a change)."""
+    await _check_epoch()
 
 
 async def key_for(key_hash: str) -> KeyInfo | None:

@@ -252,6 +252,10 @@ GATEWAY_TRANSPORT = env.choice("GATEWAY_TRANSPORT", "fast", ("fast", "plain"))
 # A stream's open marker records its progress every this many relayed tokens: what a dead worker's stream is billed
 # is the tokens relayed at the last write plus this many (never more than reserved).
 GATEWAY_PROGRESS_TOKENS = env.integer("GATEWAY_PROGRESS_TOKENS", 32, minimum=1)
+# A streamed request held while its service wakes gets its response headers and an SSE comment (": waking") after this
+# many seconds, then one every this many, so that clients and proxies do not time out; 0: none (a held stream then
+# waits silently, and a wake that takes too long is answered 503 rather than as an error event in the stream).
+GATEWAY_WAKE_KEEPALIVE_S = env.integer("GATEWAY_WAKE_KEEPALIVE_S", 10, minimum=0)
 MAAS_BALANCE_LOADER = env.string("MAAS_BALANCE_LOADER", "billing.selectors.org_spendable_balance")
 CELERY_BEAT_SCHEDULE["metering-ingest-usage"] = {"task": "metering.tasks.ingest_usage_task", "schedule": 5.0}
 CELERY_BEAT_SCHEDULE["metering-sweep-open-requests"] = {
@@ -272,6 +276,11 @@ DEPLOY_DEFAULT_GPU_QUOTA = env.integer("DEPLOY_DEFAULT_GPU_QUOTA", 64, minimum=0
 SERVICE_DRAIN_GRACE_S = env.integer("SERVICE_DRAIN_GRACE_S", 300, minimum=0)
 # The autoscaler (`manage.py autoscale`): seconds between its ticks (a wake request is acted on at once).
 AUTOSCALE_TICK_S = env.decimal("AUTOSCALE_TICK_S", "5")
+# Seconds a local engine simulator takes to "load its model" (the local driver's processes): /health answers 503 and
+# requests are refused until then, as vLLM while it loads weights; a woken service waits this long for its instance.
+LOCAL_ENGINE_STARTUP_S = env.decimal("LOCAL_ENGINE_STARTUP_S", "2")
+if not LOCAL_ENGINE_STARTUP_S.is_finite() or LOCAL_ENGINE_STARTUP_S < 0:
+    raise ImproperlyConfigured(f"LOCAL_ENGINE_STARTUP_S: must be a non-negative number, got {LOCAL_ENGINE_STARTUP_S}")
 QUICKSTART_STEPS = ["seed_platform"]
 CELERY_BEAT_SCHEDULE["deployments-reconcile-all"] = {"task": "deployments.reconcile_all", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["deployments-check-clusters"] = {"task": "deployments.check_clusters", "schedule": 60.0}

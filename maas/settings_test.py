@@ -12,6 +12,9 @@ with env.fallbacks(SECRET_KEY="test-secret-key", ENCRYPTION_KEYS="T0QxSuNjfWQB0Z
     from maas.settings import *  # noqa: F403
     from maas.settings import REDIS_URL
 
+# Local engine simulators are ready at once unless a test asks for a start-up time (tests of waking do).
+LOCAL_ENGINE_STARTUP_S = env.decimal("LOCAL_ENGINE_STARTUP_S", "0")
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Tests share one Redis with other runs on this machine; keep their keys apart.

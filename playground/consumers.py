@@ -7,7 +7,8 @@ Protocol (JSON text frames). Client → server:
 - ``{"type": "stop"}``: abort the answers being generated (upstream generation stops; streamed tokens are billed)
 
 Server → client: ``conversation`` (id, title, url; once per send), ``start`` (lane, model), ``delta`` (lane,
-text), ``done`` (lane, status, sanitized ``html``, ``stats``), ``error`` (lane or null, code, message) and
+text), ``waking`` (lane, model: the model had scaled to zero and the request waits while it starts; "starting the
+model…"), ``done`` (lane, status, sanitized ``html``, ``stats``), ``error`` (lane or null, code, message) and
 ``idle`` once every lane has finished. Lane 0 answers with ``model``; lane 1 with ``compare_model`` (compare mode).
 
 Every answer goes through ``gateway.core.chat_stream`` — the same routing, limits, metering and billing as ``/v1``,
@@ -258,8 +259,11 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     async def _consume(self, state: LaneState, body: dict):
         from gateway.core import chat_stream
 
+        async def waking():
+            await self._send({"type": "waking", "lane": state.lane, "model": state.model_id})
+
         async for item in chat_stream(
-            org=self.org, model_id=state.model_id, body=body, user=self.user, source="playground"
+            org=self.org, model_id=state.model_id, body=body, user=self.user, source="playground", on_waking=waking
         ):
             if item.get("type") == "summary":
                 state.summary = item

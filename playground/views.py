@@ -86,6 +86,7 @@ def _page(request, conversation: Conversation | None):
             "you": _("You"),
             "ready": _("Ready"),
             "generating": _("Generating…"),
+            "waking": _("Starting the model…"),
             "reconnecting": _("Disconnected — reconnecting…"),
         },
     }

@@ -206,3 +206,28 @@ def test_marketplace_cards_show_each_models_public_api_state(client, public_serv
     assert sum(1 for state in states.values() if state == "not-offered") == 14 - 3
     assert html.count('data-public-api="') == 14
     assert "Public API available" in html and "Public API starting" in html and "No public API" in html
+
+
+@pytest.mark.django_db
+def test_a_model_at_zero_instances_wakes_on_its_first_request_and_keeps_its_snippet(client, public_services):
+    from catalog.models import CatalogModel
+    from deployments.models import PUBLIC_NAMESPACE, ScalingMode, ServiceStatus
+    from tenancy.models import Organization
+    from tests.factories import ServiceFactory
+
+    ServiceFactory(
+        org=Organization.objects.get(namespace=PUBLIC_NAMESPACE),
+        catalog_model=CatalogModel.objects.get(slug="qwen3-32b"),
+        name="qwen3-32b",
+        status=ServiceStatus.IDLE,
+        scaling_mode=ScalingMode.AUTOSCALE,
+        min_instances=0,
+        instances=0,
+    )
+    html = _detail(client, "qwen3-32b")
+    assert 'data-public-api="idle"' in html and "Public API wakes on first request" in html
+    assert "data-wakes-on-request" in html and "it wakes on the first request" in html
+    assert 'id="api-snippet"' in html and "/v1/chat/completions" in html
+    assert "?model=public/qwen3-32b" in html.replace("%2F", "/")  # Try in playground: the request wakes it
+    response = client.get(MARKET, {"q": "qwen3-32b"})
+    assert 'data-public-api="idle"' in response.content.decode()

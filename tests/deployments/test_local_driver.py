@@ -95,7 +95,10 @@ def test_seed_platform_is_idempotent(catalog, django_user_model):
     assert (cluster.name, cluster.driver, cluster.region.code) == ("local", "local", "cn-shanghai-2")
     platform = Organization.objects.get(namespace="public")
     assert platform.name == "Platform"
-    assert sorted(Service.objects.for_org(platform).values_list("catalog_model__slug", flat=True)) == [
+    # The small ones run; every other model that fits is there at zero instances (tests/deployments/test_wake.py).
+    assert sorted(
+        Service.objects.for_org(platform).exclude(status="Idle").values_list("catalog_model__slug", flat=True)
+    ) == [
         "bge-m3",
         "qwen2-0.5b-instruct",
         "qwen2.5-7b-instruct",

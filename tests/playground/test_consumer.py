@@ -311,3 +311,25 @@ def test_socket_language_follows_cookie_then_browser(headers, expected):
     from playground.consumers import _language_of
 
     assert _language_of({"headers": headers}) == expected
+
+
+def _scaled_to_zero(service, wait_s: int):
+    from deployments.models import ScalingMode, ServiceStatus
+
+    service.status, service.instances, service.ready_instances = ServiceStatus.IDLE, 0, 0
+    service.scaling_mode, service.min_instances, service.max_wake_wait_s = ScalingMode.AUTOSCALE, 0, wait_s
+    service.save()
+
+
+@in_own_loop
+async def test_a_request_held_while_the_model_wakes_says_it_is_starting(alice, funded, public_model):
+    await sync_to_async(_scaled_to_zero)(public_model, 1)  # nothing wakes it here: the wait ends after a second
+    communicator, _connected, _ = await _open(alice)
+    await communicator.send_json_to(_send())
+    frames = await _until(communicator, "idle")
+    kinds = [f["type"] for f in frames]
+    waking = next(f for f in frames if f["type"] == "waking")
+    assert waking["lane"] == 0 and waking["model"] == PUBLIC_ID
+    error = next(f for f in frames if f["type"] == "error")
+    assert kinds.index("waking") < kinds.index("error") and error["code"] == "service_unavailable"
+    await communicator.disconnect()

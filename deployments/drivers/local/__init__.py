@@ -1,6 +1,9 @@
 """The local cluster driver: each instance of a service is a process on 127.0.0.1.
 
-`vllm serve` when vLLM is installed and a GPU is present, else the engine simulator (`python -m simulator`).
+`vllm serve` when vLLM is installed and a GPU is present, else the engine simulator (`python -m simulator`), which
+loads for ``LOCAL_ENGINE_STARTUP_S`` seconds as vLLM loads weights: its ``/health`` answers 503 and it refuses
+requests until then. A replica is ready (routed to, billed) only once ``/health`` answers 200, as a Kubernetes
+readiness probe gates a pod.
 State lives in the Replica rows (pid, port), written the moment a process is spawned, so a restarted worker re-adopts
 live processes instead of starting duplicates; a pid is only trusted when /proc shows the same replica's command line
 (pids are reused).
@@ -156,6 +159,8 @@ def engine_command(
         str(max_model_len),
         "--replica-id",
         replica,
+        "--load-seconds",
+        str(settings.LOCAL_ENGINE_STARTUP_S),
     ]
 
 

@@ -115,7 +115,16 @@
       case "start":
         if (lane) lane.box.querySelector(".pg-role").textContent = msg.model;
         break;
+      case "waking":
+        // The model had scaled to zero: the request waits while an instance starts (the gateway holds it).
+        if (lane) { lane.body.textContent = T.waking; lane.body.classList.add("pg-waking"); }
+        setStatus(T.waking);
+        break;
       case "delta":
+        if (lane && lane.body.classList.contains("pg-waking")) {
+          lane.body.classList.remove("pg-waking");
+          setStatus(T.generating);
+        }
         if (lane) { lane.text += msg.text; lane.body.textContent = lane.text; }
         break;
       case "done":
