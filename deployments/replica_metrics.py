@@ -10,8 +10,7 @@ and leaves its service with the gateway's signals alone. The names read:
 - ``vllm:time_to_first_token_seconds`` (histogram): its p95 over the interval since the previous read is the
   difference of the two cumulative bucket counts, so a read needs the one before (``Scraper`` keeps them).
 
-prometheus_client is not a dependency of the platform, so the text format is read here: one sample per line,
-``name{labels} value``, comments skipped; only the names above are kept.
+The exposition is read with prometheus_client's text parser; only the names above are kept, summed over label sets.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from deployments.selectors import Endpoint, ready_endpoints
 
@@ -45,42 +45,24 @@ class ReplicaReading:
     ttft_buckets: dict[float, float] = field(default_factory=dict)
 
 
-def _labels_le(labels: str) -> float | None:
-    for part in labels.split(","):
-        name, _, value = part.partition("=")
-        if name.strip() == "le":
-            text = value.strip().strip('"')
-            return math.inf if text == "+Inf" else float(text)
-    return None
-
-
 def parse(text: str) -> ReplicaReading:
     """The values the autoscaler reads from a Prometheus text exposition (summed over label sets)."""
     running = waiting = 0.0
     kv: float | None = None
     buckets: dict[float, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        if "{" in line:
-            name, _, rest = line.partition("{")
-            labels, _, rest = rest.rpartition("}")
-        else:
-            name, _, rest = line.partition(" ")
-            labels = ""
-        try:
-            value = float(rest.split()[0])
-        except (IndexError, ValueError):
-            continue
-        if name == RUNNING:
-            running += value
-        elif name == WAITING:
-            waiting += value
-        elif name in KV_CACHE:
-            kv = value if kv is None else max(kv, value)
-        elif name == TTFT_BUCKET:
-            le = _labels_le(labels)
-            if le is not None:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, value = sample.name, float(sample.value)
+            if math.isnan(value):
+                continue
+            if name == RUNNING:
+                running += value
+            elif name == WAITING:
+                waiting += value
+            elif name in KV_CACHE:
+                kv = value if kv is None else max(kv, value)
+            elif name == TTFT_BUCKET and "le" in sample.labels:
+                le = float(sample.labels["le"])  # "+Inf" reads as inf
                 buckets[le] = buckets.get(le, 0.0) + value
     return ReplicaReading(running=running, waiting=waiting, kv_cache_usage=kv, ttft_buckets=buckets)
 

@@ -38,6 +38,30 @@ def test_gauges_and_histogram_are_read():
     assert reading.ttft_buckets == {0.1: 10.0, 0.5: 18.0, 1.0: 20.0, float("inf"): 20.0}
 
 
+def test_a_replica_whose_metrics_are_not_prometheus_text_is_left_out(org):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Garbage(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"vllm:num_requests_running{model_name= 3 oops\n\x00\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert Scraper().scrape([str(_service(org, url).pk)]) == {}
+    finally:
+        server.shutdown()
+
+
 def test_the_p95_is_of_the_interval_between_two_reads():
     before = {0.1: 10.0, 0.5: 18.0, 1.0: 20.0, float("inf"): 20.0}
     now = {0.1: 10.0, 0.5: 19.0, 1.0: 40.0, float("inf"): 40.0}  # 20 new observations, 19 of them over 0.5 s
