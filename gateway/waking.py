@@ -17,7 +17,8 @@ both fired without a reply, in order, on the worker's Redis connection. The watc
 set and pushes ``wake:notify`` (trimmed to ``NOTIFY_KEEP``) when it starts, and again every ``WAKE_REPEAT_SECONDS``
 while requests wait, so that a wake lost to a race (the service scaled to zero once more meanwhile) is asked for
 again; waking is idempotent (``deployments.services.service_wake``, called by the autoscaler's loop through
-``deployments.services.wake_pending``). A worker killed while holding leaves its ``held`` increments behind.
+``deployments.services.wake_pending``). A worker killed while holding has its ``held`` counts taken back by the
+open-request sweeper (``metering.open_requests``), as its in-flight counts are.
 
 A held request is admitted first (rate limits, balance, its reservation), so a request that would be refused is
 refused at once and wakes nothing. Past the service's ``max_wake_wait_s`` it is answered ``503 service_unavailable``
@@ -37,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from deployments.serving_signals import signal_key, wake_key, wake_notify_key
-from gateway import errors, lookups
+from gateway import admission, errors, lookups
 from gateway.store import fredis
+from metering.open_requests import HELD_FIELD_PREFIX
 
 if TYPE_CHECKING:
     from gateway.core import Call
@@ -50,6 +52,13 @@ POLL_SECONDS = 0.1  # how often a watcher looks at the cached replica list
 RELOAD_SECONDS = 1.0  # ...and reloads it from the database whatever the cache says
 WAKE_REPEAT_SECONDS = 5.0  # the wake is asked for again this often while requests wait
 NOTIFY_KEEP = 16  # wake:notify only tells the autoscaler to look at the set: a few elements are enough
+
+# A held request counts in its service's ``held`` and, under its worker, in the worker's open-requests hash, so that
+# the sweeper takes a dead worker's held requests back (``metering.open_requests``); a field goes when it is 0.
+_HELD = """
+redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
+if redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2]) == 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+"""
 
 
 class ClientGone(Exception):
@@ -141,8 +150,9 @@ async def hold(call: Call, target: Target) -> list:
         wake = table[target.service_ids] = _Wake(target.service_ids, target.wake_service_id)
         wake.task = asyncio.get_running_loop().create_task(_watch(wake, table))
     wake.held += 1
-    signal = signal_key(target.wake_service_id)
-    fredis().fire("HINCRBY", signal, "held", 1)
+    signal, worker_key = signal_key(target.wake_service_id), admission.worker_open_key()
+    field = HELD_FIELD_PREFIX + target.wake_service_id
+    fredis().fire("EVAL", _HELD, 2, signal, worker_key, field, 1)
     waited_s = target.max_wake_wait_s
     deadline = time.monotonic() + waited_s
     keepalive = settings.GATEWAY_WAKE_KEEPALIVE_S if call.on_hold is not None else 0
@@ -169,6 +179,6 @@ async def hold(call: Call, target: Target) -> list:
                 await call.on_hold(tick)
     finally:
         wake.held -= 1
-        fredis().fire("HINCRBY", signal, "held", -1)
+        fredis().fire("EVAL", _HELD, 2, signal, worker_key, field, -1)
         if gone is not None:
             gone.cancel()

@@ -16,7 +16,8 @@ worker (one event loop) ``w``:
   the worker is found dead: none of its requests can use it any more).
   ``sig:<service id>`` → how many of the service's in-flight requests (``deployments.serving_signals``) this worker
   counted and has not taken back (``gateway.serving``); subtracted from the service's count when the worker is found
-  dead, so ``inflight`` returns to the truth.
+  dead, so ``inflight`` returns to the truth;
+- ``held:<service id>`` → likewise for the requests it holds while the service wakes (``gateway.waking``).
 - ``open-workers``, a sorted set: worker → its last heartbeat (``time.time()``, every third of the grace).
 - ``open-deadlines``, a sorted set: ``<open-requests key> <request id>`` → when the reservation expires.
 - ``open-swept``, a sorted set: request id → when the sweeper settled it. A settlement that finds its marker gone
@@ -50,6 +51,7 @@ from metering.ingestion import stream_key
 logger = logging.getLogger(__name__)
 
 SIGNAL_FIELD_PREFIX = "sig:"  # a worker's count of a service's in-flight requests, in its open-requests hash
+HELD_FIELD_PREFIX = "held:"  # ...and of its requests held while the service wakes (``gateway.waking``)
 SWEPT_KEEP_SECONDS = 86400  # a settlement arriving later than this after its sweep is not expected
 LOST = "gateway_worker_lost"
 
@@ -148,12 +150,12 @@ return 1
 """
 
 
-# A dead worker's in-flight counts are taken back from each service's signals.
+# A dead worker's in-flight and held counts are taken back from each service's signals (ARGV[2]: which count).
 _UNCOUNT = """
 local open_requests, signal = KEYS[1], KEYS[2]
 local n = tonumber(redis.call('HGET', open_requests, ARGV[1]) or '0')
 redis.call('HDEL', open_requests, ARGV[1])
-if n ~= 0 then redis.call('HINCRBY', signal, 'inflight', -n) end
+if n ~= 0 then redis.call('HINCRBY', signal, ARGV[2], -n) end
 return n
 """
 
@@ -255,9 +257,10 @@ def open_requests_sweep(*, now: float | None = None) -> int:
         hash_key = open_key(worker)
         names = [_text(field) for field in client.hkeys(hash_key)]
         for name in names:
-            if name.startswith(SIGNAL_FIELD_PREFIX):
-                service_id = name[len(SIGNAL_FIELD_PREFIX) :]
-                client.eval(_UNCOUNT, 2, hash_key, serving_signals.signal_key(service_id), name)
+            if name.startswith((SIGNAL_FIELD_PREFIX, HELD_FIELD_PREFIX)):
+                count = "inflight" if name.startswith(SIGNAL_FIELD_PREFIX) else "held"
+                service_id = name.partition(":")[2]
+                client.eval(_UNCOUNT, 2, hash_key, serving_signals.signal_key(service_id), name, count)
             elif not name.startswith("slice:") and not name.endswith((":k", ":p")):
                 settled += _settle(client, hash_key, name, dead=True, now=now)
         for name in names:

@@ -12,9 +12,10 @@ from django.core.management import call_command
 
 from catalog.models import CatalogModel
 from deployments.drivers import local
-from deployments.models import Replica, ScalingMode, Service, ServiceStatus
-from deployments.services import service_create, service_wake, wake_pending
+from deployments.models import EventKind, Replica, ScalingMode, Service, ServiceStatus
+from deployments.services import service_autoscale, service_create, service_wake, wake_pending
 from deployments.serving_signals import wake_key
+from deployments.texts import TIMELINE
 from gateway.store import sredis
 from tenancy.models import Organization
 from tests.deployments.helpers import meters, passes, qwen, statuses
@@ -55,14 +56,9 @@ def health(base_url: str) -> int:
 
 def scaled_to_zero(service: Service) -> Service:
     """As the autoscaler leaves a service after "→ 0: idle": autoscaling, minimum 0, no instance wanted."""
-    Service.objects.filter(pk=service.pk).update(
-        scaling_mode=ScalingMode.AUTOSCALE,
-        min_instances=0,
-        max_instances=2,
-        instances=0,
-        generation=service.generation + 1,
-    )
-    return passes(service)
+    Service.objects.filter(pk=service.pk).update(scaling_mode=ScalingMode.AUTOSCALE, min_instances=0, max_instances=2)
+    service_autoscale(service_id=service.pk, instances=0, message=TIMELINE("autoscale_idle", a=1, n=10))
+    return until(service, ServiceStatus.IDLE)  # its instance drained, then stopped
 
 
 def test_a_service_at_zero_instances_is_idle_with_nothing_running_or_billed(tiny):
@@ -84,13 +80,13 @@ def test_a_wake_starts_the_service_once_and_says_why(tiny):
     assert (woken.instances, woken.generation, woken.status, woken.status_reason) == (
         1,
         generation + 1,
-        ServiceStatus.PENDING,
+        ServiceStatus.STARTING,
         "Woken",
     )
     assert woken.last_scaled_at is not None
     assert service_wake(service_id=service.pk) is None  # idempotent: already has an instance
-    assert service.events.filter(reason="Woken").count() == 1
-    assert service.events.get(reason="Woken").message == "woken by a request: 0 → 1 instance"
+    assert service.events.filter(reason="Woken", kind=EventKind.SCALE).count() == 1  # and its status change
+    assert service.events.get(reason="Woken", kind=EventKind.SCALE).message == "0 → 1: woken by a request"
     service = until(service, ServiceStatus.RUNNING)
     assert meters(service) == [1, 0, 1]
 

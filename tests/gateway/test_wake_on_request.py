@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from decimal import Decimal
@@ -22,7 +23,7 @@ from deployments.services import local_cluster_create, public_service_create, wa
 from deployments.serving_signals import signals_read, wake_key
 from gateway import admission
 from gateway.store import sredis
-from metering import ingestion
+from metering import ingestion, open_requests
 from metering.models import UsageRecord
 from tests.factories import RegionFactory
 
@@ -140,8 +141,8 @@ def test_first_request_after_idle_wakes_the_public_model_and_is_answered(v1, api
     assert scaler.woken == [str(idle_public.pk)]
     service = Service.objects.get(pk=idle_public.pk)
     assert service.status == ServiceStatus.RUNNING and service.instances == 1
-    woken = service.events.get(reason="Woken")
-    assert woken.message == "woken by a request: 0 → 1 instance"
+    woken = service.events.get(reason="Woken", kind=EventKind.SCALE)
+    assert woken.message == "0 → 1: woken by a request"
     assert _until(lambda: _held(service) == 0)
     # Awake, the next request goes straight through.
     assert client.chat.completions.create(model="public/qwen2-0.5b-instruct", messages=CHAT, max_tokens=4).choices
@@ -242,3 +243,31 @@ def test_models_list_their_state(v1, api_key, idle_public, idle_own, public_mode
     assert _until(lambda: client.models.retrieve("public/qwen2-0.5b-instruct").model_extra["status"] == "starting")
     assert not Replica.objects.filter(service=idle_public).exists()
     assert idle_public.events.filter(kind=EventKind.METER).count() == 0
+
+
+def test_a_killed_workers_held_requests_are_taken_back_by_the_sweeper(run_gateway, api_key, idle_public, settings):
+    """SIGKILL of a gateway worker holding requests for a waking service: the sweeper returns ``held`` to the truth."""
+    settings.USAGE_OPEN_GRACE_SECONDS = 1
+
+    def wait(url):
+        try:
+            httpx.post(
+                url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {api_key}"},
+                json={"model": "public/qwen2-0.5b-instruct", "messages": CHAT, "max_tokens": 4},
+                timeout=httpx.Timeout(5, read=20),
+            )
+        except httpx.HTTPError:
+            pass  # the worker died under it
+
+    with run_gateway(with_process=True, USAGE_OPEN_GRACE_SECONDS="1") as (url, process):
+        clients = [threading.Thread(target=wait, args=(url,), daemon=True) for _ in range(2)]
+        for thread in clients:
+            thread.start()
+        assert _until(lambda: _held(idle_public) == 2)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    time.sleep(1.5)  # the killed worker's heartbeat is now older than the grace
+    assert _held(idle_public) == 2  # nothing took them back yet
+    open_requests.open_requests_sweep()
+    assert _held(idle_public) == 0
