@@ -667,6 +667,22 @@ def service_create(
     return service
 
 
+def _quota_check_for(service: Service, policy: ScalingPolicy, instances: int, *, field: str) -> None:
+    """Raise unless ``service`` under ``policy`` at ``instances`` keeps its org within the region's GPU quota."""
+    quota_check(
+        org=service.org,
+        region=service.region,
+        gpus=quota_gpus(
+            scaling_mode=policy.scaling_mode,
+            instances=instances,
+            max_instances=policy.max_instances,
+            gpu_count=service.gpu_count,
+        ),
+        exclude=service.pk,
+        field=field,
+    )
+
+
 def _locked(service: Service) -> Service:
     return Service.objects.select_for_update(of=("self",)).select_related("org", "cluster", "region").get(pk=service.pk)
 
@@ -772,18 +788,7 @@ def service_scale(*, service: Service, actor, instances: int, on_autoscale: str 
         if instances == before and policy == before_policy:
             return service
         policy_check(policy, billing_mode=service.billing_mode)
-        quota_check(
-            org=service.org,
-            region=service.region,
-            gpus=quota_gpus(
-                scaling_mode=policy.scaling_mode,
-                instances=instances,
-                max_instances=policy.max_instances,
-                gpu_count=service.gpu_count,
-            ),
-            exclude=service.pk,
-            field="instances",
-        )
+        _quota_check_for(service, policy, instances, field="instances")
         policy.apply_to(service)
         if instances != before:
             _instances_set(service, actor=actor, instances=instances)
@@ -826,18 +831,7 @@ def service_set_policy(*, service: Service, actor, policy: ScalingPolicy) -> Ser
             instances = max(before, 1)
         if policy == before_policy and instances == before:
             return service
-        quota_check(
-            org=service.org,
-            region=service.region,
-            gpus=quota_gpus(
-                scaling_mode=policy.scaling_mode,
-                instances=instances,
-                max_instances=policy.max_instances,
-                gpu_count=service.gpu_count,
-            ),
-            exclude=service.pk,
-            field="max_instances" if policy.autoscale else "scaling_mode",
-        )
+        _quota_check_for(service, policy, instances, field="max_instances" if policy.autoscale else "scaling_mode")
         policy.apply_to(service)
         if instances != before:
             _instances_set(service, actor=actor, instances=instances)
