@@ -30,7 +30,7 @@ def _org(request):
     list=extend_schema(summary="List the organization's model services"),
     retrieve=extend_schema(summary="A model service"),
     create=extend_schema(
-        summary="Deploy a catalog model as a dedicated service (fixed; set autoscaling with PATCH …/scaling/)",
+        summary="Deploy a catalog model as a dedicated service, fixed or with a scaling policy",
         request=ServiceCreateSerializer,
         responses={201: ServiceSerializer, 402: PAYMENT_REQUIRED},
         examples=[
@@ -75,6 +75,7 @@ class ServiceViewSet(OrgScopedViewSetMixin, mixins.ListModelMixin, mixins.Retrie
             name=data["name"],
             instances=data["instances"],
             billing_mode=data["billing_mode"],
+            policy=payload.policy(),
         )
         return Response(ServiceSerializer(service).data, status=status.HTTP_201_CREATED)
 

@@ -93,7 +93,9 @@ class ServiceSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ServiceCreateSerializer(serializers.Serializer):
+class ServiceCreateSerializer(ScalingPolicySerializer):
+    """A deploy; the scaling policy's fields are optional (left out: fixed at ``instances``)."""
+
     # The same rules as the models' fields, so the schema states them and a blank or malformed value is refused here,
     # before any lookup, the same way every time.
     name = serializers.CharField(
@@ -109,6 +111,19 @@ class ServiceCreateSerializer(serializers.Serializer):
     )
     instances = serializers.IntegerField(min_value=1, max_value=MAX_INSTANCES, default=1)
     billing_mode = serializers.ChoiceField(choices=BillingMode.choices, default=BillingMode.PAYG)
+
+    def __init__(self, *args, **kwargs):
+        serializers.Serializer.__init__(self, *args, **kwargs)
+        for name in ScalingPolicy.names():
+            self.fields[name].required = False
+
+    def policy(self, service: Service | None = None) -> ScalingPolicy | None:  # type: ignore[override]
+        """The policy asked for, over a fixed one at the instance count; None when no policy field was sent."""
+        given = {k: v for k, v in self.validated_data.items() if k in ScalingPolicy.names()}
+        if not given:
+            return None
+        instances = self.validated_data["instances"]
+        return ScalingPolicy(min_instances=instances, max_instances=instances).merged(**given)
 
 
 class ServiceScaleSerializer(serializers.Serializer):

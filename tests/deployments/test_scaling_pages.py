@@ -218,6 +218,26 @@ def test_the_api_reads_and_patches_the_policy(api, service):
     assert AuditEvent.objects.filter(action="service.policy").exists()
 
 
+def test_the_api_deploys_with_a_scaling_policy(api, service):
+    body = {"name": "elastic", "model": service.catalog_model.slug, "region": service.region.code}
+    fixed = api.post("/api/services/", body, format="json")
+    assert fixed.status_code == 201 and fixed.json()["scaling"]["scaling_mode"] == "fixed"
+    elastic = api.post(
+        "/api/services/",
+        {**body, "name": "elastic2", "scaling_mode": "autoscale", "min_instances": 0, "max_instances": 3},
+        format="json",
+    )
+    assert elastic.status_code == 201, elastic.content
+    scaling = elastic.json()["scaling"]
+    assert (scaling["scaling_mode"], scaling["min_instances"], scaling["max_instances"]) == ("autoscale", 0, 3)
+    assert Service.objects.get(pk=elastic.json()["id"]).instances == 1  # starts with one instance
+    refused = api.post(
+        "/api/services/", {**body, "name": "elastic3", "min_instances": 3, "max_instances": 2}, format="json"
+    )
+    assert (refused.status_code, refused.json()["field"]) == (400, "min_instances")
+    assert not Service.objects.filter(name="elastic3").exists()
+
+
 def test_the_api_refuses_a_policy_in_drfs_shape(api, service):
     url = f"/api/services/{service.pk}/scaling/"
     assert api.patch(url, {"min_instances": 3, "max_instances": 2}, format="json").json() == {
