@@ -593,6 +593,25 @@ def covered_instances(subscription: Subscription, at: datetime | None = None) ->
     )
 
 
+def autoscaled_subscription_floors(org_ids: Iterable[UUID]) -> dict[UUID, int]:
+    """The autoscaling subscription services of ``org_ids`` whose maximum is above what their subscription covers
+    now: service id → covered instances."""
+    from deployments.models import BillingMode, ScalingMode, Service
+
+    now = timezone.now()
+    services = (
+        Service.objects.live()
+        .filter(org_id__in=list(org_ids), billing_mode=BillingMode.SUBSCRIPTION, scaling_mode=ScalingMode.AUTOSCALE)
+        .values_list("pk", "max_instances")
+    )
+    maxima = dict(services)
+    floors = dict.fromkeys(maxima, 0)
+    subscriptions = Subscription.objects.filter(service_id__in=list(maxima), parent=None).prefetch_related("addons")
+    for subscription in subscriptions:
+        floors[subscription.service_id] += covered_instances(subscription, now)
+    return {pk: floor for pk, floor in floors.items() if maxima[pk] > floor}
+
+
 def services_without_subscription(org: Organization) -> list[Service]:
     from deployments.models import BillingMode, Service
 

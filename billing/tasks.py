@@ -59,7 +59,9 @@ def renew_subscriptions_task() -> list[int]:
 
 @shared_task(name="billing.tasks.stop_overdrawn_task")
 def stop_overdrawn_task() -> int:
-    """Billing decides which orgs are overdrawn past the grace period; the control plane stops their services."""
-    return enforcement.overdrawn_services_stop(
-        org_ids=selectors.overdrawn_org_ids(), grace_hours=settings.BILLING_GRACE_HOURS
-    )
+    """Billing decides which orgs are overdrawn past the grace period; the control plane stops their pay-as-you-go
+    services and keeps their autoscaling subscription services at what the subscription covers."""
+    org_ids = selectors.overdrawn_org_ids()
+    stopped = enforcement.overdrawn_services_stop(org_ids=org_ids, grace_hours=settings.BILLING_GRACE_HOURS)
+    capped = enforcement.overdrawn_autoscale_cap(floors=selectors.autoscaled_subscription_floors(org_ids))
+    return stopped + capped

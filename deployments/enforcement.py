@@ -1,9 +1,12 @@
-"""Stopping the pay-as-you-go services of organizations whose balance ran out.
+"""Stopping the pay-as-you-go services of organizations whose balance ran out, and keeping their autoscaling
+subscription services at what the subscription covers.
 
 Which organizations are overdrawn past the grace period is billing's decision (``billing.selectors.
 overdrawn_org_ids``, a layer above this one); billing's periodic task hands their ids here. Subscription-mode
-services are paid up front and keep running; services already stopping, stopped, failed or being deleted are left
-alone. Each stop is a normal ``service_stop`` with its own reason on the service's timeline and an audit row.
+services are paid up front and keep running, but an autoscaling one may not run instances above its subscription's
+floor (those are billed by the hour): its maximum is lowered to the floor (``overdrawn_autoscale_cap``). Services
+already stopping, stopped, failed or being deleted are left alone. Each stop is a normal ``service_stop`` with its
+own reason on the service's timeline and an audit row.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from django.db import transaction
 
 from core.errors import ApplicationError
 from deployments.models import BillingMode, Service, ServiceStatus
-from deployments.services import service_stop
+from deployments.services import service_autoscale_cap, service_stop
 from deployments.texts import TIMELINE
 from tenancy.services import audit_record
 
@@ -61,3 +64,25 @@ def overdrawn_services_stop(*, org_ids: Iterable[UUID], grace_hours: int) -> int
             continue
         stopped += 1
     return stopped
+
+
+def overdrawn_autoscale_cap(*, floors: dict[UUID, int]) -> int:
+    """Keep the autoscaling subscription services of overdrawn organizations (``floors``: service id → instances
+    their subscription covers now, billing's figure) at that floor; returns how many were capped."""
+    capped = 0
+    for service_id, floor in floors.items():
+        if floor < 1:  # nothing covered: the subscription lapsed, which renewal deals with
+            continue
+        try:
+            service = service_autoscale_cap(
+                service_id=service_id, high=floor, reason=OVERDRAWN_REASON, message=TIMELINE("overdrawn_cap", n=floor)
+            )
+        except ApplicationError as exc:
+            logger.warning("could not cap service %s of an overdrawn org: %s", service_id, exc.message)
+            continue
+        if service is not None:
+            audit_record(
+                org=service.org, actor=None, action="billing.cap_overdrawn", target=service, data={"floor": floor}
+            )
+            capped += 1
+    return capped

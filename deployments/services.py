@@ -770,6 +770,35 @@ def _policy_event(service: Service, *, actor) -> None:
     event_record(service=service, kind=EventKind.SCALE, reason="PolicyChanged", actor=actor, message=message)
 
 
+def service_autoscale_cap(*, service_id: UUID | str, high: int, reason: str, message: Text) -> Service | None:
+    """Lower an autoscaling service's maximum to ``high`` (and its minimum with it) and its instances within it, on
+    the platform's behalf (no actor): billing's enforcement keeps an overdrawn organization's subscription services
+    at what the subscription covers. The new bounds go on the timeline with ``reason``; a person raises them again
+    (a policy change) once the balance is back. None when nothing was above ``high``."""
+    with transaction.atomic():
+        service = _locked_by_id(service_id)
+        if (
+            service is None
+            or service.scaling_mode != ScalingMode.AUTOSCALE
+            or service.max_instances <= high
+            or service.status in (ServiceStatus.DELETING, ServiceStatus.DELETED)
+        ):
+            return None
+        service.max_instances = high
+        service.min_instances = min(service.min_instances, high)
+        service.generation += 1
+        event_record(service=service, kind=EventKind.SCALE, reason=reason, message=message)
+        service.save()
+    if service.instances > high:
+        service_autoscale(service_id=service_id, instances=high, message=message)
+    return Service.objects.get(pk=service_id)
+
+
+def _locked_by_id(service_id: UUID | str) -> Service | None:
+    rows = Service.objects.select_for_update(of=("self",)).select_related("org", "cluster", "region")
+    return rows.filter(pk=service_id).first()
+
+
 def service_scale(*, service: Service, actor, instances: int, on_autoscale: str = ManualScale.FIXED) -> Service:
     """Set the service's instances by hand. An autoscaling service is switched to fixed at that count, or (with
     ``on_autoscale="bounds"``) keeps autoscaling with its bounds moved to the count (``policy.manual_scale_outcome``),

@@ -24,6 +24,11 @@ TIMELINE = Texts(
         "scaled": ngettext_lazy("%(a)d → %(n)d instance", "%(a)d → %(n)d instances", "n"),
         "billable": ngettext_lazy("%(n)d billable instance", "%(n)d billable instances", "n"),
         "drained": _("cluster %(cluster)s is being drained by an administrator"),
+        "overdrawn_cap": ngettext_lazy(
+            "the organization is overdrawn: autoscaling kept at the %(n)d instance its subscription covers",
+            "the organization is overdrawn: autoscaling kept at the %(n)d instances its subscription covers",
+            "n",
+        ),
         "overdrawn": ngettext_lazy(
             "the organization's spendable balance has been at or below zero for more than %(n)d hour",
             "the organization's spendable balance has been at or below zero for more than %(n)d hours",

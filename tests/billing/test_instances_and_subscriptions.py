@@ -209,6 +209,35 @@ def test_overdrawn_payg_services_stop_after_the_grace_period(org, public_model, 
     assert monthly.status == ServiceStatus.RUNNING
 
 
+@override_settings(BILLING_GRACE_HOURS=2)
+def test_an_overdrawn_orgs_autoscaling_subscription_keeps_to_what_the_subscription_covers(
+    org, alice, public_model, region
+):
+    """Instances above a subscription's floor are billed by the hour: an overdrawn org's autoscaler may not add them."""
+    from deployments.models import ScalingMode, Service
+    from deployments.services import service_autoscale
+    from deployments.texts import TIMELINE
+    from tenancy.models import AuditEvent
+
+    monthly = make_service(org, public_model, region, name="monthly", mode="subscription", hourly="1.00")
+    Service.objects.filter(pk=monthly.pk).update(scaling_mode=ScalingMode.AUTOSCALE, min_instances=1, max_instances=3)
+    services.ledger_post(org=org, kind=EntryKind.TOPUP, amount=Decimal("600"), key="topup")
+    with time_machine.travel(T0, tick=False):
+        services.subscription_create(service=monthly, instances=1, actor=alice)  # 504.00 of the 600
+        service_autoscale(service_id=monthly.pk, instances=3, message=TIMELINE("autoscale_wake", n=3))
+        services.ledger_post(org=org, kind=EntryKind.TOKEN_CHARGE, amount=Decimal("-200"), key="charge")
+    with time_machine.travel(T0 + timedelta(hours=1), tick=False):
+        assert stop_overdrawn_task() == 0  # within the grace period
+    with time_machine.travel(T0 + timedelta(hours=2, minutes=1), tick=False):
+        assert stop_overdrawn_task() == 1
+        assert stop_overdrawn_task() == 0  # once
+    monthly = Service.objects.get(pk=monthly.pk)
+    assert (monthly.desired_running, monthly.max_instances, monthly.min_instances, monthly.instances) == (True, 1, 1, 1)
+    capped = monthly.events.filter(reason="Overdrawn").first()
+    assert capped.message == "the organization is overdrawn: autoscaling kept at the 1 instance its subscription covers"
+    assert AuditEvent.objects.get(action="billing.cap_overdrawn").data == {"floor": 1}
+
+
 def test_banner_warns_before_services_are_stopped(org, alice_client, charlie_client):
     services.ledger_post(org=org, kind=EntryKind.TOKEN_CHARGE, amount=Decimal("-3"), key="charge")
     page = alice_client.get("/billing/").content.decode()
