@@ -351,9 +351,10 @@ def quantize_hours(seconds: Decimal) -> Decimal:
 
 @dataclass(frozen=True)
 class RecentUsage:
-    """A service's last ``days`` days: instance-hours run and the part billed hourly (above any subscription)."""
+    """A service's last days (at most ``RECENT_DAYS``, fewer for a younger service): instance-hours run and the part
+    billed hourly (above any subscription)."""
 
-    days: int
+    days: Decimal
     instance_hours: Decimal
     billable_hours: Decimal
 
@@ -364,12 +365,15 @@ class RecentUsage:
 
 def service_recent_usage(
     service: Service, *, days: int = 7, floor: int | None = None, now: datetime | None = None
-) -> RecentUsage:
-    """What ``service`` ran over the last ``days`` days (the deploy and scale pages' estimate), from its meter and
-    subscriptions as settlement reads them; with ``floor``, as if that many instances had been subscribed all along
-    (what the same demand would cost under the floor being chosen)."""
+) -> RecentUsage | None:
+    """What ``service`` ran over the last ``days`` days, or its life if shorter (the deploy and scale pages'
+    estimate), from its meter and subscriptions as settlement reads them; with ``floor``, as if that many instances
+    had been subscribed all along (what the same demand would cost under the floor being chosen). None for a service
+    younger than an hour: no history to go by."""
     now = now or timezone.now()
-    start = now - timedelta(days=days)
+    start = max(now - timedelta(days=days), service.created_at)
+    if now - start < timedelta(hours=1):
+        return None
     meter = _meter_series([service.pk], start, now).get(service.pk, [])
     if floor is not None:
         coverage = [pricing.Coverage(start, now, floor)] if floor else []
@@ -382,7 +386,7 @@ def service_recent_usage(
         ]
     timeline = pricing.InstanceTimeline(meter, coverage)
     return RecentUsage(
-        days=days,
+        days=Decimal(int((now - start).total_seconds())) / 86_400,
         instance_hours=Decimal(timeline.running_seconds(start, now)) / 3600,
         billable_hours=Decimal(timeline.billable_seconds(start, now)) / 3600,
     )
@@ -639,9 +643,9 @@ class ChargeQuote:
 
     Autoscaling (``min_instances``/``max_instances`` given): ``hourly_range`` is the hourly charge at each bound. A
     subscription prepays ``covered`` instances (its floor: ``instances`` or what it already covers, whichever is
-    more), and instances above it are charged hourly at ``hourly``, as settlement does. ``recent`` is what the
-    service ran over the last ``RECENT_DAYS`` days with this floor, and ``recent_estimate`` what that demand costs
-    for those days at these prices.
+    more), and instances above it are charged hourly at ``hourly``, as settlement does. For an existing service
+    ``recent`` is what it ran over the last ``RECENT_DAYS`` days (or its life, if shorter) with this floor,
+    ``recent_estimate`` what that demand costs for those days at these prices and ``recent_monthly`` for a month.
     """
 
     currency: str
@@ -672,6 +676,17 @@ class ChargeQuote:
         low = self.min_instances if self.min_instances is not None else self.instances
         high = self.max_instances if self.max_instances is not None else self.instances
         return pricing.hourly_range(self.hourly, min_instances=low, max_instances=high, covered=self.covered)
+
+    @property
+    def recent_monthly(self) -> Decimal | None:
+        """A month at the rate of ``recent``: its hours above the floor scaled to a month, and a subscription's floor
+        for the month; None without history."""
+        if self.recent is None or self.recent.days <= 0:
+            return None
+        amount = self.hourly * self.recent.billable_hours * pricing.SUBSCRIPTION_PERIOD.days / self.recent.days
+        if self.subscription:
+            amount += self.monthly * self.covered
+        return quantize_posted(amount)
 
     @property
     def recent_estimate(self) -> Decimal | None:
@@ -799,8 +814,8 @@ def charge_quote(
         max_instances=max_instances,
         covered=covered,
         recent=(
-            service_recent_usage(service, days=RECENT_DAYS, floor=covered)
-            if service is not None and min_instances is not None
+            service_recent_usage(service, days=RECENT_DAYS, floor=covered if subscription else 0)
+            if service is not None
             else None
         ),
     )

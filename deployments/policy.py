@@ -16,20 +16,18 @@ the rules themselves and the reads the pages show, so the console, ``/api/servic
 - ``manual_scale_outcome``: a manual scale never fights the autoscaler. On an autoscaling service it either
   switches it to ``fixed`` at that count, or keeps autoscaling with the bounds moved so the count stands: a scale-up
   raises the minimum to the count, a scale-down lowers the maximum to it.
-- ``price_range`` and ``usage_estimate``: min…max instances × the hourly price, per hour and per month, and what the
-  last seven days of billed instance-seconds (the meter timeline) come to over a month.
+- ``price_range``: min…max instances × the hourly price, per hour and per month (the estimate from the last days'
+  instance-hours is billing's: ``billing.selectors.ChargeQuote.recent_monthly``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Case, F, IntegerField, Sum, When
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from core.errors import ApplicationError
@@ -37,7 +35,6 @@ from core.money import quantize_posted
 from deployments.models import (
     PUBLIC_NAMESPACE,
     BillingMode,
-    EventKind,
     GpuQuota,
     ManualScale,
     Region,
@@ -318,56 +315,3 @@ def price_range(quote: Any, policy: ScalingPolicy, *, instances: int) -> PriceRa
         return None
     low, high = (policy.min_instances, policy.max_instances) if policy.autoscale else (instances, instances)
     return PriceRange(quote.currency, quote.hourly, quote.monthly, low, high, subscription=quote.subscription)
-
-
-def instance_seconds(service: Service, start: datetime, end: datetime, *, floor: int = 0) -> int:
-    """Billed instance-seconds of ``service`` between ``start`` and ``end`` (above ``floor`` instances), from its meter
-    timeline: each meter event holds until the next."""
-    meter = service.events.filter(kind=EventKind.METER, billable_instances__isnull=False)
-    before = meter.filter(created_at__lte=start).order_by("-created_at").values_list("billable_instances", flat=True)
-    current = before.first() or 0
-    at = start
-    total = 0
-    for moment, instances in (
-        meter.filter(created_at__gt=start, created_at__lt=end)
-        .order_by("created_at")
-        .values_list("created_at", "billable_instances")
-    ):
-        total += max(current - floor, 0) * int((moment - at).total_seconds())
-        at, current = moment, instances or 0
-    total += max(current - floor, 0) * int((end - at).total_seconds())
-    return total
-
-
-@dataclass(frozen=True)
-class UsageEstimate:
-    currency: str
-    days: Decimal  # the observed window, at most ESTIMATE_DAYS
-    instance_hours: Decimal  # billed in that window
-    monthly: Decimal  # extrapolated to a month of HOURS_PER_MONTH
-
-
-def usage_estimate(
-    service: Service, *, hourly: Decimal, monthly: Decimal, currency: str, now: datetime | None = None
-) -> UsageEstimate | None:
-    """A month's cost at the rate of the last ``ESTIMATE_DAYS`` days (or the service's life, if shorter; None under an
-    hour: no history yet). A subscription's floor is its monthly price; instance-hours above it are billed hourly."""
-    now = now or timezone.now()
-    start = max(now - timedelta(days=ESTIMATE_DAYS), service.created_at)
-    window = (now - start).total_seconds()
-    if window < 3600:
-        return None
-    subscription = service.billing_mode == BillingMode.SUBSCRIPTION
-    floor = 0
-    if subscription:
-        floor = service.min_instances if service.scaling_mode == ScalingMode.AUTOSCALE else service.instances
-    seconds = instance_seconds(service, start, now)
-    above = instance_seconds(service, start, now, floor=floor) if floor else seconds
-    scale = Decimal(HOURS_PER_MONTH * 3600) / Decimal(int(window))
-    cost = Decimal(above) * hourly / 3600 * scale + (monthly * floor if subscription else 0)
-    return UsageEstimate(
-        currency=currency,
-        days=(Decimal(int(window)) / 86_400).quantize(Decimal("0.1")),
-        instance_hours=(Decimal(seconds) / 3600).quantize(Decimal("0.1")),
-        monthly=quantize_posted(cost),
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import wraps
 
 from django.conf import settings
@@ -41,7 +42,6 @@ from deployments.policy import (
     manual_scale_outcome,
     price_range,
     quota_overview,
-    usage_estimate,
 )
 from deployments.signals import charge_quote_requested
 from tenancy.models import Organization
@@ -226,8 +226,20 @@ def _costs(service: Service, policy: ScalingPolicy | None = None, instances: int
         return {"range": None, "estimate": None}
     return {
         "range": price_range(quote, policy, instances=instances),
-        "estimate": usage_estimate(service, hourly=quote.hourly, monthly=quote.monthly, currency=quote.currency),
+        "estimate": _estimate(quote),
         "platform_cost": service.org.namespace == PUBLIC_NAMESPACE,
+    }
+
+
+def _estimate(quote) -> dict | None:
+    """The month the service's recent days point to, as billing prices it (None: under an hour of history)."""
+    if quote.recent is None or quote.recent_monthly is None:
+        return None
+    return {
+        "currency": quote.currency,
+        "days": quote.recent.days.quantize(Decimal("0.1")),
+        "instance_hours": quote.recent.instance_hours.quantize(Decimal("0.1")),
+        "monthly": quote.recent_monthly,
     }
 
 

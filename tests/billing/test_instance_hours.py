@@ -119,9 +119,12 @@ def test_hourly_range_bills_only_instances_above_the_floor():
 
 
 def test_the_quote_of_an_autoscaled_subscription_shows_the_floor_and_the_hourly_range(org, alice, public_model, region):
+    from deployments.models import Service
     from deployments.placement import instance_prices
 
     service = make_service(org, public_model, region, name="auto", hourly="3.52", mode="subscription", instances=1)
+    Service.objects.filter(pk=service.pk).update(created_at=NOW - timedelta(days=8))
+    service.refresh_from_db()
     hourly, _monthly, _currency = instance_prices(region, service.gpu_product, service.gpu_count)
     services.ledger_post(org=org, kind=EntryKind.TOPUP, amount=Decimal("10000"), key="topup")
     with time_machine.travel(NOW - timedelta(days=8), tick=False):
@@ -160,5 +163,35 @@ def test_the_quote_without_bounds_is_unchanged(org, public_model, region):
         billing_mode="payg",
         service=service,
     )
-    assert not quote.elastic and quote.recent is None and quote.recent_estimate is None
+    assert not quote.elastic and quote.recent is None and quote.recent_estimate is None  # younger than an hour
     assert quote.hourly_range.low == quote.hourly_range.high == quote.total_hourly
+
+
+def test_the_estimate_extrapolates_the_last_seven_days_or_the_services_life_to_a_month(org, public_model, region):
+    from deployments.models import Service
+
+    service = make_service(org, public_model, region, name="est", hourly="3.52", instances=2)
+    start = NOW - timedelta(days=10)
+    Service.objects.filter(pk=service.pk).update(created_at=start)
+    service.refresh_from_db()
+    meter(service, start, 2)
+    meter(service, start + timedelta(days=1), 0)
+
+    def quote_at(moment):
+        with time_machine.travel(moment, tick=False):
+            return selectors.charge_quote(
+                org=org,
+                region=region,
+                gpu_product=service.gpu_product,
+                gpu_count=service.gpu_count,
+                instances=2,
+                billing_mode="payg",
+                service=service,
+            )
+
+    idle = quote_at(start + timedelta(days=10))  # the last seven days: idle
+    assert idle.recent.days == 7 and idle.recent_monthly == Decimal("0.00")
+    young = quote_at(start + timedelta(days=2))  # 48 instance-hours in its 2 days of life: 720 per month
+    assert (young.recent.days, young.recent.instance_hours) == (2, 48)
+    assert young.recent_monthly == young.hourly * 48 * 15
+    assert quote_at(start + timedelta(minutes=30)).recent is None  # under an hour: no history to go by

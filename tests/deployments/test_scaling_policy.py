@@ -1,25 +1,19 @@
 """A service's scaling policy: every validation rule, the organization's GPU quota at deploy, scale and policy change,
 manual scaling of an autoscaling service, the timeline and the audit trail."""
 
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-import time_machine
-from django.utils import timezone
 
 from billing.services import ledger_adjust
 from core.errors import ApplicationError, PermissionDenied
-from deployments.events import meter_set
-from deployments.models import BillingMode, EventKind, GpuQuota, ManualScale, Service, ServiceStatus
+from deployments.models import BillingMode, EventKind, GpuQuota, ManualScale, Service
 from deployments.policy import (
     PriceRange,
     ScalingPolicy,
     gpus_held,
-    instance_seconds,
     policy_check,
     quota_overview,
-    usage_estimate,
 )
 from deployments.services import gpu_quota_set, service_create, service_delete, service_scale, service_set_policy
 from tenancy.models import AuditEvent
@@ -326,23 +320,3 @@ def test_the_price_range_spans_min_to_max_per_hour_and_month():
     )
     monthly = PriceRange("CNY", Decimal("3.52"), Decimal("1774.08"), 1, 3, subscription=True)
     assert (monthly.low_monthly, monthly.high_monthly) == (Decimal("1774.08"), Decimal("6842.88"))  # + 2 × 2534.40
-
-
-def test_the_estimate_extrapolates_the_last_seven_days_of_billed_instance_seconds(service):
-    start = timezone.now()
-    Service.objects.filter(pk=service.pk).update(created_at=start, status=ServiceStatus.RUNNING)
-    with time_machine.travel(start, tick=False):
-        meter_set(service=service, instances=2)
-    with time_machine.travel(start + timedelta(days=1), tick=False):
-        meter_set(service=service, instances=0)
-    now = start + timedelta(days=10)
-    service.refresh_from_db()
-    assert instance_seconds(service, start, now) == 2 * 86400
-    estimate = usage_estimate(service, hourly=Decimal("3.52"), monthly=Decimal("1774.08"), currency="CNY", now=now)
-    assert estimate is not None and estimate.days == 7  # the window: the last seven days, idle
-    assert estimate.monthly == Decimal("0.00")
-    now = start + timedelta(days=2)
-    estimate = usage_estimate(service, hourly=Decimal("3.52"), monthly=Decimal("1774.08"), currency="CNY", now=now)
-    # 48 instance-hours in 2 days: 720 per month → 3.52 × 48 × 15
-    assert (estimate.days, estimate.instance_hours, estimate.monthly) == (2, 48, Decimal("2534.40"))
-    assert usage_estimate(service, hourly=Decimal("1"), monthly=Decimal("1"), currency="CNY", now=start) is None
