@@ -736,10 +736,11 @@ def _instances_set(service: Service, *, actor, instances: int) -> None:
         actor=actor,
         message=TIMELINE("scaled", a=before, n=instances),
     )
-    if service.desired_running and service.status == ServiceStatus.RUNNING:
+    if service.desired_running and service.status in (ServiceStatus.RUNNING, ServiceStatus.IDLE):
         status_set(
             service=service,
-            status=ServiceStatus.SCALING,
+            # An Idle service (at zero) starts again; a running one scales.
+            status=ServiceStatus.STARTING if before == 0 else ServiceStatus.SCALING,
             reason="ScaleRequested",
             actor=actor,
             message=TIMELINE("scaled", a=before, n=instances),

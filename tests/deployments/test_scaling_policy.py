@@ -7,7 +7,7 @@ import pytest
 
 from billing.services import ledger_adjust
 from core.errors import ApplicationError, PermissionDenied
-from deployments.models import BillingMode, EventKind, GpuQuota, ManualScale, Service
+from deployments.models import BillingMode, EventKind, GpuQuota, ManualScale, Service, ServiceStatus
 from deployments.policy import (
     PriceRange,
     ScalingPolicy,
@@ -320,3 +320,12 @@ def test_the_price_range_spans_min_to_max_per_hour_and_month():
     )
     monthly = PriceRange("CNY", Decimal("3.52"), Decimal("1774.08"), 1, 3, subscription=True)
     assert (monthly.low_monthly, monthly.high_monthly) == (Decimal("1774.08"), Decimal("6842.88"))  # + 2 × 2534.40
+
+
+def test_scaling_an_idle_service_by_hand_starts_it(service, alice):
+    service = service_set_policy(
+        service=service, actor=alice, policy=ScalingPolicy(scaling_mode="autoscale", min_instances=0, max_instances=4)
+    )
+    Service.objects.filter(pk=service.pk).update(instances=0, status=ServiceStatus.IDLE)  # as the autoscaler left it
+    service = service_scale(service=Service.objects.get(pk=service.pk), actor=alice, instances=2)
+    assert (service.scaling_mode, service.instances, service.status) == ("fixed", 2, ServiceStatus.STARTING)
