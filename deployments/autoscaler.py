@@ -34,8 +34,9 @@ from django.db import close_old_connections
 from core import redis as platform_redis
 from core.errors import ApplicationError
 from deployments import serving_signals
-from deployments.autoscaling import Decision, History, Policy, decide
+from deployments.autoscaling import Decision, History, decide
 from deployments.models import ScalingMode, Service, ServiceStatus
+from deployments.policy import ScalingPolicy
 from deployments.replica_metrics import Scraper
 from deployments.services import service_autoscale, service_autoscale_blocked, service_autoscale_unblocked
 
@@ -137,7 +138,7 @@ class Autoscaler:
             if history is None:
                 history = self.histories[sid] = History(since=now)
             decision = decide(
-                policy=Policy.of(service),
+                policy=ScalingPolicy.of(service),
                 current=service.instances,
                 signals=signals.get(sid, serving_signals.ServingSignals()),
                 metrics=metrics.get(sid),

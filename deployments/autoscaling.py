@@ -1,10 +1,10 @@
 """The autoscaler's decision: how many instances a service should run now, and why. Pure: no database, no clock.
 
-Inputs per service and tick: its policy (``Policy``), the instances it has now, the gateway's serving signals
-(``serving_signals.ServingSignals``: in-flight requests, held ones, last arrival, recent TTFTs), what its replicas'
-``/metrics`` said (``replica_metrics.ServiceMetrics``, or None), whether a held request asked to wake it, the time,
-and the service's ``History`` (kept by the loop between ticks). Output: a ``Decision`` with the desired count and its
-reason as a timeline text (``deployments.texts.TIMELINE``), or the same count and no reason.
+Inputs per service and tick: its policy (``policy.ScalingPolicy``), the instances it has now, the gateway's serving
+signals (``serving_signals.ServingSignals``: in-flight requests, held ones, last arrival, recent TTFTs), what its
+replicas' ``/metrics`` said (``replica_metrics.ServiceMetrics``, or None), whether a held request asked to wake it,
+the time, and the service's ``History`` (kept by the loop between ticks). Output: a ``Decision`` with the desired
+count and its reason as a timeline text (``deployments.texts.TIMELINE``), or the same count and no reason.
 
 - **Demand** is the larger of the gateway's in-flight count (every request admitted and not finished, by all
   gateway workers, including those held while the service wakes) and the replicas' running plus waiting.
@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from core.i18n import Text
 from deployments.models import ScalingMode, ScalingTarget
+from deployments.policy import ScalingPolicy
 from deployments.replica_metrics import ServiceMetrics
 from deployments.serving_signals import ServingSignals
 from deployments.texts import TIMELINE
@@ -38,29 +39,6 @@ PANIC_FACTOR = 2
 PANIC_HOLD_S = 60.0
 # Requests per instance assumed by a TTFT or KV-cache target while it has no measure (at zero, before any sample).
 ASSUMED_PER_INSTANCE = 8
-
-
-@dataclass(frozen=True)
-class Policy:
-    mode: str = ScalingMode.AUTOSCALE
-    min_instances: int = 1
-    max_instances: int = 1
-    target: str = ScalingTarget.CONCURRENCY
-    target_value: int = 8
-    scale_down_window_s: int = 300
-    idle_to_zero_s: int = 600
-
-    @classmethod
-    def of(cls, service) -> Policy:
-        return cls(
-            mode=service.scaling_mode,
-            min_instances=service.min_instances,
-            max_instances=max(service.max_instances, service.min_instances),
-            target=service.scaling_target,
-            target_value=max(service.target_value, 1),
-            scale_down_window_s=service.scale_down_window_s,
-            idle_to_zero_s=service.idle_to_zero_s,
-        )
 
 
 @dataclass
@@ -91,23 +69,23 @@ def _ttft_p95(signals: ServingSignals, metrics: ServiceMetrics | None) -> int | 
 
 
 def _recommend(
-    policy: Policy, current: int, demand: int, signals: ServingSignals, metrics: ServiceMetrics | None
+    policy: ScalingPolicy, current: int, demand: int, signals: ServingSignals, metrics: ServiceMetrics | None
 ) -> tuple[float, Text | None]:
     """The instances the target asks for (unrounded, unbounded) and the words for it (saying ``current → n``)."""
-    target = policy.target_value
+    target = max(policy.target_value, 1)
     if demand == 0:
         return 0.0, None
-    if policy.target == ScalingTarget.TTFT_P95 and current > 0:
+    if policy.scaling_target == ScalingTarget.TTFT_P95 and current > 0:
         p95 = _ttft_p95(signals, metrics)
         if p95 is not None:
             need = current * p95 / target
             return need, TIMELINE("autoscale_ttft", a=current, n=math.ceil(need), p95=p95, goal=target)
-    if policy.target == ScalingTarget.KV_CACHE and current > 0 and metrics is not None:
+    if policy.scaling_target == ScalingTarget.KV_CACHE and current > 0 and metrics is not None:
         if metrics.kv_cache_usage is not None:
             usage = round(metrics.kv_cache_usage * 100)
             need = current * usage / target
             return need, TIMELINE("autoscale_kv_cache", a=current, n=math.ceil(need), usage=usage, target=target)
-    per_instance = target if policy.target == ScalingTarget.CONCURRENCY else ASSUMED_PER_INSTANCE
+    per_instance = target if policy.scaling_target == ScalingTarget.CONCURRENCY else ASSUMED_PER_INSTANCE
     need = demand / per_instance
     return need, TIMELINE("autoscale_demand", a=current, n=math.ceil(need), demand=demand, target=per_instance)
 
@@ -118,7 +96,7 @@ _DOWN["autoscale_kv_cache"] = "autoscale_down_kv_cache"
 
 def decide(
     *,
-    policy: Policy,
+    policy: ScalingPolicy,
     current: int,
     signals: ServingSignals,
     metrics: ServiceMetrics | None,
@@ -127,7 +105,7 @@ def decide(
     history: History,
 ) -> Decision:
     """The desired instance count of one service at ``now`` (unix seconds), and why if it differs from ``current``."""
-    if policy.mode != ScalingMode.AUTOSCALE:
+    if policy.scaling_mode != ScalingMode.AUTOSCALE:
         return Decision(current)
     low, high = policy.min_instances, max(policy.max_instances, policy.min_instances, 1)
     demand = demand_of(signals, metrics)

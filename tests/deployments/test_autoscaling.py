@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from django.utils import translation
 
-from deployments.autoscaling import PANIC_HOLD_S, History, Policy, decide
+from deployments.autoscaling import PANIC_HOLD_S, History, decide
 from deployments.models import ScalingMode, ScalingTarget
+from deployments.policy import ScalingPolicy
 from deployments.replica_metrics import ServiceMetrics
 from deployments.serving_signals import ServingSignals
 from deployments.texts import TIMELINE
@@ -22,10 +23,15 @@ def signals(inflight: int = 0, *, held: int = 0, last: float | None = T0, ttft: 
     return ServingSignals(inflight=inflight, held=held, last_request_at=at, ttft_ms=ttft)
 
 
+def auto(**fields) -> ScalingPolicy:
+    """An autoscaling policy with the given fields (the rest: the defaults)."""
+    return ScalingPolicy(scaling_mode=ScalingMode.AUTOSCALE, **fields)
+
+
 class Run:
     """A service driven through a series of ticks, applying every decision as the loop would."""
 
-    def __init__(self, policy: Policy, current: int, *, since: float = T0 - 3600):
+    def __init__(self, policy: ScalingPolicy, current: int, *, since: float = T0 - 3600):
         self.policy, self.current = policy, current
         self.history = History(since=since)
         self.reasons: list[str] = []
@@ -49,11 +55,17 @@ class Run:
         return self.current
 
 
-CONCURRENCY = Policy(min_instances=1, max_instances=10, target_value=8, scale_down_window_s=300, idle_to_zero_s=600)
+CONCURRENCY = auto(
+    min_instances=1,
+    max_instances=10,
+    target_value=8,
+    scale_down_window_s=300,
+    idle_to_zero_s=600,
+)
 
 
 def test_fixed_mode_never_changes_anything():
-    run = Run(Policy(mode=ScalingMode.FIXED, min_instances=1, max_instances=10), 2)
+    run = Run(ScalingPolicy(scaling_mode=ScalingMode.FIXED, min_instances=1, max_instances=10), 2)
     assert run.tick(T0, signals(500)) == 2
 
 
@@ -104,7 +116,15 @@ def test_a_burst_panics_up_at_once_and_holds_off_scale_down():
     assert run.tick(T0, signals(40)) == 5  # 40 ≥ twice what 2 instances carry (16)
     assert run.reasons[-1].startswith("2 → 5: burst of 40 requests in flight or waiting")
     # The burst ends at once; even long past the stabilisation window nothing goes down while panicking ...
-    quiet = Run(Policy(min_instances=1, max_instances=10, target_value=8, scale_down_window_s=10), 2)
+    quiet = Run(
+        auto(
+            min_instances=1,
+            max_instances=10,
+            target_value=8,
+            scale_down_window_s=10,
+        ),
+        2,
+    )
     assert quiet.tick(T0, signals(40)) == 5
     assert quiet.tick(T0 + 30, signals(1, last=T0 + 30)) == 5
     assert quiet.tick(T0 + PANIC_HOLD_S - 1, signals(1, last=T0 + PANIC_HOLD_S - 1)) == 5
@@ -113,7 +133,13 @@ def test_a_burst_panics_up_at_once_and_holds_off_scale_down():
 
 
 def test_idle_service_with_min_zero_goes_to_zero_after_the_idle_period():
-    policy = Policy(min_instances=0, max_instances=4, target_value=8, scale_down_window_s=60, idle_to_zero_s=600)
+    policy = auto(
+        min_instances=0,
+        max_instances=4,
+        target_value=8,
+        scale_down_window_s=60,
+        idle_to_zero_s=600,
+    )
     run = Run(policy, 1)
     last = T0
     assert run.tick(T0 + 300, signals(0, last=last)) == 1
@@ -124,7 +150,7 @@ def test_idle_service_with_min_zero_goes_to_zero_after_the_idle_period():
 
 
 def test_a_request_in_flight_keeps_a_min_zero_service_up():
-    policy = Policy(min_instances=0, max_instances=4, target_value=8, idle_to_zero_s=60)
+    policy = auto(min_instances=0, max_instances=4, target_value=8, idle_to_zero_s=60)
     run = Run(policy, 1)
     assert run.tick(T0 + 3600, signals(1, last=T0)) == 1  # a very long stream: arrived an hour ago, still running
 
@@ -140,19 +166,24 @@ def test_min_one_never_goes_to_zero():
     ids=["held-request", "wake-request", "in-flight"],
 )
 def test_a_service_at_zero_wakes_on_demand(sig, wake):
-    policy = Policy(min_instances=0, max_instances=4, target_value=8)
+    policy = auto(min_instances=0, max_instances=4, target_value=8)
     run = Run(policy, 0)
     assert run.tick(T0, sig, wake=wake) == 1
     assert run.reasons == ["0 → 1: woken by a request"]
 
 
 def test_waking_into_a_burst_starts_enough_instances():
-    run = Run(Policy(min_instances=0, max_instances=4, target_value=8), 0)
+    run = Run(auto(min_instances=0, max_instances=4, target_value=8), 0)
     assert run.tick(T0, signals(0, held=30)) == 4
 
 
 def test_ttft_goal_scales_in_proportion_to_the_p95():
-    policy = Policy(min_instances=1, max_instances=8, target=ScalingTarget.TTFT_P95, target_value=500)
+    policy = auto(
+        min_instances=1,
+        max_instances=8,
+        scaling_target=ScalingTarget.TTFT_P95,
+        target_value=500,
+    )
     run = Run(policy, 2)
     scraped = ServiceMetrics(replicas=2, running=4, waiting=0, kv_cache_usage=None, ttft_p95_ms=900)
     assert run.tick(T0, signals(4), scraped) == 4
@@ -163,7 +194,12 @@ def test_ttft_goal_scales_in_proportion_to_the_p95():
 
 
 def test_kv_cache_target_scales_on_the_busiest_replica():
-    policy = Policy(min_instances=1, max_instances=8, target=ScalingTarget.KV_CACHE, target_value=60)
+    policy = auto(
+        min_instances=1,
+        max_instances=8,
+        scaling_target=ScalingTarget.KV_CACHE,
+        target_value=60,
+    )
     run = Run(policy, 2)
     scraped = ServiceMetrics(replicas=2, running=10, waiting=0, kv_cache_usage=0.95, ttft_p95_ms=None)
     assert run.tick(T0, signals(10), scraped) == 4
@@ -171,13 +207,16 @@ def test_kv_cache_target_scales_on_the_busiest_replica():
 
 
 def test_bounds_moved_by_a_person_are_followed_at_once():
-    run = Run(Policy(min_instances=3, max_instances=6, target_value=8), 1)
+    run = Run(auto(min_instances=3, max_instances=6, target_value=8), 1)
     assert run.tick(T0, signals(0)) == 3
     assert run.reasons == ["1 → 3: the policy's bounds are 3 to 6 instances"]
 
 
 def test_reasons_read_in_chinese():
-    run = Run(Policy(min_instances=0, max_instances=4, target_value=8, idle_to_zero_s=600), 1)
+    run = Run(
+        auto(min_instances=0, max_instances=4, target_value=8, idle_to_zero_s=600),
+        1,
+    )
     decision = decide(
         policy=run.policy,
         current=1,
