@@ -43,6 +43,9 @@ from deployments.services import service_autoscale, service_autoscale_blocked, s
 log = logging.getLogger(__name__)
 
 LEASE_TICKS = 3
+# One BLPOP blocks at most this long (the loop waits again until the tick is due): redis-py's client gives up on a
+# read after its socket timeout (5 s by default), and a wait as long as the tick would end in a TimeoutError.
+WAKE_BLOCK_S = 1.0
 MAX_BACKOFF_S = 300.0
 # Autoscaled services in these statuses are decided on; the others wait for a person or the reconcile loop.
 DECIDED_STATUSES = (
@@ -189,7 +192,7 @@ class Autoscaler:
         if timeout <= 0:
             return serving_signals.wake_requests_take()
         try:
-            platform_redis.client().blpop([serving_signals.wake_notify_key()], timeout=timeout)
+            platform_redis.client().blpop([serving_signals.wake_notify_key()], timeout=min(timeout, WAKE_BLOCK_S))
         except redis.exceptions.RedisError as exc:
             log.warning("autoscaler cannot wait on Redis: %r", exc)
             time.sleep(min(timeout, 1.0))

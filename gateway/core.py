@@ -300,7 +300,10 @@ async def start(call: Call) -> None:
     released here, naming the client's model)."""
     try:
         endpoints = await prepare(call)
-        await open_upstream(call, endpoints)
+        try:
+            await open_upstream(call, endpoints)
+        except GatewayError as error:
+            await _wake_instead(call, error)
         response = call.response
         assert response is not None
         if response.status >= 400:
@@ -320,6 +323,25 @@ async def start(call: Call) -> None:
         call.close_upstream()
         call.uncount()  # no finish() follows such a failure
         raise
+
+
+async def _wake_instead(call: Call, error: GatewayError) -> None:
+    """No replica of a list that may be stale answered: for a service that wakes on request, look again and wait.
+
+    The cached replica list is served while it is refreshed after a change (``lookups.TTLCache``), so the first
+    request after a service scaled to zero is routed to the instance that was stopped; refused, it would be answered
+    503 instead of waking the service. Only a refusal of every replica (``no_ready_replica``) of such a service gets
+    here; anything else is raised as it was.
+    """
+    target = call.target
+    if error.code != "no_ready_replica" or target is None or target.wake_service_id is None:
+        raise error
+    if target.max_wake_wait_s <= 0:
+        raise error
+    endpoints = await lookups.endpoints.reload(target.service_ids)
+    if not endpoints:
+        endpoints = await waking.hold(call, target)
+    await open_upstream(call, endpoints)
 
 
 async def open_upstream(call: Call, endpoints: list[Endpoint]) -> None:

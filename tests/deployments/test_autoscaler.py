@@ -131,6 +131,30 @@ def test_a_wake_request_is_acted_on_at_once_not_at_the_next_tick(tiny):
     assert service.events.filter(reason="Woken", message="0 → 1: woken by a request").exists()
 
 
+def test_a_wake_request_is_acted_on_at_once_after_a_wait_longer_than_redis_s_read_timeout(tiny, caplog):
+    service = _autoscale(tiny, min_instances=0, instances=0, status=ServiceStatus.IDLE)
+    loop = Autoscaler(tick_s=30)
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop.is_set,), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not loop.leading and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(5.5)  # longer than redis-py's 5 s socket timeout: one BLPOP of the whole tick would have failed
+    client = platform_redis.client()
+    asked = time.monotonic()
+    client.sadd(serving_signals.wake_key(), str(service.pk))
+    client.lpush(serving_signals.wake_notify_key(), "1")
+    while Service.objects.get(pk=service.pk).instances == 0 and time.monotonic() - asked < 5:
+        time.sleep(0.01)
+    waited = time.monotonic() - asked
+    stop.set()
+    thread.join(5)
+    assert Service.objects.get(pk=service.pk).instances == 1
+    assert "cannot wait on Redis" not in caplog.text
+    assert waited < 0.5
+
+
 def test_local_service_scales_one_two_one_and_the_leaving_instance_finishes_its_stream(tiny, settings):
     settings.SERVICE_DRAIN_GRACE_S = 60
     service = _until(tiny, lambda s: s.status == ServiceStatus.RUNNING)

@@ -75,6 +75,28 @@ def test_stop_and_delete_end_the_processes(running, alice):
     assert meters(service) == [1, 0]
 
 
+def test_the_simulator_gets_the_vllm_options_it_simulates_and_skips_the_others():
+    runtime_args = ["--trust-remote-code", "--max-num-seqs", "8", "--block-size=32", "--enable-chunked-prefill"]
+    command = local.engine_command(
+        served_model_name="acme/tiny",
+        model_source="Qwen/x",
+        max_model_len=4096,
+        port=9,
+        replica="tiny-0",
+        runtime_args=runtime_args,
+    )
+    assert command[1:3] == ["-m", "simulator"]
+    assert command[-3:] == ["--max-num-seqs", "8", "--block-size=32"]
+    assert "--trust-remote-code" not in command and "--enable-chunked-prefill" not in command
+
+
+def test_a_local_service_s_concurrency_limit_reaches_its_simulator(running):
+    Service.objects.filter(pk=running.pk).update(runtime_args=["--enable-chunked-prefill", "--max-num-seqs", "3"])
+    service = until_running(running)
+    replica = Replica.objects.get(service=service)
+    assert httpx.get(f"{replica.base_url}/_sim/config", timeout=5).json()["max_num_seqs"] == 3
+
+
 def test_local_inventory_tracks_allocations(org, alice, catalog, local_cluster, region):
     service_create(org=org, actor=alice, catalog_model=qwen("bge-m3"), region=region, name="emb", instances=3)
     local_cluster.refresh_from_db()

@@ -148,6 +148,25 @@ def test_first_request_after_idle_wakes_the_public_model_and_is_answered(v1, api
     assert client.chat.completions.create(model="public/qwen2-0.5b-instruct", messages=CHAT, max_tokens=4).choices
 
 
+def test_the_first_request_after_a_scale_to_zero_wakes_the_service_again(run_gateway, api_key, idle_own, slow_engines):
+    """The gateway's worker still caches the stopped instance (its list is refreshed while served after a change):
+    refused there, the request is held and the service woken again, not answered 503."""
+    from deployments.services import service_autoscale
+    from deployments.texts import TIMELINE
+
+    with run_gateway() as url, Autoscaler() as scaler:
+        client = openai.OpenAI(base_url=url + "/v1", api_key=api_key, max_retries=0, timeout=60)
+        assert client.chat.completions.create(model="acme/napper", messages=CHAT, max_tokens=4).choices
+        first = Replica.objects.get(service=idle_own)
+        service_autoscale(service_id=idle_own.pk, instances=0, message=TIMELINE("autoscale_idle", a=1, n=1))
+        assert _until(lambda: not local.process_alive(first.pid, port=first.port), timeout=20)
+        assert _until(lambda: Service.objects.get(pk=idle_own.pk).status == ServiceStatus.IDLE)
+        answer = client.chat.completions.create(model="acme/napper", messages=CHAT, max_tokens=4)
+    assert answer.choices[0].message.content
+    assert scaler.woken == [str(idle_own.pk)] * 2
+    assert idle_own.events.filter(kind=EventKind.SCALE, reason="Woken").count() == 2
+
+
 class Recording(httpx.HTTPTransport):
     """An httpx transport that keeps every body chunk the server sent (to see what the SDK was given)."""
 

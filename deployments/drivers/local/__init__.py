@@ -42,6 +42,9 @@ DEFAULT_LOCAL_GPU_MEMORY_GB = 80
 HEALTH_TIMEOUT_S = 1.0
 STOP_GRACE_S = 5.0
 DRAIN_SETTLE_S = 2.0
+# vLLM options that mean the same to the engine simulator: a service's runtime args pass them on to it, so a catalog
+# model's concurrency limit (``--max-num-seqs``) holds on the local driver too. Other vLLM options are not simulated.
+SIMULATED_VLLM_OPTIONS = ("--max-num-seqs", "--block-size", "--seed")
 
 
 @dataclass
@@ -161,7 +164,23 @@ def engine_command(
         replica,
         "--load-seconds",
         str(settings.LOCAL_ENGINE_STARTUP_S),
+        *simulated_options(runtime_args or []),
     ]
+
+
+def simulated_options(runtime_args: list[str]) -> list[str]:
+    """The part of a vLLM command line's ``runtime_args`` the simulator understands (``SIMULATED_VLLM_OPTIONS``)."""
+    kept: list[str] = []
+    args = [str(a) for a in runtime_args]
+    for i, arg in enumerate(args):
+        name, has_value, _value = arg.partition("=")
+        if name not in SIMULATED_VLLM_OPTIONS:
+            continue
+        if has_value:
+            kept.append(arg)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            kept += [arg, args[i + 1]]
+    return kept
 
 
 def _free_port() -> int:
